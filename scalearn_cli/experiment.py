@@ -1,0 +1,124 @@
+"""What both training stages share: data options -> splits and loaders; scoring; metadata for scalearn.json."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from scalearn_cli import __version__
+from scalearn_cli.artifacts import FORMAT_VERSION
+from scalearn_cli.train import TrainConfig, TrainResult, evaluate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where a task's data comes from and how much of it to use."""
+
+    task: str
+    data_dir: Path | None = None
+    data_file: Path | None = None
+    text_fields: tuple[str, ...] = ()
+    label_field: str = "label"
+    problem_type: str = "classification"
+    label_names: tuple[str, ...] | None = None
+    max_train_samples: int | None = None
+    few_shot: int | None = None
+
+    def spec(self):  # -> TaskSpec
+        from scalearn_cli.tasks import custom_task, get_task
+
+        if self.task == "custom":
+            from scalearn_cli.errors import UsageError
+
+            if not self.text_fields:
+                raise UsageError("--task custom needs --text-fields (e.g. --text-fields sentence1,sentence2)")
+            return custom_task(
+                list(self.text_fields),
+                self.label_field,
+                self.problem_type,
+                list(self.label_names) if self.label_names else None,
+            )
+        return get_task(self.task)
+
+
+@dataclass
+class Prepared:
+    spec: Any  # TaskSpec, resolved against the data (custom label names inferred)
+    splits: Any  # data.Splits
+    train: Any  # DataLoader
+    dev: Any
+    test: Any
+
+
+def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: int | None = None) -> Prepared:
+    """Load the task's data, split it by the paper's protocol, and build the three loaders."""
+    from scalearn_cli.data import load_raw, make_loader, make_splits
+
+    spec = options.spec()
+    raw = load_raw(spec, data_dir=options.data_dir, data_file=options.data_file)
+    splits = make_splits(
+        spec,
+        raw,
+        max_train_samples=options.max_train_samples,
+        few_shot=options.few_shot,
+        sample_seed=config.seed if sample_seed is None else sample_seed,
+    )
+    spec = splits.spec
+
+    def loader(ds, shuffle: bool):
+        return make_loader(ds, spec, tokenizer, config.batch_size, config.max_length, shuffle=shuffle, seed=config.seed)
+
+    return Prepared(spec, splits, loader(splits.train, True), loader(splits.dev, False), loader(splits.test, False))
+
+
+def score(model: nn.Module, prepared: Prepared, splits: tuple[str, ...] = ("dev", "test")) -> dict[str, dict]:
+    """The task's metrics on the named splits (plus the split's mean loss)."""
+    from scalearn_cli.metrics import compute_metrics
+
+    out = {}
+    for split in splits:
+        loss, logits, labels = evaluate(model, getattr(prepared, split))
+        out[split] = {**compute_metrics(prepared.spec, logits, labels), "loss": float(loss)}
+    return out
+
+
+def metric_fn(spec):  # -> Callable[[np.ndarray, np.ndarray], dict[str, float]]
+    from scalearn_cli.metrics import compute_metrics
+
+    def fn(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return compute_metrics(spec, logits, labels)
+
+    return fn
+
+
+def base_metadata(kind: str, prepared: Prepared, base_ref, config: TrainConfig, result: TrainResult) -> dict:
+    """The fields every scalearn.json has (source or composition)."""
+    from scalearn_cli.tasks import task_to_dict
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "scalearn_version": __version__,
+        "kind": kind,
+        "task": task_to_dict(prepared.spec),
+        "base_model": base_ref.to_dict(),
+        "seed": config.seed,
+        "training": {
+            **asdict(config),
+            "best_epoch": result.best_epoch,
+            "best_dev_loss": result.best_dev_loss,
+            "steps": result.steps,
+            "train_seconds": round(result.train_seconds, 2),
+            "examples_per_second": round(result.examples_per_second, 2),
+            "train_examples": len(prepared.splits.train),
+            "dev_examples": len(prepared.splits.dev),
+            "test_examples": len(prepared.splits.test),
+            "history": [asdict(h) for h in result.history],
+        },
+    }

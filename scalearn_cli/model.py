@@ -1,0 +1,69 @@
+"""The task model: a frozen encoder (with sources or a composition inside it) plus a small trainable head."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ProblemType = Literal["classification", "regression", "multiple_choice"]
+
+
+class TaskHead(nn.Module):
+    """RoBERTa-style head on the first token: dropout -> dense -> tanh -> dropout -> out_proj."""
+
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, num_outputs)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(hidden_states[:, 0])  # (batch, hidden): the [CLS]/<s> token
+        x = torch.tanh(self.dense(x))
+        return self.out_proj(self.dropout(x))  # (batch, num_outputs)
+
+
+def head_outputs(problem_type: ProblemType, num_labels: int) -> int:
+    """How many numbers the head emits per encoded sequence."""
+    return 1 if problem_type in ("regression", "multiple_choice") else num_labels
+
+
+class TaskModel(nn.Module):
+    """``encoder`` (frozen, possibly adapted) + ``head``; returns (loss, logits)."""
+
+    def __init__(self, encoder: nn.Module, head: TaskHead, problem_type: ProblemType) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.problem_type = problem_type
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        n_choices = input_ids.shape[1] if self.problem_type == "multiple_choice" else None
+        if n_choices is not None:  # (batch, choices, seq) -> (batch * choices, seq)
+            input_ids, attention_mask = input_ids.flatten(0, 1), attention_mask.flatten(0, 1)
+            token_type_ids = token_type_ids.flatten(0, 1) if token_type_ids is not None else None
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        logits = self.head(hidden)
+        if n_choices is not None:
+            logits = logits.view(-1, n_choices)  # (batch, choices)
+        elif self.problem_type == "regression":
+            logits = logits.squeeze(-1)  # (batch,)
+        loss = None if labels is None else task_loss(self.problem_type, logits, labels)
+        return loss, logits
+
+
+def task_loss(problem_type: ProblemType, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MSE for regression, cross-entropy otherwise (in fp32 for stability under mixed precision)."""
+    if problem_type == "regression":
+        return F.mse_loss(logits.float(), labels.float())
+    return F.cross_entropy(logits.float(), labels.long())

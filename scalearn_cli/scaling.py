@@ -1,0 +1,208 @@
+"""ScaLearn's scaling of frozen source adapters, and the baselines, as pure torch modules.
+
+Every source adapter at a composition *site* is a low-rank map: ``a_i(x) = U_i φ(D_i x + d_i) + u_i``
+(bottleneck: φ = ReLU, with biases; LoRA: φ = identity, no biases, ``U_i = s_i B_i``, ``D_i = A_i``).
+Stacking the N sources' ranks gives one ``(R, D_in)`` down matrix and one ``(D_out, R)`` up matrix, R = Σ r_i.
+
+ScaLearn (paper, eq. for the Pfeiffer adapter):  out = Σ_i ω_i ⊙ a_i(x)
+Because ω_i ⊙ (U_i h) = (diag(ω_i) U_i) h, the weights fold into the up matrix each step, so all N sources
+are two GEMMs (down, up) and the (batch, seq, N, hidden) stack of source outputs is never materialised.
+AdapterFusion needs that stack (attention over sources), so it is computed only on the fusion path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Variant = Literal["scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++"]
+Method = Literal["scalearn", "average", "adapterfusion"]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One ScaLearn variant: vector or scalar ω, shared across layers or not, dropout on ω."""
+
+    name: str
+    vector: bool
+    shared: bool
+    dropout: float
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "scalearn": VariantSpec("scalearn", vector=True, shared=False, dropout=0.3),
+    "scalearn-uniform": VariantSpec("scalearn-uniform", vector=False, shared=False, dropout=0.3),
+    "scalearn++": VariantSpec("scalearn++", vector=True, shared=True, dropout=0.3),
+    "scalearn-uniform++": VariantSpec("scalearn-uniform++", vector=False, shared=True, dropout=0.0),
+}
+
+_LAYER_INDEX = re.compile(r"(^|\.)layer\.\d+\.")
+
+
+def shared_key(site: str) -> str:
+    """The ++ variants share ω across layers per module name: drop the layer index from a site path."""
+    return _LAYER_INDEX.sub(r"\1layer.*.", site)
+
+
+class Omega(nn.Module):
+    """The learned scaling parameters of one composition, one tensor per key (a site, or a shared group).
+
+    Shapes: vector variants ``(N, D)``, scalar variants ``(N,)``; ``weights(site)`` returns ``(N, D)`` or
+    ``(N, 1)`` after dropout on ω itself (one mask per call, i.e. per forward pass and site: in the ++
+    variants each layer draws its own mask on the shared tensor).
+    """
+
+    def __init__(
+        self,
+        site_dims: dict[str, int],
+        n_sources: int,
+        variant: VariantSpec,
+        init_std: float = 0.001,
+        dropout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.variant = variant
+        self.n_sources = n_sources
+        self.p_drop = variant.dropout if dropout is None else dropout
+        self.key_of = {site: (shared_key(site) if variant.shared else site) for site in site_dims}
+        dims: dict[str, int] = {}
+        for site, dim in site_dims.items():
+            dims[self.key_of[site]] = dim
+        self.keys = sorted(dims)
+        self.values = nn.ParameterList()
+        for key in self.keys:
+            shape = (n_sources, dims[key]) if variant.vector else (n_sources,)
+            # paper: ω ~ Normal(2/N, 0.001), no bias, no softmax, no sum-to-one
+            self.values.append(nn.Parameter(torch.normal(2.0 / n_sources, init_std, size=shape)))
+        self._index = {key: i for i, key in enumerate(self.keys)}
+
+    def tensor(self, key: str) -> nn.Parameter:
+        return self.values[self._index[key]]
+
+    def weights(self, site: str) -> torch.Tensor:
+        omega = self.tensor(self.key_of[site])
+        omega = F.dropout(omega, self.p_drop, self.training)
+        return omega if omega.dim() == 2 else omega.unsqueeze(-1)  # (N, D) or (N, 1)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """ω by key, for ``omega.safetensors``."""
+        return {key: self.tensor(key).detach() for key in self.keys}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        missing = set(self.keys) - set(tensors)
+        if missing:
+            raise KeyError(f"omega file lacks {sorted(missing)[0]}")
+        with torch.no_grad():
+            for key in self.keys:
+                self.tensor(key).copy_(tensors[key])
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.values)
+
+
+class FixedWeights(nn.Module):
+    """Fixed equal weights 1/N at every site (the ``average`` baseline): nothing to learn."""
+
+    def __init__(self, n_sources: int) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.full((n_sources, 1), 1.0 / n_sources), persistent=False)
+
+    def weights(self, site: str) -> torch.Tensor:
+        return self.w  # (N, 1)
+
+    def num_parameters(self) -> int:
+        return 0
+
+
+class FusionAttention(nn.Module):
+    """AdapterFusion at one site: attention over source outputs with query, key and value projections.
+
+    Value is initialised near identity (as in Pfeiffer et al. 2021), so fusion starts as a plain average-like
+    mix; the softmax weights are input dependent, so the full ``(batch, seq, N, D)`` stack is needed.
+    """
+
+    def __init__(self, d_query: int, d_out: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(d_query, d_out)
+        self.key = nn.Linear(d_out, d_out)
+        self.value = nn.Linear(d_out, d_out, bias=False)
+        for lin in (self.query, self.key):
+            nn.init.normal_(lin.weight, std=0.02)
+            nn.init.zeros_(lin.bias)
+        with torch.no_grad():
+            self.value.weight.fill_(1e-6).fill_diagonal_(1.0)
+
+    def forward(self, query: torch.Tensor, stack: torch.Tensor) -> torch.Tensor:
+        q = self.query(query).unsqueeze(-2)  # (batch, seq, 1, D)
+        k = self.key(stack)  # (batch, seq, N, D)
+        probs = torch.softmax((q * k).sum(-1), dim=-1)  # (batch, seq, N)
+        return (probs.unsqueeze(-1) * self.value(stack)).sum(-2)  # (batch, seq, D)
+
+
+class LowRankMix(nn.Module):
+    """N frozen low-rank sources at one site, combined by ``weights`` (ω, fixed 1/N) or by a fusion module.
+
+    Buffers (frozen): ``down (R, D_in)``, ``down_bias (R,)`` or None, ``up (D_out, R)``, ``up_bias (N, D_out)``
+    or None, ``src (R,)`` = which source each rank column belongs to.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        down: torch.Tensor,
+        up: torch.Tensor,
+        src: torch.Tensor,
+        n_sources: int,
+        activation: Literal["relu", "identity"],
+        down_bias: torch.Tensor | None = None,
+        up_bias: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.site = site
+        self.n_sources = n_sources
+        self.activation = activation
+        self.register_buffer("down", down.contiguous())
+        self.register_buffer("up", up.contiguous())
+        self.register_buffer("src", src.long())
+        self.register_buffer("down_bias", None if down_bias is None else down_bias.contiguous())
+        self.register_buffer("up_bias", None if up_bias is None else up_bias.contiguous())
+        self.weights: nn.Module | None = None  # Omega or FixedWeights, shared by all sites (set by compose)
+        self.fusion: FusionAttention | None = None
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.linear(x, self.down, self.down_bias)  # (batch, seq, R)
+        return F.relu(h) if self.activation == "relu" else h
+
+    def forward(self, x: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_i w_i ⊙ a_i(x), shape (batch, seq, D_out). ``query`` feeds AdapterFusion (defaults to x)."""
+        hid = self.hidden(x)
+        if self.fusion is not None:
+            return self.fusion(x if query is None else query, self.source_outputs(hid))
+        w = self.weights.weights(self.site)  # (N, D_out) or (N, 1)
+        up = self.up * w[self.src].transpose(0, 1)  # fold ω into U: (D_out, R)
+        bias = None if self.up_bias is None else (w * self.up_bias).sum(0)  # (D_out,)
+        return F.linear(hid, up, bias)
+
+    def source_outputs(self, hid: torch.Tensor) -> torch.Tensor:
+        """Each source's own output a_i, stacked: (batch, seq, N, D_out). Used by fusion only."""
+        outs = []
+        for i in range(self.n_sources):
+            cols = (self.src == i).nonzero().squeeze(-1)
+            bias = None if self.up_bias is None else self.up_bias[i]
+            outs.append(F.linear(hid.index_select(-1, cols), self.up.index_select(1, cols), bias))
+        return torch.stack(outs, dim=-2)
+
+
+def stack_sources(
+    downs: list[torch.Tensor], ups: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Concatenate per-source ``D_i (r_i, D_in)`` and ``U_i (D_out, r_i)`` into one rank-Σr_i pair + source index."""
+    down = torch.cat(downs, dim=0)  # (R, D_in)
+    up = torch.cat(ups, dim=1)  # (D_out, R)
+    src = torch.cat([torch.full((d.shape[0],), i, dtype=torch.long) for i, d in enumerate(downs)])
+    return down, up, src

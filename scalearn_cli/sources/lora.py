@@ -1,0 +1,116 @@
+"""LoRA sources through PEFT, saved in PEFT's own format (vanilla ``PeftModel.from_pretrained`` loads them).
+
+For composition, a saved LoRA is read back as plain tensors per site (module path -> A, B, scaling), so that
+the N sources at a site become one rank-Σr pair (see ``scaling.LowRankMix``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from scalearn_cli.artifacts import LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, load_tensors, read_json
+from scalearn_cli.errors import ArtifactError, UsageError
+
+_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyperparameters (default r=8, alpha=16 on query and value)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = field(default=("query", "value"))
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise UsageError(f"lora r must be >= 1, got {self.r}")
+        if not self.target_modules:
+            raise UsageError("lora target_modules must name at least one module, e.g. query,value")
+
+
+def attach(encoder: nn.Module, settings: LoraSettings, base_model_id: str):  # -> peft.PeftModel
+    """Wrap ``encoder`` with a fresh trainable LoRA (PEFT); the base stays frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+    )
+    try:
+        peft_model = get_peft_model(encoder, config)
+    except ValueError as exc:
+        raise UsageError(f"LoRA target modules {list(settings.target_modules)} not found in the model: {exc}") from exc
+    peft_model.peft_config["default"].base_model_name_or_path = base_model_id
+    return peft_model
+
+
+def load(encoder: nn.Module, folder: Path):  # -> peft.PeftModel
+    """Load a saved LoRA source onto ``encoder`` with vanilla PEFT (frozen, inference mode)."""
+    from peft import PeftModel
+
+    if not (Path(folder) / LORA_CONFIG_FILE).is_file():
+        raise ArtifactError(f"{folder} has no {LORA_CONFIG_FILE}: not a LoRA adapter folder")
+    return PeftModel.from_pretrained(encoder, str(folder), is_trainable=False)
+
+
+@dataclass(frozen=True)
+class LoraSite:
+    """One LoRA-adapted linear layer of a source: delta(x) = scaling · B · A · x."""
+
+    a: torch.Tensor  # (r, D_in)
+    b: torch.Tensor  # (D_out, r)
+    scaling: float
+
+
+def load_sites(folder: Path) -> dict[str, LoraSite]:
+    """Read a PEFT LoRA folder as {module path in the base encoder: LoraSite}."""
+    config = read_json(Path(folder) / LORA_CONFIG_FILE)
+    tensors = load_tensors(Path(folder) / LORA_WEIGHTS_FILE)
+    if config.get("peft_type", "LORA") != "LORA":
+        raise ArtifactError(f"{folder} holds a {config.get('peft_type')} adapter; only LoRA sources compose")
+    if config.get("use_dora") or config.get("bias", "none") != "none":
+        raise ArtifactError(f"{folder} uses DoRA or LoRA biases, which ScaLearn cannot compose; train plain LoRA")
+    sites: dict[str, LoraSite] = {}
+    for key, a in tensors.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        path = key.removeprefix(_PREFIX).removesuffix(".lora_A.weight")
+        b = tensors.get(key.replace(".lora_A.", ".lora_B."))
+        if b is None:
+            raise ArtifactError(f"{folder} has lora_A but no lora_B for {path}; re-create or re-pull it")
+        r = a.shape[0]
+        alpha = _pattern_value(config.get("alpha_pattern") or {}, path, config["lora_alpha"])
+        scaling = alpha / (r**0.5) if config.get("use_rslora") else alpha / r
+        sites[path] = LoraSite(a=a.float(), b=b.float(), scaling=float(scaling))
+    if not sites:
+        raise ArtifactError(f"{folder}/{LORA_WEIGHTS_FILE} holds no LoRA weights; re-create or re-pull it")
+    return sites
+
+
+def _pattern_value(pattern: dict[str, float], path: str, default: float) -> float:
+    """PEFT's alpha_pattern: a key matches when the module path ends with it."""
+    for key, value in pattern.items():
+        if path == key or path.endswith("." + key):
+            return float(value)
+    return float(default)
+
+
+class ComposedLinear(nn.Module):
+    """A frozen base ``nn.Linear`` plus a mix of N LoRA sources: y = W x + b + Σ_i ω_i ⊙ s_i B_i A_i x."""
+
+    def __init__(self, base: nn.Linear, mix: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self.mix = mix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.mix(x)

