@@ -1,0 +1,237 @@
+"""The registry interface shared by the ``local`` and ``hub`` backends, and the checks both apply.
+
+A registry stores adapter folders under repo ids (``org/name``) as immutable commits reachable through
+branches (default ``main``) and tags. Only flat folders of ``*.safetensors``, ``*.json`` and ``README.md``
+are pushed or pulled: no pickle ever crosses a registry.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scalearn_cli.artifacts import METADATA_FILE, MODEL_CARD_FILE, read_json, sha256_file
+from scalearn_cli.errors import ArtifactError, RegistryError, UsageError
+
+DEFAULT_BRANCH = "main"
+#: what a registry ever stores or hands back (patterns in huggingface_hub's fnmatch syntax)
+ALLOW_PATTERNS = ("*.safetensors", "*.json", MODEL_CARD_FILE)
+#: suffixes that betray pickle (torch.save, joblib, numpy object arrays...): refused with a pointed hint
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
+
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
+_REPO_ID_RE = re.compile(rf"^{_NAME}(/{_NAME})?$")
+_NAME_RE = re.compile(rf"^{_NAME}$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """Where a push landed: the repo and the commit hash of the revision it created (or found unchanged)."""
+
+    repo_id: str
+    commit: str
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}@{self.commit}"
+
+
+@dataclass(frozen=True)
+class RepoEntry:
+    """One repo of a registry listing: its id, the commit ``main`` points at, and its parsed scalearn.json."""
+
+    repo_id: str
+    commit: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry(abc.ABC):
+    """A store of adapter folders addressed by ``repo_id`` and revision (branch, tag or commit hash)."""
+
+    #: shown in error messages: the local root or the Hub endpoint
+    location: str
+
+    @abc.abstractmethod
+    def push(
+        self,
+        folder: Path,
+        repo_id: str,
+        revision: str | None = None,
+        tag: str | None = None,
+        private: bool = False,
+        commit_message: str | None = None,
+    ) -> PushResult:
+        """Commit the files of ``folder`` to branch ``revision`` (default main), optionally tag that commit."""
+
+    @abc.abstractmethod
+    def pull(self, repo_id: str, revision: str | None = None, local_dir: Path | None = None) -> Path:
+        """Fetch a revision, verify every file's hash against the registry's record, return the folder."""
+
+    @abc.abstractmethod
+    def resolve(self, repo_id: str, revision: str | None = None) -> str:
+        """The commit hash a branch, tag or commit hash points at."""
+
+    @abc.abstractmethod
+    def list(self, filter: str | None = None) -> list[RepoEntry]:  # noqa: A002 - mirrors `scalearn list --filter`
+        """Repos holding scalearn metadata, optionally only those whose id or metadata contain ``filter``."""
+
+    @abc.abstractmethod
+    def file_hashes(self, repo_id: str, commit: str) -> dict[str, str]:
+        """sha256 of every file of a commit, by file name: what a composition records about its sources."""
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """Split ``"org/name@rev"`` into ``("org/name", "rev")``; without ``@`` the revision is None."""
+    repo_id, sep, revision = ref.partition("@")
+    if sep and not revision:
+        raise UsageError(f"{ref!r} ends with '@' but names no revision: write ORG/NAME@BRANCH-TAG-OR-COMMIT")
+    validate_repo_id(repo_id)
+    if sep:
+        validate_revision(revision)
+    return repo_id, revision or None
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Accept ``name`` or ``org/name`` made of letters, digits, ``.``, ``_``, ``-``; nothing that could escape."""
+    if not isinstance(repo_id, str) or not _REPO_ID_RE.match(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise UsageError(
+            f"invalid repo id {repo_id!r}: use ORG/NAME with letters, digits, '.', '_' or '-' "
+            "(no leading '.' or '-', no '..' or '--', no slashes beyond the one after ORG)"
+        )
+    return repo_id
+
+
+def validate_revision(revision: str) -> str:
+    """Accept a branch or tag name (same alphabet as repo names, no slash) or a 40-hex commit hash."""
+    if not isinstance(revision, str) or not _NAME_RE.match(revision) or ".." in revision:
+        raise UsageError(
+            f"invalid revision {revision!r}: use a branch or tag name of letters, digits, '.', '_' or '-', "
+            "or a 40-character commit hash"
+        )
+    return revision
+
+
+def validate_ref_name(name: str, what: str) -> str:
+    """A branch or tag to create: a valid revision that cannot be mistaken for a commit hash."""
+    validate_revision(name)
+    if is_commit_hash(name):
+        raise UsageError(f"invalid {what} {name!r}: it looks like a commit hash; choose a name such as v1 or dev")
+    return name
+
+
+def validate_filename(name: str) -> str:
+    """A file name inside a repo: one path component of the allowed alphabet (no folders, no '..')."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise RegistryError(
+            f"refusing file name {name!r}: registry files must be plain names of letters, digits, '.', '_' or '-'; "
+            "the registry record is corrupted or hostile"
+        )
+    return name
+
+
+def is_commit_hash(revision: str) -> bool:
+    """True for a full 40-hex commit hash."""
+    return bool(_COMMIT_RE.match(revision))
+
+
+def is_allowed_file(name: str) -> bool:
+    """Only safetensors, JSON and the model card ever enter or leave a registry."""
+    return name == MODEL_CARD_FILE or name.endswith((".safetensors", ".json"))
+
+
+def collect_push_files(folder: Path) -> dict[str, Path]:
+    """The files of an adapter folder to push, by name; refuse anything that is not safetensors/JSON/README.
+
+    Hidden entries (``.cache``, ``.DS_Store``...) are skipped. Pickle files and sub-folders are refused with a
+    one-line error rather than silently left behind, so what is pushed is exactly what loads.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder} is not a folder: pass the adapter folder written by scalearn train/transfer")
+    read_json(folder / METADATA_FILE)  # an adapter folder carries valid scalearn metadata
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if name.startswith("."):
+            continue
+        if path.is_symlink() or not path.is_file():
+            raise ArtifactError(
+                f"{path} is not a plain file: push expects a flat adapter folder; move it out of {folder}"
+            )
+        if name.endswith(PICKLE_SUFFIXES):
+            raise ArtifactError(
+                f"refusing to push {path}: pickle-based files are never shared; convert it to safetensors or remove it"
+            )
+        if not is_allowed_file(name) or not _NAME_RE.match(name):
+            raise ArtifactError(
+                f"refusing to push {path}: only *.safetensors, *.json and README.md files are pushed; remove it"
+            )
+        files[name] = path
+    return files
+
+
+def verify_files(folder: Path, expected: dict[str, str], repo_id: str, commit: str) -> None:
+    """Check that ``folder`` holds exactly the files of ``expected`` with those sha256; raise on any mismatch."""
+    folder = Path(folder)
+    for name, digest in sorted(expected.items()):
+        path = folder / validate_filename(name)
+        if not path.is_file():
+            raise RegistryError(
+                f"{repo_id}@{commit[:12]}: {name} is missing from {folder}; delete that folder and pull again"
+            )
+        actual = sha256_file(path)
+        if actual != digest:
+            raise RegistryError(
+                f"{repo_id}@{commit[:12]}: {name} has sha256 {actual[:12]}... but the registry recorded "
+                f"{digest[:12]}...; the copy is corrupted or was tampered with: do not use it, re-push the adapter"
+            )
+
+
+def default_local_root() -> Path:
+    """``$SCALEARN_REGISTRY``, else ``$XDG_CACHE_HOME/scalearn/registry``, else ``~/.cache/scalearn/registry``."""
+    configured = os.environ.get("SCALEARN_REGISTRY")
+    if configured:
+        return Path(configured).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "scalearn" / "registry"
+
+
+def get_registry(name_or_url: str | None = None, endpoint: str | None = None) -> Registry:
+    """Pick a backend: ``local`` (default), ``local:/some/dir``, ``hub``, or a Hub URL (``https://...``)."""
+    spec = (name_or_url or "local").strip()
+    if spec == "local" or spec.startswith("local:"):
+        if endpoint is not None:
+            raise UsageError("--endpoint only applies to --registry hub; drop it or pass --registry hub")
+        from scalearn_cli.registry.local import LocalRegistry
+
+        root = spec[len("local:") :] if spec.startswith("local:") else ""
+        return LocalRegistry(Path(root).expanduser() if root else default_local_root())
+    if spec == "hub" or spec.startswith(("http://", "https://")):
+        from scalearn_cli.registry.hub import HubRegistry
+
+        if spec != "hub" and endpoint is not None and endpoint.rstrip("/") != spec.rstrip("/"):
+            raise UsageError(f"--registry {spec} and --endpoint {endpoint} disagree; pass only one of them")
+        return HubRegistry(endpoint=endpoint if spec == "hub" else spec)
+    raise UsageError(f"unknown registry {spec!r}: use 'local', 'local:/some/dir', 'hub' or a Hub URL")
+
+
+def matches(entry: RepoEntry, text: str | None) -> bool:
+    """Case-insensitive substring match on repo id, task, base model, adapter kind and kind."""
+    if not text:
+        return True
+    meta = entry.metadata
+    base = meta.get("base_model")
+    adapter = meta.get("adapter")
+    fields = [
+        entry.repo_id,
+        str(meta.get("task", "")),
+        str(meta.get("kind", "")),
+        str(base.get("id", "")) if isinstance(base, dict) else str(base or ""),
+        str(adapter.get("kind", "")) if isinstance(adapter, dict) else str(adapter or ""),
+    ]
+    needle = text.lower()
+    return any(needle in value.lower() for value in fields)

@@ -1,0 +1,334 @@
+"""The embedded registry: a directory laid out like huggingface_hub's cache, with commits that can be verified.
+
+    <root>/.locks/models--org--name.lock        one writer at a time per repo (filelock)
+    <root>/models--org--name/
+        blobs/<sha256>                         file contents, read-only, named by their hash
+        snapshots/<commit>/<file>              relative symlinks to blobs (copies where links fail)
+        commits/<commit>.json                  manifest: files (sha256, size), parent, message, time
+        refs/<branch-or-tag>                   the commit a branch or tag points at
+        tags/<tag>                             marks which refs are (immutable) tags
+
+A commit is the first 40 hex digits of the sha256 of its manifest (parent included), so it names its exact
+content and history. Every write goes to a temporary name first and is renamed into place, in the order
+blobs -> snapshot -> manifest -> ref: an interrupted push leaves at most unreferenced blobs, never a
+half-written revision. Because ``refs``/``snapshots``/``blobs`` follow huggingface_hub's cache layout, a
+registry root also works as ``HF_HUB_CACHE`` for offline loading (``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from scalearn_cli.artifacts import METADATA_FILE, read_json
+from scalearn_cli.errors import ArtifactError, RegistryError, ScaLearnError
+from scalearn_cli.registry.base import (
+    DEFAULT_BRANCH,
+    PushResult,
+    Registry,
+    RepoEntry,
+    collect_push_files,
+    is_commit_hash,
+    matches,
+    validate_filename,
+    validate_ref_name,
+    validate_repo_id,
+    validate_revision,
+    verify_files,
+)
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FORMAT_VERSION = 1
+_LOCK_TIMEOUT_S = 120
+
+
+class LocalRegistry(Registry):
+    """A registry in a local directory (no server): same repo ids, revisions and integrity checks as the Hub."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.location = str(self.root)
+
+    # ---- paths -------------------------------------------------------------------------------------------
+    def _repo_dir(self, repo_id: str) -> Path:
+        return self.root / ("models--" + validate_repo_id(repo_id).replace("/", "--"))
+
+    def _lock(self, repo_id: str) -> FileLock:
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(locks / f"{self._repo_dir(repo_id).name}.lock"), timeout=_LOCK_TIMEOUT_S)
+
+    # ---- write -------------------------------------------------------------------------------------------
+    def push(
+        self,
+        folder: Path,
+        repo_id: str,
+        revision: str | None = None,
+        tag: str | None = None,
+        private: bool = False,
+        commit_message: str | None = None,
+    ) -> PushResult:
+        """Store ``folder`` as a new commit on branch ``revision`` (``private`` has no meaning locally)."""
+        repo_dir = self._repo_dir(repo_id)
+        branch = validate_ref_name(revision or DEFAULT_BRANCH, "branch")
+        if tag is not None:
+            validate_ref_name(tag, "tag")
+        files = collect_push_files(folder)
+        (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+        # Blobs are content-addressed, so they can be written before taking the lock: concurrent pushes of the
+        # same bytes rename identical files onto the same name.
+        records = {name: self._store_blob(repo_dir, path) for name, path in files.items()}
+        try:
+            with self._lock(repo_id):
+                message = commit_message or f"Push {Path(folder).name}"
+                commit = self._commit(repo_dir, repo_id, branch, records, message, tag)
+                if tag is not None:
+                    self._tag(repo_dir, repo_id, tag, commit)
+        except TimeoutError as exc:
+            raise RegistryError(
+                f"{repo_id} is locked by another scalearn process; retry, or remove a stale {self.root}/.locks file"
+            ) from exc
+        return PushResult(repo_id=repo_id, commit=commit)
+
+    def _store_blob(self, repo_dir: Path, source: Path) -> dict[str, Any]:
+        """Copy ``source`` into blobs/ under its sha256 (hashing the copy, so the record matches what is stored)."""
+        blobs = repo_dir / "blobs"
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=blobs)
+        tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        try:
+            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    dst.write(block)
+                dst.flush()
+                os.fsync(dst.fileno())
+            size = tmp.stat().st_size
+            target = blobs / digest.hexdigest()
+            if target.exists():
+                tmp.unlink()
+            else:
+                tmp.chmod(_mode(0o444))
+                os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return {"sha256": digest.hexdigest(), "size": size}
+
+    def _commit(
+        self,
+        repo_dir: Path,
+        repo_id: str,
+        branch: str,
+        records: dict[str, dict[str, Any]],
+        message: str,
+        tag: str | None,
+    ) -> str:
+        """Write manifest + snapshot and move the branch (caller holds the lock). Unchanged files: no commit.
+
+        A ``tag`` that already exists is checked first, so a refused tag leaves the branch untouched.
+        """
+        if (repo_dir / "tags" / branch).exists():
+            raise RegistryError(f"{repo_id}: {branch!r} is a tag, and tags never move; push to a branch instead")
+        parent = self._read_ref(repo_dir, branch)
+        if parent is None and branch != DEFAULT_BRANCH:
+            parent = self._read_ref(repo_dir, DEFAULT_BRANCH)  # a new branch starts from main, as on the Hub
+        unchanged = parent is not None and self._manifest(repo_dir, repo_id, parent)["files"] == records
+        tagged = self._read_ref(repo_dir, tag) if tag is not None else None
+        if tagged is not None and not (unchanged and tagged == parent):
+            raise RegistryError(
+                f"{repo_id}: tag {tag!r} already points at {tagged[:12]} and tags never move; choose a new tag"
+            )
+        if unchanged:
+            self._write_ref(repo_dir, branch, parent)  # type: ignore[arg-type]
+            return parent  # type: ignore[return-value]
+        manifest = {
+            "format_version": MANIFEST_FORMAT_VERSION,
+            "repo_id": repo_id,
+            "parent": parent,
+            "message": message,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "files": records,
+        }
+        payload = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        commit = hashlib.sha256(payload.encode()).hexdigest()[:40]
+        self._write_snapshot(repo_dir, commit, records)
+        commits = repo_dir / "commits"
+        commits.mkdir(exist_ok=True)
+        _atomic_write(commits / f"{commit}.json", payload)
+        self._write_ref(repo_dir, branch, commit)
+        return commit
+
+    def _write_snapshot(self, repo_dir: Path, commit: str, records: dict[str, dict[str, Any]]) -> None:
+        snapshots = repo_dir / "snapshots"
+        snapshots.mkdir(exist_ok=True)
+        final = snapshots / commit
+        if final.is_dir():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{commit[:12]}-", dir=snapshots))
+        tmp.chmod(_mode(0o777))
+        try:
+            for name, record in records.items():
+                blob = repo_dir / "blobs" / record["sha256"]
+                try:
+                    os.symlink(os.path.join("..", "..", "blobs", record["sha256"]), tmp / name)
+                except OSError:  # no symlinks (some Windows setups, odd filesystems): copy
+                    shutil.copyfile(blob, tmp / name)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _tag(self, repo_dir: Path, repo_id: str, tag: str, commit: str) -> None:
+        existing = self._read_ref(repo_dir, tag)
+        is_tag = (repo_dir / "tags" / tag).exists()
+        if existing is not None and not is_tag:
+            raise RegistryError(f"{repo_id}: {tag!r} is already a branch; choose another tag name")
+        if existing is not None and existing != commit:
+            raise RegistryError(
+                f"{repo_id}: tag {tag!r} already points at {existing[:12]} and tags never move; choose a new tag"
+            )
+        (repo_dir / "tags").mkdir(exist_ok=True)
+        _atomic_write(repo_dir / "tags" / tag, commit)
+        self._write_ref(repo_dir, tag, commit)
+
+    def _write_ref(self, repo_dir: Path, name: str, commit: str) -> None:
+        (repo_dir / "refs").mkdir(exist_ok=True)
+        _atomic_write(repo_dir / "refs" / name, commit)  # no newline: huggingface_hub reads refs verbatim
+
+    # ---- read --------------------------------------------------------------------------------------------
+    def _read_ref(self, repo_dir: Path, name: str) -> str | None:
+        path = repo_dir / "refs" / name
+        return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+    def _manifest(self, repo_dir: Path, repo_id: str, commit: str) -> dict[str, Any]:
+        """Read a commit's manifest and check it still hashes to its name (so a record cannot be edited)."""
+        path = repo_dir / "commits" / f"{commit}.json"
+        if not path.is_file():
+            raise RegistryError(
+                f"revision {commit[:12]} not found in {repo_id} ({self.root}): run `scalearn list` to see what exists"
+            )
+        payload = path.read_bytes()
+        if hashlib.sha256(payload).hexdigest()[:40] != commit:
+            raise RegistryError(
+                f"{repo_id}@{commit[:12]}: its manifest {path} was modified; the registry is corrupted, re-push it"
+            )
+        manifest = json.loads(payload)
+        for name in manifest["files"]:
+            validate_filename(name)
+        return manifest
+
+    def resolve(self, repo_id: str, revision: str | None = None) -> str:
+        """The commit of a branch, tag or commit hash; one-line errors for unknown repos and revisions."""
+        repo_dir = self._repo_dir(repo_id)
+        revision = validate_revision(revision or DEFAULT_BRANCH)
+        if not (repo_dir / "commits").is_dir():
+            raise RegistryError(
+                f"repo {repo_id} not found in the local registry {self.root}: check the id, "
+                "push it first, or run `scalearn list` (use --registry hub for the Hub)"
+            )
+        if is_commit_hash(revision):
+            self._manifest(repo_dir, repo_id, revision)
+            return revision
+        commit = self._read_ref(repo_dir, revision)
+        if commit is None:
+            refs = sorted(p.name for p in (repo_dir / "refs").iterdir()) if (repo_dir / "refs").is_dir() else []
+            raise RegistryError(
+                f"revision {revision!r} not found in {repo_id}: known branches and tags are {', '.join(refs) or 'none'}"
+            )
+        return commit
+
+    def file_hashes(self, repo_id: str, commit: str) -> dict[str, str]:
+        """sha256 of every file of ``commit``, from its (self-verifying) manifest."""
+        manifest = self._manifest(self._repo_dir(repo_id), repo_id, self.resolve(repo_id, commit))
+        return {name: record["sha256"] for name, record in manifest["files"].items()}
+
+    def pull(self, repo_id: str, revision: str | None = None, local_dir: Path | None = None) -> Path:
+        """Verify a revision's files; return its snapshot, or a verified copy in ``local_dir``."""
+        repo_dir = self._repo_dir(repo_id)
+        commit = self.resolve(repo_id, revision)
+        expected = self.file_hashes(repo_id, commit)
+        if local_dir is None:
+            snapshot = repo_dir / "snapshots" / commit
+            verify_files(snapshot, expected, repo_id, commit)
+            return snapshot
+        return _materialize(repo_dir / "blobs", expected, Path(local_dir), repo_id, commit)
+
+    def list(self, filter: str | None = None) -> list[RepoEntry]:  # noqa: A002
+        """Every repo whose ``main`` holds scalearn.json, filtered on id/task/base model/adapter kind."""
+        entries: list[RepoEntry] = []
+        if not self.root.is_dir():
+            return entries
+        for repo_dir in sorted(self.root.glob("models--*")):
+            repo_id = repo_dir.name[len("models--") :].replace("--", "/")
+            commit = self._read_ref(repo_dir, DEFAULT_BRANCH)
+            metadata_path = repo_dir / "snapshots" / str(commit) / METADATA_FILE
+            if commit is None or not metadata_path.is_file():
+                continue
+            try:
+                metadata = read_json(metadata_path)
+            except ScaLearnError as exc:
+                logger.warning("skipping %s: %s", repo_id, exc)
+                continue
+            entry = RepoEntry(repo_id=repo_id, commit=commit, metadata=metadata)
+            if matches(entry, filter):
+                entries.append(entry)
+        return entries
+
+
+def _mode(bits: int) -> int:
+    """``bits`` minus the process umask (mkstemp/mkdtemp create private files; a registry may be shared)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return bits & ~umask
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a unique temporary name beside ``path``, then rename over it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, _mode(0o666))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _materialize(blobs: Path, expected: dict[str, str], local_dir: Path, repo_id: str, commit: str) -> Path:
+    """Hard-link (else copy) verified blobs into a temporary folder, then rename it to ``local_dir``."""
+    local_dir = local_dir.absolute()
+    if local_dir.is_dir() and any(local_dir.iterdir()):
+        if sorted(p.name for p in local_dir.iterdir()) == sorted(expected):
+            verify_files(local_dir, expected, repo_id, commit)  # already pulled: idempotent
+            return local_dir
+        raise ArtifactError(f"{local_dir} already holds other files; choose an empty --local-dir or remove it")
+    local_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.tmp-", dir=local_dir.parent))
+    try:
+        for name, digest in expected.items():
+            if not (blobs / digest).is_file():
+                raise RegistryError(f"{repo_id}@{commit[:12]}: the blob of {name} is missing; re-push the adapter")
+            try:  # blobs are read-only, so a hard-linked copy cannot be edited in place by accident
+                os.link(blobs / digest, tmp / name)
+            except OSError:
+                shutil.copyfile(blobs / digest, tmp / name)
+        verify_files(tmp, expected, repo_id, commit)
+        if local_dir.exists():
+            local_dir.rmdir()
+        os.replace(tmp, local_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return local_dir
