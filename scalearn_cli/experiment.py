@@ -30,10 +30,13 @@ class DataOptions:
     label_names: tuple[str, ...] | None = None
     max_train_samples: int | None = None
     few_shot: int | None = None
+    task_spec: Any = None  # a resolved TaskSpec (e.g. read from an adapter's metadata) wins over ``task``
 
     def spec(self):  # -> TaskSpec
         from scalearn_cli.tasks import custom_task, get_task
 
+        if self.task_spec is not None:
+            return self.task_spec
         if self.task == "custom":
             from scalearn_cli.errors import UsageError
 
@@ -50,6 +53,7 @@ class DataOptions:
 
 @dataclass
 class Prepared:
+    options: DataOptions
     spec: Any  # TaskSpec, resolved against the data (custom label names inferred)
     splits: Any  # data.Splits
     train: Any  # DataLoader
@@ -75,7 +79,7 @@ def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: i
     def loader(ds, shuffle: bool):
         return make_loader(ds, spec, tokenizer, config.batch_size, config.max_length, shuffle=shuffle, seed=config.seed)
 
-    return Prepared(spec, splits, loader(splits.train, True), loader(splits.dev, False), loader(splits.test, False))
+    return Prepared(options, spec, splits, loader(splits.train, True), loader(splits.dev, False), loader(splits.test, False))
 
 
 def score(model: nn.Module, prepared: Prepared, splits: tuple[str, ...] = ("dev", "test")) -> dict[str, dict]:
@@ -109,6 +113,12 @@ def base_metadata(kind: str, prepared: Prepared, base_ref, config: TrainConfig, 
         "task": task_to_dict(prepared.spec),
         "base_model": base_ref.to_dict(),
         "seed": config.seed,
+        "data": {
+            "data_dir": str(Path(prepared.options.data_dir).resolve()) if prepared.options.data_dir else None,
+            "data_file": str(Path(prepared.options.data_file).resolve()) if prepared.options.data_file else None,
+            "max_train_samples": prepared.options.max_train_samples,
+            "few_shot": prepared.options.few_shot,
+        },
         "training": {
             **asdict(config),
             "best_epoch": result.best_epoch,

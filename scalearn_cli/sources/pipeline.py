@@ -31,8 +31,12 @@ def train_source(
     model: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one source adapter (+ head) on a frozen encoder; write the folder atomically; return its metadata."""
+    """Train one source adapter (+ head) on a frozen encoder; write the folder atomically; return its metadata.
+
+    ``extra_meta`` (e.g. the zoo recipe) is merged into scalearn.json.
+    """
     from transformers import set_seed
 
     from scalearn_cli.backbone import DEFAULT_MODEL
@@ -61,6 +65,7 @@ def train_source(
     meta["adapter"] = {"kind": adapter, "settings": asdict(settings), "parameters": count_parameters(adapter_params)}
     meta["head"] = {"hidden_size": ref.hidden_size, "num_outputs": head.out_proj.out_features}
     meta["metrics"] = metrics
+    meta.update(extra_meta or {})
     save_source(out, wrapped if adapter == "lora" else modules, settings, head, meta, overwrite)
     return meta
 
@@ -80,7 +85,8 @@ def save_source(
     """
     with staged_output(out, overwrite) as tmp:
         if meta["adapter"]["kind"] == "lora":
-            trained.save_pretrained(str(tmp))  # PEFT's own adapter_config.json + adapter_model.safetensors
+            # PEFT's own files; no embedding layers to save (skips PEFT's hub lookup for the base config)
+            trained.save_pretrained(str(tmp), save_embedding_layers=False)  # PEFT's own adapter_config.json + adapter_model.safetensors
         else:
             bottleneck.save(tmp, trained, settings)
         save_tensors(tmp / HEAD_FILE, head.state_dict())

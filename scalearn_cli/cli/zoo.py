@@ -1,0 +1,77 @@
+"""``scalearn zoo list`` and ``scalearn zoo build``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from scalearn_cli.cli.common import JsonOpt, RegistryOpt, console, err_console, handle_errors, print_json, split_csv
+
+zoo_app = typer.Typer(help="The catalog of source adapters: list it, build what is missing.", no_args_is_help=True)
+
+ZooModelOpt = Annotated[
+    Optional[str], typer.Option("--model", "-m", help="Base model id or catalog name [default: embedded MiniLM-L6].")
+]
+
+
+@zoo_app.command("list")
+@handle_errors
+def zoo_list(model: ZooModelOpt = None, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the catalog's recipes, what the registry holds of them, and their test scores."""
+    from scalearn_cli.registry import get_registry
+    from scalearn_cli.zoo import load_catalog, status
+
+    catalog = load_catalog(model)
+    rows = status(catalog, get_registry(registry))
+    if as_json:
+        print_json({"catalog": str(catalog.path), "base_model": catalog.base_model, "recipes": rows})
+        return
+    _table(f"zoo {catalog.prefix} ({catalog.base_model})", rows)
+
+
+@zoo_app.command("build")
+@handle_errors
+def zoo_build(
+    model: ZooModelOpt = None,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks or recipe names [default: all].")] = None,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="Only recipes of this kind (lora, bottleneck).")] = None,
+    registry: RegistryOpt = None,
+    data_root: Annotated[
+        Optional[Path], typer.Option("--data-root", help="Folder with the recipes' local data (glue/<task>/, snli/).")
+    ] = None,
+    record: Annotated[bool, typer.Option("--record", help="Write published entries into the catalog file.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the catalog's missing sources and push them (already-built recipes are skipped: builds resume)."""
+    from scalearn_cli.cli.progress import RichProgress
+    from scalearn_cli.registry import get_registry
+    from scalearn_cli.zoo import build, load_catalog
+
+    catalog = load_catalog(model)
+    reg = get_registry(registry)
+    recipes = catalog.select(list(split_csv(tasks)) or None, adapter)
+    rows = build(catalog, reg, recipes, data_root, record, log=lambda m: err_console.print(f"[cyan]>[/] {m}"),
+                 progress_factory=lambda name: RichProgress(name, quiet=as_json))
+    if as_json:
+        print_json(rows)
+        return
+    _table(f"zoo build {catalog.prefix} -> {reg.location}", rows)
+
+
+def _table(title: str, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("recipe", "task", "adapter", "repo id", "state", "revision", "test"):
+        table.add_column(col)
+    for row in rows:
+        test = ", ".join(f"{k} {v:.2f}" for k, v in row["metrics"].items() if k != "loss")
+        table.add_row(row["name"], row["task"], row["adapter"], row["repo_id"], row.get("action", row["state"]),
+                      (row["revision"] or "")[:12], test)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(zoo_app, name="zoo")

@@ -1,0 +1,70 @@
+"""Load any adapter folder (source or composition) and score it on a task split with the paper's metrics."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from scalearn_cli.errors import UsageError
+from scalearn_cli.experiment import DataOptions, prepare, score
+from scalearn_cli.sources.pipeline import read_metadata
+from scalearn_cli.train import TrainConfig
+
+
+def load_model(folder: Path):  # -> (TaskModel, tokenizer, meta)
+    """A saved source or composition as a task model in eval mode (sources re-resolved and verified)."""
+    meta = read_metadata(folder)
+    if meta.get("kind") == "composition":
+        from scalearn_cli.compose import load_composition
+
+        return load_composition(folder)
+    from scalearn_cli.sources.pipeline import load_source_model
+
+    return load_source_model(folder)
+
+
+def evaluate_folder(
+    folder: Path,
+    data: DataOptions | None = None,
+    split: str = "test",
+    batch_size: int = 64,
+    max_length: int | None = None,
+) -> dict[str, Any]:
+    """Metrics of the adapter in ``folder`` on ``split`` (test = the official validation split; dev = 10% of train)."""
+    from scalearn_cli.tasks import task_from_dict
+
+    if split not in ("test", "dev"):
+        raise UsageError(f"--split must be test or dev, got '{split}'")
+    model, tokenizer, meta = load_model(folder)
+    saved_spec = task_from_dict(meta["task"])
+    saved_data = meta.get("data") or {}
+    if data is None:  # default: the data the adapter was trained on, when that folder is still there
+        data_dir = saved_data.get("data_dir")
+        data_file = saved_data.get("data_file")
+        data = DataOptions(
+            task=saved_spec.name,
+            data_dir=Path(data_dir) if data_dir and Path(data_dir).is_dir() else None,
+            data_file=Path(data_file) if data_file and Path(data_file).is_file() else None,
+        )
+    if data.task in (saved_spec.name, "custom") or data.task == "":
+        data = replace(data, task=saved_spec.name, task_spec=saved_spec)
+    spec = data.spec()
+    if spec.problem_type != saved_spec.problem_type or spec.num_labels != saved_spec.num_labels:
+        raise UsageError(
+            f"adapter was trained on '{saved_spec.name}' ({saved_spec.problem_type}, {saved_spec.num_labels} labels) "
+            f"and cannot score task '{spec.name}'; pass --task {saved_spec.name}"
+        )
+    training = meta.get("training", {})
+    config = TrainConfig(batch_size=batch_size, max_length=max_length or int(training.get("max_length", 128)))
+    prepared = prepare(data, tokenizer, config, sample_seed=int(training.get("seed", 42)))
+    metrics = score(model, prepared, splits=(split,))[split]
+    return {
+        "adapter": str(Path(folder)),
+        "kind": meta["kind"],
+        "task": spec.name,
+        "split": split,
+        "examples": len(getattr(prepared.splits, split)),
+        "metrics": metrics,
+        "main_metric": spec.main_metric,
+    }
