@@ -95,7 +95,7 @@ def _row(entry: RepoEntry) -> list[str]:
         entry.repo_id,
         entry.commit[:10],
         str(meta.get("kind", "")),
-        str(meta.get("task", "")),
+        str(_get(meta, "task", "name")),
         str(_get(meta, "base_model", "id")),
         str(_get(meta, "adapter", "kind")),
         _main_metrics(meta.get("metrics")),

@@ -226,9 +226,10 @@ def matches(entry: RepoEntry, text: str | None) -> bool:
     meta = entry.metadata
     base = meta.get("base_model")
     adapter = meta.get("adapter")
+    task = meta.get("task")
     fields = [
         entry.repo_id,
-        str(meta.get("task", "")),
+        str(task.get("name", "")) if isinstance(task, dict) else str(task or ""),
         str(meta.get("kind", "")),
         str(base.get("id", "")) if isinstance(base, dict) else str(base or ""),
         str(adapter.get("kind", "")) if isinstance(adapter, dict) else str(adapter or ""),
