@@ -156,8 +156,11 @@ def fit(
 def evaluate(model: nn.Module, loader, accelerator=None) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean loss, logits and labels over ``loader`` (gathered across processes)."""
     model.eval()
+    device = next(model.parameters()).device
     total, count, all_logits, all_labels = 0.0, 0, [], []
     for batch in loader:
+        if accelerator is None:  # an unprepared loader: move the batch to where the model lives
+            batch = {k: v.to(device) for k, v in batch.items()}
         loss, logits = model(**batch)
         labels = batch["labels"]
         if accelerator is not None:
@@ -186,6 +189,16 @@ def _restore(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in snapshot.items():
             state[name].copy_(value)
+
+
+def on_main_process(write: Callable[[], None]) -> None:
+    """Run ``write`` on the main process only (under ``accelerate launch``), then let every process continue."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        write()
+    state.wait_for_everyone()
 
 
 def count_parameters(params: list[nn.Parameter]) -> int:

@@ -47,7 +47,8 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
     from scalearn_cli.cli.tables import metrics_table
 
     console.print(metrics_table(f"{meta['task']['name']}: {out}", meta["metrics"]))
-    console.print(f"saved to [bold]{out}[/] ({meta['adapter']['parameters']:,} trained adapter/transfer parameters)")
+    what = "transfer parameters (ω / fusion; head excluded)" if meta["kind"] == "composition" else "adapter parameters"
+    console.print(f"{meta['adapter']['parameters']:,} trained {what}; saved to [bold]{out}[/]")
 
 
 def register(app: typer.Typer) -> None:
@@ -104,8 +105,9 @@ def register(app: typer.Typer) -> None:
         task: TaskOpt,
         out: OutOpt,
         source: Annotated[
-            list[str], typer.Option("--source", "-s", help="A source adapter folder or registry id org/name[@rev]; repeat.")
-        ],
+            Optional[list[str]],
+            typer.Option("--source", "-s", help="A source adapter folder or registry id org/name[@rev]; repeat."),
+        ] = None,  # None, not required: "no sources" gets the library's one-line error
         variant: Annotated[
             str, typer.Option(help="scalearn, scalearn-uniform, scalearn++ or scalearn-uniform++ (--method scalearn).")
         ] = "scalearn",
@@ -144,7 +146,7 @@ def register(app: typer.Typer) -> None:
         config = _config(epochs, lr or DEFAULT_LR[method], batch_size, max_length, seed,
                          DEFAULT_PATIENCE[method] if patience is None else patience, max_steps, precision)
         data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot)
-        meta = run(source, data, out, method, variant, config, registry, overwrite, sparsity,
+        meta = run(source or [], data, out, method, variant, config, registry, overwrite, sparsity,
                    RichProgress(f"{method} {task}"))
         _report(meta, out, as_json)
 

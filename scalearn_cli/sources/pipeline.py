@@ -17,7 +17,7 @@ from scalearn_cli.errors import ArtifactError, UsageError
 from scalearn_cli.experiment import DataOptions, base_metadata, metric_fn, prepare, score
 from scalearn_cli.model import TaskHead, TaskModel, head_outputs
 from scalearn_cli.sources import bottleneck, lora
-from scalearn_cli.train import Progress, TrainConfig, count_parameters, fit
+from scalearn_cli.train import Progress, TrainConfig, count_parameters, fit, on_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def train_source(
     meta["head"] = {"hidden_size": ref.hidden_size, "num_outputs": head.out_proj.out_features}
     meta["metrics"] = metrics
     meta.update(extra_meta or {})
-    save_source(out, wrapped if adapter == "lora" else modules, settings, head, meta, overwrite)
+    on_main_process(lambda: save_source(out, wrapped if adapter == "lora" else modules, settings, head, meta, overwrite))
     return meta
 
 
