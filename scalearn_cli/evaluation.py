@@ -13,15 +13,30 @@ from scalearn_cli.train import TrainConfig
 
 
 def load_model(folder: Path):  # -> (TaskModel, tokenizer, meta)
-    """A saved source or composition as a task model in eval mode (sources re-resolved and verified)."""
+    """A saved source, composition or merged export as a task model in eval mode (sources re-resolved and verified)."""
     meta = read_metadata(folder)
     if meta.get("kind") == "composition":
         from scalearn_cli.compose import load_composition
 
         return load_composition(folder)
+    if meta.get("kind") == "merged":  # `scalearn export --format merged`: a plain encoder folder + our head
+        return _load_merged(folder, meta)
     from scalearn_cli.sources.pipeline import load_source_model
 
     return load_source_model(folder)
+
+
+def _load_merged(folder: Path, meta: dict[str, Any]):  # -> (TaskModel, tokenizer, meta)
+    from scalearn_cli.backbone import load_backbone
+    from scalearn_cli.model import TaskModel
+    from scalearn_cli.sources.pipeline import build_head, verify_files
+
+    verify_files(folder, meta)
+    encoder, tokenizer, _ = load_backbone(str(folder))
+    encoder.float()  # a float16/bfloat16 export is scored in fp32, like the fp32 head
+    model = TaskModel(encoder, build_head(meta, folder), meta["task"]["problem_type"])
+    model.eval()
+    return model, tokenizer, meta
 
 
 def evaluate_folder(

@@ -17,7 +17,7 @@ from scalearn_cli.experiment import DataOptions, base_metadata, metric_fn, prepa
 from scalearn_cli.model import TaskHead, TaskModel, head_outputs
 from scalearn_cli.scaling import Omega
 from scalearn_cli.sources.pipeline import _check_out
-from scalearn_cli.train import Progress, TrainConfig, fit
+from scalearn_cli.train import Progress, TrainConfig, fit, on_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,13 @@ def transfer(
     overwrite: bool = False,
     sparsity: float = 0.0,
     progress: Progress | None = None,
+    init_omega: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Compose ``sources`` into a model for ``data.task``; train only the combiner and a head; save to ``out``."""
+    """Compose ``sources`` into a model for ``data.task``; train only the combiner and a head; save to ``out``.
+
+    ``init_omega`` (by ω key, e.g. the kept sources' ω from ``prune``) replaces the Normal(2/N, 0.001) init
+    for the keys it holds.
+    """
     from transformers import set_seed
 
     from scalearn_cli.backbone import load_backbone
@@ -73,6 +78,8 @@ def transfer(
     prepared = prepare(data, tokenizer, config)
     set_seed(config.seed)
     comp = inject(encoder, resolved, method, variant)
+    if init_omega is not None:
+        _init_omega(comp, init_omega)
     head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels))
     model = TaskModel(encoder, head, prepared.spec.problem_type)
     model.composition = comp
@@ -90,6 +97,12 @@ def transfer(
     meta["head"] = {"hidden_size": ref.hidden_size, "num_outputs": head.out_proj.out_features}
     meta["metrics"] = metrics
     meta["sources"] = [s.record["ref"] for s in resolved]
+    on_main_process(lambda: _save(out, overwrite, method, comp, head, record, meta))
+    return meta
+
+
+def _save(out: Path, overwrite: bool, method: str, comp: Composition, head: TaskHead, record: dict, meta: dict) -> None:
+    """Write the composition folder atomically (ω or fusion weights, head, composition.json, metadata, card)."""
     with staged_output(out, overwrite) as tmp:
         name = combiner_file(method)
         if name:
@@ -99,8 +112,21 @@ def transfer(
         meta["files"] = artifacts.folder_fingerprint(tmp)
         meta["content_hash"] = artifacts.content_hash(meta["files"])
         artifacts.write_json(tmp / METADATA_FILE, meta)
-        write_model_card(tmp, meta, f"{record['variant'] or method} composition for {prepared.spec.name}", _card(meta, record))
-    return meta
+        write_model_card(tmp, meta, f"{record['variant'] or method} composition for {meta['task']['name']}", _card(meta, record))
+
+
+def _init_omega(comp: Composition, values: dict[str, torch.Tensor]) -> None:
+    """Start ω from ``values`` where a key is given (the rest keeps its fresh init)."""
+    if not isinstance(comp.combiner, Omega):
+        raise UsageError("an initial ω needs --method scalearn")
+    with torch.no_grad():
+        for key in comp.combiner.keys:
+            if key in values:
+                target = comp.combiner.tensor(key)
+                if tuple(values[key].shape) != tuple(target.shape):
+                    raise UsageError(f"initial ω for {key} has shape {tuple(values[key].shape)}, "
+                                     f"expected {tuple(target.shape)}")
+                target.copy_(values[key])
 
 
 def _card(meta: dict[str, Any], record: dict[str, Any]) -> str:

@@ -1,0 +1,100 @@
+"""What a composition learned: ω per site (or shared ++ group) and source, and each source's share.
+
+Read straight from ``omega.safetensors`` and ``composition.json`` (no model is built). A vector ω_i (D,) is
+summarised by its mean and L2 norm, a scalar ω_i by its value. A source's *share* is its part of Σ|ω| over every
+ω entry of the composition: share_i = Σ_{keys, d} |ω_{i,d}| / Σ_{j, keys, d} |ω_{j,d}|. In the ++ variants one
+tensor serves every layer, so it counts once (weighting it by the number of layers would not change the shares).
+The ``average`` baseline reports its fixed 1/N; AdapterFusion has no ω (its weights depend on the input).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scalearn_cli import artifacts
+from scalearn_cli.artifacts import COMPOSITION_FILE, OMEGA_FILE
+from scalearn_cli.errors import UsageError
+from scalearn_cli.scaling import VARIANTS, shared_key
+
+SHARE_DEFINITION = "share of sum |omega| over all omega entries (sites x dims) of the composition"
+_LAYER = re.compile(r"(?:^|\.)layer\.(\d+|\*)\.")
+
+
+def load_omega(folder: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
+    """(scalearn.json, composition.json, {key: ω (N, D) or (N,)}) of a composition folder, files verified."""
+    from scalearn_cli.sources.pipeline import read_metadata, verify_files
+
+    folder = Path(folder)
+    meta = read_metadata(folder)
+    if meta.get("kind") != "composition":
+        raise UsageError(f"{folder} is a {meta.get('kind')}, not a composition; pass a `scalearn transfer` folder")
+    verify_files(folder, meta)
+    record = artifacts.read_json(folder / COMPOSITION_FILE)
+    n = int(record["n_sources"])
+    if record["method"] == "adapterfusion":
+        raise UsageError(f"{folder} is an AdapterFusion composition: it has no ω (its attention over sources "
+                         f"depends on each input); inspect works on scalearn and average compositions")
+    if record["method"] == "average":
+        return meta, record, {site: torch.full((n,), 1.0 / n) for site in record["sites"]}
+    tensors = {k: v.float() for k, v in artifacts.load_tensors(folder / OMEGA_FILE).items()}
+    return meta, record, dict(sorted(tensors.items()))
+
+
+def omega_table(folder: Path) -> dict[str, Any]:
+    """ω per key (site, or ++ group) and source, plus each source's share (see the module docstring)."""
+    meta, record, omega = load_omega(folder)
+    vector = record["method"] == "scalearn" and VARIANTS[record["variant"]].vector
+    rows = []
+    for key, value in omega.items():  # (N, D) or (N,)
+        match = _LAYER.search(key)
+        cells = (
+            [{"mean": float(v.mean()), "norm": float(v.norm())} for v in value]
+            if value.dim() == 2 else [{"value": float(v)} for v in value]
+        )
+        rows.append({"key": key, "layer": match.group(1) if match else None, "module": shared_key(key),
+                     "omega": cells})
+    mass = torch.stack([v.abs().reshape(v.shape[0], -1).sum(1) for v in omega.values()]).sum(0)  # (N,)
+    total = float(mass.sum())
+    sources = [
+        {"index": i, "ref": s["ref"], "task": s.get("task"), "l1": float(mass[i]),
+         "share": float(mass[i]) / total if total > 0 else 0.0}
+        for i, s in enumerate(record["sources"])
+    ]
+    return {
+        "composition": str(folder), "task": meta["task"]["name"], "method": record["method"],
+        "variant": record.get("variant"), "adapter_kind": record.get("adapter_kind"), "vector": vector,
+        "share_of": SHARE_DEFINITION, "sources": sources, "rows": rows,
+    }
+
+
+def plot(table: dict[str, Any], path: Path) -> Path:
+    """Heatmap of ω (mean of a vector ω, or the scalar) with one row per site/group and one column per source."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise UsageError("--plot needs matplotlib: pip install 'scalearn[plot]' (or matplotlib)") from exc
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UsageError(f"--plot must name a .png, .pdf or .svg file, got '{path.name}'")
+    values = [[c.get("mean", c.get("value")) for c in row["omega"]] for row in table["rows"]]
+    labels = [row["key"].removeprefix("encoder.") for row in table["rows"]]
+    columns = [f"{s['index']}: {s['task'] or Path(s['ref']).name}\n({100 * s['share']:.0f}%)" for s in table["sources"]]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(columns), 1.2 + 0.28 * len(labels)))
+    image = ax.imshow(values, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    stat = "mean ω" if table["vector"] else "ω"
+    ax.set_title(f"{table['variant'] or table['method']} on {table['task']}: {stat} per site and source", fontsize=9)
+    fig.colorbar(image, ax=ax, label=stat)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,127 @@
+"""Drop the sources a trained composition barely uses, then re-learn ω briefly over the ones kept.
+
+Sources are ranked by their share of Σ|ω| (the same number ``scalearn inspect`` shows). ``keep=K`` keeps the K
+largest; ``threshold=T`` keeps those whose share is at least T (a fraction in [0, 1]). The kept sources are
+re-composed with ``transfer.transfer`` on the task data, method, variant and training options recorded in the
+composition's scalearn.json; ω starts from the kept sources' learned ω (the head starts fresh).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from scalearn_cli.errors import DataError, UsageError
+from scalearn_cli.train import Progress, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def select(shares: list[float], keep: int | None = None, threshold: float | None = None) -> list[int]:
+    """Indices of the sources to keep, in their original order."""
+    if (keep is None) == (threshold is None):
+        raise UsageError("pass exactly one of --keep K or --threshold T")
+    n = len(shares)
+    if keep is not None:
+        if not 1 <= keep <= n:
+            raise UsageError(f"--keep must be between 1 and the {n} sources of the composition, got {keep}")
+        ranked = sorted(range(n), key=lambda i: (-shares[i], i))  # ties: the earlier source wins
+        return sorted(ranked[:keep])
+    if not 0 <= threshold <= 1:
+        raise UsageError(f"--threshold is a share of Σ|ω| in [0, 1], got {threshold}")
+    kept = [i for i, share in enumerate(shares) if share >= threshold]
+    if not kept:
+        raise UsageError(f"no source has a share >= {threshold} (largest {max(shares):.3f}); lower --threshold")
+    return kept
+
+
+def prune(
+    folder: Path,
+    out: Path,
+    keep: int | None = None,
+    threshold: float | None = None,
+    epochs: int = 3,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Keep the sources with the largest ω share, re-train ω + head for ``epochs`` and save to ``out``."""
+    from scalearn_cli.inspect import load_omega, omega_table
+    from scalearn_cli.transfer import transfer
+
+    table = omega_table(folder)
+    if table["method"] != "scalearn":
+        raise UsageError(f"{folder} is an {table['method']} composition: its weights are all 1/N, so nothing ranks "
+                         f"the sources; prune a scalearn composition")
+    meta, record, omega = load_omega(folder)
+    shares = [s["share"] for s in table["sources"]]
+    kept = select(shares, keep, threshold)
+    kept_records = [record["sources"][i] for i in kept]
+    registries = {r.get("registry") for r in kept_records}
+    if len(registries) > 1:
+        raise UsageError(f"the kept sources come from several registries {sorted(map(str, registries))}; "
+                         f"pull them into one and re-run transfer")
+    refs = [f"{r['id']}@{r['revision']}" if r.get("registry") else r["id"] for r in kept_records]
+    init = {key: value[kept].clone() for key, value in omega.items()}  # (K, D) or (K,)
+    after = transfer(
+        refs, _data_options(meta), Path(out), method="scalearn", variant=record["variant"],
+        config=_train_config(meta, epochs), registry=registries.pop(), overwrite=overwrite,
+        progress=progress, init_omega=init,
+    )
+    main = meta["task"]["main_metric"]
+    report = {
+        "out": str(out), "from": str(folder), "metric": main,
+        "score": {"before": _test_score(meta, main), "after": _test_score(after, main)},
+        "n_sources": {"before": len(shares), "after": len(kept)},
+        "kept": [table["sources"][i] for i in kept],
+        "dropped": [s for i, s in enumerate(table["sources"]) if i not in kept],
+        "share_of": table["share_of"], "epochs": epochs,
+    }
+    if record.get("adapter_kind") == "lora":
+        report["lora_rank"] = {"before": _lora_rank(record["sources"]), "after": _lora_rank(kept_records)}
+    return report
+
+
+def _data_options(meta: dict[str, Any]):  # -> DataOptions
+    """The task data recorded in a composition's scalearn.json (it must still be there)."""
+    from scalearn_cli.experiment import DataOptions
+    from scalearn_cli.tasks import task_from_dict
+
+    spec = task_from_dict(meta["task"])
+    saved = meta.get("data") or {}
+    for name in ("data_dir", "data_file"):
+        if saved.get(name) and not Path(saved[name]).exists():
+            raise DataError(f"the composition was trained on {saved[name]}, which is missing; restore it to prune")
+    return DataOptions(
+        task=spec.name, task_spec=spec,
+        data_dir=Path(saved["data_dir"]) if saved.get("data_dir") else None,
+        data_file=Path(saved["data_file"]) if saved.get("data_file") else None,
+        max_train_samples=saved.get("max_train_samples"), few_shot=saved.get("few_shot"),
+    )
+
+
+def _train_config(meta: dict[str, Any], epochs: int) -> TrainConfig:
+    """The recorded training options, with a brief ``epochs`` (and no step cap)."""
+    recorded = meta.get("training") or {}
+    known = {f.name for f in fields(TrainConfig)}
+    options = {k: v for k, v in recorded.items() if k in known}
+    options.update(epochs=epochs, max_steps=None)
+    return TrainConfig(**options)
+
+
+def _test_score(meta: dict[str, Any], metric: str) -> float | None:
+    value = (meta.get("metrics") or {}).get("test", {}).get(metric)
+    return None if value is None else float(value)
+
+
+def _lora_rank(records: list[dict[str, Any]]) -> int:
+    """Σ r_i of the given LoRA sources at their widest site: the rank a ``peft-lora`` export would have."""
+    from scalearn_cli.compose import resolve_recorded
+    from scalearn_cli.sources import lora
+
+    per_site: dict[str, int] = {}
+    for record in records:
+        for site, weights in lora.load_sites(resolve_recorded(record).folder).items():
+            per_site[site] = per_site.get(site, 0) + int(weights.a.shape[0])
+    return max(per_site.values())
