@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from scalearn_cli.experiment import DataOptions
 
-TARGET = "demo-nli"
+TARGET = "demo-paraphrase"
 
 
 def run_quickstart(
@@ -42,7 +42,7 @@ def run_quickstart(
     target = DataOptions(task=TARGET, data_dir=data_root / "demo" / TARGET, few_shot=few_shot)
     log(f"few-shot target {TARGET}: training a single LoRA on {few_shot} examples")
     own = train_source(target, workdir / "sources" / f"{TARGET}-fewshot", "lora", None,
-                       TrainConfig(epochs=epochs, lr=5e-4, max_length=64, patience=None), catalog.base_model,
+                       TrainConfig(epochs=epochs, lr=2e-3, max_length=64, patience=None), catalog.base_model,
                        overwrite=True)
     rows.append(_meta_row(own, "single LoRA (few-shot)", 1))
     sources = [str(workdir / "sources" / f"{TARGET}-fewshot"), *others]
