@@ -37,14 +37,14 @@ def run_quickstart(
     reg = get_registry(registry)
     recipes = [r for r in catalog.select(None) if r.data.get("source") == "demo"]
     built = build(catalog, reg, recipes, data_root, log=log)
-    rows = [_row(b["task"], "source (full data, zoo)", 1, None, b["metrics"]) for b in built]
+    rows = [_row(b["task"], "zoo source", 1, None, b["metrics"]) for b in built]
     others = [f"{b['repo_id']}@{b['revision']}" for b in built if b["task"] != TARGET]
     target = DataOptions(task=TARGET, data_dir=data_root / "demo" / TARGET, few_shot=few_shot)
     log(f"few-shot target {TARGET}: training a single LoRA on {few_shot} examples")
     own = train_source(target, workdir / "sources" / f"{TARGET}-fewshot", "lora", None,
                        TrainConfig(epochs=epochs, lr=2e-3, max_length=64, patience=None), catalog.base_model,
                        overwrite=True)
-    rows.append(_meta_row(own, "single LoRA (few-shot)", 1))
+    rows.append(_meta_row(own, "single LoRA", 1))
     sources = [str(workdir / "sources" / f"{TARGET}-fewshot"), *others]
     for variant in ("scalearn++", "scalearn-uniform++"):
         log(f"composing {len(sources)} sources with {variant}")

@@ -36,14 +36,14 @@ def register(app: typer.Typer) -> None:
             return
         from rich.table import Table
 
-        table = Table(title="scalearn quickstart (test = held-out validation split)", title_justify="left")
-        for col in ("target", "method", "sources", "train examples", "trained params", "test score"):
-            table.add_column(col, justify="right" if col not in ("target", "method") else "left")
+        table = Table(title="scalearn quickstart (test = the held-out validation split)", title_justify="left")
+        for col in ("target", "method", "N", "train ex.", "params", "test"):
+            table.add_column(col, justify="left" if col in ("target", "method") else "right", no_wrap=True)
         for row in rows:
             params = "-" if row["parameters"] is None else f"{row['parameters']:,}"
-            examples = "-" if row["train_examples"] is None else str(row["train_examples"])
+            examples = "full" if row["train_examples"] is None else str(row["train_examples"])
             table.add_row(row["task"], row["method"], str(row["n_sources"]), examples, params,
-                          f"{row['score']:.2f} {row['metric']}")
+                          f"{row['score']:.1f} {row['metric'][:3]}")
         console.print(table)
         console.print(f"outputs in [bold]{workdir}[/]; try `scalearn eval {workdir}/transfer/scalearn++`")
 
