@@ -46,6 +46,9 @@ def _read_file(path: Path) -> datasets.Dataset:
         builder, options = "csv", ({"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {})
     else:
         raise DataError(f"cannot read {path}: unknown file type {suffix!r}; use .jsonl, .csv or .tsv")
+    with open(path, "rb") as handle:  # the json/csv loaders fail on an empty file with a bare StopIteration
+        if not handle.read(1 << 16).strip():
+            raise DataError(f"data file {path} is empty; give a file with at least one labelled row")
     try:
         return load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as exc:  # datasets wraps parser errors in several exception types

@@ -80,8 +80,9 @@ def site_name(layer: int) -> str:
 
 def attach(encoder: nn.Module, settings: BottleneckSettings) -> list[BottleneckAdapter]:
     """Insert fresh trainable adapters into every layer; returns them in layer order."""
+    outputs = ffn_output_modules(encoder)  # a clear ModelError on an unsupported architecture, before building
     hidden = encoder.config.hidden_size
-    adapters = [BottleneckAdapter(hidden, max(1, hidden // settings.reduction_factor)) for _ in encoder.encoder.layer]
+    adapters = [BottleneckAdapter(hidden, max(1, hidden // settings.reduction_factor)) for _ in outputs]
     wrap_outputs(encoder, adapters)
     return adapters
 
