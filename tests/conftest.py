@@ -12,6 +12,15 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 WORDS = "the a movie film good bad great awful plot actor is was not very really boring fun and or but".split()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared, busy 2-core machine tiny tensors run ~100x faster than with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shared_data_dir() -> Path:
     """``../shared/data`` beside the repo (override with SCALEARN_SHARED_DATA)."""
     env = os.environ.get("SCALEARN_SHARED_DATA")

@@ -27,15 +27,6 @@ SUBSETS = {"sst2": (1500, 200), "cola": (240, 100)}
 SOURCE_CONFIG = TrainConfig(epochs=1, lr=2e-3, batch_size=16, max_length=64, seed=42, patience=None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """On a shared 2-core machine one intra-op thread is faster than two (no OpenMP contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def glue_subsets(glue_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Seeded subsets of the real GLUE files, in the same schema: task -> folder with train/validation.jsonl."""
