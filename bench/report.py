@@ -25,6 +25,7 @@ METHODS = [("single", None), ("average", None), ("adapterfusion", None), ("adapt
            ("scalearn", "scalearn-uniform++")]
 LABEL = {"single": "Single adapter (target's own)", "average": "Average (ω = 1/N, fixed)",
          "adapterfusion": "AdapterFusion", "adapterfusion-tuned": "AdapterFusion (tuned lr)",
+         "merged": "ScaLearn folded into the base weights (export --format merged)",
          "scalearn": "ScaLearn", "scalearn-uniform": "ScaLearnUniform", "scalearn++": "ScaLearn++",
          "scalearn-uniform++": "ScaLearnUniform++"}
 PAPER_NAME = {"single": "Adapter", "adapterfusion": "AdapterFusion", "scalearn": "ScaLearn",
@@ -412,7 +413,9 @@ def latency_section(lat: dict | None) -> list[str]:
            "|" + "---|" * (len(ns) + 3)]
     for kind in sorted({r["kind"] for r in rows if r["method"] != "bare"}):
         single = next(r for r in rows if r["kind"] == kind and r["method"] == "single")
-        for method, variant in (("scalearn", "scalearn"), ("adapterfusion", None)):
+        for method, variant in (("scalearn", "scalearn"), ("adapterfusion", None), ("merged", None)):
+            if not any(x["kind"] == kind and x["method"] == method for x in rows):
+                continue
             cells = []
             for n in ns:
                 r = next((x for x in rows if x["kind"] == kind and x["method"] == method and x["n"] == n), None)

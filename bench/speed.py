@@ -124,10 +124,30 @@ def build(config: dict):  # -> (model, trainable params, transfer parameter coun
     from scalearn_cli.compose import inject, resolve_source
 
     sources = [resolve_source(p) for p in config["sources"]]
-    comp = inject(encoder, sources, method, config.get("variant"))
+    comp = inject(encoder, sources, "scalearn" if method == "merged" else method, config.get("variant"))
     model = TaskModel(encoder, head, "classification")
     model.composition = comp
+    if method == "merged":
+        return fold_into_base(model), list(head.parameters()), 0
     return model, comp.trainable() + list(head.parameters()), sum(p.numel() for p in comp.trainable())
+
+
+def fold_into_base(model):  # -> TaskModel
+    """A LoRA composition folded into the base weights, W' = W + B'A' (what `scalearn export --format merged`
+    saves), leaving a plain encoder of the bare architecture."""
+    import torch
+
+    from scalearn_cli.export import folded_factors
+    from scalearn_cli.model import TaskModel
+
+    modules = dict(model.encoder.named_modules())
+    with torch.no_grad():
+        for site, (down, up, _) in folded_factors(model).items():
+            base = modules[site].base
+            base.weight += up @ down
+            parent, _, child = site.rpartition(".")
+            setattr(modules[parent], child, base)
+    return TaskModel(model.encoder, model.head, "classification")
 
 
 def saved_bytes(model, batch: dict) -> int:
@@ -203,7 +223,8 @@ def latency(args: argparse.Namespace, sources: dict[str, list[Path]]) -> dict:
     for kind in args.kinds.split(","):
         specs.append({**base, "kind": kind, "method": "single", "n": 1})
         for n in [int(v) for v in args.n.split(",")]:
-            for method, variant in (("scalearn", "scalearn"), ("adapterfusion", None)):
+            folds = (("merged", "scalearn"),) if kind == "lora" else ()  # only LoRA compositions fold
+            for method, variant in (("scalearn", "scalearn"), ("adapterfusion", None), *folds):
                 specs.append({**base, "kind": kind, "method": method, "variant": variant, "n": n,
                               "sources": [str(p) for p in sources[kind][:n]]})
     models = []
