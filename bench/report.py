@@ -20,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 FIGURES = REPO / "docs" / "figures"
+FIGURE_LINK = "figures/"  # how the generated doc links to FIGURES
 METHODS = [("single", None), ("average", None), ("adapterfusion", None), ("adapterfusion-tuned", None),
            ("scalearn", "scalearn"), ("scalearn", "scalearn-uniform"), ("scalearn", "scalearn++"),
            ("scalearn", "scalearn-uniform++")]
@@ -610,8 +611,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     p.add_argument("--speed", type=Path, default=RESULTS / "speed.json")
     args = p.parse_args()
-    global FIGURES
-    FIGURES = args.out.resolve().parent / "figures"
+    global FIGURES, FIGURE_LINK
+    # docs/benchmarks.md keeps docs/figures/; another doc (e.g. a second run) gets docs/figures/<its name>/
+    sub = "" if args.out.stem == "benchmarks" else f"{args.out.stem}/"
+    FIGURES = args.out.resolve().parent / "figures" / sub
+    FIGURE_LINK = f"figures/{sub}"
     args.speed = args.speed.resolve()
     run = args.run or ("default" if (RESULTS / "default" / "results.jsonl").is_file() else "quick")
     run_dir = Path(run) if Path(run).is_dir() else RESULTS / run
@@ -654,7 +658,7 @@ def main() -> None:
                 *ordering_table(means, targets), ""]
     figure = plot_score_vs_params(means_by_kind, g["params"], targets, majority)
     if figure:
-        doc += ["### Score vs transfer parameters", "", f"![score vs transfer parameters](figures/{figure})", ""]
+        doc += ["### Score vs transfer parameters", "", f"![score vs transfer parameters]({FIGURE_LINK}{figure})", ""]
     doc += ["## Few-shot", "", "Main metric on the capped test split; the target's own adapter is trained on the "
             "same k examples.", "", *few_shot_table(rows), ""]
     heatmaps = plot_omega(run_dir)
@@ -664,7 +668,7 @@ def main() -> None:
                 "learned, ScaLearn's vectors as mean |ω| over hidden units; for LoRA sources the layer's query and "
                 "value sites are averaged; the target's own adapter is the first column; ω starts at 2/N. "
                 "Read from the saved `omega.safetensors` (copied to `bench/results/<run>/omega/`).", ""]
-        doc += [f"![ω {stem}](figures/{name})" for stem, name in heatmaps] + [""]
+        doc += [f"![ω {stem}]({FIGURE_LINK}{name})" for stem, name in heatmaps] + [""]
         doc += ["Mean relative distance of the learned ω from its initialisation 2/N: "
                 + "; ".join(omega_drift(run_dir)) + ".", ""]
     doc += ["## Comparison with the paper", "", *agreement_summary(means_by_kind, targets, small), "",
@@ -685,9 +689,30 @@ def main() -> None:
             *throughput_section(rows), "", "## Peer: the `adapters` library's AdapterFusion", "",
             *peer_section(read_json(args.speed.with_name("peer.json")), read_json(args.speed),
                           read_json(args.speed.with_name("steps_round_robin.json"))), ""]
+    doc += ["## Sparsity (`transfer --sparsity λ`) and pruning", "",
+            *sparsity_section(read_json(args.speed.with_name("sparsity.json"))), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(doc))
     print(f"wrote {args.out} ({len(rows)} result rows from {run_dir})")
+
+
+def sparsity_section(data: dict | None) -> list[str]:
+    """The group-lasso penalty's effect on ω's concentration and on pruning (bench/results/sparsity.json)."""
+    if not data:
+        return ["*bench/results/sparsity.json not found: run `python bench/sparsity.py`.*"]
+    rows = data["rows"]
+    first = rows[0]
+    out = [f"ScaLearnUniform over the `{data['run']}` run's seed-0 {first['kind']} sources for target "
+           f"`{first['target']}` ({', '.join(first['sources'])}; the target's own first), trained with a group-lasso "
+           f"penalty λ·Σ_i ||ω_i||₂ on each source's ω, then `prune --keep {first['keep']}` and a brief refit. "
+           f"*Top share*: the largest source's share of Σ|ω| (1/N = {1 / len(first['sources']):.2f} is uniform). "
+           f"Finished {data['finished']}.", "",
+           f"| λ | {first['metric']} before | after pruning | top share | shares | kept |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        shares = " / ".join(f"{v:.2f}" for v in r["shares"])
+        out.append(f"| {r['lambda']:g} | {fmt(r['score'])} | {fmt(r['pruned_score'])} | {max(r['shares']):.2f} | "
+                   f"{shares} | {', '.join(r['kept'])} |")
+    return out
 
 
 def near_majority(rows: list[dict], majority: dict, stage: str, margin: float = 2.0) -> tuple[int, int]:
