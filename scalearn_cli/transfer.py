@@ -16,7 +16,7 @@ from scalearn_cli.errors import UsageError
 from scalearn_cli.experiment import DataOptions, base_metadata, metric_fn, prepare, score
 from scalearn_cli.model import TaskHead, TaskModel, head_outputs
 from scalearn_cli.scaling import Omega
-from scalearn_cli.sources.pipeline import _check_out
+from scalearn_cli.sources.pipeline import check_out_dir
 from scalearn_cli.train import Progress, TrainConfig, fit, on_main_process
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def transfer(
     from scalearn_cli.backbone import load_backbone
 
     config = config or TrainConfig(lr=DEFAULT_LR.get(method, 6e-3), patience=DEFAULT_PATIENCE.get(method))
-    _check_out(out, overwrite)
+    check_out_dir(out, overwrite)
     if len(set(sources)) != len(sources):
         dup = next(s for s in sources if sources.count(s) > 1)
         raise UsageError(f"source '{dup}' is listed twice; list each source once")

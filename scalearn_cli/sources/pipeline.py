@@ -45,7 +45,7 @@ def train_source(
     if adapter not in ("lora", "bottleneck"):
         raise UsageError(f"--adapter must be lora or bottleneck, got '{adapter}'")
     settings = settings or (lora.LoraSettings() if adapter == "lora" else bottleneck.BottleneckSettings())
-    _check_out(out, overwrite)
+    check_out_dir(out, overwrite)
     encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL)
     prepared = prepare(data, tokenizer, config)
     set_seed(config.seed)
@@ -96,7 +96,7 @@ def save_source(
         write_model_card(tmp, meta, f"{meta['adapter']['kind']} source adapter for {meta['task']['name']}", _card_body(meta))
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse early (before training) to overwrite an existing adapter folder."""
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
