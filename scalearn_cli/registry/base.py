@@ -105,9 +105,14 @@ def validate_repo_id(repo_id: str) -> str:
     return repo_id
 
 
+def _plain_name(value: object) -> bool:
+    """One path component of the allowed alphabet: nothing that could escape a folder."""
+    return isinstance(value, str) and bool(_NAME_RE.match(value)) and ".." not in value
+
+
 def validate_revision(revision: str) -> str:
     """Accept a branch or tag name (same alphabet as repo names, no slash) or a 40-hex commit hash."""
-    if not isinstance(revision, str) or not _NAME_RE.match(revision) or ".." in revision:
+    if not _plain_name(revision):
         raise UsageError(
             f"invalid revision {revision!r}: use a branch or tag name of letters, digits, '.', '_' or '-', "
             "or a 40-character commit hash"
@@ -125,7 +130,7 @@ def validate_ref_name(name: str, what: str) -> str:
 
 def validate_filename(name: str) -> str:
     """A file name inside a repo: one path component of the allowed alphabet (no folders, no '..')."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not _plain_name(name):
         raise RegistryError(
             f"refusing file name {name!r}: registry files must be plain names of letters, digits, '.', '_' or '-'; "
             "the registry record is corrupted or hostile"
