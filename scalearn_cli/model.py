@@ -9,19 +9,35 @@ import torch.nn.functional as F
 from torch import nn
 
 ProblemType = Literal["classification", "regression", "multiple_choice"]
+Pooling = Literal["first", "mean"]
+#: how the head reads a sequence: the first token ([CLS]/<s>, the paper's) or the mean over non-padding tokens
+#: (what sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with)
+POOLINGS: tuple[str, ...] = ("first", "mean")
 
 
 class TaskHead(nn.Module):
-    """RoBERTa-style head on the first token: dropout -> dense -> tanh -> dropout -> out_proj."""
+    """RoBERTa-style head on a pooled sequence: pool -> dropout -> dense -> tanh -> dropout -> out_proj."""
 
-    def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1) -> None:
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1, pooling: Pooling = "first") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, num_outputs)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(hidden_states[:, 0])  # (batch, hidden): the [CLS]/<s> token
+    def pool(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, seq, hidden) -> (batch, hidden)."""
+        if self.pooling == "first":
+            return hidden_states[:, 0]  # the [CLS]/<s> token
+        if attention_mask is None:
+            return hidden_states.mean(1)
+        mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)  # (batch, seq, 1)
+        return (hidden_states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.dropout(self.pool(hidden_states, attention_mask))
         x = torch.tanh(self.dense(x))
         return self.out_proj(self.dropout(x))  # (batch, num_outputs)
 
@@ -53,7 +69,7 @@ class TaskModel(nn.Module):
             token_type_ids = token_type_ids.flatten(0, 1) if token_type_ids is not None else None
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        logits = self.head(hidden)
+        logits = self.head(hidden, attention_mask)
         if n_choices is not None:
             logits = logits.view(-1, n_choices)  # (batch, choices)
         elif self.problem_type == "regression":

@@ -48,6 +48,7 @@ def prune(
 ) -> dict[str, Any]:
     """Keep the sources with the largest ω share, re-train ω + head for ``epochs`` and save to ``out``."""
     from scalearn_cli.inspect import load_omega, omega_table
+    from scalearn_cli.sources.pipeline import head_pooling
     from scalearn_cli.transfer import transfer
 
     table = omega_table(folder)
@@ -67,7 +68,7 @@ def prune(
     after = transfer(
         refs, _data_options(meta), Path(out), method="scalearn", variant=record["variant"],
         config=_train_config(meta, epochs), registry=registries.pop(), overwrite=overwrite,
-        progress=progress, init_omega=init,
+        progress=progress, init_omega=init, pooling=head_pooling(meta, folder),
     )
     main = meta["task"]["main_metric"]
     report = {

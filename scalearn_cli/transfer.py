@@ -16,7 +16,7 @@ from scalearn_cli.errors import UsageError
 from scalearn_cli.experiment import DataOptions, base_metadata, metric_fn, prepare, score
 from scalearn_cli.model import TaskHead, TaskModel, head_outputs
 from scalearn_cli.scaling import Omega
-from scalearn_cli.sources.pipeline import check_out_dir
+from scalearn_cli.sources.pipeline import check_out_dir, check_pooling, head_metadata, head_pooling
 from scalearn_cli.train import Progress, TrainConfig, fit, on_main_process
 
 logger = logging.getLogger(__name__)
@@ -54,23 +54,27 @@ def transfer(
     sparsity: float = 0.0,
     progress: Progress | None = None,
     init_omega: dict[str, torch.Tensor] | None = None,
+    pooling: str | None = None,
 ) -> dict[str, Any]:
     """Compose ``sources`` into a model for ``data.task``; train only the combiner and a head; save to ``out``.
 
     ``init_omega`` (by ω key, e.g. the kept sources' ω from ``prune``) replaces the Normal(2/N, 0.001) init
-    for the keys it holds.
+    for the keys it holds. ``pooling`` of the fresh head: by default the one the sources' heads were trained with.
     """
     from transformers import set_seed
 
     from scalearn_cli.backbone import load_backbone
 
     config = config or TrainConfig(lr=DEFAULT_LR.get(method, 6e-3), patience=DEFAULT_PATIENCE.get(method))
+    if pooling is not None:
+        check_pooling(pooling)
     check_out_dir(out, overwrite)
     if len(set(sources)) != len(sources):
         dup = next(s for s in sources if sources.count(s) > 1)
         raise UsageError(f"source '{dup}' is listed twice; list each source once")
     resolved = [resolve_source(ref, registry) for ref in sources]
     check_sources(resolved)
+    pooling = pooling or sources_pooling(resolved)
     base = resolved[0].meta["base_model"]
     encoder, tokenizer, ref = load_backbone(base["id"])
     if ref.revision != base["revision"]:
@@ -80,7 +84,7 @@ def transfer(
     comp = inject(encoder, resolved, method, variant)
     if init_omega is not None:
         _init_omega(comp, init_omega)
-    head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels))
+    head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
     model = TaskModel(encoder, head, prepared.spec.problem_type)
     model.composition = comp
     params = comp.trainable() + list(head.parameters())
@@ -94,11 +98,20 @@ def transfer(
     meta = base_metadata("composition", prepared, ref, config, result)
     meta["adapter"] = {"kind": record["adapter_kind"], "method": method, "variant": record["variant"],
                        "parameters": n_transfer}
-    meta["head"] = {"hidden_size": ref.hidden_size, "num_outputs": head.out_proj.out_features}
+    meta["head"] = head_metadata(head)
     meta["metrics"] = metrics
     meta["sources"] = [s.record["ref"] for s in resolved]
     on_main_process(lambda: _save(out, overwrite, method, comp, head, record, meta))
     return meta
+
+
+def sources_pooling(sources: list) -> str:
+    """The pooling the sources' heads share; mixed sources need an explicit choice."""
+    found = {s.record["ref"]: head_pooling(s.meta, s.record["ref"]) for s in sources}
+    if len(set(found.values())) > 1:
+        listing = ", ".join(f"{ref}: {p}" for ref, p in found.items())
+        raise UsageError(f"the sources' heads were trained with different pooling ({listing}); pass --pooling first|mean")
+    return next(iter(found.values()))
 
 
 def _save(out: Path, overwrite: bool, method: str, comp: Composition, head: TaskHead, record: dict, meta: dict) -> None:

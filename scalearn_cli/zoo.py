@@ -41,11 +41,14 @@ class Recipe:
     data: dict[str, Any]
     train: dict[str, Any]
     settings: dict[str, Any] = field(default_factory=dict)
+    pooling: str = "first"  # the head's pooling (train-source --pooling)
 
     def hash(self, base_model: str) -> str:
         """sha256 over everything that determines the adapter (no absolute paths)."""
         payload = {"base_model": base_model, "task": self.task, "adapter": self.adapter, "data": self.data,
                    "train": self.train, "settings": self.settings}
+        if self.pooling != "first":  # recipes written before the option keep their hash
+            payload["pooling"] = self.pooling
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -169,7 +172,8 @@ def build(
         with tempfile.TemporaryDirectory(prefix="scalearn-zoo-") as tmp:
             out = Path(tmp) / recipe.name
             meta = train_source(data, out, recipe.adapter, settings, TrainConfig(**recipe.train), catalog.base_model,
-                                progress=progress_factory(recipe.name) if progress_factory else None, extra_meta=extra)
+                                progress=progress_factory(recipe.name) if progress_factory else None, extra_meta=extra,
+                                pooling=recipe.pooling)
             pushed = registry.push(out, row["repo_id"], commit_message=f"zoo build {recipe.name} ({row['recipe_hash'][:12]})")
         row = {**row, "state": "built", "revision": pushed.commit, "metrics": meta["metrics"]["test"], "action": "built"}
         rows.append(row)

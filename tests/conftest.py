@@ -72,8 +72,12 @@ def fake_task_meta(name: str = "rte", labels: tuple[str, ...] = ("entailment", "
     }
 
 
-def make_source(out: Path, model_dir: Path, kind: str = "lora", seed: int = 0, task: str = "rte", **settings) -> Path:
-    """Fabricate a source folder with random (non-zero) adapter weights, saved exactly as train-source saves."""
+def make_source(out: Path, model_dir: Path, kind: str = "lora", seed: int = 0, task: str = "rte",
+                pooling: str | None = None, **settings) -> Path:
+    """Fabricate a source folder with random (non-zero) adapter weights, saved exactly as train-source saves.
+
+    ``pooling=None`` writes the head entry without a pooling field, as scalearn wrote it before the option.
+    """
     from dataclasses import asdict
 
     from scalearn_cli.backbone import load_backbone
@@ -94,14 +98,14 @@ def make_source(out: Path, model_dir: Path, kind: str = "lora", seed: int = 0, t
     with torch.no_grad():
         for p in params:
             p.normal_(0, 0.2)
-    head = TaskHead(ref.hidden_size, 2)
+    head = TaskHead(ref.hidden_size, 2, pooling=pooling or "first")
     meta = {
         "format_version": 1,
         "kind": "source",
         "task": fake_task_meta(task),
         "base_model": ref.to_dict(),
         "adapter": {"kind": kind, "settings": asdict(cfg), "parameters": sum(p.numel() for p in params)},
-        "head": {"hidden_size": ref.hidden_size, "num_outputs": 2},
+        "head": {"hidden_size": ref.hidden_size, "num_outputs": 2, **({"pooling": pooling} if pooling else {})},
         "metrics": {"test": {"accuracy": 50.0 + seed}},
         "scalearn_version": "test",
     }

@@ -250,3 +250,21 @@ def test_prune_keeps_the_sources_with_most_omega(work, compositions, tmp_path):
     assert select([0.05, 0.9, 0.4], threshold=0.3) == [1, 2]
     with pytest.raises(UsageError, match="exactly one"):
         select([0.5, 0.5], keep=1, threshold=0.1)
+
+
+def test_mean_pooled_head_survives_export_and_prune(work, tiny_model_dir, tmp_path):
+    """A composition with a mean-pooling head (sources trained with --pooling mean): the merged export and a pruned
+    refit keep that head's pooling, and the export still scores exactly like the composition."""
+    from scalearn_cli.prune import prune
+
+    sources = [str(make_source(tmp_path / f"mean{i}", tiny_model_dir, "lora", seed=40 + i, pooling="mean"))
+               for i in range(2)]
+    folder = compose(work, "mean-pooled", variant="scalearn-uniform", sources=sources)
+    assert artifacts.read_json(folder / METADATA_FILE)["head"]["pooling"] == "mean"
+    out = tmp_path / "merged"
+    export(folder, out, "merged")
+    assert artifacts.read_json(out / METADATA_FILE)["head"]["pooling"] == "mean"
+    result = verify(out, folder, n=16)
+    assert result["ok"] and result["max_abs_diff"] <= 1e-5 and result["max_abs_logit"] > 1e-3
+    prune(folder, tmp_path / "pruned", keep=1, epochs=1)
+    assert artifacts.read_json(tmp_path / "pruned" / METADATA_FILE)["head"]["pooling"] == "mean"

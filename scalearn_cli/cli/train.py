@@ -70,6 +70,9 @@ def register(app: typer.Typer) -> None:
         lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha (scaling = alpha / r).")] = 16,
         lora_targets: Annotated[str, typer.Option("--lora-targets", help="Comma-separated module names.")] = "query,value",
         reduction_factor: Annotated[int, typer.Option("--reduction-factor", help="Bottleneck: hidden / size.")] = 16,
+        pooling: Annotated[str, typer.Option(
+            help="How the head reads the sequence: first (token, the paper's) or mean (for sentence-transformers).")
+        ] = "first",
         epochs: EpochsOpt = 30,
         lr: LrOpt = None,
         batch_size: BatchOpt = 32,
@@ -96,7 +99,8 @@ def register(app: typer.Typer) -> None:
         config = _config(epochs, lr or SOURCE_LR.get(adapter, 3e-4), batch_size, max_length, seed, patience,
                          max_steps, precision)
         data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot)
-        meta = run(data, out, adapter, settings, config, model, overwrite, RichProgress(f"{adapter} {task}"))
+        meta = run(data, out, adapter, settings, config, model, overwrite, RichProgress(f"{adapter} {task}"),
+                   pooling=pooling)
         _report(meta, out, as_json)
 
     @app.command("transfer")
@@ -113,6 +117,9 @@ def register(app: typer.Typer) -> None:
         ] = "scalearn",
         method: Annotated[str, typer.Option(help="scalearn, adapterfusion or average (fixed 1/N, head only).")] = "scalearn",
         sparsity: Annotated[float, typer.Option(help="Group-lasso strength λ on per-source ω (helps `prune`).")] = 0.0,
+        pooling: Annotated[Optional[str], typer.Option(
+            help="Head pooling, first or mean [default: the one the sources' heads were trained with].")
+        ] = None,
         registry: RegistryOpt = None,
         data_dir: DataDirOpt = None,
         data_file: DataFileOpt = None,
@@ -147,7 +154,7 @@ def register(app: typer.Typer) -> None:
                          DEFAULT_PATIENCE[method] if patience is None else patience, max_steps, precision)
         data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot)
         meta = run(source or [], data, out, method, variant, config, registry, overwrite, sparsity,
-                   RichProgress(f"{method} {task}"))
+                   RichProgress(f"{method} {task}"), pooling=pooling)
         _report(meta, out, as_json)
 
     @app.command("eval")

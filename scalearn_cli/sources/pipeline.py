@@ -15,7 +15,7 @@ from scalearn_cli.backbone import BaseModelRef, load_backbone
 from scalearn_cli.cards import metrics_table, write_model_card
 from scalearn_cli.errors import ArtifactError, UsageError
 from scalearn_cli.experiment import DataOptions, base_metadata, metric_fn, prepare, score
-from scalearn_cli.model import TaskHead, TaskModel, head_outputs
+from scalearn_cli.model import POOLINGS, TaskHead, TaskModel, head_outputs
 from scalearn_cli.sources import bottleneck, lora
 from scalearn_cli.train import Progress, TrainConfig, count_parameters, fit, on_main_process
 
@@ -32,10 +32,12 @@ def train_source(
     overwrite: bool = False,
     progress: Progress | None = None,
     extra_meta: dict[str, Any] | None = None,
+    pooling: str = "first",
 ) -> dict[str, Any]:
     """Train one source adapter (+ head) on a frozen encoder; write the folder atomically; return its metadata.
 
-    ``extra_meta`` (e.g. the zoo recipe) is merged into scalearn.json.
+    ``extra_meta`` (e.g. the zoo recipe) is merged into scalearn.json. ``pooling``: how the head reads the
+    sequence (``first`` token, the paper's; ``mean`` over tokens, for sentence-transformers encoders).
     """
     from transformers import set_seed
 
@@ -45,11 +47,12 @@ def train_source(
     if adapter not in ("lora", "bottleneck"):
         raise UsageError(f"--adapter must be lora or bottleneck, got '{adapter}'")
     settings = settings or (lora.LoraSettings() if adapter == "lora" else bottleneck.BottleneckSettings())
+    check_pooling(pooling)
     check_out_dir(out, overwrite)
     encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL)
     prepared = prepare(data, tokenizer, config)
     set_seed(config.seed)
-    head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels))
+    head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
     if adapter == "lora":
         wrapped = lora.attach(encoder, settings, ref.id)
         adapter_params = [p for p in wrapped.parameters() if p.requires_grad]
@@ -63,7 +66,7 @@ def train_source(
     metrics = score(task_model, prepared)
     meta = base_metadata("source", prepared, ref, config, result)
     meta["adapter"] = {"kind": adapter, "settings": asdict(settings), "parameters": count_parameters(adapter_params)}
-    meta["head"] = {"hidden_size": ref.hidden_size, "num_outputs": head.out_proj.out_features}
+    meta["head"] = head_metadata(head)
     meta["metrics"] = metrics
     meta.update(extra_meta or {})
     on_main_process(lambda: save_source(out, wrapped if adapter == "lora" else modules, settings, head, meta, overwrite))
@@ -132,9 +135,27 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
+
+
+def head_metadata(head: TaskHead) -> dict[str, Any]:
+    """The ``head`` entry of scalearn.json: enough to rebuild the head before loading its weights."""
+    return {"hidden_size": head.dense.in_features, "num_outputs": head.out_proj.out_features, "pooling": head.pooling}
+
+
+def head_pooling(meta: dict[str, Any], folder: Path | str) -> str:
+    """The pooling a saved head was trained with (folders written before the option read the first token)."""
+    pooling = meta.get("head", {}).get("pooling", "first")
+    if pooling not in POOLINGS:
+        raise ArtifactError(f"{folder} has a head with unknown pooling '{pooling}'; upgrade scalearn or re-create it")
+    return pooling
+
+
 def build_head(meta: dict[str, Any], folder: Path) -> TaskHead:
     """The saved task head of an adapter folder."""
-    head = TaskHead(int(meta["head"]["hidden_size"]), int(meta["head"]["num_outputs"]))
+    head = TaskHead(int(meta["head"]["hidden_size"]), int(meta["head"]["num_outputs"]), pooling=head_pooling(meta, folder))
     try:
         head.load_state_dict(load_tensors(Path(folder) / HEAD_FILE))
     except RuntimeError as exc:
