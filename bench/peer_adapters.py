@@ -5,6 +5,9 @@ Runs in a separate virtual environment (``adapters`` pins an older transformers 
     python3 -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.13.0 adapters
     /tmp/peer/bin/python bench/peer_adapters.py [--model-path DIR]
 
+``--score-worker JOB`` is the other half of ``bench/peer_score.py`` (run that one from the project's venv): it
+trains the library's AdapterFusion over our converted bottleneck sources on batches prepared by our data code.
+
 Same batch (32 x 64 tokens, fp32), same measurements and definitions as ``bench/speed.py`` (median step time,
 peak RSS growth with the kernel's peak counter reset before the first step, forward latency in eval mode), one
 subprocess per configuration. Sources are random Pfeiffer (``seq_bn``, reduction factor 16) adapters; the head
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -93,9 +97,131 @@ def worker(config: dict) -> dict:
             "infer_s": statistics.median(infer), "trainable_parameters": trainable}
 
 
+class Head:
+    """Our ``TaskHead`` (RoBERTa-style, first token), rebuilt here: this venv cannot import scalearn_cli."""
+
+    @staticmethod
+    def build(hidden: int, outputs: int, dropout: float = 0.1):
+        import torch
+        from torch import nn
+
+        class TaskHead(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.dropout = nn.Dropout(dropout)
+                self.dense = nn.Linear(hidden, hidden)
+                self.out_proj = nn.Linear(hidden, outputs)
+
+            def forward(self, hidden_states):
+                x = torch.tanh(self.dense(self.dropout(hidden_states[:, 0])))
+                return self.out_proj(self.dropout(x))
+
+        return TaskHead()
+
+
+def score_worker(job: dict) -> dict:
+    """AdapterFusion of ``adapters`` over converted sources: our protocol (AdamW, linear decay, best dev-loss epoch).
+
+    ``job["batches"]`` is a torch file written by ``bench/peer_score.py``: the sources' Pfeiffer weights in our
+    layout, the train batches of every epoch (in our loader's order), dev and test batches, and our encoder's
+    output for the first test batch with the first source alone (the conversion parity check).
+    """
+    import adapters
+    import torch
+    import torch.nn.functional as F
+    from adapters import SeqBnConfig
+    from adapters.composition import Fuse
+    from transformers import AutoModel, get_linear_schedule_with_warmup
+
+    torch.set_num_threads(job["threads"])
+    data = torch.load(job["batches"], weights_only=True)
+    model = AutoModel.from_pretrained(job["model"])
+    adapters.init(model)
+    names = [f"source{i}" for i in range(len(data["sources"]))]
+    for name, layers in zip(names, data["sources"]):
+        model.add_adapter(name, config=SeqBnConfig(reduction_factor=job["reduction_factor"]))
+        with torch.no_grad():
+            for layer, state in zip(model.encoder.layer, layers):
+                block = layer.output.adapters[name]
+                block.adapter_down[0].weight.copy_(state["down.weight"])
+                block.adapter_down[0].bias.copy_(state["down.bias"])
+                block.adapter_up.weight.copy_(state["up.weight"])
+                block.adapter_up.bias.copy_(state["up.bias"])
+    model.eval()
+    model.set_active_adapters(names[0])
+    with torch.no_grad():
+        batch = data["test"][0]
+        hidden = model(**{k: v for k, v in batch.items() if k != "labels"}).last_hidden_state
+    parity = float((hidden - data["parity_hidden"]).abs().max())
+
+    torch.manual_seed(job["seed"])
+    fuse = Fuse(*names)
+    model.add_adapter_fusion(fuse)
+    model.train_adapter_fusion(fuse)
+    head = Head.build(model.config.hidden_size, job["outputs"])
+    regression = job["problem_type"] == "regression"
+
+    def forward(batch):
+        logits = head(model(**{k: v for k, v in batch.items() if k != "labels"}).last_hidden_state)
+        if regression:
+            logits = logits.squeeze(-1)
+            return F.mse_loss(logits.float(), batch["labels"].float()), logits
+        return F.cross_entropy(logits.float(), batch["labels"].long()), logits
+
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=job["lr"], weight_decay=0.0)
+    total = sum(len(epoch) for epoch in data["train"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, total)
+    trainable = [(n, p) for n, p in list(model.named_parameters()) + list(head.named_parameters()) if p.requires_grad]
+
+    @torch.no_grad()
+    def evaluate(batches):
+        model.eval()
+        head.eval()
+        losses, logits = [], []
+        for batch in batches:
+            loss, out = forward(batch)
+            losses.append(float(loss) * len(batch["labels"]))
+            logits.append(out.float())
+        n = sum(len(b["labels"]) for b in batches)
+        return sum(losses) / n, torch.cat(logits)
+
+    best, history, seen, times = (math.inf, 0, None), [], 0, []
+    t0 = time.perf_counter()
+    for epoch, batches in enumerate(data["train"], start=1):
+        model.train()
+        head.train()
+        for batch in batches:
+            s = time.perf_counter()
+            loss, _ = forward(batch)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - s)
+            seen += len(batch["labels"])
+        dev_loss, _ = evaluate(data["dev"])
+        history.append({"epoch": epoch, "dev_loss": dev_loss})
+        if dev_loss < best[0]:
+            best = (dev_loss, epoch, [p.detach().clone() for _, p in trainable])
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        for (_, p), value in zip(trainable, best[2]):
+            p.copy_(value)
+    _, test_logits = evaluate(data["test"])
+    return {
+        "parity_max_abs_diff": parity, "best_epoch": best[1], "best_dev_loss": best[0], "history": history,
+        "steps": len(times), "step_s_median": statistics.median(times), "train_seconds": seconds,
+        "examples_per_second": seen / seconds, "test_logits": test_logits.tolist(),
+        "transfer_parameters": sum(p.numel() for n, p in model.named_parameters() if p.requires_grad),
+        "head_parameters": sum(p.numel() for p in head.parameters()),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--score-worker", help=argparse.SUPPRESS)
     p.add_argument("--model-path", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--n", default="2,4,8,16")
     p.add_argument("--warmup", type=int, default=3)
@@ -103,6 +229,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "peer.json")
     args = p.parse_args()
+    if args.score_worker:
+        print(json.dumps(score_worker(json.loads(args.score_worker))))
+        return
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
@@ -145,8 +274,6 @@ def result(args: argparse.Namespace, versions: dict, rows: list[dict]) -> dict:
                   f"median of {args.repeats} steps after {args.warmup} warm-up; random `seq_bn` (Pfeiffer, "
                   "reduction factor 16) sources; fusion trains Q/K/V per layer (`train_adapter_fusion`), the "
                   "single baseline trains one adapter (`train_adapter`); both train a linear head."),
-        "notes": ("Score: not measured — converting our trained bottleneck sources into `adapters`' format and "
-                  "training its fusion on the capped data did not fit the CPU time of this run."),
         "rows": rows,
     }
 

@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fusion-lr", type=float, default=5e-5, help="lr of AdapterFusion (the paper's 5e-5)")
     p.add_argument("--fusion-tuned-lr", type=float, default=0.0, help="also run AdapterFusion at this lr (0: off)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pooling", default="first", choices=("first", "mean"),
+                   help="head pooling of sources (transfers inherit it): first token (the paper's) or token mean")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--few-shot-k", default="16,32,100")
     p.add_argument("--few-shot-targets", default="rte,mrpc")
@@ -270,7 +272,7 @@ class Runner:
         steps = self.args.few_shot_steps if job.k else None
         config = self.config(self.args.source_lr, job.seed, self.args.source_epochs, steps)
         return train_source(self.data(job.target, job.k), job.folder(self.args.work), job.kind, None, config,
-                            self.args.model, overwrite=True)
+                            self.args.model, overwrite=True, pooling=self.args.pooling)
 
     def transfer_sources(self, job: Job) -> list[str]:
         """The target's own adapter first (few-shot: the few-shot one of this seed), then every other task's."""

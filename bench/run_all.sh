@@ -26,6 +26,7 @@ else
   "$PY" bench/speed.py --latency-only
   if [ -x "$PEER_PY" ]; then
     "$PEER_PY" bench/peer_adapters.py || echo "peer benchmark failed; see bench/results/peer.json"
+    "$PY" bench/peer_score.py --run default --peer-python "$PEER_PY" || echo "peer score failed (see its message)"
   fi
   "$PY" bench/report.py --run default
 fi
