@@ -543,10 +543,10 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         f"({config['few_shot_kinds']} sources), {config['few_shot_steps']} steps per run (the paper: 1,000), seeds "
         f"{config['few_shot_seeds']}; the target's own adapter is a few-shot adapter trained on the same k examples; "
         "dev = max(k, 32) rows of the dev split (capped by its size).",
-        f"- Machine: `{m['platform']}`, {m['cpu_count']} CPUs, {m['threads']} torch threads, torch {m['torch']}, "
-        f"transformers {m['transformers']}, Python {m['python']}; shared with other jobs during the run (the plan "
-        "was split over up to three concurrent processes with `--stages` / `--job-seeds`, one torch thread each; "
-        "interrupted runs were resumed; the first source runs used two threads). Started "
+        f"- Machine: `{m['platform']}`, {m['cpu_count']} CPUs, torch {m['torch']}, transformers {m['transformers']}, "
+        f"Python {m['python']}; {m['threads']} torch thread(s) per process in the last invocation. The machine was "
+        "shared with other jobs, the plan was split over concurrent processes (`--stages` / `--job-seeds`) and "
+        "interrupted runs were resumed, so wall times and examples/s carry that load. Invocations started "
         f"{', '.join(config['started'])} (UTC); {len(rows)} finished runs in `results.jsonl` "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(n_stage.items()))}).",
     ]
