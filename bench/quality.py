@@ -354,6 +354,7 @@ def write_config(args: argparse.Namespace) -> None:
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
         "transformers": transformers.__version__, "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     })
     path = args.out / "config.json"
     history = json.loads(path.read_text()).get("started", []) if path.is_file() else []

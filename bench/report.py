@@ -549,6 +549,8 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         "interrupted runs were resumed, so wall times and examples/s carry that load. Invocations started "
         f"{', '.join(config['started'])} (UTC); {len(rows)} finished runs in `results.jsonl` "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(n_stage.items()))}).",
+        f"- Accelerator: {m['gpu']}." if m.get("gpu") else "- Accelerator: none (CPU only). The full-size protocol "
+        "(bench/README.md, *Full scale elsewhere*) is meant for a GPU machine, which this run did not have.",
     ]
 
 
