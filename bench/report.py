@@ -473,6 +473,19 @@ def peer_section(peer: dict | None, speed: dict | None, rr: dict | None) -> list
     return out
 
 
+def peer_summary(data: dict | None) -> list[str]:
+    """One headline line: the `adapters` library's fusion vs ours on the same sources (peer_score.json)."""
+    rows = [r for r in (data or {}).get("rows", []) if r["ours"].get("adapterfusion")]
+    if not rows:
+        return []
+    peer = statistics.mean(r["main_score"] for r in rows)
+    ours = statistics.mean(r["ours"]["adapterfusion"]["main_score"] for r in rows)
+    scalearn = [r["ours"]["scalearn"]["main_score"] for r in rows if "scalearn" in r["ours"]]
+    tail = f", our ScaLearn {statistics.mean(scalearn):.1f}" if len(scalearn) == len(rows) else ""
+    return [f"- **Peer on the same bottleneck sources and data** ({len(rows)} targets, seed 0, mean main score): the "
+            f"`adapters` library's AdapterFusion {peer:.1f}, our AdapterFusion {ours:.1f}{tail} (details under *Peer*)."]
+
+
 def peer_score_section(data: dict | None, run: str) -> list[str]:
     """``adapters``' AdapterFusion over our converted bottleneck sources (bench/results/<run>/peer_score.json)."""
     if not data or not data.get("rows"):
@@ -677,7 +690,8 @@ def main() -> None:
            "CPU can run: does ScaLearn order against its baselines as in the paper, and what does it cost in step "
            "time and memory?", "", "## Summary", "",
            *summary(rows, read_json(args.speed), read_json(args.speed.with_name("steps_round_robin.json")),
-                    read_json(args.speed.with_name("latency.json")), majority, means_by_kind, targets), "",
+                    read_json(args.speed.with_name("latency.json")), majority, means_by_kind, targets),
+           *peer_summary(read_json(run_dir / "peer_score.json")), "",
            "## Configuration that produced these numbers", "", *config_section(config, rows), "",
            "## Reference: the paper's numbers", "", *paper_section(paper, targets), "",
            *paper_ordering(paper, targets), "",
