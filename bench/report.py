@@ -683,6 +683,8 @@ def main() -> None:
     p.add_argument("--reference", type=Path, default=REPO.parent / "shared" / "reference" / "SCALEARN.md")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     p.add_argument("--speed", type=Path, default=RESULTS / "speed.json")
+    p.add_argument("--compare-run", default=None,
+                   help="another run under bench/results (e.g. the same plan with --pooling mean): seed-0 rows side by side")
     args = p.parse_args()
     global FIGURES, FIGURE_LINK
     # docs/benchmarks.md keeps docs/figures/; another doc (e.g. a second run) gets docs/figures/<its name>/
@@ -747,6 +749,9 @@ def main() -> None:
                 + "; ".join(omega_drift(run_dir)) + ".", ""]
     doc += ["## Comparison with the paper", "", *agreement_summary(means_by_kind, targets, small), "",
             *discussion(config, rows, majority, run_dir), ""]
+    if args.compare_run:
+        doc += [f"## Compared with the `{args.compare_run}` run", "",
+                *compare_section(run_dir.name, config, rows, args.compare_run), ""]
     missing = missing_rows(config, rows)
     doc += ["## Missing from this run", ""] + (missing or ["Nothing: every planned run finished."]) + [""]
     if missing:
@@ -773,6 +778,32 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(doc))
     print(f"wrote {args.out} ({len(rows)} result rows from {run_dir})")
+
+
+def compare_section(name: str, config: dict, rows: list[dict], other_name: str) -> list[str]:
+    """Seed-0 scores of two runs side by side (sources, then transfers), for the keys both have."""
+    other_dir = RESULTS / other_name
+    other_config = read_json(other_dir / "config.json")
+    if other_config is None:
+        return [f"*bench/results/{other_name}/config.json not found.*"]
+    other = {quality_key(r): r for r in read_jsonl(other_dir / "results.jsonl")}
+    differs = {k: (config.get(k), other_config.get(k)) for k in sorted(set(config) | set(other_config))
+               if k not in ("started", "machine", "out", "work", "deadline", "job_seeds", "stages", "threads")
+               and config.get(k) != other_config.get(k)}
+    setting = "; ".join(f"`{k}` {a} here, {b} there" for k, (a, b) in differs.items()) or "no option differs"
+    out = [f"Options that differ: {setting}. Seed-0 main scores of the rows both runs finished.", "",
+           f"| Stage | Target | Kind | Method | {name} | {other_name} | difference |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["seed"] != 0 or r.get("k") or quality_key(r) not in other:
+            continue
+        o = other[quality_key(r)]["main_score"]
+        out.append(f"| {r['stage']} | {r['target']} | {r['kind']} | {label(r['method'], r.get('variant'))} | "
+                   f"{r['main_score']:.2f} | {o:.2f} | {o - r['main_score']:+.2f} |")
+    return out
+
+
+def quality_key(r: dict) -> tuple:
+    return tuple(r.get(k) for k in ("stage", "target", "kind", "method", "variant", "seed", "k"))
 
 
 def sparsity_section(data: dict | None) -> list[str]:
