@@ -614,6 +614,9 @@ def agreement_summary(means_by_kind: dict, targets: list[str], small: list[str])
         sl, af, single = (means.get(k, {}) for k in (("scalearn", "scalearn"), ("adapterfusion", None), ("single", None)))
         checks = {"ScaLearn ≥ AdapterFusion": (sl, af), "AdapterFusion ≥ single adapter": (af, single),
                   "ScaLearn ≥ single adapter": (sl, single)}
+        tuned = means.get(("adapterfusion-tuned", None), {})
+        if tuned:
+            checks["ScaLearn ≥ AdapterFusion at the tuned lr"] = (sl, tuned)
         parts = []
         for name, (a, b) in checks.items():
             cells = [t for t in targets if a.get(t) is not None and b.get(t) is not None]
@@ -622,6 +625,14 @@ def agreement_summary(means_by_kind: dict, targets: list[str], small: list[str])
             parts.append(f"{name} on {len(held)}/{len(cells)} targets "
                          f"({len([t for t in held if t in small])}/{len(small_cells)} small ones)")
         out.append(f"- **{kind}**: " + "; ".join(parts) + ".")
+        common = [t for t in targets if all(m.get(t) is not None for m in (sl, af, single, *([tuned] if tuned else [])))]
+        if common and len(common) > 1:
+            avg = {name: statistics.mean(m[t] for t in common) for name, m in
+                   (("ScaLearn", sl), ("AdapterFusion", af), ("single adapter", single),
+                    *((("AdapterFusion at the tuned lr", tuned),) if tuned else ()))}
+            ranked = sorted(avg.items(), key=lambda kv: -kv[1])
+            out.append(f"  Mean over {', '.join(common)}: " + " > ".join(f"{n} {v:.2f}" for n, v in ranked)
+                       + " (the paper's GLUE average: ScaLearn > AdapterFusion > adapter).")
     return out
 
 
