@@ -97,26 +97,12 @@ def worker(config: dict) -> dict:
             "infer_s": statistics.median(infer), "trainable_parameters": trainable}
 
 
-class Head:
-    """Our ``TaskHead`` (RoBERTa-style, first token), rebuilt here: this venv cannot import scalearn_cli."""
+def first_token_head(hidden: int, outputs: int, dropout: float = 0.1):
+    """Our ``TaskHead`` (applied to the first token), rebuilt here: this venv cannot import scalearn_cli."""
+    from torch import nn
 
-    @staticmethod
-    def build(hidden: int, outputs: int, dropout: float = 0.1):
-        import torch
-        from torch import nn
-
-        class TaskHead(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.dropout = nn.Dropout(dropout)
-                self.dense = nn.Linear(hidden, hidden)
-                self.out_proj = nn.Linear(hidden, outputs)
-
-            def forward(self, hidden_states):
-                x = torch.tanh(self.dense(self.dropout(hidden_states[:, 0])))
-                return self.out_proj(self.dropout(x))
-
-        return TaskHead()
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.Tanh(), nn.Dropout(dropout),
+                         nn.Linear(hidden, outputs))
 
 
 def score_worker(job: dict) -> dict:
@@ -158,11 +144,11 @@ def score_worker(job: dict) -> dict:
     fuse = Fuse(*names)
     model.add_adapter_fusion(fuse)
     model.train_adapter_fusion(fuse)
-    head = Head.build(model.config.hidden_size, job["outputs"])
+    head = first_token_head(model.config.hidden_size, job["outputs"])
     regression = job["problem_type"] == "regression"
 
     def forward(batch):
-        logits = head(model(**{k: v for k, v in batch.items() if k != "labels"}).last_hidden_state)
+        logits = head(model(**{k: v for k, v in batch.items() if k != "labels"}).last_hidden_state[:, 0])
         if regression:
             logits = logits.squeeze(-1)
             return F.mse_loss(logits.float(), batch["labels"].float()), logits

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -56,10 +58,11 @@ def ours(out: Path, target: str) -> dict:
 def prepare_job(args: argparse.Namespace, runner: quality.Runner, target: str, folder: Path) -> dict:
     import torch
 
+    from scalearn_cli.backbone import resolve_model_path
     from scalearn_cli.experiment import prepare
+    from scalearn_cli.model import head_outputs
     from scalearn_cli.sources import bottleneck
     from scalearn_cli.sources.pipeline import load_source_model
-    from scalearn_cli.model import head_outputs
 
     job = quality.Job("transfer", target, "bottleneck", "adapterfusion", None, 0)
     sources = [Path(s) for s in runner.transfer_sources(job)]
@@ -74,25 +77,17 @@ def prepare_job(args: argparse.Namespace, runner: quality.Runner, target: str, f
     with torch.no_grad():
         batch = {k: v for k, v in test[0].items() if k != "labels"}
         parity_hidden = model.encoder(**batch).last_hidden_state
-    layers = [bottleneck.load_weights(s)[1] for s in sources]
-    settings = bottleneck.load_weights(sources[0])[0]
+    loaded = [bottleneck.load_weights(s) for s in sources]  # (config, per-layer tensors)
     batches = folder / f"{target}.pt"
-    torch.save({"sources": layers, "train": train, "dev": dev, "test": test, "parity_hidden": parity_hidden}, batches)
+    torch.save({"sources": [layers for _, layers in loaded], "train": train, "dev": dev, "test": test, "parity_hidden": parity_hidden}, batches)
     spec = prepared.spec
     return {
-        "job": {"batches": str(batches), "model": str(meta_model_path(meta)), "seed": 0, "lr": args.fusion_lr,
-                "threads": args.threads, "reduction_factor": int(settings["reduction_factor"]),
+        "job": {"batches": str(batches), "model": str(resolve_model_path(meta["base_model"]["id"])), "seed": 0, "lr": args.fusion_lr,
+                "threads": args.threads, "reduction_factor": int(loaded[0][0]["reduction_factor"]),
                 "outputs": head_outputs(spec.problem_type, spec.num_labels), "problem_type": spec.problem_type},
         "spec": spec, "labels": torch.cat([b["labels"] for b in test]).numpy(),
         "sources": [json.loads((s / "scalearn.json").read_text())["task"]["name"] for s in sources],
     }
-
-
-def meta_model_path(meta: dict) -> Path:
-    """The local folder of the base model the sources were trained on (the packaged MiniLM by default)."""
-    from scalearn_cli.backbone import resolve_model_path
-
-    return resolve_model_path(meta["base_model"]["id"])
 
 
 def main() -> None:
@@ -137,17 +132,10 @@ def main() -> None:
                    "main_score": main_score(prep["spec"], metrics), "wall_seconds": time.perf_counter() - t0,
                    **peer, "ours": ours(args.out, target)}
             result["rows"] = [r for r in result["rows"] if r["target"] != target] + [row]
-            result["machine"] = {**quality_machine(), "threads": args.threads}
+            result["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads}
             out_file.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
             print(f"{target}: adapters AdapterFusion {row['main_score']:.2f} (parity {peer['parity_max_abs_diff']:.1e}); "
                   f"ours: {json.dumps({k: v['main_score'] for k, v in row['ours'].items()})}", flush=True)
-
-
-def quality_machine() -> dict:
-    import os
-    import platform
-
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count()}
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+import quality  # noqa: E402  (bench/quality.py: the plan and the run key; stdlib-only at import)
+
 RESULTS = REPO / "bench" / "results"
 FIGURES = REPO / "docs" / "figures"
 FIGURE_LINK = "figures/"  # how the generated doc links to FIGURES
@@ -164,9 +167,6 @@ def few_shot_table(rows: list[dict]) -> list[str]:
 
 def missing_rows(config: dict, rows: list[dict]) -> list[str]:
     """Planned runs (from quality.plan with the recorded configuration) that have no row."""
-    sys.path.insert(0, str(REPO / "bench"))
-    import quality
-
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()
             if k in ("targets", "extra_sources", "kinds", "methods", "seeds", "multi_seed_targets", "multi_seed_kinds",
                      "few_shot_k", "few_shot_targets", "few_shot_kinds", "few_shot_seeds", "fusion_tuned_lr")]
@@ -607,6 +607,12 @@ def paper_ordering(paper: dict, targets: list[str]) -> list[str]:
             + ". The gains over a single adapter are largest on the small targets."]
 
 
+def count_ge(a: dict, b: dict, targets: list[str]) -> tuple[list[str], list[str]]:
+    """(targets where a ≥ b, targets where both have a score), from two {target: seed mean} maps."""
+    cells = [t for t in targets if a.get(t) is not None and b.get(t) is not None]
+    return [t for t in cells if a[t] >= b[t]], cells
+
+
 def agreement_summary(means_by_kind: dict, targets: list[str], small: list[str]) -> list[str]:
     """Counts of (kind, target) cells where the paper's ordering holds, generated from the seed means."""
     out = []
@@ -619,8 +625,7 @@ def agreement_summary(means_by_kind: dict, targets: list[str], small: list[str])
             checks["ScaLearn ≥ AdapterFusion at the tuned lr"] = (sl, tuned)
         parts = []
         for name, (a, b) in checks.items():
-            cells = [t for t in targets if a.get(t) is not None and b.get(t) is not None]
-            held = [t for t in cells if a[t] >= b[t]]
+            held, cells = count_ge(a, b, targets)
             small_cells = [t for t in cells if t in small]
             parts.append(f"{name} on {len(held)}/{len(cells)} targets "
                          f"({len([t for t in held if t in small])}/{len(small_cells)} small ones)")
@@ -670,11 +675,9 @@ def summary(rows: list[dict], speed: dict | None, rr: dict | None, lat: dict | N
                 held += sl[t] >= af[t] >= single[t]
     tuned_held, tuned_cells = 0, 0
     for means in means_by_kind.values():
-        sl, tuned = means.get(("scalearn", "scalearn"), {}), means.get(("adapterfusion-tuned", None), {})
-        for t in targets:
-            if None not in (sl.get(t), tuned.get(t)):
-                tuned_cells += 1
-                tuned_held += sl[t] >= tuned[t]
+        held_t, cells_t = count_ge(means.get(("scalearn", "scalearn"), {}), means.get(("adapterfusion-tuned", None), {}),
+                                   targets)
+        tuned_held, tuned_cells = tuned_held + len(held_t), tuned_cells + len(cells_t)
     noisy = total and near / total >= 0.3
     out.append(f"- **Quality:** the paper's full ordering ScaLearn ≥ AdapterFusion ≥ single adapter holds on {held} of "
                f"{cells} (target, kind) pairs with all three; {near} of {total} seed-0 transfer runs score within 2 "
@@ -708,7 +711,7 @@ def main() -> None:
     config = read_json(run_dir / "config.json")
     if config is None:
         sys.exit(f"{run_dir}/config.json not found: run bench/quality.py first")
-    rows = list({tuple(r.get(k) for k in ("stage", "target", "kind", "method", "variant", "seed", "k")): r
+    rows = list({quality.row_key(r): r
                  for r in reversed(read_jsonl(run_dir / "results.jsonl"))}.values())[::-1]  # one row per run key
     majority = read_json(run_dir / "majority.json") or {}
     paper = paper_tables(args.reference)
@@ -797,7 +800,7 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
     other_config = read_json(other_dir / "config.json")
     if other_config is None:
         return [f"*bench/results/{other_name}/config.json not found.*"]
-    other = {quality_key(r): r for r in read_jsonl(other_dir / "results.jsonl")}
+    other = {quality.row_key(r): r for r in read_jsonl(other_dir / "results.jsonl")}
     differs = {k: (config.get(k), other_config.get(k)) for k in sorted(set(config) | set(other_config))
                if k not in ("started", "machine", "out", "work", "deadline", "job_seeds", "stages", "threads")
                and config.get(k) != other_config.get(k)}
@@ -805,16 +808,12 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
     out = [f"Options that differ: {setting}. Seed-0 main scores of the rows both runs finished.", "",
            f"| Stage | Target | Kind | Method | {name} | {other_name} | difference |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        if r["seed"] != 0 or r.get("k") or quality_key(r) not in other:
+        if r["seed"] != 0 or r.get("k") or quality.row_key(r) not in other:
             continue
-        o = other[quality_key(r)]["main_score"]
+        o = other[quality.row_key(r)]["main_score"]
         out.append(f"| {r['stage']} | {r['target']} | {r['kind']} | {label(r['method'], r.get('variant'))} | "
                    f"{r['main_score']:.2f} | {o:.2f} | {o - r['main_score']:+.2f} |")
     return out
-
-
-def quality_key(r: dict) -> tuple:
-    return tuple(r.get(k) for k in ("stage", "target", "kind", "method", "variant", "seed", "k"))
 
 
 def sparsity_section(data: dict | None) -> list[str]:
