@@ -158,6 +158,13 @@ def test_help_version_and_tasks() -> None:
     assert next(r for r in rows if r["name"] == "stsb")["problem_type"] == "regression"
 
 
+def test_option_help_keeps_its_default_text() -> None:
+    """Rich markup must not swallow the defaults written into option help (it ate "[default: ...]")."""
+    helped = " ".join(ok(invoke("transfer", "--help", env={"COLUMNS": "300"})).stdout.split())
+    assert "(default: the paper's for the method)" in helped
+    assert "(default: the one the sources' heads were trained with)" in helped
+
+
 # ---- train-source ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind, files", [("lora", LORA_FILES), ("bottleneck", BOTTLENECK_FILES)])
 def test_train_source_writes_exact_files_and_summary(kind: str, files: set[str], trained, tiny_model_dir) -> None:

@@ -35,10 +35,10 @@ ProblemOpt = Annotated[
 ]
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Base encoder: hub id or local folder [default: the embedded MiniLM-L6]."),
+    typer.Option("--model", "-m", help="Base encoder: hub id or local folder (default: the embedded MiniLM-L6)."),
 ]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Maximum training epochs.")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate [default: the paper's for the method].")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the paper's for the method).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size.")]
 MaxLenOpt = Annotated[int, typer.Option("--max-length", help="Maximum tokens per example.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]

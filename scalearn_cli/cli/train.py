@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         lora_targets: Annotated[str, typer.Option("--lora-targets", help="Comma-separated module names.")] = "query,value",
         reduction_factor: Annotated[int, typer.Option("--reduction-factor", help="Bottleneck: hidden / size.")] = 16,
         pooling: Annotated[str, typer.Option(
-            help="How the head reads the sequence: first (token, the paper's) or mean (for sentence-transformers).")
+            help="How the head reads the sequence: first (token, the paper's) or mean (over tokens, as sentence-transformers pool).")
         ] = "first",
         epochs: EpochsOpt = 30,
         lr: LrOpt = None,
@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         method: Annotated[str, typer.Option(help="scalearn, adapterfusion or average (fixed 1/N, head only).")] = "scalearn",
         sparsity: Annotated[float, typer.Option(help="Group-lasso strength λ on per-source ω (helps `prune`).")] = 0.0,
         pooling: Annotated[Optional[str], typer.Option(
-            help="Head pooling, first or mean [default: the one the sources' heads were trained with].")
+            help="Head pooling, first or mean (default: the one the sources' heads were trained with).")
         ] = None,
         registry: RegistryOpt = None,
         data_dir: DataDirOpt = None,
@@ -161,12 +161,12 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def evaluate(
         adapter_dir: Annotated[Path, typer.Argument(help="A source or composition folder.")],
-        task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task [default: the adapter's own].")] = None,
+        task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task (default: the adapter's own).")] = None,
         split: Annotated[str, typer.Option(help="test (the official validation split) or dev (10% of train).")] = "test",
         data_dir: DataDirOpt = None,
         data_file: DataFileOpt = None,
         batch_size: BatchOpt = 64,
-        max_length: Annotated[Optional[int], typer.Option("--max-length", help="[default: as trained]")] = None,
+        max_length: Annotated[Optional[int], typer.Option("--max-length", help="(default: as trained)")] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Score an adapter or composition on a task with the paper's metrics."""

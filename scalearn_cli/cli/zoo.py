@@ -12,7 +12,7 @@ from scalearn_cli.cli.common import JsonOpt, RegistryOpt, console, err_console, 
 zoo_app = typer.Typer(help="The catalog of source adapters: list it, build what is missing.", no_args_is_help=True)
 
 ZooModelOpt = Annotated[
-    Optional[str], typer.Option("--model", "-m", help="Base model id or catalog name [default: embedded MiniLM-L6].")
+    Optional[str], typer.Option("--model", "-m", help="Base model id or catalog name (default: embedded MiniLM-L6).")
 ]
 
 
@@ -35,7 +35,7 @@ def zoo_list(model: ZooModelOpt = None, registry: RegistryOpt = None, as_json: J
 @handle_errors
 def zoo_build(
     model: ZooModelOpt = None,
-    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks or recipe names [default: all].")] = None,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks or recipe names (default: all).")] = None,
     adapter: Annotated[Optional[str], typer.Option("--adapter", help="Only recipes of this kind (lora, bottleneck).")] = None,
     registry: RegistryOpt = None,
     data_root: Annotated[
