@@ -59,10 +59,10 @@ def prepare_job(args: argparse.Namespace, runner: quality.Runner, target: str, f
     import torch
 
     from scalearn_cli.backbone import resolve_model_path
-    from scalearn_cli.experiment import prepare
+    from scalearn_cli.stages.common import prepare
     from scalearn_cli.model import head_outputs
     from scalearn_cli.sources import bottleneck
-    from scalearn_cli.sources.pipeline import load_source_model
+    from scalearn_cli.stages.source import load_source_model
 
     job = quality.Job("transfer", target, "bottleneck", "adapterfusion", None, 0)
     sources = [Path(s) for s in runner.transfer_sources(job)]

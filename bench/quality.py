@@ -33,7 +33,7 @@ from typing import Any, Iterator
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_SOURCES = ("qnli", "snli")
 VARIANTS = ("scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++")
-ALL_METHODS = ("single", "average", "adapterfusion", *VARIANTS)
+ALL_METHODS = ("single", "average", "adaptersoup", "adapterfusion", *VARIANTS)
 QUICK = dict(
     targets="rte,mrpc", extra_sources="qnli,snli", seeds="0", source_max_train=64, target_max_train=64,
     test_max=96, source_epochs=1, epochs=1, max_length=48, few_shot_k="16", few_shot_targets="rte",
@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--extra-sources", default=",".join(EXTRA_SOURCES), help="source-only tasks (the paper's MNLI/QNLI role)")
     p.add_argument("--kinds", default="lora,bottleneck")
     p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--soup-k", type=int, default=3, help="AdapterSoup: sources averaged (the most similar k)")
     p.add_argument("--seeds", default="0,1,2", help="seeds for the small targets (see --multi-seed-targets)")
     p.add_argument("--multi-seed-targets", default="rte,mrpc,stsb", help="targets that get every seed (others: the first)")
     p.add_argument("--multi-seed-kinds", default="lora", help="adapter kinds that get every seed")
@@ -231,7 +232,7 @@ class Runner:
         return self.args.target_max_train if task in self.targets else self.args.source_max_train
 
     def data(self, task: str, few_shot: int | None = None):
-        from scalearn_cli.experiment import DataOptions
+        from scalearn_cli.stages.common import DataOptions
 
         folder = capped_data(self.args, task, self.cap(task))
         if few_shot:
@@ -267,7 +268,7 @@ class Runner:
                     row["wall_seconds"])
 
     def train_source(self, job: Job) -> dict:
-        from scalearn_cli.sources.pipeline import train_source
+        from scalearn_cli.stages.source import train_source
 
         steps = self.args.few_shot_steps if job.k else None
         config = self.config(self.args.source_lr, job.seed, self.args.source_epochs, steps)
@@ -286,7 +287,7 @@ class Runner:
         return [str(own), *map(str, others)]
 
     def train_transfer(self, job: Job) -> dict:
-        from scalearn_cli.transfer import transfer
+        from scalearn_cli.stages.transfer import TransferOptions, transfer
 
         sources = self.transfer_sources(job)
         method = "adapterfusion" if job.method.startswith("adapterfusion") else job.method
@@ -295,8 +296,9 @@ class Runner:
         steps = self.args.few_shot_steps if job.k else None
         config = self.config(lr, job.seed, self.args.epochs, steps)
         out = job.folder(self.args.work)
-        meta = transfer(sources, self.data(job.target, job.k), out, method, job.variant or "scalearn", config,
-                        overwrite=True)
+        options = {"k": self.args.soup_k} if method == "adaptersoup" else {}
+        meta = transfer(TransferOptions(tuple(sources), self.data(job.target, job.k), out, method,
+                                        job.variant or "scalearn", options, train=config, overwrite=True))
         self.keep_omega(job, out)
         return meta
 

@@ -36,8 +36,8 @@ def main() -> None:
 
     import torch
 
-    from scalearn_cli.experiment import DataOptions
-    from scalearn_cli.inspect import omega_table
+    from scalearn_cli.stages.common import DataOptions
+    from scalearn_cli.inspection import omega_table
     from scalearn_cli.prune import prune
     from scalearn_cli.train import TrainConfig
     from scalearn_cli.transfer import transfer

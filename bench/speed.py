@@ -51,7 +51,7 @@ def make_sources(folder: Path, model: str, kind: str, n: int) -> list[Path]:
     from scalearn_cli.backbone import load_backbone
     from scalearn_cli.model import TaskHead
     from scalearn_cli.sources import bottleneck, lora
-    from scalearn_cli.sources.pipeline import save_source
+    from scalearn_cli.stages.source import save_source
     from scalearn_cli.tasks import get_task, task_to_dict
 
     paths = [folder / f"{kind}-{i}" for i in range(n)]

@@ -405,3 +405,9 @@ def make_loader(
         generator=generator,
         collate_fn=_Collator(tokenizer, n_choices, label_dtype),
     )
+
+
+def example_texts(ds: datasets.Dataset, spec: TaskSpec) -> list[str]:
+    """Each row's text segments joined with a space (what a similarity over tasks reads, e.g. AdapterSoup)."""
+    segments = [_segment_texts(ds, seg) for seg in spec.text_fields]
+    return [" ".join(parts) for parts in zip(*segments)]

@@ -23,11 +23,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from scalearn_cli import artifacts
 from scalearn_cli.artifacts import (
-    COMPOSITION_FILE, HEAD_FILE, LORA_WEIGHTS_FILE, METADATA_FILE, save_tensors, staged_output,
+    HEAD_FILE, LORA_WEIGHTS_FILE, AdapterSpec, CompositionRecord, Metadata, check_out_dir, save_tensors, write_folder,
 )
 from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
+from scalearn_cli.sources.lora import PEFT_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -37,28 +37,28 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 #: max |Δlogit| an exact fp32 export may show against its composition
 TOLERANCE = 1e-5
 MERGED_WEIGHTS_FILE = "model.safetensors"  # transformers' own name (save_pretrained, safetensors)
-_PREFIX = "base_model.model."  # PEFT's key prefix in adapter_model.safetensors
 
 
-def check_foldable(folder: Path) -> dict[str, Any]:
-    """composition.json of ``folder`` if it can be folded (LoRA sources, ω or 1/N); a clear error otherwise."""
-    from scalearn_cli.sources.pipeline import read_metadata
+def check_foldable(folder: Path) -> CompositionRecord:
+    """composition.json of ``folder`` if it can be folded (linear sources, input-independent weights)."""
+    from scalearn_cli.artifacts import read_metadata
+    from scalearn_cli.combiners import get_combiner
+    from scalearn_cli.compose import read_record
+    from scalearn_cli.sources import get_kind
 
-    meta = read_metadata(folder)
-    if meta.get("kind") != "composition":
-        raise UsageError(
-            f"{folder} is a {meta.get('kind')}, not a composition; export takes a `scalearn transfer` folder"
-        )
-    record = artifacts.read_json(Path(folder) / COMPOSITION_FILE)
-    if record.get("adapter_kind") != "lora":
+    kind = read_metadata(folder).get("kind")
+    if kind != "composition":
+        raise UsageError(f"{folder} is a {kind}, not a composition; export takes a `scalearn transfer` folder")
+    record = read_record(folder)
+    if get_kind(record.adapter_kind).activation != "identity":
         raise CompositionError(
-            f"{folder} composes {record.get('adapter_kind')} sources: bottleneck adapters apply a ReLU, so their "
+            f"{folder} composes {record.adapter_kind} sources: bottleneck adapters apply a ReLU, so their "
             f"mix is not linear and cannot fold into one LoRA or the base weights; compose LoRA sources to export"
         )
-    if record.get("method") == "adapterfusion":
+    if not get_combiner(record.method).foldable:
         raise CompositionError(
-            f"{folder} is an AdapterFusion composition: its attention over sources depends on the input, so it "
-            f"cannot fold into fixed weights; export a scalearn or average composition"
+            f"{folder} is an {get_combiner(record.method).label} composition: its mix of the sources depends on the "
+            f"input, so it cannot fold into fixed weights; export a composition whose weights are fixed (e.g. scalearn)"
         )
     return record
 
@@ -124,6 +124,7 @@ def export(
     rank: int | None = None,
     dtype: str = "float32",
     overwrite: bool = False,
+    resolver=None,
 ) -> dict[str, Any]:
     """Fold the composition in ``folder`` into ``out`` as ``format`` (see the module docstring); return a summary."""
     from scalearn_cli.compose import load_composition
@@ -138,9 +139,8 @@ def export(
         raise UsageError("--rank applies to --format svd only; drop it")
     folder = Path(folder)
     record = check_foldable(folder)
-    if Path(out).is_dir() and any(Path(out).iterdir()) and not overwrite:
-        raise ArtifactError(f"{out} already holds files; pass --overwrite to replace it or choose another --out")
-    model, tokenizer, meta = load_composition(folder)
+    check_out_dir(out, overwrite)
+    model, tokenizer, meta = load_composition(folder, resolver=resolver)
     factors = folded_factors(model)
     errors = None
     if format == "svd":
@@ -151,22 +151,24 @@ def export(
     info = {
         "format": format, "dtype": dtype, "exact": format != "svd" and dtype == "float32",
         "from": {"path": str(folder.resolve()), "content_hash": meta.get("content_hash"),
-                 "method": record["method"], "variant": record.get("variant"),
-                 "sources": [s["ref"] for s in record["sources"]]},
+                 "method": record.method, "variant": record.variant,
+                 "sources": [s.ref for s in record.sources]},
         "sites": len(factors), "source_rank": max(summed.values()),
         "rank": max(int(a.shape[0]) for a, _ in lora_factors.values()),
         "target_modules": sorted({site.rpartition(".")[2] for site in factors}),
     }
     if errors is not None:
         info["svd_error"] = errors
-    with staged_output(out, overwrite) as tmp:
+    with write_folder(out, overwrite) as folder:
         if format == "merged":
-            _write_merged(tmp, model, lora_factors, tokenizer, DTYPES[dtype])
+            _write_merged(folder.path, model, lora_factors, tokenizer, DTYPES[dtype])
             info["parameters"] = 0
         else:
-            info["parameters"] = _write_lora(tmp, lora_factors, meta["base_model"]["id"], DTYPES[dtype])
-        save_tensors(tmp / HEAD_FILE, model.head.state_dict())
-        _write_meta(tmp, meta, info)
+            info["parameters"] = _write_lora(folder.path, lora_factors, meta["base_model"]["id"], DTYPES[dtype])
+        save_tensors(folder.path / HEAD_FILE, model.head.state_dict())
+        exported = _export_meta(Metadata.from_dict(meta), info)
+        folder.finish(exported, f"{info['format']} export of a {info['from']['variant'] or info['from']['method']} "
+                      f"composition for {exported.task_name}", _card(exported.to_dict(), info))
     logger.info("exported %s (%s) to %s", folder, format, out)
     return {"out": str(out), **info}
 
@@ -176,8 +178,8 @@ def _write_lora(tmp: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
     lora_config(factors, base).save_pretrained(str(tmp))
     tensors = {}
     for site, (a, b) in factors.items():
-        tensors[f"{_PREFIX}{site}.lora_A.weight"] = a.to(dtype)
-        tensors[f"{_PREFIX}{site}.lora_B.weight"] = b.to(dtype)
+        tensors[f"{PEFT_PREFIX}{site}.lora_A.weight"] = a.to(dtype)
+        tensors[f"{PEFT_PREFIX}{site}.lora_B.weight"] = b.to(dtype)
     save_tensors(tmp / LORA_WEIGHTS_FILE, tensors, metadata={"format": "pt"})
     return sum(t.numel() for t in tensors.values())
 
@@ -200,26 +202,16 @@ def _write_merged(tmp: Path, model: nn.Module, factors, tokenizer, dtype) -> Non
         raise ArtifactError(f"transformers did not write {MERGED_WEIGHTS_FILE}; upgrade transformers and retry")
 
 
-def _write_meta(tmp: Path, meta: dict[str, Any], info: dict[str, Any]) -> None:
-    """scalearn.json (source of kind lora, or merged) + model card, so `scalearn eval` scores the export."""
-    from scalearn_cli.cards import write_model_card
-
-    out = {k: v for k, v in meta.items() if k not in ("files", "content_hash", "sources", "adapter")}
+def _export_meta(meta: Metadata, info: dict[str, Any]) -> Metadata:
+    """scalearn.json of an export (a LoRA source, or a merged model), so `scalearn eval` scores it."""
+    extra = {k: v for k, v in meta.extra.items() if k != "sources"} | {"export": info}
     if info["format"] == "merged":
-        out["kind"] = "merged"
-        out["adapter"] = {"kind": "merged", "parameters": 0}
-        out["merged_weights_sha256"] = artifacts.sha256_file(tmp / MERGED_WEIGHTS_FILE)
-    else:
-        out["kind"] = "source"
-        settings = {"r": info["rank"], "alpha": info["rank"], "dropout": 0.0,
-                    "target_modules": info["target_modules"]}
-        out["adapter"] = {"kind": "lora", "settings": settings, "parameters": info["parameters"]}
-    out["export"] = info
-    out["files"] = artifacts.folder_fingerprint(tmp)
-    out["content_hash"] = artifacts.content_hash(out["files"])
-    artifacts.write_json(tmp / METADATA_FILE, out)
-    write_model_card(tmp, out, f"{info['format']} export of a {info['from']['variant'] or info['from']['method']} "
-                     f"composition for {meta['task']['name']}", _card(out, info))
+        return Metadata("merged", meta.task, meta.base_model, AdapterSpec("merged", 0), meta.head, meta.metrics,
+                        meta.seed, meta.data, meta.training, scalearn_version=meta.scalearn_version, extra=extra)
+    settings = {"r": info["rank"], "alpha": info["rank"], "dropout": 0.0, "target_modules": info["target_modules"]}
+    return Metadata("source", meta.task, meta.base_model, AdapterSpec("lora", info["parameters"], settings),
+                    meta.head, meta.metrics, meta.seed, meta.data, meta.training,
+                    scalearn_version=meta.scalearn_version, extra=extra)
 
 
 def _card(meta: dict[str, Any], info: dict[str, Any]) -> str:
@@ -250,11 +242,12 @@ def load_export(out: Path):  # -> (TaskModel, meta)
     from peft import PeftModel
     from transformers import AutoModel
 
+    from scalearn_cli.artifacts import read_folder
     from scalearn_cli.backbone import resolve_model_path
-    from scalearn_cli.model import TaskModel
-    from scalearn_cli.sources.pipeline import build_head, read_metadata
+    from scalearn_cli.model import TaskModel, build_head
 
-    meta = read_metadata(out)
+    found = read_folder(out, kind=("source", "merged"))
+    meta = found.meta.to_dict()
     if "export" not in meta:
         raise UsageError(f"{out} was not written by `scalearn export`; pass an export folder")
     if meta["kind"] == "merged":
@@ -262,7 +255,7 @@ def load_export(out: Path):  # -> (TaskModel, meta)
     else:
         base = AutoModel.from_pretrained(resolve_model_path(meta["base_model"]["id"]), dtype=torch.float32)
         encoder = PeftModel.from_pretrained(base, str(out), is_trainable=False)
-    model = TaskModel(encoder, build_head(meta, out), meta["task"]["problem_type"])
+    model = TaskModel(encoder, build_head(found.meta.head, out), found.meta.problem_type)
     model.float().eval()
     return model, meta
 
@@ -274,6 +267,7 @@ def verify(
     n: int = 64,
     data_dir: Path | None = None,
     data_file: Path | None = None,
+    resolver=None,
 ) -> dict[str, Any]:
     """Max |logit difference| between the export ``out`` and the composition ``against`` on one batch of ``n``.
 
@@ -285,7 +279,7 @@ def verify(
     if n < 1:
         raise UsageError(f"--samples must be >= 1, got {n}")
     exported, meta = load_export(out)
-    composed, tokenizer, comp_meta = load_composition(Path(against))
+    composed, tokenizer, comp_meta = load_composition(Path(against), resolver=resolver)
     vocab_size = int(composed.encoder.config.vocab_size)  # the embedding's: valid ids for a random sample
     batch, data_note = sample_batch(comp_meta, tokenizer, n, data_dir, data_file, vocab_size)
     batch = {k: v for k, v in batch.items() if k != "labels"}
@@ -313,7 +307,7 @@ def sample_batch(
 ) -> tuple[dict[str, torch.Tensor], str]:
     """One batch of up to ``n`` test examples of the composition's task, or random tokens when no data is found."""
     from scalearn_cli.data import make_loader
-    from scalearn_cli.experiment import DataOptions, prepare
+    from scalearn_cli.stages.common import DataOptions, prepare
     from scalearn_cli.tasks import task_from_dict
     from scalearn_cli.train import TrainConfig
 

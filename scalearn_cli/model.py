@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalearn_cli.artifacts.meta import POOLINGS, HeadSpec
+
 ProblemType = Literal["classification", "regression", "multiple_choice"]
-Pooling = Literal["first", "mean"]
 #: how the head reads a sequence: the first token ([CLS]/<s>, the paper's) or the mean over non-padding tokens
-#: (what sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with)
-POOLINGS: tuple[str, ...] = ("first", "mean")
+#: (what sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with); see ``artifacts.meta.POOLINGS``
+Pooling = Literal["first", "mean"]
 
 
 class TaskHead(nn.Module):
@@ -40,6 +42,24 @@ class TaskHead(nn.Module):
         x = self.dropout(self.pool(hidden_states, attention_mask))
         x = torch.tanh(self.dense(x))
         return self.out_proj(self.dropout(x))  # (batch, num_outputs)
+
+
+def head_spec(head: TaskHead) -> HeadSpec:
+    """The ``head`` entry of scalearn.json: enough to rebuild the head before loading its weights."""
+    return HeadSpec(head.dense.in_features, head.out_proj.out_features, head.pooling)
+
+
+def build_head(spec: HeadSpec, folder: Path) -> TaskHead:
+    """The saved task head of a folder (``head.safetensors``), checked against its spec."""
+    from scalearn_cli.artifacts import HEAD_FILE, load_tensors
+    from scalearn_cli.errors import ArtifactError
+
+    head = TaskHead(spec.hidden_size, spec.num_outputs, pooling=spec.pooling)
+    try:
+        head.load_state_dict(load_tensors(Path(folder) / HEAD_FILE))
+    except RuntimeError as exc:
+        raise ArtifactError(f"{folder}/{HEAD_FILE} does not fit its metadata ({exc}); re-create the folder") from exc
+    return head
 
 
 def head_outputs(problem_type: ProblemType, num_labels: int) -> int:

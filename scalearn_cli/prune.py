@@ -2,7 +2,7 @@
 
 Sources are ranked by their share of Σ|ω| (the same number ``scalearn inspect`` shows). ``keep=K`` keeps the K
 largest; ``threshold=T`` keeps those whose share is at least T (a fraction in [0, 1]). The kept sources are
-re-composed with ``transfer.transfer`` on the task data, method, variant and training options recorded in the
+re-composed with ``stages.transfer.transfer`` on the task data, method, variant and training options recorded in the
 composition's scalearn.json; ω starts from the kept sources' learned ω (the head starts fresh).
 """
 
@@ -13,7 +13,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from scalearn_cli.artifacts import HeadSpec
 from scalearn_cli.errors import DataError, UsageError
+from scalearn_cli.resolve import Resolver
 from scalearn_cli.train import Progress, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -45,31 +47,29 @@ def prune(
     epochs: int = 3,
     overwrite: bool = False,
     progress: Progress | None = None,
+    resolver: Resolver | None = None,
 ) -> dict[str, Any]:
     """Keep the sources with the largest ω share, re-train ω + head for ``epochs`` and save to ``out``."""
-    from scalearn_cli.inspect import load_omega, omega_table
-    from scalearn_cli.sources.pipeline import head_pooling
-    from scalearn_cli.transfer import transfer
+    from scalearn_cli.combiners import get_combiner
+    from scalearn_cli.inspection import load_omega, omega_table
+    from scalearn_cli.stages.transfer import TransferOptions, transfer
 
     table = omega_table(folder)
-    if table["method"] != "scalearn":
-        raise UsageError(f"{folder} is an {table['method']} composition: its weights are all 1/N, so nothing ranks "
-                         f"the sources; prune a scalearn composition")
+    if not (get_combiner(table["method"]).has_omega and table["method"] == "scalearn"):
+        raise UsageError(f"{folder} is an {table['method']} composition: its weights are fixed, so nothing learned "
+                         f"ranks the sources; prune a scalearn composition")
     meta, record, omega = load_omega(folder)
     shares = [s["share"] for s in table["sources"]]
     kept = select(shares, keep, threshold)
-    kept_records = [record["sources"][i] for i in kept]
-    registries = {r.get("registry") for r in kept_records}
-    if len(registries) > 1:
-        raise UsageError(f"the kept sources come from several registries {sorted(map(str, registries))}; "
-                         f"pull them into one and re-run transfer")
-    refs = [f"{r['id']}@{r['revision']}" if r.get("registry") else r["id"] for r in kept_records]
+    resolver = resolver or Resolver()
+    kept_sources = [resolver.recorded(record.sources[i]) for i in kept]  # trusted, verified, exact commits
     init = {key: value[kept].clone() for key, value in omega.items()}  # (K, D) or (K,)
-    after = transfer(
-        refs, _data_options(meta), Path(out), method="scalearn", variant=record["variant"],
-        config=_train_config(meta, epochs), registry=registries.pop(), overwrite=overwrite,
-        progress=progress, init_omega=init, pooling=head_pooling(meta, folder),
+    options = TransferOptions(
+        sources=tuple(str(src.folder) for src in kept_sources), data=_data_options(meta), out=Path(out),
+        method="scalearn", variant=record.variant, train=_train_config(meta, epochs), resolver=resolver,
+        overwrite=overwrite, init_omega=init, pooling=HeadSpec.from_dict(meta["head"], str(folder)).pooling,
     )
+    after = transfer(options, progress)
     main = meta["task"]["main_metric"]
     report = {
         "out": str(out), "from": str(folder), "metric": main,
@@ -79,14 +79,16 @@ def prune(
         "dropped": [s for i, s in enumerate(table["sources"]) if i not in kept],
         "share_of": table["share_of"], "epochs": epochs,
     }
-    if record.get("adapter_kind") == "lora":
-        report["lora_rank"] = {"before": _lora_rank(record["sources"]), "after": _lora_rank(kept_records)}
+    kinds = {src.kind.activation for src in kept_sources}
+    if kinds == {"identity"}:
+        everything = [resolver.recorded(ref) for ref in record.sources]
+        report["lora_rank"] = {"before": _summed_rank(everything), "after": _summed_rank(kept_sources)}
     return report
 
 
 def _data_options(meta: dict[str, Any]):  # -> DataOptions
     """The task data recorded in a composition's scalearn.json (it must still be there)."""
-    from scalearn_cli.experiment import DataOptions
+    from scalearn_cli.stages.common import DataOptions
     from scalearn_cli.tasks import task_from_dict
 
     spec = task_from_dict(meta["task"])
@@ -116,13 +118,10 @@ def _test_score(meta: dict[str, Any], metric: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _lora_rank(records: list[dict[str, Any]]) -> int:
-    """Σ r_i of the given LoRA sources at their widest site: the rank a ``peft-lora`` export would have."""
-    from scalearn_cli.compose import resolve_recorded
-    from scalearn_cli.sources import lora
-
+def _summed_rank(sources: list) -> int:
+    """Σ r_i of linear sources at their widest site: the rank a ``peft-lora`` export would have."""
     per_site: dict[str, int] = {}
-    for record in records:
-        for site, weights in lora.load_sites(resolve_recorded(record).folder).items():
-            per_site[site] = per_site.get(site, 0) + int(weights.a.shape[0])
+    for src in sources:
+        for site, weights in src.kind.read_sites(src.folder).items():
+            per_site[site] = per_site.get(site, 0) + weights.rank
     return max(per_site.values())

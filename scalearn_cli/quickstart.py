@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from scalearn_cli.experiment import DataOptions
+from scalearn_cli.stages.common import DataOptions
 
 TARGET = "demo-paraphrase"
 
@@ -24,9 +24,10 @@ def run_quickstart(
     """
     from scalearn_cli.demo_data import write_demo_tasks
     from scalearn_cli.registry import get_registry
-    from scalearn_cli.sources.pipeline import train_source
+    from scalearn_cli.resolve import Resolver
+    from scalearn_cli.stages.source import train_source
+    from scalearn_cli.stages.transfer import TransferOptions, transfer
     from scalearn_cli.train import TrainConfig
-    from scalearn_cli.transfer import transfer
     from scalearn_cli.zoo import build, load_catalog
 
     workdir = Path(workdir)
@@ -48,8 +49,10 @@ def run_quickstart(
     sources = [str(workdir / "sources" / f"{TARGET}-fewshot"), *others]
     for variant in ("scalearn++", "scalearn-uniform++"):
         log(f"composing {len(sources)} sources with {variant}")
-        meta = transfer(sources, target, workdir / "transfer" / variant, "scalearn", variant,
-                        TrainConfig(epochs=epochs, lr=6e-3, max_length=64, patience=None), registry, overwrite=True)
+        options = TransferOptions(tuple(sources), target, workdir / "transfer" / variant, "scalearn", variant,
+                                  train=TrainConfig(epochs=epochs, lr=6e-3, max_length=64, patience=None),
+                                  resolver=Resolver(registry), overwrite=True)
+        meta = transfer(options)
         rows.append(_meta_row(meta, variant, len(sources)))
     return rows
 

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-Variant = Literal["scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++"]
-Method = Literal["scalearn", "average", "adapterfusion"]
-
 
 @dataclass(frozen=True)
 class VariantSpec:
@@ -101,22 +97,17 @@ class Omega(nn.Module):
             for key in self.keys:
                 self.tensor(key).copy_(tensors[key])
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.values)
-
 
 class FixedWeights(nn.Module):
-    """Fixed equal weights 1/N at every site (the ``average`` baseline): nothing to learn."""
+    """Fixed weights at every site: 1/N (the ``average`` baseline) or given ones (AdapterSoup's 1/k on k chosen)."""
 
-    def __init__(self, n_sources: int) -> None:
+    def __init__(self, n_sources: int, values: list[float] | None = None) -> None:
         super().__init__()
-        self.register_buffer("w", torch.full((n_sources, 1), 1.0 / n_sources), persistent=False)
+        w = torch.full((n_sources,), 1.0 / n_sources) if values is None else torch.tensor(values, dtype=torch.float32)
+        self.register_buffer("w", w.view(n_sources, 1), persistent=False)
 
     def weights(self, site: str) -> torch.Tensor:
         return self.w  # (N, 1)
-
-    def num_parameters(self) -> int:
-        return 0
 
 
 class FusionAttention(nn.Module):
@@ -173,6 +164,8 @@ class LowRankMix(nn.Module):
         self.register_buffer("up_bias", None if up_bias is None else up_bias.contiguous())
         self.weights: nn.Module | None = None  # Omega or FixedWeights, shared by all sites (set by compose)
         self.fusion: FusionAttention | None = None
+        #: any other combiner's forward at this site, ``(mix, x) -> output`` (e.g. AdapterSoup's weight averaging)
+        self.combine: Callable[["LowRankMix", torch.Tensor], torch.Tensor] | None = None
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         h = F.linear(x, self.down, self.down_bias)  # (batch, seq, R)
@@ -180,6 +173,8 @@ class LowRankMix(nn.Module):
 
     def forward(self, x: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
         """Σ_i w_i ⊙ a_i(x), shape (batch, seq, D_out). ``query`` feeds AdapterFusion (defaults to x)."""
+        if self.combine is not None:
+            return self.combine(self, x)
         hid = self.hidden(x)
         if self.fusion is not None:
             return self.fusion(x if query is None else query, self.source_outputs(hid))

@@ -29,7 +29,7 @@ class TrainConfig:
     """Training options shared by ``train-source`` and ``transfer``."""
 
     epochs: int = 30
-    lr: float = 3e-4
+    lr: float | None = None  # None: the stage's default (the adapter kind's, or the combiner's)
     batch_size: int = 32
     max_length: int = 128
     seed: int = 42
@@ -41,8 +41,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UsageError(f"--lr must be > 0, got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"--lr must be a finite number > 0, got {self.lr}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UsageError(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.precision not in ("no", "fp16", "bf16"):
@@ -104,6 +104,8 @@ def fit(
     """
     from transformers import get_linear_schedule_with_warmup
 
+    if config.lr is None:
+        raise UsageError("no learning rate: pass --lr (the stages fill in their default before training)")
     progress = progress or Progress()
     accelerator = accelerator or make_accelerator(config.precision)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)

@@ -150,9 +150,8 @@ def build(
     progress_factory: Callable[[str], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and push every recipe the registry lacks (same recipe hash = skip); return one row per recipe."""
-    from scalearn_cli.experiment import DataOptions
-    from scalearn_cli.sources import bottleneck, lora
-    from scalearn_cli.sources.pipeline import train_source
+    from scalearn_cli.stages.common import DataOptions
+    from scalearn_cli.stages.source import train_source
     from scalearn_cli.train import TrainConfig
 
     done = {row["name"]: row for row in status(catalog, registry)}
@@ -166,12 +165,10 @@ def build(
         log(f"{row['repo_id']}: training {recipe.adapter} on {recipe.task}")
         data = DataOptions(task=recipe.task, data_dir=_data_dir(recipe, data_root),
                            max_train_samples=recipe.data.get("max_train_samples"))
-        settings_cls = lora.LoraSettings if recipe.adapter == "lora" else bottleneck.BottleneckSettings
-        settings = settings_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.settings.items()})
         extra = {"recipe": {"name": recipe.name, "hash": row["recipe_hash"], "catalog": catalog.prefix}}
         with tempfile.TemporaryDirectory(prefix="scalearn-zoo-") as tmp:
             out = Path(tmp) / recipe.name
-            meta = train_source(data, out, recipe.adapter, settings, TrainConfig(**recipe.train), catalog.base_model,
+            meta = train_source(data, out, recipe.adapter, recipe.settings, TrainConfig(**recipe.train), catalog.base_model,
                                 progress=progress_factory(recipe.name) if progress_factory else None, extra_meta=extra,
                                 pooling=recipe.pooling)
             pushed = registry.push(out, row["repo_id"], commit_message=f"zoo build {recipe.name} ({row['recipe_hash'][:12]})")

@@ -43,7 +43,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"w{i}" for i in range(60)]]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    # transformers 5 takes ``vocab`` (a dict or a file); its old ``vocab_file`` keyword is silently ignored, which
+    # left a 5-token tokenizer that read every word as [UNK]
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
+    assert tokenizer.tokenize("good movie w6") == ["good", "movie", "w6"]
+    tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     BertModel(BertConfig(**TINY)).save_pretrained(folder)
     return folder
@@ -82,19 +86,15 @@ def make_source(out: Path, model_dir: Path, kind: str = "lora", seed: int = 0, t
 
     from scalearn_cli.backbone import load_backbone
     from scalearn_cli.model import TaskHead
-    from scalearn_cli.sources import bottleneck, lora
-    from scalearn_cli.sources.pipeline import save_source
+    from scalearn_cli.sources import get_kind
+    from scalearn_cli.stages.source import save_source
 
     encoder, _, ref = load_backbone(str(model_dir))
     torch.manual_seed(seed)
-    if kind == "lora":
-        cfg = lora.LoraSettings(**settings)
-        trained = lora.attach(encoder, cfg, ref.id)
-        params = [p for p in trained.parameters() if p.requires_grad]
-    else:
-        cfg = bottleneck.BottleneckSettings(**settings)
-        trained = bottleneck.attach(encoder, cfg)
-        params = [p for m in trained for p in m.parameters()]
+    source_kind = get_kind(kind)
+    cfg = source_kind.settings(settings)
+    trained = source_kind.attach(encoder, cfg, ref.id)
+    params = trained.params
     with torch.no_grad():
         for p in params:
             p.normal_(0, 0.2)

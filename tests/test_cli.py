@@ -301,9 +301,9 @@ def test_eval_composition(fab, root: Path, task_file: Path) -> None:
 )
 def test_composition_round_trip_reproduces_logits(kind, method, variant, fab, root, task_file, batch, monkeypatch):
     """The model transfer() trained, in memory, and the one load_composition rebuilds from DIR: same logits."""
-    from scalearn_cli import transfer as transfer_module
+    from scalearn_cli.stages import transfer as transfer_module
     from scalearn_cli.compose import load_composition
-    from scalearn_cli.experiment import DataOptions
+    from scalearn_cli.stages.common import DataOptions
     from scalearn_cli.train import TrainConfig
 
     captured = {}
@@ -317,8 +317,9 @@ def test_composition_round_trip_reproduces_logits(kind, method, variant, fab, ro
     out = root / "roundtrip" / f"{kind}-{method}"
     sources = [str(s) for s in fab[kind][:3]]
     data = DataOptions(task="custom", data_file=task_file, text_fields=("sentence",))
-    transfer_module.transfer(sources, data, out, method, variant or "scalearn",
-                             TrainConfig(epochs=1, batch_size=8, max_length=16, lr=1e-2, patience=None))
+    transfer_module.transfer(transfer_module.TransferOptions(
+        tuple(sources), data, out, method, variant or "scalearn",
+        train=TrainConfig(epochs=1, batch_size=8, max_length=16, lr=1e-2, patience=None)))
     trained = captured["model"].eval()
     loaded, _, meta = load_composition(out)
     assert not loaded.training and meta["kind"] == "composition"
@@ -588,10 +589,11 @@ def test_transfer_from_registry_records_commits_and_eval_uses_them(fab, root: Pa
     assert get_registry(reg_spec).resolve("org/a", "main") != commit_a
     after = ok_json(invoke("eval", out, "--json"))
     assert after["metrics"] == before["metrics"]
-    from scalearn_cli.compose import resolve_recorded
+    from scalearn_cli.artifacts import SourceRef
+    from scalearn_cli.resolve import Resolver
 
-    again = resolve_recorded(record["sources"][0])
-    assert again.meta["content_hash"] == record["sources"][0]["content_hash"]
+    again = Resolver().recorded(SourceRef.from_dict(record["sources"][0]))
+    assert again.meta.content_hash == record["sources"][0]["content_hash"]
     assert again.folder.name == commit_a
 
 

@@ -30,10 +30,14 @@ LORA_EXPORT_FILES = {"adapter_config.json", "adapter_model.safetensors", "head.s
 def write_omega(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Replace a composition's ω by hand and re-fingerprint scalearn.json (as if transfer had learned it)."""
     artifacts.save_tensors(folder / OMEGA_FILE, tensors)
-    meta = artifacts.read_json(folder / METADATA_FILE)
-    meta["files"] = artifacts.folder_fingerprint(folder)
-    meta["content_hash"] = artifacts.content_hash(meta["files"])
-    artifacts.write_json(folder / METADATA_FILE, meta)
+    refingerprint(folder)
+
+
+def refingerprint(folder: Path) -> None:
+    """Record a folder's current files in its scalearn.json (as if scalearn had written them)."""
+    meta = artifacts.Metadata.from_dict(artifacts.read_json(folder / METADATA_FILE))
+    files = artifacts.folder_fingerprint(folder)
+    artifacts.write_json(folder / METADATA_FILE, meta.with_files(files, artifacts.content_hash(files)).to_dict())
 
 
 def random_omega(folder: Path, seed: int) -> dict[str, torch.Tensor]:
@@ -49,7 +53,7 @@ def random_omega(folder: Path, seed: int) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def work(tiny_model_dir, tmp_path_factory):
     """Three LoRA sources (ranks 4, 2, 3; the last on query only, so sites differ in Σr) and task data."""
-    from scalearn_cli.experiment import DataOptions
+    from scalearn_cli.stages.common import DataOptions
 
     root = tmp_path_factory.mktemp("export")
     settings = [{"r": 4}, {"r": 2}, {"r": 3, "target_modules": ("query",)}]
@@ -63,11 +67,12 @@ def work(tiny_model_dir, tmp_path_factory):
 
 def compose(work, name: str, method: str = "scalearn", variant: str = "scalearn", sources=None) -> Path:
     from scalearn_cli.train import TrainConfig
-    from scalearn_cli.transfer import transfer
+    from scalearn_cli.stages.transfer import TransferOptions, transfer
 
     out = work["root"] / name
     if not out.is_dir():
-        transfer(sources or work["sources"], work["data"], out, method, variant, TrainConfig(**FAST))
+        transfer(TransferOptions(tuple(sources or work["sources"]), work["data"], out, method, variant,
+                                 train=TrainConfig(**FAST)))
     return out
 
 
@@ -113,14 +118,14 @@ def test_vanilla_peft_loads_the_export(compositions, tiny_model_dir, tmp_path, b
 
 
 def test_export_is_a_usable_source_and_merged_scores_like_the_composition(compositions, tmp_path):
-    from scalearn_cli.compose import resolve_source
-    from scalearn_cli.evaluation import evaluate_folder
+    from scalearn_cli.resolve import Resolver
+    from scalearn_cli.stages.evaluate import evaluate_folder
 
     folder = compositions["scalearn-uniform"]
     lora_out = Path(export(folder, tmp_path / "lora", "peft-lora")["out"])
     merged_out = Path(export(folder, tmp_path / "merged", "merged")["out"])
     assert (merged_out / "model.safetensors").is_file() and (merged_out / "config.json").is_file()
-    assert resolve_source(str(lora_out)).meta["adapter"]["kind"] == "lora"
+    assert Resolver().source(str(lora_out)).meta.adapter.kind == "lora"
     scores = {p: evaluate_folder(p)["metrics"] for p in (folder, lora_out, merged_out)}
     for p in (lora_out, merged_out):
         assert scores[p]["loss"] == pytest.approx(scores[folder]["loss"], abs=1e-5)
@@ -143,7 +148,7 @@ def test_half_precision_export_is_cast_after_folding(compositions, tmp_path):
     assert {t.dtype for t in load_file(str(out / "adapter_model.safetensors")).values()} == {torch.float16}
     result = verify(out, folder, n=8)
     assert result["ok"] is None and result["tolerance"] is None and result["max_abs_diff"] < 1e-2
-    from scalearn_cli.evaluation import evaluate_folder
+    from scalearn_cli.stages.evaluate import evaluate_folder
 
     merged = tmp_path / "bf16"
     export(folder, merged, "merged", dtype="bfloat16")
@@ -182,7 +187,7 @@ def test_non_linear_compositions_are_refused(work, tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("variant", ["scalearn", "scalearn-uniform++"])
 def test_inspect_reports_the_stored_omega(variant, compositions):
-    from scalearn_cli.inspect import omega_table
+    from scalearn_cli.inspection import omega_table
 
     stored = load_file(str(compositions[variant] / OMEGA_FILE))
     table = omega_table(compositions[variant])
@@ -225,6 +230,9 @@ def test_cli_export_then_verify(compositions, tmp_path):
     lora_out = Path(export(compositions["scalearn"], tmp_path / "tampered", "peft-lora")["out"])
     weights = load_file(str(lora_out / "adapter_model.safetensors"))
     artifacts.save_tensors(lora_out / "adapter_model.safetensors", {k: v * 1.5 for k, v in weights.items()})
+    edited = runner.invoke(app, ["verify", str(lora_out), "--against", str(compositions["scalearn"])])
+    assert edited.exit_code == 1 and "changed since it was saved" in edited.stderr  # its own record refuses it
+    refingerprint(lora_out)  # a wrong export with a consistent record: only the logit parity can catch it
     broken = runner.invoke(app, ["verify", str(lora_out), "--against", str(compositions["scalearn"])])
     assert broken.exit_code == 1 and "FAILED" in broken.stdout
 

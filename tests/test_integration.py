@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from scalearn_cli.experiment import DataOptions
+from scalearn_cli.stages.common import DataOptions
 from scalearn_cli.train import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def glue_subsets(glue_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 def train(task: str, kind: str, folder: Path, data_dir: Path, model_dir: Path, **config: Any) -> dict[str, Any]:
     from dataclasses import replace
 
-    from scalearn_cli.sources.pipeline import train_source
+    from scalearn_cli.stages.source import train_source
 
     return train_source(DataOptions(task=task, data_dir=data_dir), folder, kind, None,
                         replace(SOURCE_CONFIG, **config), str(model_dir))
@@ -108,7 +108,7 @@ def test_vanilla_peft_reproduces_our_logits(sst2_lora, minilm_dir: Path) -> None
     from transformers import AutoModel, AutoTokenizer
 
     from scalearn_cli.model import TaskHead
-    from scalearn_cli.sources.pipeline import load_source_model
+    from scalearn_cli.stages.source import load_source_model
 
     folder, meta = sst2_lora
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
@@ -130,12 +130,12 @@ def test_vanilla_peft_reproduces_our_logits(sst2_lora, minilm_dir: Path) -> None
 
 
 def test_transfer_from_real_sources_beats_majority(sst2_lora, cola_lora, glue_subsets, work: Path) -> None:
-    from scalearn_cli.transfer import transfer
+    from scalearn_cli.stages.transfer import TransferOptions, transfer
 
     target = DataOptions(task="sst2", data_dir=glue_subsets["sst2"], few_shot=100)
     config = TrainConfig(epochs=3, lr=6e-3, batch_size=16, max_length=64, seed=42, patience=None)
     sources = [str(sst2_lora[0]), str(cola_lora[0])]
-    meta = transfer(sources, target, work / "transfer", "scalearn", "scalearn++", config)
+    meta = transfer(TransferOptions(tuple(sources), target, work / "transfer", "scalearn", "scalearn++", train=config))
     assert meta["training"]["train_examples"] == 100 and meta["adapter"]["parameters"] == 2 * 2 * 384
     record = json.loads((work / "transfer" / "composition.json").read_text())
     assert [s["task"] for s in record["sources"]] == ["sst2", "cola"]

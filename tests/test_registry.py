@@ -385,12 +385,8 @@ def test_list_reads_metadata(registry: Registry, tmp_path: Path) -> None:
 
 
 def _cli() -> Any:
-    import typer
+    from scalearn_cli.cli.main import app
 
-    from scalearn_cli.cli.registry import register
-
-    app = typer.Typer()
-    register(app)
     return app
 
 

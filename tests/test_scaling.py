@@ -8,9 +8,11 @@ import torch
 from conftest import TINY, make_source
 
 from scalearn_cli.backbone import load_backbone
-from scalearn_cli.compose import inject, resolve_source
+from scalearn_cli.combiners import get_combiner
+from scalearn_cli.compose import inject
+from scalearn_cli.resolve import Resolver
 from scalearn_cli.scaling import VARIANTS, LowRankMix, Omega, shared_key, stack_sources
-from scalearn_cli.sources.pipeline import load_source_model
+from scalearn_cli.stages.source import load_source_model
 
 KINDS = ["lora", "bottleneck"]
 
@@ -32,7 +34,8 @@ def hidden(encoder, batch):
 
 def composed(tiny_model_dir, folders, method="scalearn", variant="scalearn"):
     encoder, _, _ = load_backbone(str(tiny_model_dir))
-    comp = inject(encoder, [resolve_source(str(f)) for f in folders], method, variant)
+    spec = get_combiner(method).spec(variant)
+    comp = inject(encoder, [Resolver().source(str(f)) for f in folders], spec)
     encoder.eval()
     comp.eval()
     return encoder, comp

@@ -1,21 +1,17 @@
-"""What every command shares: option types, error mapping (one table), output helpers."""
+"""What every command shares: option types (one help text each), the resolver they configure, output helpers."""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
 console = Console()
 err_console = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 # --- shared option types (one help text each) -------------------------------------------------------------
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Task name (see `scalearn tasks`), or 'custom'.")]
@@ -58,41 +54,18 @@ RegistryOpt = Annotated[
     Optional[str],
     typer.Option("--registry", help="'local' (default), 'local:/path' or 'hub' (HF_ENDPOINT).", envvar="SCALEARN_REGISTRY_KIND"),
 ]
+EndpointOpt = Annotated[
+    Optional[str],
+    typer.Option("--endpoint", help="Hub endpoint (default: $HF_ENDPOINT or huggingface.co); sources recorded on "
+                                    "another endpoint are refused unless named here."),
+]
 
 
-def debug() -> bool:
-    return os.environ.get("SCALEARN_DEBUG", "") not in ("", "0")
+def resolver(registry: str | None, endpoint: str | None):  # -> scalearn_cli.resolve.Resolver
+    """The library's one resolver, configured by the shared --registry/--endpoint options."""
+    from scalearn_cli.resolve import Resolver
 
-
-def handle_errors(func: F) -> F:
-    """Map domain and library errors to one line on stderr and an exit code; tracebacks only in debug mode."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from scalearn_cli.errors import ScaLearnError
-
-        try:
-            return func(*args, **kwargs)
-        except ScaLearnError as exc:
-            if debug():
-                raise
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("[bold red]Interrupted:[/] nothing was written (outputs are staged, then renamed).")
-            raise typer.Exit(130) from None
-        except (OSError, ValueError, RuntimeError) as exc:  # library errors we did not anticipate
-            if debug():
-                raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            err_console.print(
-                f"[bold red]Error:[/] {type(exc).__name__}: {first} (set SCALEARN_DEBUG=1 for the traceback)",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
+    return Resolver(registry, endpoint)
 
 
 def print_json(data: Any) -> None:

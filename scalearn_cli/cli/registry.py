@@ -11,25 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from scalearn_cli.cli.common import JsonOpt, RegistryOpt, console, handle_errors, print_json
+from scalearn_cli.cli.common import EndpointOpt, JsonOpt, RegistryOpt, console, print_json
 
 if TYPE_CHECKING:
     from scalearn_cli.registry import RepoEntry
 
-EndpointOpt = Annotated[
-    str | None,
-    typer.Option("--endpoint", help="Hub endpoint for --registry hub (default: $HF_ENDPOINT or huggingface.co)."),
-]
 RepoIdArg = Annotated[str, typer.Argument(help="Repo id, e.g. my-org/rte-lora.", show_default=False)]
 
 _METRIC_SPLITS = ("test", "validation", "eval", "dev")
-
-
-def register(app: typer.Typer) -> None:
-    """Add `push`, `pull` and `list` to the root app."""
-    app.command("push")(handle_errors(push))
-    app.command("pull")(handle_errors(pull))
-    app.command("list")(handle_errors(list_adapters))
 
 
 def push(

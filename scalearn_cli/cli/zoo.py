@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from scalearn_cli.cli.common import JsonOpt, RegistryOpt, console, err_console, handle_errors, print_json, split_csv
+from scalearn_cli.cli.common import JsonOpt, RegistryOpt, console, err_console, print_json, split_csv
 
 zoo_app = typer.Typer(help="The catalog of source adapters: list it, build what is missing.", no_args_is_help=True)
 
@@ -16,8 +16,6 @@ ZooModelOpt = Annotated[
 ]
 
 
-@zoo_app.command("list")
-@handle_errors
 def zoo_list(model: ZooModelOpt = None, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
     """Show the catalog's recipes, what the registry holds of them, and their test scores."""
     from scalearn_cli.registry import get_registry
@@ -31,8 +29,6 @@ def zoo_list(model: ZooModelOpt = None, registry: RegistryOpt = None, as_json: J
     _table(f"zoo {catalog.prefix} ({catalog.base_model})", rows)
 
 
-@zoo_app.command("build")
-@handle_errors
 def zoo_build(
     model: ZooModelOpt = None,
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks or recipe names (default: all).")] = None,
@@ -71,7 +67,3 @@ def _table(title: str, rows: list[dict]) -> None:
         table.add_row(row["name"], row["task"], row["adapter"], row["repo_id"], row.get("action", row["state"]),
                       (row["revision"] or "")[:12], test)
     console.print(table)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(zoo_app, name="zoo")

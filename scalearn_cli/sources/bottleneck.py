@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from torch import nn
 from scalearn_cli.artifacts import BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, load_tensors, read_json, save_tensors, write_json
 from scalearn_cli.backbone import ffn_output_modules
 from scalearn_cli.errors import ArtifactError, UsageError
+from scalearn_cli.sources import Attached, SiteWeights
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,44 @@ def load(encoder: nn.Module, folder: Path) -> list[BottleneckAdapter]:
         adapter.load_state_dict(state)
         adapter.requires_grad_(False)
     return adapters
+
+
+class BottleneckKind:
+    """The paper's Pfeiffer adapter after each layer's FFN; composes through the layer's output block (ReLU)."""
+
+    name = "bottleneck"
+    activation = "relu"
+    default_lr = 3e-4  # the paper's
+
+    def settings(self, options: dict[str, Any] | None = None) -> BottleneckSettings:
+        known = {"reduction_factor", "non_linearity"}
+        return BottleneckSettings(**{k: v for k, v in (options or {}).items() if k in known})
+
+    def attach(self, encoder: nn.Module, settings: BottleneckSettings, base_model_id: str) -> Attached:
+        modules = attach(encoder, settings)
+        return Attached(encoder, [p for m in modules for p in m.parameters()], modules)
+
+    def save(self, folder: Path, attached: Attached, settings: BottleneckSettings) -> None:
+        save(folder, attached.handle, settings)
+
+    def load(self, encoder: nn.Module, folder: Path) -> nn.Module:
+        load(encoder, folder)
+        return encoder
+
+    def read_sites(self, folder: Path) -> dict[str, SiteWeights]:
+        _, layers = load_weights(folder)
+        return {
+            site_name(i): SiteWeights(w["down.weight"], w["up.weight"], w["down.bias"], w["up.bias"])
+            for i, w in enumerate(layers)
+        }
+
+    def install(self, encoder: nn.Module, mixes: dict[str, nn.Module]) -> None:
+        outputs = ffn_output_modules(encoder)
+        for layer, (module, base) in enumerate(zip(encoder.encoder.layer, outputs)):
+            mix = mixes.get(site_name(layer))
+            if mix is not None:  # a layer no source adapts stays as it was
+                module.output = AdapterOutput(base, mix)
+
+    def card_usage(self, meta: dict[str, Any]) -> str:
+        factor = (meta["adapter"].get("settings") or {}).get("reduction_factor", "?")
+        return f"A Pfeiffer bottleneck adapter (reduction factor {factor}); load it with `scalearn eval`.\n"

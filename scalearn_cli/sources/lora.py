@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from scalearn_cli.artifacts import LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, load_tensors, read_json
-from scalearn_cli.errors import ArtifactError, UsageError
+from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
+from scalearn_cli.sources import Attached, SiteWeights
 
-_PREFIX = "base_model.model."
+#: PEFT's key prefix in adapter_model.safetensors (the PeftModel's base_model.model)
+PEFT_PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def load_sites(folder: Path) -> dict[str, LoraSite]:
     for key, a in tensors.items():
         if not key.endswith(".lora_A.weight"):
             continue
-        path = key.removeprefix(_PREFIX).removesuffix(".lora_A.weight")
+        path = key.removeprefix(PEFT_PREFIX).removesuffix(".lora_A.weight")
         b = tensors.get(key.replace(".lora_A.", ".lora_B."))
         if b is None:
             raise ArtifactError(f"{folder} has lora_A but no lora_B for {path}; re-create or re-pull it")
@@ -114,3 +117,48 @@ class ComposedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + self.mix(x)
+
+
+def _settings_value(key: str, value: Any) -> Any:
+    return tuple(value) if key == "target_modules" and isinstance(value, (list, tuple)) else value
+
+
+class LoraKind:
+    """LoRA through PEFT: PEFT's own folder format; composes by stacking ranks (linear: exports fold)."""
+
+    name = "lora"
+    activation = "identity"
+    default_lr = 5e-4  # not in the paper (Pfeiffer adapters at 3e-4); LoRA's own GLUE setup
+
+    def settings(self, options: dict[str, Any] | None = None) -> LoraSettings:
+        return LoraSettings(**{k: _settings_value(k, v) for k, v in (options or {}).items()})
+
+    def attach(self, encoder: nn.Module, settings: LoraSettings, base_model_id: str) -> Attached:
+        wrapped = attach(encoder, settings, base_model_id)
+        return Attached(wrapped, [p for p in wrapped.parameters() if p.requires_grad], wrapped)
+
+    def save(self, folder: Path, attached: Attached, settings: LoraSettings) -> None:
+        # PEFT's own adapter_config.json + adapter_model.safetensors; no embedding layers (skips a hub lookup)
+        attached.handle.save_pretrained(str(folder), save_embedding_layers=False)
+
+    def load(self, encoder: nn.Module, folder: Path) -> nn.Module:
+        return load(encoder, folder)
+
+    def read_sites(self, folder: Path) -> dict[str, SiteWeights]:
+        return {path: SiteWeights(site.a, site.b * site.scaling) for path, site in load_sites(folder).items()}
+
+    def install(self, encoder: nn.Module, mixes: dict[str, nn.Module]) -> None:
+        modules = dict(encoder.named_modules())
+        for path, mix in mixes.items():
+            base = modules.get(path)
+            if not isinstance(base, nn.Linear):
+                raise CompositionError(f"LoRA site '{path}' is not a Linear layer of this base model; check the sources")
+            parent_path, _, child = path.rpartition(".")
+            setattr(modules[parent_path], child, ComposedLinear(base, mix))
+
+    def card_usage(self, meta: dict[str, Any]) -> str:
+        return (
+            "Load it with vanilla PEFT:\n\n```python\nfrom transformers import AutoModel\nfrom peft import PeftModel\n"
+            f"base = AutoModel.from_pretrained(\"{meta['base_model']['id']}\")\n"
+            "model = PeftModel.from_pretrained(base, \"<this folder or repo id>\")\n```\n"
+        )

@@ -6,37 +6,38 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from scalearn_cli.artifacts import read_metadata
 from scalearn_cli.errors import UsageError
-from scalearn_cli.experiment import DataOptions, prepare, score
-from scalearn_cli.sources.pipeline import read_metadata
+from scalearn_cli.resolve import Resolver
+from scalearn_cli.stages.common import DataOptions, prepare, score
 from scalearn_cli.train import TrainConfig
 
 
-def load_model(folder: Path):  # -> (TaskModel, tokenizer, meta)
-    """A saved source, composition or merged export as a task model in eval mode (sources re-resolved and verified)."""
-    meta = read_metadata(folder)
-    if meta.get("kind") == "composition":
+def load_model(folder: Path, resolver: Resolver | None = None):  # -> (TaskModel, tokenizer, meta)
+    """A saved source, composition or merged export as a task model in eval mode (everything verified)."""
+    kind = read_metadata(folder).get("kind")
+    if kind == "composition":
         from scalearn_cli.compose import load_composition
 
-        return load_composition(folder)
-    if meta.get("kind") == "merged":  # `scalearn export --format merged`: a plain encoder folder + our head
-        return _load_merged(folder, meta)
-    from scalearn_cli.sources.pipeline import load_source_model
+        return load_composition(folder, resolver=resolver)
+    if kind == "merged":  # `scalearn export --format merged`: a plain encoder folder + our head
+        return _load_merged(folder)
+    from scalearn_cli.stages.source import load_source_model
 
     return load_source_model(folder)
 
 
-def _load_merged(folder: Path, meta: dict[str, Any]):  # -> (TaskModel, tokenizer, meta)
+def _load_merged(folder: Path):  # -> (TaskModel, tokenizer, meta)
+    from scalearn_cli.artifacts import read_folder
     from scalearn_cli.backbone import load_backbone
-    from scalearn_cli.model import TaskModel
-    from scalearn_cli.sources.pipeline import build_head, verify_files
+    from scalearn_cli.model import TaskModel, build_head
 
-    verify_files(folder, meta)
+    found = read_folder(folder, kind="merged")
     encoder, tokenizer, _ = load_backbone(str(folder))
     encoder.float()  # a float16/bfloat16 export is scored in fp32, like the fp32 head
-    model = TaskModel(encoder, build_head(meta, folder), meta["task"]["problem_type"])
+    model = TaskModel(encoder, build_head(found.meta.head, found.path), found.meta.problem_type)
     model.eval()
-    return model, tokenizer, meta
+    return model, tokenizer, found.meta.to_dict()
 
 
 def evaluate_folder(
@@ -45,13 +46,14 @@ def evaluate_folder(
     split: str = "test",
     batch_size: int = 64,
     max_length: int | None = None,
+    resolver: Resolver | None = None,
 ) -> dict[str, Any]:
     """Metrics of the adapter in ``folder`` on ``split`` (test = the official validation split; dev = 10% of train)."""
     from scalearn_cli.tasks import task_from_dict
 
     if split not in ("test", "dev"):
         raise UsageError(f"--split must be test or dev, got '{split}'")
-    model, tokenizer, meta = load_model(folder)
+    model, tokenizer, meta = load_model(folder, resolver)
     saved_spec = task_from_dict(meta["task"])
     saved_data = meta.get("data") or {}
     if data is None:  # default: the data the adapter was trained on, when that folder is still there

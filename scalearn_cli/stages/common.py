@@ -1,4 +1,4 @@
-"""What both training stages share: data options -> splits and loaders; scoring; metadata for scalearn.json."""
+"""What the stages share: data options -> splits and loaders; scoring; the metadata of a trained folder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpy as np
 from torch import nn
 
 from scalearn_cli import __version__
-from scalearn_cli.artifacts import FORMAT_VERSION
+from scalearn_cli.artifacts import AdapterSpec, HeadSpec, Metadata
+from scalearn_cli.artifacts.meta import POOLINGS
+from scalearn_cli.errors import UsageError
 from scalearn_cli.train import TrainConfig, TrainResult, evaluate
 
 logger = logging.getLogger(__name__)
@@ -38,8 +40,6 @@ class DataOptions:
         if self.task_spec is not None:
             return self.task_spec
         if self.task == "custom":
-            from scalearn_cli.errors import UsageError
-
             if not self.text_fields:
                 raise UsageError("--task custom needs --text-fields (e.g. --text-fields sentence1,sentence2)")
             return custom_task(
@@ -102,24 +102,31 @@ def metric_fn(spec):  # -> Callable[[np.ndarray, np.ndarray], dict[str, float]]
     return fn
 
 
-def base_metadata(kind: str, prepared: Prepared, base_ref, config: TrainConfig, result: TrainResult) -> dict:
-    """The fields every scalearn.json has (source or composition)."""
+def run_metadata(
+    kind: str,
+    prepared: Prepared,
+    base_ref,
+    config: TrainConfig,
+    result: TrainResult,
+    adapter: AdapterSpec,
+    head: HeadSpec,
+    metrics: dict[str, dict[str, float]],
+    extra: dict[str, Any] | None = None,
+) -> Metadata:
+    """scalearn.json of a trained source or composition (files and hashes are added when the folder is written)."""
     from scalearn_cli.tasks import task_to_dict
 
-    return {
-        "format_version": FORMAT_VERSION,
-        "scalearn_version": __version__,
-        "kind": kind,
-        "task": task_to_dict(prepared.spec),
-        "base_model": base_ref.to_dict(),
-        "seed": config.seed,
-        "data": {
-            "data_dir": str(Path(prepared.options.data_dir).resolve()) if prepared.options.data_dir else None,
-            "data_file": str(Path(prepared.options.data_file).resolve()) if prepared.options.data_file else None,
-            "max_train_samples": prepared.options.max_train_samples,
-            "few_shot": prepared.options.few_shot,
+    options = prepared.options
+    return Metadata(
+        kind=kind, task=task_to_dict(prepared.spec), base_model=base_ref.to_dict(), adapter=adapter, head=head,
+        metrics=metrics, seed=config.seed, scalearn_version=__version__, extra=dict(extra or {}),
+        data={
+            "data_dir": str(Path(options.data_dir).resolve()) if options.data_dir else None,
+            "data_file": str(Path(options.data_file).resolve()) if options.data_file else None,
+            "max_train_samples": options.max_train_samples,
+            "few_shot": options.few_shot,
         },
-        "training": {
+        training={
             **asdict(config),
             "best_epoch": result.best_epoch,
             "best_dev_loss": result.best_dev_loss,
@@ -131,4 +138,9 @@ def base_metadata(kind: str, prepared: Prepared, base_ref, config: TrainConfig, 
             "test_examples": len(prepared.splits.test),
             "history": [asdict(h) for h in result.history],
         },
-    }
+    )
+
+
+def check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")

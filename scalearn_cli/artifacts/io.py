@@ -1,19 +1,4 @@
-"""File names, JSON/safetensors I/O and atomic folder writes. File names are constants here and nowhere else.
-
-A *source adapter folder* holds:
-    adapter_config.json + adapter_model.safetensors   (LoRA, PEFT's own format) or
-    bottleneck_config.json + bottleneck_model.safetensors  (Pfeiffer bottleneck adapter)
-    head.safetensors      the task head
-    scalearn.json         metadata (kind="source", task, labels, base model, metrics, format_version)
-    README.md             model card with Hugging Face YAML metadata
-
-A *composition folder* holds:
-    omega.safetensors     ScaLearn's scaling parameters (or fusion.safetensors for AdapterFusion)
-    head.safetensors      the target task head
-    composition.json      the sources in order, by id and revision or content hash (never copies)
-    scalearn.json         metadata (kind="composition", ...)
-    README.md             model card
-"""
+"""File names, JSON/safetensors I/O, hashing and atomic folder writes. File names are constants here only."""
 
 from __future__ import annotations
 
@@ -44,9 +29,6 @@ OMEGA_FILE = "omega.safetensors"
 FUSION_FILE = "fusion.safetensors"
 COMPOSITION_FILE = "composition.json"
 
-#: the files that define an adapter's behaviour (their hashes identify a source)
-WEIGHT_FILES = (LORA_WEIGHTS_FILE, BOTTLENECK_WEIGHTS_FILE, HEAD_FILE, OMEGA_FILE, FUSION_FILE)
-CONFIG_FILES = (LORA_CONFIG_FILE, BOTTLENECK_CONFIG_FILE, COMPOSITION_FILE)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -100,10 +82,18 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def folder_fingerprint(folder: Path) -> dict[str, str]:
-    """sha256 of every weight and config file present in an adapter folder, by file name."""
+    """sha256 of every file of an adapter folder that defines its behaviour, by file name.
+
+    That is every plain file except ``scalearn.json`` (which records this fingerprint and is covered by its own
+    ``metadata_sha256``), the model card and hidden files: adapter weights and configs in any format, the head,
+    ω, ``composition.json``, a merged model's weights and tokenizer.
+    """
     folder = Path(folder)
+    skip = {METADATA_FILE, MODEL_CARD_FILE}
     return {
-        name: sha256_file(folder / name) for name in (*WEIGHT_FILES, *CONFIG_FILES) if (folder / name).is_file()
+        p.name: sha256_file(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name not in skip and not p.name.startswith(".")
     }
 
 
@@ -113,9 +103,27 @@ def content_hash(fingerprint: dict[str, str]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def is_adapter_folder(folder: Path) -> bool:
-    """True when ``folder`` holds scalearn metadata (a source or a composition)."""
-    return (Path(folder) / METADATA_FILE).is_file()
+
+def check_out_dir(out_dir: Path, overwrite: bool = False) -> Path:
+    """Refuse (before any work) an output folder that holds files, unless ``overwrite`` and scalearn wrote it.
+
+    ``--overwrite`` replaces only a folder whose ``scalearn.json`` says scalearn wrote it: never a project
+    folder, the working directory or one of its parents. Returns the absolute path.
+    """
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ArtifactError(f"{out_dir} exists and is not a folder; choose another --out")
+    if not (out_dir.is_dir() and any(out_dir.iterdir())):
+        return out_dir
+    if not overwrite:
+        raise ArtifactError(f"{out_dir} already holds files; pass --overwrite to replace it or choose another --out")
+    cwd = Path.cwd().absolute()
+    if out_dir == cwd or out_dir in cwd.parents or not (out_dir / METADATA_FILE).is_file():
+        raise ArtifactError(
+            f"{out_dir} holds files that scalearn did not write (no {METADATA_FILE}); --overwrite replaces only "
+            f"adapter folders: choose another --out"
+        )
+    return out_dir
 
 
 @contextlib.contextmanager
@@ -125,11 +133,7 @@ def staged_output(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     On any error (Ctrl-C included) the temporary folder is removed and ``out_dir`` is untouched, so a
     reader never sees a half-written adapter.
     """
-    out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ArtifactError(f"{out_dir} exists and is not a folder; choose another --out")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ArtifactError(f"{out_dir} already holds files; pass --overwrite to replace it or choose another --out")
+    out_dir = check_out_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:

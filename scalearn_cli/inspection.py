@@ -4,7 +4,8 @@ Read straight from ``omega.safetensors`` and ``composition.json`` (no model is b
 summarised by its mean and L2 norm, a scalar ω_i by its value. A source's *share* is its part of Σ|ω| over every
 ω entry of the composition: share_i = Σ_{keys, d} |ω_{i,d}| / Σ_{j, keys, d} |ω_{j,d}|. In the ++ variants one
 tensor serves every layer, so it counts once (weighting it by the number of layers would not change the shares).
-The ``average`` baseline reports its fixed 1/N; AdapterFusion has no ω (its weights depend on the input).
+The ``average`` baseline reports its fixed 1/N, AdapterSoup its 1/k on the k sources it chose; AdapterFusion has
+no ω (its weights depend on the input). Each combiner says what its ω is (``Combiner.omega``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import Any
 
 import torch
 
-from scalearn_cli import artifacts
-from scalearn_cli.artifacts import COMPOSITION_FILE, OMEGA_FILE
+from scalearn_cli.artifacts import CompositionRecord, load_tensors, read_metadata
 from scalearn_cli.errors import UsageError
 from scalearn_cli.scaling import VARIANTS, shared_key
 
@@ -24,30 +24,28 @@ SHARE_DEFINITION = "share of sum |omega| over all omega entries (sites x dims) o
 _LAYER = re.compile(r"(?:^|\.)layer\.(\d+|\*)\.")
 
 
-def load_omega(folder: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
+def load_omega(folder: Path) -> tuple[dict[str, Any], CompositionRecord, dict[str, torch.Tensor]]:
     """(scalearn.json, composition.json, {key: ω (N, D) or (N,)}) of a composition folder, files verified."""
-    from scalearn_cli.sources.pipeline import read_metadata, verify_files
+    from scalearn_cli.artifacts import read_folder
+    from scalearn_cli.combiners import CombinerSpec, get_combiner
+    from scalearn_cli.compose import read_record
 
     folder = Path(folder)
-    meta = read_metadata(folder)
-    if meta.get("kind") != "composition":
-        raise UsageError(f"{folder} is a {meta.get('kind')}, not a composition; pass a `scalearn transfer` folder")
-    verify_files(folder, meta)
-    record = artifacts.read_json(folder / COMPOSITION_FILE)
-    n = int(record["n_sources"])
-    if record["method"] == "adapterfusion":
-        raise UsageError(f"{folder} is an AdapterFusion composition: it has no ω (its attention over sources "
-                         f"depends on each input); inspect works on scalearn and average compositions")
-    if record["method"] == "average":
-        return meta, record, {site: torch.full((n,), 1.0 / n) for site in record["sites"]}
-    tensors = {k: v.float() for k, v in artifacts.load_tensors(folder / OMEGA_FILE).items()}
-    return meta, record, dict(sorted(tensors.items()))
+    kind = read_metadata(folder).get("kind")
+    if kind != "composition":
+        raise UsageError(f"{folder} is a {kind}, not a composition; pass a `scalearn transfer` folder")
+    found = read_folder(folder, kind="composition")
+    record = read_record(folder)
+    combiner = get_combiner(record.method)
+    spec = CombinerSpec(record.method, record.variant, record.options)
+    tensors = load_tensors(folder / combiner.weights_file) if combiner.weights_file else None
+    return found.meta.to_dict(), record, combiner.omega(spec, list(record.sites), record.n_sources, tensors)
 
 
 def omega_table(folder: Path) -> dict[str, Any]:
     """ω per key (site, or ++ group) and source, plus each source's share (see the module docstring)."""
     meta, record, omega = load_omega(folder)
-    vector = record["method"] == "scalearn" and VARIANTS[record["variant"]].vector
+    vector = record.method == "scalearn" and VARIANTS[record.variant].vector
     rows = []
     for key, value in omega.items():  # (N, D) or (N,)
         match = _LAYER.search(key)
@@ -60,13 +58,13 @@ def omega_table(folder: Path) -> dict[str, Any]:
     mass = torch.stack([v.abs().reshape(v.shape[0], -1).sum(1) for v in omega.values()]).sum(0)  # (N,)
     total = float(mass.sum())
     sources = [
-        {"index": i, "ref": s["ref"], "task": s.get("task"), "l1": float(mass[i]),
+        {"index": i, "ref": s.ref, "task": s.task, "l1": float(mass[i]),
          "share": float(mass[i]) / total if total > 0 else 0.0}
-        for i, s in enumerate(record["sources"])
+        for i, s in enumerate(record.sources)
     ]
     return {
-        "composition": str(folder), "task": meta["task"]["name"], "method": record["method"],
-        "variant": record.get("variant"), "adapter_kind": record.get("adapter_kind"), "vector": vector,
+        "composition": str(folder), "task": meta["task"]["name"], "method": record.method,
+        "variant": record.variant, "adapter_kind": record.adapter_kind, "vector": vector,
         "share_of": SHARE_DEFINITION, "sources": sources, "rows": rows,
     }
 

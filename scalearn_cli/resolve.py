@@ -1,0 +1,173 @@
+"""One resolver: a source reference -> (verified folder, :class:`SourceRef`), for every command that loads sources.
+
+A reference is one of
+
+* a folder: a scalearn folder; a snapshot pulled from a registry (``…/models--org--name/snapshots/<commit>``,
+  printed by ``scalearn pull``), which keeps its repo id, commit and registry; or any other folder;
+* ``org/name[@revision]``: pulled through the configured registry (``--registry``, ``--endpoint``);
+* ``hf://org/name[@revision]``: pulled from the configured Hub endpoint.
+
+Recorded references (``composition.json``) are re-found exactly: same commit, same file hashes. A record never
+chooses where credentials go: a Hub endpoint it names must be the one the user configured (``--endpoint``,
+``--registry URL`` or ``HF_ENDPOINT``), or listed in ``SCALEARN_TRUSTED_ENDPOINTS``; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from scalearn_cli.artifacts import Folder, Metadata, SourceRef, content_hash, read_folder
+from scalearn_cli.errors import ArtifactError, CompositionError, RegistryError
+from scalearn_cli.sources import SourceKind, get_kind
+
+HF_SCHEME = "hf://"
+_SNAPSHOT = re.compile(r"^models--(?P<repo>[^/]+)$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class Resolved:
+    """A source ready to compose: its verified folder, metadata, kind and how the composition names it."""
+
+    folder: Path
+    meta: Metadata
+    ref: SourceRef
+
+    @property
+    def kind(self) -> SourceKind:
+        return get_kind(self.meta.adapter.kind)
+
+    @property
+    def name(self) -> str:
+        return self.ref.ref
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """Resolves references against the registry and Hub endpoint the *user* configured."""
+
+    registry: str | None = None  # 'local' (default), 'local:/dir', 'hub' or a Hub URL
+    endpoint: str | None = None
+
+    def source(self, ref: str) -> Resolved:
+        """A source adapter from a folder, a registry id or an ``hf://`` repo (see the module docstring)."""
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            return self._from_folder(ref, path.resolve())
+        if ref.startswith(HF_SCHEME):
+            from scalearn_cli.registry.hub import HubRegistry
+
+            return self._pull(ref, ref[len(HF_SCHEME):], HubRegistry(endpoint=self.hub_endpoint()))
+        if path.exists() or "/" not in ref or ref.startswith((".", "/", "~")):
+            raise CompositionError(f"source '{ref}' is neither an adapter folder nor a registry id org/name[@rev]")
+        from scalearn_cli.registry import get_registry
+
+        local = (self.registry or "local").startswith("local")
+        return self._pull(ref, ref, get_registry(self.registry, endpoint=None if local else self.endpoint))
+
+    def recorded(self, record: SourceRef) -> Resolved:
+        """Re-find a recorded source exactly (same commit, same file hashes), through a trusted registry only."""
+        if record.registry:
+            src = self._pull(record.ref, record.pinned, self._recorded_registry(record))
+        else:
+            if not Path(record.id).is_dir():
+                raise ArtifactError(
+                    f"source folder {record.id} is missing; restore it (or push it to a registry) and re-run transfer"
+                )
+            src = self._from_folder(record.id, Path(record.id))
+        if src.ref.files != record.files:
+            raise ArtifactError(
+                f"source '{record.ref}' changed since this composition was trained (file hashes differ); "
+                f"restore the original or re-run transfer"
+            )
+        src.ref = record
+        return src
+
+    # ---- where things live -------------------------------------------------------------------------------
+    def hub_endpoint(self) -> str:
+        """The Hub endpoint the user configured: --endpoint, --registry URL, else $HF_ENDPOINT / the default."""
+        from scalearn_cli.registry.hub import resolve_endpoint
+
+        spec = self.registry or ""
+        return resolve_endpoint(self.endpoint or (spec if spec.startswith(("http://", "https://")) else None))
+
+    def _recorded_registry(self, record: SourceRef):  # -> Registry
+        from scalearn_cli.registry import get_registry
+        from scalearn_cli.registry.hub import HubRegistry
+
+        where = record.registry or ""
+        if where == "local":  # written before registries were recorded by their root
+            return get_registry(self.registry if (self.registry or "local").startswith("local") else None)
+        if where.startswith("local:"):
+            return get_registry(where)  # a folder on this machine: no credentials involved
+        endpoint = self.hub_endpoint() if where == "hub" else where.rstrip("/")
+        if endpoint not in self._trusted():
+            raise RegistryError(
+                f"source '{record.ref}' is recorded on {endpoint}, which is not your configured Hub endpoint "
+                f"({self.hub_endpoint()}); a stored record never chooses where your token goes: pass "
+                f"--endpoint {endpoint} if you trust it"
+            )
+        return HubRegistry(endpoint=endpoint)
+
+    def _trusted(self) -> set[str]:
+        extra = os.environ.get("SCALEARN_TRUSTED_ENDPOINTS", "")
+        return {self.hub_endpoint(), *(e.strip().rstrip("/") for e in extra.split(",") if e.strip())}
+
+    # ---- the two ways in ---------------------------------------------------------------------------------
+    def _pull(self, ref: str, spec: str, registry) -> Resolved:
+        from scalearn_cli.registry import parse_ref
+
+        repo_id, revision = parse_ref(spec)
+        commit = registry.resolve(repo_id, revision)
+        folder = Path(registry.pull(repo_id, commit))
+        return _resolved(ref, read_source(folder), repo_id, registry_location(registry), commit)
+
+    def _from_folder(self, ref: str, folder: Path) -> Resolved:
+        found = snapshot_origin(folder, self)
+        if found is not None:  # a path printed by `scalearn pull`: keep repo id, commit and registry
+            registry, repo_id, commit = found
+            from scalearn_cli.registry.local import LocalRegistry
+
+            if isinstance(registry, LocalRegistry):
+                folder = Path(registry.pull(repo_id, commit))  # verified against the registry's manifest
+            return _resolved(ref, read_source(folder), repo_id, registry_location(registry), commit)
+        return _resolved(ref, read_source(folder), str(folder), None, None)
+
+
+def read_source(folder: Path) -> Folder:
+    """A verified folder that holds a source adapter."""
+    return read_folder(folder, kind="source")
+
+
+def _resolved(ref: str, found: Folder, id_: str, registry: str | None, revision: str | None) -> Resolved:
+    meta = found.meta
+    get_kind(meta.adapter.kind)  # an unknown kind fails here, clearly
+    record = SourceRef(ref=ref, id=id_, registry=registry, revision=revision,
+                       content_hash=meta.content_hash or content_hash(found.files), files=found.files,
+                       task=meta.task_name, adapter_kind=meta.adapter.kind)
+    return Resolved(found.path, meta, record)
+
+
+def registry_location(registry) -> str:
+    """How a composition records a registry: ``local:<root>`` or the Hub endpoint URL."""
+    from scalearn_cli.registry.local import LocalRegistry
+
+    return f"local:{registry.root}" if isinstance(registry, LocalRegistry) else registry.location
+
+
+def snapshot_origin(folder: Path, resolver: Resolver):  # -> (Registry, repo_id, commit) | None
+    """(registry, repo id, commit) when ``folder`` is a registry or Hub-cache snapshot, else None."""
+    from scalearn_cli.registry.hub import HubRegistry
+    from scalearn_cli.registry.local import LocalRegistry
+
+    commit, snapshots, repo_dir = folder.name, folder.parent, folder.parent.parent
+    match = _SNAPSHOT.match(repo_dir.name)
+    if not (_COMMIT.match(commit) and snapshots.name == "snapshots" and match):
+        return None
+    repo_id = match.group("repo").replace("--", "/")
+    if (repo_dir / "commits" / f"{commit}.json").is_file():  # scalearn's local registry layout
+        return LocalRegistry(repo_dir.parent), repo_id, commit
+    return HubRegistry(endpoint=resolver.hub_endpoint()), repo_id, commit

@@ -1,0 +1,109 @@
+"""Stage 1: train a source adapter of any kind on a task and save it; load a saved source back as a task model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from scalearn_cli.artifacts import AdapterSpec, HEAD_FILE, Metadata, check_out_dir, save_tensors, write_folder
+from scalearn_cli.backbone import DEFAULT_MODEL, BaseModelRef, load_backbone
+from scalearn_cli.cards import metrics_table
+from scalearn_cli.model import TaskHead, TaskModel, build_head, head_outputs, head_spec
+from scalearn_cli.sources import Attached, get_kind
+from scalearn_cli.stages.common import DataOptions, check_pooling, metric_fn, prepare, run_metadata, score
+from scalearn_cli.train import Progress, TrainConfig, count_parameters, fit, on_main_process
+
+logger = logging.getLogger(__name__)
+
+#: early stopping of source training when the caller gives no TrainConfig (the paper's)
+SOURCE_PATIENCE = 5
+
+
+def train_source(
+    data: DataOptions,
+    out: Path,
+    adapter: str = "lora",
+    settings: Any = None,
+    config: TrainConfig | None = None,
+    model: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    extra_meta: dict[str, Any] | None = None,
+    pooling: str = "first",
+) -> dict[str, Any]:
+    """Train one source adapter (+ head) on a frozen encoder; write the folder atomically; return its metadata.
+
+    ``settings``: the kind's settings (dataclass or dict; defaults when None). ``config.lr`` None means the
+    kind's default learning rate. ``extra_meta`` (e.g. the zoo recipe) is merged into scalearn.json.
+    ``pooling``: how the head reads the sequence (``first`` token, the paper's; ``mean`` over tokens).
+    """
+    from transformers import set_seed
+
+    kind = get_kind(adapter)
+    settings = kind.settings(settings) if settings is None or isinstance(settings, dict) else settings
+    config = config or TrainConfig(patience=SOURCE_PATIENCE)
+    config = config if config.lr is not None else replace(config, lr=kind.default_lr)
+    check_pooling(pooling)
+    check_out_dir(out, overwrite)
+    encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL)
+    prepared = prepare(data, tokenizer, config)
+    set_seed(config.seed)
+    head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
+    attached = kind.attach(encoder, settings, ref.id)
+    task_model = TaskModel(attached.model, head, prepared.spec.problem_type)
+    params = attached.params + list(head.parameters())
+    result = fit(task_model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress)
+    spec = AdapterSpec(kind.name, count_parameters(attached.params), settings=asdict(settings))
+    meta = run_metadata("source", prepared, ref, config, result, spec, head_spec(head), score(task_model, prepared),
+                        extra_meta)
+    written: list[Metadata] = []
+    on_main_process(lambda: written.append(save_source(out, attached, settings, head, meta, overwrite)))
+    return (written[0] if written else meta).to_dict()
+
+
+def save_source(
+    out: Path, attached: Attached, settings: Any, head: TaskHead, meta: Metadata | dict, overwrite: bool = False
+) -> Metadata:
+    """Write a source folder atomically: the kind's files, the head, scalearn.json (with hashes), model card."""
+    meta = meta if isinstance(meta, Metadata) else Metadata.from_dict(meta)
+    kind = get_kind(meta.adapter.kind)
+    with write_folder(out, overwrite) as folder:
+        kind.save(folder.path, attached, settings)
+        save_tensors(folder.path / HEAD_FILE, head.state_dict())
+        title = f"{meta.adapter.kind} source adapter for {meta.task_name}"
+        return folder.finish(meta, title, _card_body(meta, kind.card_usage(meta.to_dict())))
+
+
+def _card_body(meta: Metadata, usage: str) -> str:
+    return (
+        f"Trained with [scalearn](https://arxiv.org/abs/2310.01217) {meta.scalearn_version} on task "
+        f"`{meta.task_name}`, base model `{meta.base_model['id']}`, "
+        f"{meta.adapter.parameters:,} adapter parameters.\n\n{usage}\n## Results\n\n"
+        f"{metrics_table(meta.metrics)}\n"
+    )
+
+
+def load_source_model(folder: Path, encoder: nn.Module | None = None) -> tuple[TaskModel, Any, dict[str, Any]]:
+    """(task model, tokenizer, metadata) for a saved source, verified; loads the base model unless ``encoder`` is given."""
+    from scalearn_cli.resolve import read_source
+
+    found = read_source(Path(folder))
+    meta = found.meta
+    tokenizer = None
+    if encoder is None:
+        encoder, tokenizer, ref = load_backbone(meta.base_model["id"])
+        _warn_base_mismatch(ref, meta)
+    wrapped = get_kind(meta.adapter.kind).load(encoder, found.path)
+    model = TaskModel(wrapped, build_head(meta.head, found.path), meta.problem_type)
+    model.eval()
+    return model, tokenizer, meta.to_dict()
+
+
+def _warn_base_mismatch(ref: BaseModelRef, meta: Metadata) -> None:
+    saved = meta.base_model.get("revision")
+    if saved and ref.revision != saved:
+        logger.warning("base model %s is at revision %s, the adapter was trained on %s", ref.id, ref.revision, saved)

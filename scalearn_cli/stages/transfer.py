@@ -1,0 +1,164 @@
+"""Stage 2: learn a combiner (ScaLearn's ω or a baseline) and a fresh head for a target task over frozen sources."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from scalearn_cli.artifacts import AdapterSpec, COMPOSITION_FILE, CompositionRecord, Metadata, check_out_dir, save_tensors, write_folder, write_json
+from scalearn_cli.cards import metrics_table
+from scalearn_cli.combiners import CombinerSpec, TargetContext, get_combiner
+from scalearn_cli.compose import Composition, check_sources, composition_record, inject
+from scalearn_cli.errors import UsageError
+from scalearn_cli.model import TaskHead, TaskModel, head_outputs, head_spec
+from scalearn_cli.resolve import Resolved, Resolver
+from scalearn_cli.scaling import Omega
+from scalearn_cli.stages.common import DataOptions, check_pooling, metric_fn, prepare, run_metadata, score
+from scalearn_cli.train import Progress, TrainConfig, fit, on_main_process
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """Everything one transfer needs. ``train.lr``/``train.patience`` None: the combiner's defaults."""
+
+    sources: tuple[str, ...]
+    data: DataOptions
+    out: Path
+    method: str = "scalearn"
+    variant: str | None = "scalearn"
+    options: dict[str, Any] = field(default_factory=dict)  # combiner options (e.g. AdapterSoup's k)
+    train: TrainConfig | None = None
+    resolver: Resolver = field(default_factory=Resolver)
+    overwrite: bool = False
+    sparsity: float = 0.0
+    init_omega: dict[str, torch.Tensor] | None = None  # by ω key; replaces the Normal(2/N, 0.001) init there
+    pooling: str | None = None  # of the fresh head; default: the one the sources' heads were trained with
+
+    def combiner_spec(self) -> CombinerSpec:
+        combiner = get_combiner(self.method)
+        return combiner.spec(self.variant if combiner.variants else None, self.options)
+
+    def train_config(self) -> TrainConfig:
+        combiner = get_combiner(self.method)
+        config = self.train or TrainConfig(patience=combiner.default_patience)
+        return config if config.lr is not None else replace(config, lr=combiner.default_lr)
+
+
+def group_lasso(comp: Composition, strength: float) -> Callable[[], torch.Tensor] | None:
+    """Penalty λ·Σ_i ||ω_i||₂ over sources (all sites' ω of source i form its group): pushes whole sources to 0."""
+    if strength < 0:
+        raise UsageError(f"--sparsity must be >= 0 (0 turns the penalty off), got {strength}")
+    if strength == 0:
+        return None
+    if not isinstance(comp.combiner, Omega):
+        raise UsageError("--sparsity needs --method scalearn (it penalises ω)")
+    omega = comp.combiner
+
+    def penalty() -> torch.Tensor:
+        per_source = torch.stack([v.reshape(v.shape[0], -1).pow(2).sum(1) for v in omega.values]).sum(0)
+        return strength * per_source.clamp_min(1e-12).sqrt().sum()
+
+    return penalty
+
+
+def transfer(options: TransferOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Compose the sources for the target task; train only the combiner and a head; save to ``options.out``."""
+    from transformers import set_seed
+
+    from scalearn_cli.backbone import load_backbone
+
+    spec, config = options.combiner_spec(), options.train_config()
+    if options.pooling is not None:
+        check_pooling(options.pooling)
+    if options.sparsity < 0:
+        raise UsageError(f"--sparsity must be >= 0 (0 turns the penalty off), got {options.sparsity}")
+    check_out_dir(options.out, options.overwrite)
+    refs = list(options.sources)
+    if len(set(refs)) != len(refs):
+        raise UsageError(f"source '{next(s for s in refs if refs.count(s) > 1)}' is listed twice; list each source once")
+    resolved = [options.resolver.source(ref) for ref in refs]
+    check_sources(resolved)
+    pooling = options.pooling or sources_pooling(resolved)
+    base = resolved[0].meta.base_model
+    encoder, tokenizer, ref = load_backbone(base["id"])
+    if ref.revision != base["revision"]:
+        logger.warning("base model %s is at %s; the sources were trained on %s", ref.id, ref.revision, base["revision"])
+    prepared = prepare(options.data, tokenizer, config)
+    set_seed(config.seed)
+    spec = get_combiner(spec.method).prepare(spec, _target(prepared, resolved, encoder, tokenizer, config))
+    comp = inject(encoder, resolved, spec)
+    if options.init_omega is not None:
+        _init_omega(comp, options.init_omega)
+    head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
+    model = TaskModel(encoder, head, prepared.spec.problem_type)
+    model.composition = comp
+    n_transfer = sum(p.numel() for p in comp.trainable())
+    logger.info("training %d transfer parameters (+ %d head)", n_transfer, sum(p.numel() for p in head.parameters()))
+    result = fit(model, comp.trainable() + list(head.parameters()), prepared.train, prepared.dev, config,
+                 metric_fn(prepared.spec), progress, penalty=group_lasso(comp, options.sparsity))
+    record = composition_record(resolved, comp, options.sparsity)
+    adapter = AdapterSpec(record.adapter_kind, n_transfer, method=spec.method, variant=spec.variant)
+    meta = run_metadata("composition", prepared, ref, config, result, adapter, head_spec(head),
+                        score(model, prepared), {"sources": [s.ref.ref for s in resolved]})
+    written: list[Metadata] = []
+    on_main_process(lambda: written.append(_save(options, comp, head, record, meta)))
+    return (written[0] if written else meta).to_dict()
+
+
+def _target(prepared, resolved: list[Resolved], encoder, tokenizer, config: TrainConfig) -> TargetContext:
+    from scalearn_cli.data import example_texts
+
+    texts = example_texts(prepared.splits.train, prepared.spec)
+    return TargetContext(texts, resolved, encoder, tokenizer, config.max_length)
+
+
+def sources_pooling(sources: list[Resolved]) -> str:
+    """The pooling the sources' heads share; mixed sources need an explicit choice."""
+    found = {s.name: s.meta.head.pooling for s in sources}
+    if len(set(found.values())) > 1:
+        listing = ", ".join(f"{ref}: {p}" for ref, p in found.items())
+        raise UsageError(f"the sources' heads were trained with different pooling ({listing}); pass --pooling first|mean")
+    return next(iter(found.values()))
+
+
+def _save(options: TransferOptions, comp: Composition, head: TaskHead, record: CompositionRecord,
+          meta: Metadata) -> Metadata:
+    """Write the composition folder atomically (what the combiner learned, head, composition.json, metadata, card)."""
+    with write_folder(options.out, options.overwrite) as folder:
+        name = comp.impl.weights_file
+        if name:
+            save_tensors(folder.path / name, comp.state(), metadata={"method": comp.method, "variant": str(comp.variant)})
+        save_tensors(folder.path / "head.safetensors", head.state_dict())
+        write_json(folder.path / COMPOSITION_FILE, record.to_dict())
+        title = f"{record.variant or record.method} composition for {meta.task_name}"
+        return folder.finish(meta, title, _card(meta, record))
+
+
+def _init_omega(comp: Composition, values: dict[str, torch.Tensor]) -> None:
+    """Start ω from ``values`` where a key is given (the rest keeps its fresh init)."""
+    if not isinstance(comp.combiner, Omega):
+        raise UsageError("an initial ω needs --method scalearn")
+    with torch.no_grad():
+        for key in comp.combiner.keys:
+            if key in values:
+                target = comp.combiner.tensor(key)
+                if tuple(values[key].shape) != tuple(target.shape):
+                    raise UsageError(f"initial ω for {key} has shape {tuple(values[key].shape)}, "
+                                     f"expected {tuple(target.shape)}")
+                target.copy_(values[key])
+
+
+def _card(meta: Metadata, record: CompositionRecord) -> str:
+    lines = [f"- `{s.ref}` ({s.task}, revision `{s.revision or s.content_hash[:12]}`)" for s in record.sources]
+    return (
+        f"A {record.method} composition ({record.variant or '-'}) of {record.n_sources} frozen "
+        f"{record.adapter_kind} source adapters, trained with scalearn {meta.scalearn_version}: "
+        f"{record.transfer_parameters:,} transfer parameters plus the head. The sources are referenced, not "
+        f"copied:\n\n" + "\n".join(lines) + f"\n\n## Results\n\n{metrics_table(meta.metrics)}\n"
+    )

@@ -1,0 +1,254 @@
+"""The three seams (issue 10): a new adapter kind and a new combiner are one module + one line each; one resolver
+keeps provenance and never lets a stored record choose where credentials go; every folder is verified before use."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import make_source
+from scalearn_cli.cli.main import app
+
+TRAIN = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
+GROUPS = {
+    "movies": ["movie", "film", "plot", "actor", "good", "bad", "great", "awful"],
+    "numbers": [f"w{i}" for i in range(20)],
+}
+
+
+def invoke(*args: Any, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def ok(result: Any) -> Any:
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result
+
+
+def write_task(path: Path, words: list[str], n: int = 48, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = [{"sentence": " ".join(rng.choice(words) for _ in range(6)), "label": rng.randint(0, 1)} for _ in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def custom(task_file: Path) -> list[str]:
+    return ["--task", "custom", "--data-file", str(task_file), "--text-fields", "sentence"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("seams")
+
+
+@pytest.fixture(scope="module")
+def fake_kind():
+    from fake_kind import FakeKind
+
+    from scalearn_cli.sources import SOURCE_KINDS, register_kind
+
+    register_kind(FakeKind())  # the one registration line a new kind needs
+    yield "fake"
+    SOURCE_KINDS.pop("fake", None)
+
+
+# ---- adapter kinds ------------------------------------------------------------------------------------------
+def test_a_new_kind_trains_composes_and_reproduces_its_single_source(fake_kind, root, tiny_model_dir, batch):
+    from scalearn_cli.backbone import load_backbone
+    from scalearn_cli.combiners import get_combiner
+    from scalearn_cli.compose import inject
+    from scalearn_cli.resolve import Resolver
+    from scalearn_cli.stages.source import load_source_model
+
+    task = write_task(root / "fake-task.jsonl", GROUPS["movies"])
+    trained = root / "fake-trained"
+    summary = json.loads(ok(invoke("train-source", "--model", tiny_model_dir, *custom(task), "--adapter", "fake",
+                                   *TRAIN, "--out", trained, "--json")).stdout)
+    assert summary["adapter"]["kind"] == "fake" and summary["adapter"]["settings"] == {"rank": 2}
+    assert (trained / "fake_adapter.safetensors").is_file() and (trained / "fake_config.json").is_file()
+    folders = [make_source(root / f"fake{i}", tiny_model_dir, "fake", seed=i) for i in range(2)]
+    composed = root / "fake-composed"
+    ok(invoke("transfer", *custom(task), "--source", folders[0], "--source", folders[1], *TRAIN, "--out", composed))
+    assert json.loads((composed / "composition.json").read_text())["adapter_kind"] == "fake"
+
+    encoder, _, _ = load_backbone(str(tiny_model_dir))
+    comp = inject(encoder, [Resolver().source(str(f)) for f in folders], get_combiner("scalearn").spec("scalearn"))
+    comp.eval()
+    with torch.no_grad():
+        for value in comp.combiner.values:
+            value.copy_(torch.tensor([1.0, 0.0]).view(-1, *([1] * (value.dim() - 1))).expand_as(value))
+        single, _, _ = load_source_model(folders[0])
+        want = single.encoder(**batch).last_hidden_state
+        assert torch.allclose(encoder(**batch).last_hidden_state, want, atol=1e-6)
+
+
+def test_unknown_kind_is_a_clear_error(root, tiny_model_dir):
+    from scalearn_cli.errors import CompositionError
+    from scalearn_cli.sources import get_kind
+
+    with pytest.raises(CompositionError, match="unknown adapter kind 'ia3'.*lora, bottleneck"):
+        get_kind("ia3")
+    result = invoke("train-source", "--model", tiny_model_dir, "--task", "rte", "--adapter", "ia3",
+                    "--out", root / "ia3")
+    assert result.exit_code == 1 and "unknown adapter kind 'ia3'" in result.stderr
+
+
+# ---- combiners: AdapterSoup ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def soup_sources(root, tiny_model_dir) -> dict[str, Path]:
+    """Two trained LoRA sources whose training texts come from disjoint vocabularies."""
+    out = {}
+    for i, (name, words) in enumerate(GROUPS.items()):
+        task = write_task(root / f"{name}.jsonl", words, seed=i)
+        out[name] = root / f"soup-{name}"
+        ok(invoke("train-source", "--model", tiny_model_dir, *custom(task), *TRAIN, "--seed", str(i),
+                  "--out", out[name]))
+    return out
+
+
+def test_adaptersoup_picks_the_most_similar_source_and_averages_it(soup_sources, root):
+    target = write_task(root / "numbers-target.jsonl", GROUPS["numbers"], seed=7)
+    out = root / "soup-k1"
+    ok(invoke("transfer", *custom(target), "--method", "adaptersoup", "--soup-k", "1",
+              "--source", soup_sources["movies"], "--source", soup_sources["numbers"], *TRAIN, "--out", out))
+    record = json.loads((out / "composition.json").read_text())
+    assert record["method"] == "adaptersoup" and record["options"]["selected"] == [1]
+    sims = record["options"]["similarity"]
+    assert sims[1] > sims[0]
+    assert record["transfer_parameters"] == 0 and not (out / "omega.safetensors").exists()
+    table = json.loads(ok(invoke("inspect", out, "--json")).stdout)
+    assert [s["share"] for s in table["sources"]] == [0.0, 1.0]
+    again = json.loads(ok(invoke("eval", out, "--json")).stdout)  # re-built from the record, same selection
+    assert again["kind"] == "composition"
+
+
+def test_adaptersoup_over_all_sources_is_the_average_and_folds_exactly(soup_sources, root):
+    target = write_task(root / "mixed-target.jsonl", GROUPS["movies"] + GROUPS["numbers"], seed=9)
+    sources = ["--source", soup_sources["movies"], "--source", soup_sources["numbers"]]
+    soup, avg = root / "soup-all", root / "avg-all"
+    ok(invoke("transfer", *custom(target), "--method", "adaptersoup", "--soup-k", "5", *sources, *TRAIN, "--out", soup))
+    ok(invoke("transfer", *custom(target), "--method", "average", *sources, *TRAIN, "--out", avg))
+    assert json.loads((soup / "composition.json").read_text())["options"]["selected"] == [0, 1]
+    # same frozen mix (1/2 each) and same seed: the same head is learned, so the same test scores
+    scores = [json.loads(ok(invoke("eval", f, "--json")).stdout)["metrics"] for f in (soup, avg)]
+    assert scores[0] == pytest.approx(scores[1], rel=1e-5)
+    exported = root / "soup-export"
+    ok(invoke("export", soup, "--format", "peft-lora", "--out", exported))
+    check = json.loads(ok(invoke("verify", exported, "--against", soup, "--json")).stdout)
+    assert check["ok"] is True
+
+
+def test_adaptersoup_averages_bottleneck_weights(root, tiny_model_dir, batch):
+    """For ReLU adapters the soup is one adapter with the k sources' weights averaged (weight space)."""
+    from scalearn_cli.backbone import load_backbone
+    from scalearn_cli.combiners import CombinerSpec
+    from scalearn_cli.compose import inject
+    from scalearn_cli.resolve import Resolver
+    from scalearn_cli.sources import bottleneck
+
+    folders = [make_source(root / f"bn-soup{i}", tiny_model_dir, "bottleneck", seed=i) for i in range(3)]
+    encoder, _, _ = load_backbone(str(tiny_model_dir))
+    inject(encoder, [Resolver().source(str(f)) for f in folders], CombinerSpec("adaptersoup", None, {"selected": [0, 2]}))
+    encoder.eval()
+    reference, _, _ = load_backbone(str(tiny_model_dir))
+    layers = [bottleneck.load_weights(f)[1] for f in (folders[0], folders[2])]
+    averaged = [{k: (a[k] + b[k]) / 2 for k in a} for a, b in zip(*layers)]
+    adapters = bottleneck.attach(reference, bottleneck.BottleneckSettings())
+    for adapter, state in zip(adapters, averaged):
+        adapter.load_state_dict(state)
+    reference.eval()
+    with torch.no_grad():
+        assert torch.allclose(encoder(**batch).last_hidden_state, reference(**batch).last_hidden_state, atol=1e-6)
+
+
+# ---- one resolver: provenance and trust ---------------------------------------------------------------------
+def test_pulled_path_keeps_repo_id_and_commit(root, tiny_model_dir):
+    registry = f"local:{root / 'registry'}"
+    folders = [make_source(root / f"prov{i}", tiny_model_dir, "lora", seed=20 + i) for i in range(2)]
+    pushed = ok(invoke("push", folders[0], "org/prov", "--registry", registry)).stdout.strip()
+    path = ok(invoke("pull", "org/prov", "--registry", registry)).stdout.strip()
+    task = write_task(root / "prov.jsonl", GROUPS["movies"])
+    out = root / "prov-composed"
+    ok(invoke("transfer", *custom(task), "--source", path, "--source", folders[1], *TRAIN, "--out", out))
+    first, second = json.loads((out / "composition.json").read_text())["sources"]
+    assert (first["id"], first["revision"], first["registry"]) == ("org/prov", pushed.split("@")[1], registry)
+    assert second["registry"] is None and second["id"] == str(folders[1].resolve())
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        _Recorder.seen.append(self.headers.get("Authorization", ""))
+        self.send_response(404)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def test_a_stored_record_never_chooses_where_the_token_goes(root, tiny_model_dir):
+    source = make_source(root / "trust-src", tiny_model_dir, "lora", seed=30)
+    task = write_task(root / "trust.jsonl", GROUPS["movies"])
+    out = root / "trust-composed"
+    ok(invoke("transfer", *custom(task), "--source", source, *TRAIN, "--out", out))
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    hostile = f"http://127.0.0.1:{server.server_port}"
+    try:
+        record = json.loads((out / "composition.json").read_text())
+        record["sources"][0].update(registry=hostile, id="org/evil", revision="a" * 40)
+        (out / "composition.json").write_text(json.dumps(record))
+        from test_export import refingerprint
+
+        refingerprint(out)  # a consistent, well-formed record: only the trust rule stands in the way
+        result = invoke("eval", out, "--json", env={"HF_TOKEN": "hf_secret_token", "HF_HUB_OFFLINE": "0"})
+        assert result.exit_code == 1 and "not your configured Hub endpoint" in result.stderr
+        assert hostile in result.stderr and "hf_secret_token" not in result.output
+        assert _Recorder.seen == []
+    finally:
+        server.shutdown()
+
+
+# ---- every folder verified before use -----------------------------------------------------------------------
+def test_edited_composition_files_and_metadata_are_refused(root, tiny_model_dir):
+    from safetensors.torch import load_file, save_file
+
+    source = make_source(root / "edit-src", tiny_model_dir, "lora", seed=40)
+    task = write_task(root / "edit.jsonl", GROUPS["movies"])
+    out = root / "edit-composed"
+    ok(invoke("transfer", *custom(task), "--source", source, *TRAIN, "--out", out))
+    original = (out / "omega.safetensors").read_bytes()
+    omega = load_file(str(out / "omega.safetensors"))
+    save_file({k: v * 2 for k, v in omega.items()}, str(out / "omega.safetensors"))
+    result = invoke("eval", out)
+    assert result.exit_code == 1 and "omega.safetensors changed since it was saved" in result.stderr
+    (out / "omega.safetensors").write_bytes(original)
+    ok(invoke("eval", out))
+    meta = json.loads((out / "scalearn.json").read_text())
+    meta["base_model"]["id"] = "someone/else"
+    (out / "scalearn.json").write_text(json.dumps(meta))
+    result = invoke("eval", out)
+    assert result.exit_code == 1 and "scalearn.json was edited" in result.stderr
+
+
+def test_overwrite_replaces_only_folders_scalearn_wrote(root, tiny_model_dir):
+    project = root / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    task = write_task(root / "ow.jsonl", GROUPS["movies"])
+    result = invoke("train-source", "--model", tiny_model_dir, *custom(task), *TRAIN, "--out", project, "--overwrite")
+    assert result.exit_code == 1 and "did not write" in result.stderr
+    assert (project / "notes.txt").read_text() == "mine"
