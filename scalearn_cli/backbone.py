@@ -100,6 +100,10 @@ def _looks_like_path(model: str) -> bool:
     return os.sep in model and not re.fullmatch(r"[\w.-]+/[\w.-]+", model)
 
 
+def _offline_hint() -> str:
+    return " (HF_HUB_OFFLINE=1 is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+
+
 def _check_model_folder(model: str, path: str) -> None:
     """Refuse a missing folder and a folder whose weights exist only as pickle, before transformers reads it.
 
@@ -110,7 +114,8 @@ def _check_model_folder(model: str, path: str) -> None:
     if not folder.is_dir():
         if _looks_like_path(model):
             raise ModelError(
-                f"model folder {model} does not exist; check the path, or pass a hub id such as {DEFAULT_MODEL}"
+                f"model folder '{model}' does not exist{_offline_hint()}: pass --model DIR with a local folder "
+                f"holding config.json and the weights, or a hub id such as {DEFAULT_MODEL}"
             )
         return
     if any(folder.glob("*.safetensors")):
@@ -157,10 +162,8 @@ def load_backbone(model: str = DEFAULT_MODEL, revision: str | None = None):  # -
             raise ModelError(f"refusing to unpickle the weights of {model}: use safetensors {_CONVERT_HINT}") from exc
         if not isinstance(exc, OSError):
             raise
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
         raise ModelError(
-            f"model '{model}' could not be loaded{hint}: {str(exc).splitlines()[0]} "
+            f"model '{model}' could not be loaded{_offline_hint()}: {str(exc).splitlines()[0]} "
             f"-- pass --model DIR with a local folder holding config.json and the weights"
         ) from exc
     freeze(encoder)

@@ -71,7 +71,7 @@ def test_missing_model_folder_says_so(model: str, tmp_path: Path, monkeypatch: p
     model = model.format(tmp=tmp_path)
     with pytest.raises(ModelError) as exc:
         load_backbone(model)
-    assert one_line(exc).startswith(f"model folder {model} does not exist")
+    assert one_line(exc).startswith(f"model folder '{model}' does not exist")
 
 
 def test_hub_ids_are_not_taken_for_folders() -> None:
