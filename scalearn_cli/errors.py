@@ -35,6 +35,10 @@ class ArtifactError(ScaLearnError):
     """An adapter/composition folder is missing, corrupted, changed, or would be overwritten."""
 
 
+class TrainingError(ScaLearnError):
+    """Training went numerically wrong (a non-finite loss); nothing was saved."""
+
+
 class CompositionError(ScaLearnError):
     """Sources that cannot be composed together (mismatched base model, kind, duplicates...)."""
 

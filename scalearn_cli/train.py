@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scalearn_cli.errors import UsageError
+from scalearn_cli.errors import TrainingError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -121,34 +121,39 @@ def fit(
     history: list[EpochLog] = []
     progress.start(total)
     step, seen, t0, bad_epochs = 0, 0, time.perf_counter(), 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        losses = []
-        for batch in train_loader:
-            loss, _ = model(**batch)
-            accelerator.backward(loss if penalty is None else loss + penalty())
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step, seen = step + 1, seen + len(batch["labels"]) * accelerator.num_processes
-            losses.append(loss.item())
-            progress.step(losses[-1], seen / max(1e-9, time.perf_counter() - t0))
+    try:  # a TrainingError must still close the progress display
+        for epoch in range(1, epochs + 1):
+            model.train()
+            losses = []
+            for batch in train_loader:
+                loss, _ = model(**batch)
+                value = loss.item()
+                _check_finite(value, "training", epoch, step + 1, config.lr)
+                accelerator.backward(loss if penalty is None else loss + penalty())
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step, seen = step + 1, seen + len(batch["labels"]) * accelerator.num_processes
+                losses.append(value)
+                progress.step(losses[-1], seen / max(1e-9, time.perf_counter() - t0))
+                if step >= total:
+                    break
+            dev_loss, logits, labels = evaluate(model, dev_loader, accelerator)
+            _check_finite(dev_loss, "dev", epoch, step, config.lr)
+            log = EpochLog(epoch, float(np.mean(losses)), dev_loss, metric_fn(logits, labels))
+            history.append(log)
+            progress.epoch_end(log)
+            if dev_loss < best[0]:
+                best, bad_epochs = (dev_loss, epoch, _snapshot(accelerator.unwrap_model(model), names)), 0
+            else:
+                bad_epochs += 1
+            if config.patience and bad_epochs >= config.patience:
+                logger.info("early stopping after epoch %d (no dev-loss gain for %d epochs)", epoch, bad_epochs)
+                break
             if step >= total:
                 break
-        dev_loss, logits, labels = evaluate(model, dev_loader, accelerator)
-        log = EpochLog(epoch, float(np.mean(losses)), dev_loss, metric_fn(logits, labels))
-        history.append(log)
-        progress.epoch_end(log)
-        if dev_loss < best[0]:
-            best, bad_epochs = (dev_loss, epoch, _snapshot(accelerator.unwrap_model(model), names)), 0
-        else:
-            bad_epochs += 1
-        if config.patience and bad_epochs >= config.patience:
-            logger.info("early stopping after epoch %d (no dev-loss gain for %d epochs)", epoch, bad_epochs)
-            break
-        if step >= total:
-            break
-    progress.close()
+    finally:
+        progress.close()
     seconds = time.perf_counter() - t0
     _restore(accelerator.unwrap_model(model), best[2])
     return TrainResult(best[1], best[0], step, seconds, seen / max(1e-9, seconds), history)
@@ -174,6 +179,15 @@ def evaluate(model: nn.Module, loader, accelerator=None) -> tuple[float, np.ndar
     if count == 0:
         return math.nan, np.zeros((0,)), np.zeros((0,))
     return total / count, torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+
+
+def _check_finite(loss: float, which: str, epoch: int, step: int, lr: float) -> None:
+    """Stop at the first non-finite loss: training on would save untrained (or NaN) weights as if all went well."""
+    if not math.isfinite(loss):
+        raise TrainingError(
+            f"the {which} loss became {loss} at step {step} (epoch {epoch}), so training stopped and nothing was "
+            f"saved: lower --lr (now {lr:g}), use --precision no, or check the data for extreme values"
+        )
 
 
 def _trainable_names(model: nn.Module, params: list[nn.Parameter]) -> list[str]:

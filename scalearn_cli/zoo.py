@@ -102,7 +102,7 @@ def load_catalog(model: str | None = None) -> Catalog:
 
 def status(catalog: Catalog, registry) -> list[dict[str, Any]]:
     """One row per recipe: repo id, state (built / stale / missing), revision and test metrics."""
-    entries = {e.repo_id: e for e in registry.list(filter=catalog.namespace)}
+    entries = {e.repo_id: e for e in registry.list(filter=catalog.namespace)} if registry.exists() else {}
     recorded = catalog.published.get(registry.location, {})
     rows = []
     for recipe in catalog.recipes:

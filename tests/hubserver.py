@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 import uvicorn
 import yaml
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 TOKEN = "hf_scalearn_test_token"
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".npz", ".zip")
@@ -186,9 +186,18 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def create_app(state: HubState) -> FastAPI:
-    """The FastAPI app; every route reads ``state`` under its lock."""
+def create_app(state: HubState, html: bool = False) -> FastAPI:
+    """The FastAPI app; every route reads ``state`` under its lock.
+
+    ``html=True`` answers every request with a 200 HTML page instead, like a captive portal, a proxy's login
+    page or a website mistaken for a Hub endpoint.
+    """
     app = FastAPI()
+
+    if html:
+        @app.middleware("http")
+        async def _html_page(request: Request, call_next: Any) -> Response:
+            return HTMLResponse("<!doctype html><html><body><h1>Welcome</h1></body></html>")
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> Response:
@@ -422,13 +431,13 @@ def create_app(state: HubState) -> FastAPI:
 class HubServer:
     """Run :func:`create_app` with uvicorn on 127.0.0.1 and a free port, in a background thread."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, html: bool = False) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.state = HubState(root, base_url=self.url)
-        config = uvicorn.Config(create_app(self.state), host="127.0.0.1", port=port, log_level="warning")
+        config = uvicorn.Config(create_app(self.state, html=html), host="127.0.0.1", port=port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

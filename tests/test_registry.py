@@ -489,3 +489,172 @@ def test_local_registry_root_works_as_hf_hub_cache(tmp_path: Path, monkeypatch: 
         loaded = PeftModel.from_pretrained(BertModel(config), "org/offline", revision="v1").eval()
         expected = model.eval()(input_ids=ids).last_hidden_state
         assert torch.allclose(loaded(input_ids=ids).last_hidden_state, expected, atol=1e-6)
+
+
+# ---- hostile registry state and unhelpful inputs (issue 14) ----------------------------------------------
+def _repo_dir(registry: LocalRegistry, repo_id: str) -> Path:
+    return registry.root / ("models--" + repo_id.replace("/", "--"))
+
+
+def test_local_ref_leading_outside_the_root_is_never_followed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    repo_id = unique("escape")
+    registry.push(make_adapter(tmp_path / "a"), repo_id)
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "scalearn.json").write_text(json.dumps({"kind": "source", "task": "SECRET-OUTSIDE"}))
+    repo_dir = _repo_dir(registry, repo_id)
+    (repo_dir / "refs" / "main").write_text("../../../outside")  # snapshots/../../../outside == tmp/outside
+
+    with caplog.at_level("WARNING"):
+        entries = registry.list()
+    assert entries == [] and "commit hash" in caplog.text
+    assert "SECRET" not in json.dumps([e.metadata for e in entries])
+    for call in (lambda: registry.resolve(repo_id), lambda: registry.pull(repo_id),
+                 lambda: registry.pull(repo_id, local_dir=tmp_path / "out"),
+                 lambda: registry.file_hashes(repo_id, "main")):
+        with pytest.raises(RegistryError) as exc:
+            call()
+        assert "not hold a commit hash" in one_line(exc)
+    assert not (tmp_path / "out").exists()
+
+    result = runner_list(registry)
+    assert result.exit_code == 0 and "SECRET" not in result.output
+
+
+def runner_list(registry: LocalRegistry) -> Any:
+    return CliRunner().invoke(_cli(), ["list", "--registry", f"local:{registry.root}", "--json"])
+
+
+def test_local_symlinks_leading_outside_the_root_are_refused(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    repo_id = unique("symlink")
+    commit = registry.push(make_adapter(tmp_path / "a"), repo_id).commit
+    repo_dir = _repo_dir(registry, repo_id)
+    # a ref that is a link to a file elsewhere (even one holding a valid hash)
+    (tmp_path / "ref").write_text(commit)
+    (repo_dir / "refs" / "dev").symlink_to(tmp_path / "ref")
+    with pytest.raises(RegistryError) as exc:
+        registry.resolve(repo_id, "dev")
+    assert "outside the registry" in one_line(exc)
+    # a snapshot entry relinked to an outside file with the very same bytes: still not handed out
+    readme = repo_dir / "snapshots" / commit / "README.md"
+    (tmp_path / "README.md").write_bytes(readme.read_bytes())
+    readme.unlink()
+    readme.symlink_to(tmp_path / "README.md")
+    with pytest.raises(RegistryError) as exc:
+        registry.pull(repo_id)
+    assert "outside the registry" in one_line(exc)
+    # the --local-dir copy reads blobs, named by the manifest, so it is unaffected
+    assert read_all(registry.pull(repo_id, local_dir=tmp_path / "out")) == read_all(tmp_path / "a")
+
+
+def test_local_manifest_naming_a_blob_outside_is_refused(tmp_path: Path) -> None:
+    """A forged manifest is self-consistent (named by its own hash): its sha256 fields must still be hashes."""
+    import hashlib
+
+    registry = LocalRegistry(tmp_path / "registry")
+    repo_id = unique("forged")
+    registry.push(make_adapter(tmp_path / "a"), repo_id)
+    repo_dir = _repo_dir(registry, repo_id)
+    (tmp_path / "secret").write_text("secret")
+    manifest = {"format_version": 1, "repo_id": repo_id, "parent": None, "message": "x", "time": "now",
+                "files": {"README.md": {"sha256": "../../../secret", "size": 6}}}
+    payload = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    forged = hashlib.sha256(payload.encode()).hexdigest()[:40]
+    (repo_dir / "commits" / f"{forged}.json").write_text(payload)
+    (repo_dir / "refs" / "evil").write_text(forged)
+    for call in (lambda: registry.pull(repo_id, "evil", local_dir=tmp_path / "out"),
+                 lambda: registry.file_hashes(repo_id, forged)):
+        with pytest.raises(RegistryError) as exc:
+            call()
+        assert "no valid sha256" in one_line(exc)
+    assert not (tmp_path / "out").exists()
+
+
+def test_pull_local_dir_copies_so_edits_never_reach_the_registry(tmp_path: Path) -> None:
+    from scalearn_cli.artifacts import sha256_file
+
+    registry = LocalRegistry(tmp_path / "registry")
+    repo_id = unique("copy")
+    commit = registry.push(make_adapter(tmp_path / "a"), repo_id).commit
+    digest = registry.file_hashes(repo_id, commit)["README.md"]
+    blob = _repo_dir(registry, repo_id) / "blobs" / digest
+
+    pulled = registry.pull(repo_id, local_dir=tmp_path / "out") / "README.md"
+    assert pulled.stat().st_ino != blob.stat().st_ino and pulled.stat().st_nlink == 1
+    with open(pulled, "a", encoding="utf-8") as handle:  # writable: it is the user's own copy
+        handle.write("my notes\n")
+
+    assert sha256_file(blob) == digest
+    assert read_all(registry.pull(repo_id)) == read_all(tmp_path / "a")
+    assert read_all(registry.pull(repo_id, local_dir=tmp_path / "again")) == read_all(tmp_path / "a")
+
+
+def test_pull_local_dir_that_is_a_file_is_refused(registry: Registry, tmp_path: Path) -> None:
+    repo_id = unique("filedir")
+    registry.push(make_adapter(tmp_path / "a"), repo_id)
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    with pytest.raises(ArtifactError) as exc:
+        registry.pull(repo_id, local_dir=target)
+    assert "is a file" in one_line(exc) and str(target) in str(exc.value)
+    assert target.read_text() == "keep me"
+
+
+def test_list_of_a_missing_local_registry_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-registry"
+    with pytest.raises(RegistryError) as exc:
+        LocalRegistry(missing).list()
+    assert one_line(exc) == (f"no registry at {missing}; push an adapter first or pass --registry local:/path")
+    result = CliRunner().invoke(_cli(), ["list", "--registry", f"local:{missing}"])
+    assert result.exit_code == 1 and "no registry at" in result.output and not missing.exists()
+    missing.mkdir()
+    assert LocalRegistry(missing).list() == []  # created but empty: an empty listing
+
+
+def test_repo_id_length_follows_the_hub(tmp_path: Path) -> None:
+    assert validate_repo_id("o/" + "n" * 94) == "o/" + "n" * 94  # 96 characters: the Hub's limit
+    long_id = "org/" + "a" * 296
+    for call in (lambda: validate_repo_id(long_id), lambda: parse_ref(f"{long_id}@main"),
+                 lambda: LocalRegistry(tmp_path / "r").push(make_adapter(tmp_path / "a"), long_id)):
+        with pytest.raises(UsageError) as exc:
+            call()
+        message = one_line(exc)
+        assert message.startswith("invalid repo id") and "at most 96 characters" in message
+        assert len(message) < 300
+
+
+def test_bad_tag_and_branch_names_say_tag_and_branch(registry: Registry, tmp_path: Path) -> None:
+    folder = make_adapter(tmp_path / "a")
+    with pytest.raises(UsageError) as exc:
+        registry.push(folder, unique("tagname"), tag="v1/beta")
+    assert one_line(exc).startswith("invalid tag 'v1/beta'") and "revision" not in str(exc.value)
+    with pytest.raises(UsageError) as exc:
+        registry.push(folder, unique("branchname"), revision="../main")
+    assert one_line(exc).startswith("invalid branch '../main'")
+
+
+def test_hub_answering_html_is_one_line(tmp_path: Path) -> None:
+    with HubServer(tmp_path / "html-hub", html=True) as server:
+        registry = HubRegistry(endpoint=server.url)
+        for call in (registry.list, lambda: registry.pull("org/x"),
+                     lambda: registry.push(make_adapter(tmp_path / "a"), "org/x")):
+            with pytest.raises(RegistryError) as exc:
+                call()
+            message = one_line(exc)
+            assert "HTML" in message and server.url in message and "--endpoint" in message
+
+
+def test_hub_list_fails_fast_on_a_refused_connection(tmp_path: Path) -> None:
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once the block ends
+    start = time.monotonic()
+    result = CliRunner().invoke(_cli(), ["list", "--registry", "hub", "--endpoint", f"http://127.0.0.1:{port}"])
+    assert time.monotonic() - start < 5  # huggingface_hub alone would back off for ~25 s
+    assert result.exit_code == 1 and "unreachable" in result.output

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from scalearn_cli.artifacts import METADATA_FILE, MODEL_CARD_FILE, read_json, sha256_file
 from scalearn_cli.errors import ArtifactError, RegistryError, UsageError
@@ -27,6 +27,8 @@ _NAME = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
 _REPO_ID_RE = re.compile(rf"^{_NAME}(/{_NAME})?$")
 _NAME_RE = re.compile(rf"^{_NAME}$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+#: the Hub's limit on a repo id (huggingface_hub.utils.validate_repo_id)
+MAX_REPO_ID_LENGTH = 96
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,10 @@ class Registry(abc.ABC):
     def file_hashes(self, repo_id: str, commit: str) -> dict[str, str]:
         """sha256 of every file of a commit, by file name: what a composition records about its sources."""
 
+    def exists(self) -> bool:
+        """False only for a registry that was never created (a local root nothing was pushed to)."""
+        return True
+
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """Split ``"org/name@rev"`` into ``("org/name", "rev")``; without ``@`` the revision is None."""
@@ -96,13 +102,30 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 
 def validate_repo_id(repo_id: str) -> str:
-    """Accept ``name`` or ``org/name`` made of letters, digits, ``.``, ``_``, ``-``; nothing that could escape."""
-    if not isinstance(repo_id, str) or not _REPO_ID_RE.match(repo_id) or ".." in repo_id or "--" in repo_id:
+    """Accept ``name`` or ``org/name`` made of letters, digits, ``.``, ``_``, ``-``; nothing that could escape.
+
+    At most 96 characters, like the Hub, so a local push cannot create what the Hub would refuse.
+    """
+    if (
+        not isinstance(repo_id, str)
+        or len(repo_id) > MAX_REPO_ID_LENGTH
+        or not _REPO_ID_RE.match(repo_id)
+        or ".." in repo_id
+        or "--" in repo_id
+    ):
         raise UsageError(
-            f"invalid repo id {repo_id!r}: use ORG/NAME with letters, digits, '.', '_' or '-' "
-            "(no leading '.' or '-', no '..' or '--', no slashes beyond the one after ORG)"
+            f"invalid repo id {_shorten(repo_id)!r}: use ORG/NAME with letters, digits, '.', '_' or '-' "
+            f"(no leading '.' or '-', no '..' or '--', no slashes beyond the one after ORG, "
+            f"at most {MAX_REPO_ID_LENGTH} characters)"
         )
     return repo_id
+
+
+def _shorten(value: object, limit: int = 60) -> object:
+    """A long string cut for a one-line message, with its length; anything else unchanged."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:40]}... ({len(value)} characters)"
+    return value
 
 
 def _plain_name(value: object) -> bool:
@@ -121,8 +144,12 @@ def validate_revision(revision: str) -> str:
 
 
 def validate_ref_name(name: str, what: str) -> str:
-    """A branch or tag to create: a valid revision that cannot be mistaken for a commit hash."""
-    validate_revision(name)
+    """A branch or tag to create (``what`` says which): a plain name that cannot be mistaken for a commit hash."""
+    if not _plain_name(name):
+        raise UsageError(
+            f"invalid {what} {name!r}: use a {what} name of letters, digits, '.', '_' or '-' "
+            "(no '/', no '..', no leading '.' or '-')"
+        )
     if is_commit_hash(name):
         raise UsageError(f"invalid {what} {name!r}: it looks like a commit hash; choose a name such as v1 or dev")
     return name
@@ -177,6 +204,20 @@ def collect_push_files(folder: Path) -> dict[str, Path]:
             )
         files[name] = path
     return files
+
+
+def existing_pull(local_dir: Path, names: Iterable[str]) -> bool:
+    """Whether ``local_dir`` already holds exactly the files ``names`` (verify it, do not pull again).
+
+    False for a missing or empty folder (pull into it); an existing file, or a folder holding other files, is
+    refused so a pull never overwrites or mixes with the user's files.
+    """
+    if local_dir.exists() and not local_dir.is_dir():
+        raise ArtifactError(f"--local-dir {local_dir} is a file, not a folder; pass a new or empty folder path")
+    present = sorted(p.name for p in local_dir.iterdir()) if local_dir.is_dir() else []
+    if present and present != sorted(names):
+        raise ArtifactError(f"{local_dir} already holds other files; choose an empty --local-dir or remove it")
+    return bool(present)
 
 
 def verify_files(folder: Path, expected: dict[str, str], repo_id: str, commit: str) -> None:

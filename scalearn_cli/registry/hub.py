@@ -12,6 +12,7 @@ file. Pull checks each downloaded file against that record before handing the fo
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from scalearn_cli import __version__
 from scalearn_cli.artifacts import METADATA_FILE, read_json, sha256_file
-from scalearn_cli.errors import ArtifactError, RegistryError, ScaLearnError
+from scalearn_cli.errors import RegistryError, ScaLearnError
 from scalearn_cli.registry.base import (
     ALLOW_PATTERNS,
     DEFAULT_BRANCH,
@@ -31,6 +32,7 @@ from scalearn_cli.registry.base import (
     Registry,
     RepoEntry,
     collect_push_files,
+    existing_pull,
     is_allowed_file,
     matches,
     validate_filename,
@@ -196,11 +198,9 @@ class HubRegistry(Registry):
             _verify(folder, records, repo_id, commit, drop_bad=True)
             return folder
         local_dir = Path(local_dir).absolute()
-        if local_dir.is_dir() and any(local_dir.iterdir()):
-            if sorted(p.name for p in local_dir.iterdir()) == sorted(records):
-                _verify(local_dir, records, repo_id, commit)  # already pulled: idempotent
-                return local_dir
-            raise ArtifactError(f"{local_dir} already holds other files; choose an empty --local-dir or remove it")
+        if existing_pull(local_dir, records):
+            _verify(local_dir, records, repo_id, commit)  # already pulled: idempotent
+            return local_dir
         local_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.tmp-", dir=local_dir.parent))
         try:
@@ -238,6 +238,7 @@ class HubRegistry(Registry):
 
         api = self.api
         entries: list[RepoEntry] = []
+        self._check_reachable()
         with self._errors(None, None):
             models = list(api.list_models(filter=HUB_TAG, full=True, limit=_LIST_LIMIT))
             for model in models:
@@ -256,6 +257,18 @@ class HubRegistry(Registry):
                 if matches(entry, filter):
                     entries.append(entry)
         return sorted(entries, key=lambda entry: entry.repo_id)
+
+    def _check_reachable(self) -> None:
+        """One request without retries, so a refused connection or unknown host fails at once.
+
+        huggingface_hub's listing retries network errors as well as 429/5xx answers (about 25 s of backoff);
+        a server that answers at all passes here, so the retries for overloaded servers are kept.
+        """
+        from huggingface_hub import constants
+        from huggingface_hub.utils import get_session
+
+        with self._errors(None, None):
+            get_session().head(self.endpoint, timeout=constants.HF_HUB_ETAG_TIMEOUT)
 
     # ---- errors ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -282,6 +295,11 @@ def hub_error(exc: Exception, where: str, repo_id: str | None, revision: str | N
     if isinstance(exc, (hf.LocalEntryNotFoundError, ConnectionError, TimeoutError, *_transport_errors())):
         return RegistryError(
             f"registry {where} unreachable: check HF_ENDPOINT / --endpoint and your network, or use --registry local"
+        )
+    if isinstance(exc, json.JSONDecodeError):
+        return RegistryError(
+            f"{where} answered with something other than Hub JSON (an HTML page?): check that HF_ENDPOINT / "
+            "--endpoint is a Hub API, or log in to your network's portal first"
         )
     if isinstance(exc, hf.RevisionNotFoundError):
         return RegistryError(

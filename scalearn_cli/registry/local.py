@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -30,13 +31,14 @@ from typing import Any
 from filelock import FileLock
 
 from scalearn_cli.artifacts import METADATA_FILE, read_json
-from scalearn_cli.errors import ArtifactError, RegistryError, ScaLearnError
+from scalearn_cli.errors import RegistryError, ScaLearnError
 from scalearn_cli.registry.base import (
     DEFAULT_BRANCH,
     PushResult,
     Registry,
     RepoEntry,
     collect_push_files,
+    existing_pull,
     is_commit_hash,
     matches,
     validate_filename,
@@ -50,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT_VERSION = 1
 _LOCK_TIMEOUT_S = 120
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class LocalRegistry(Registry):
@@ -62,6 +65,20 @@ class LocalRegistry(Registry):
     # ---- paths -------------------------------------------------------------------------------------------
     def _repo_dir(self, repo_id: str) -> Path:
         return self.root / ("models--" + validate_repo_id(repo_id).replace("/", "--"))
+
+    def _inside(self, path: Path) -> Path:
+        """``path`` with every symlink resolved; refused unless it stays under the registry root.
+
+        Registry state (refs, manifests, snapshot links) is data anyone with write access may have edited: no
+        path built from it is read before this check.
+        """
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise RegistryError(
+                f"refusing {path}: it leads outside the registry {self.root}; the registry is corrupted or "
+                "hostile: re-push the adapter into a fresh registry"
+            )
+        return resolved
 
     def _lock(self, repo_id: str) -> FileLock:
         locks = self.root / ".locks"
@@ -208,24 +225,39 @@ class LocalRegistry(Registry):
 
     # ---- read --------------------------------------------------------------------------------------------
     def _read_ref(self, repo_dir: Path, name: str) -> str | None:
-        path = repo_dir / "refs" / name
-        return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+        """The commit hash a branch or tag points at, None when it does not exist; anything else is refused."""
+        path = repo_dir / "refs" / validate_revision(name)
+        if not path.is_file():
+            return None
+        commit = self._inside(path).read_text(encoding="utf-8").strip()
+        if not is_commit_hash(commit):
+            raise RegistryError(
+                f"ref {name!r} of {repo_dir.name} does not hold a commit hash; the registry {self.root} is "
+                "corrupted or hostile: re-push the adapter"
+            )
+        return commit
 
     def _manifest(self, repo_dir: Path, repo_id: str, commit: str) -> dict[str, Any]:
         """Read a commit's manifest and check it still hashes to its name (so a record cannot be edited)."""
+        if not is_commit_hash(commit):
+            raise RegistryError(f"{commit!r} is not a commit hash of {repo_id}; run `scalearn list` to see what exists")
         path = repo_dir / "commits" / f"{commit}.json"
         if not path.is_file():
             raise RegistryError(
                 f"revision {commit[:12]} not found in {repo_id} ({self.root}): run `scalearn list` to see what exists"
             )
-        payload = path.read_bytes()
+        payload = self._inside(path).read_bytes()
         if hashlib.sha256(payload).hexdigest()[:40] != commit:
             raise RegistryError(
                 f"{repo_id}@{commit[:12]}: its manifest {path} was modified; the registry is corrupted, re-push it"
             )
         manifest = json.loads(payload)
-        for name in manifest["files"]:
+        for name, record in manifest["files"].items():
             validate_filename(name)
+            if not isinstance(record, dict) or not _SHA256_RE.match(str(record.get("sha256"))):
+                raise RegistryError(
+                    f"{repo_id}@{commit[:12]}: the manifest records no valid sha256 for {name}; re-push the adapter"
+                )
         return manifest
 
     def resolve(self, repo_id: str, revision: str | None = None) -> str:
@@ -260,30 +292,49 @@ class LocalRegistry(Registry):
         expected = self.file_hashes(repo_id, commit)
         if local_dir is None:
             snapshot = repo_dir / "snapshots" / commit
+            for name in expected:
+                self._inside(snapshot / name)  # a snapshot entry is a link into blobs/, never elsewhere
             verify_files(snapshot, expected, repo_id, commit)
             return snapshot
-        return _materialize(repo_dir / "blobs", expected, Path(local_dir), repo_id, commit)
+        blobs = {name: self._inside(repo_dir / "blobs" / digest) for name, digest in expected.items()}
+        return _materialize(blobs, expected, Path(local_dir), repo_id, commit)
+
+    def exists(self) -> bool:
+        """True once the root is a folder (a push creates it)."""
+        return self.root.is_dir()
 
     def list(self, filter: str | None = None) -> list[RepoEntry]:  # noqa: A002
-        """Every repo whose ``main`` holds scalearn.json, filtered on id/task/base model/adapter kind."""
+        """Every repo whose ``main`` holds scalearn.json, filtered on id/task/base model/adapter kind.
+
+        Metadata is read from the blob its verified manifest names, so a ref or snapshot edited to point
+        elsewhere is skipped with a warning instead of being read.
+        """
+        if not self.exists():
+            raise RegistryError(f"no registry at {self.root}; push an adapter first or pass --registry local:/path")
         entries: list[RepoEntry] = []
-        if not self.root.is_dir():
-            return entries
         for repo_dir in sorted(self.root.glob("models--*")):
             repo_id = repo_dir.name[len("models--") :].replace("--", "/")
-            commit = self._read_ref(repo_dir, DEFAULT_BRANCH)
-            metadata_path = repo_dir / "snapshots" / str(commit) / METADATA_FILE
-            if commit is None or not metadata_path.is_file():
-                continue
             try:
-                metadata = read_json(metadata_path)
+                entry = self._entry(repo_dir, repo_id)
             except ScaLearnError as exc:
-                logger.warning("skipping %s: %s", repo_id, exc)
+                logger.warning("skipping %s: %s", repo_dir.name, exc)
                 continue
-            entry = RepoEntry(repo_id=repo_id, commit=commit, metadata=metadata)
-            if matches(entry, filter):
+            if entry is not None and matches(entry, filter):
                 entries.append(entry)
         return entries
+
+    def _entry(self, repo_dir: Path, repo_id: str) -> RepoEntry | None:
+        """The listing entry of one repo folder: None without a ``main`` branch or scalearn.json."""
+        validate_repo_id(repo_id)
+        commit = self._read_ref(repo_dir, DEFAULT_BRANCH)
+        if commit is None:
+            return None
+        record = self._manifest(repo_dir, repo_id, commit)["files"].get(METADATA_FILE)
+        if record is None:
+            return None
+        blob = self._inside(repo_dir / "blobs" / record["sha256"])
+        verify_files(blob.parent, {blob.name: record["sha256"]}, repo_id, commit)
+        return RepoEntry(repo_id=repo_id, commit=commit, metadata=read_json(blob))
 
 
 def _mode(bits: int) -> int:
@@ -306,24 +357,25 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def _materialize(blobs: Path, expected: dict[str, str], local_dir: Path, repo_id: str, commit: str) -> Path:
-    """Hard-link (else copy) verified blobs into a temporary folder, then rename it to ``local_dir``."""
+def _materialize(
+    blobs: dict[str, Path], expected: dict[str, str], local_dir: Path, repo_id: str, commit: str
+) -> Path:
+    """Copy verified blobs into a temporary folder, then rename it to ``local_dir``.
+
+    Copies, never hard links: a link shares the blob's inode, and read-only modes do not stop root (or a
+    ``chmod``), so editing a pulled file would silently change the registry's blob and fail every later pull.
+    """
     local_dir = local_dir.absolute()
-    if local_dir.is_dir() and any(local_dir.iterdir()):
-        if sorted(p.name for p in local_dir.iterdir()) == sorted(expected):
-            verify_files(local_dir, expected, repo_id, commit)  # already pulled: idempotent
-            return local_dir
-        raise ArtifactError(f"{local_dir} already holds other files; choose an empty --local-dir or remove it")
+    if existing_pull(local_dir, expected):
+        verify_files(local_dir, expected, repo_id, commit)  # already pulled: idempotent
+        return local_dir
     local_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.tmp-", dir=local_dir.parent))
     try:
-        for name, digest in expected.items():
-            if not (blobs / digest).is_file():
+        for name, blob in blobs.items():
+            if not blob.is_file():
                 raise RegistryError(f"{repo_id}@{commit[:12]}: the blob of {name} is missing; re-push the adapter")
-            try:  # blobs are read-only, so a hard-linked copy cannot be edited in place by accident
-                os.link(blobs / digest, tmp / name)
-            except OSError:
-                shutil.copyfile(blobs / digest, tmp / name)
+            shutil.copyfile(blob, tmp / name)  # a new, writable file owned by the user
         verify_files(tmp, expected, repo_id, commit)
         if local_dir.exists():
             local_dir.rmdir()
