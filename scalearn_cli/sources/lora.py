@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalearn_cli.artifacts import LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, load_tensors, read_json
+from scalearn_cli.artifacts import LORA_CONFIG_FILE
 from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
+from scalearn_cli.formats.peft_lora import LoraSite, read_lora
 from scalearn_cli.sources import Attached, SiteWeights
 
 #: PEFT's key prefix in adapter_model.safetensors (the PeftModel's base_model.model)
@@ -65,46 +66,9 @@ def load(encoder: nn.Module, folder: Path):  # -> peft.PeftModel
     return PeftModel.from_pretrained(encoder, str(folder), is_trainable=False)
 
 
-@dataclass(frozen=True)
-class LoraSite:
-    """One LoRA-adapted linear layer of a source: delta(x) = scaling · B · A · x."""
-
-    a: torch.Tensor  # (r, D_in)
-    b: torch.Tensor  # (D_out, r)
-    scaling: float
-
-
 def load_sites(folder: Path) -> dict[str, LoraSite]:
-    """Read a PEFT LoRA folder as {module path in the base encoder: LoraSite}."""
-    config = read_json(Path(folder) / LORA_CONFIG_FILE)
-    tensors = load_tensors(Path(folder) / LORA_WEIGHTS_FILE)
-    if config.get("peft_type", "LORA") != "LORA":
-        raise ArtifactError(f"{folder} holds a {config.get('peft_type')} adapter; only LoRA sources compose")
-    if config.get("use_dora") or config.get("bias", "none") != "none":
-        raise ArtifactError(f"{folder} uses DoRA or LoRA biases, which ScaLearn cannot compose; train plain LoRA")
-    sites: dict[str, LoraSite] = {}
-    for key, a in tensors.items():
-        if not key.endswith(".lora_A.weight"):
-            continue
-        path = key.removeprefix(PEFT_PREFIX).removesuffix(".lora_A.weight")
-        b = tensors.get(key.replace(".lora_A.", ".lora_B."))
-        if b is None:
-            raise ArtifactError(f"{folder} has lora_A but no lora_B for {path}; re-create or re-pull it")
-        r = a.shape[0]
-        alpha = _pattern_value(config.get("alpha_pattern") or {}, path, config["lora_alpha"])
-        scaling = alpha / (r**0.5) if config.get("use_rslora") else alpha / r
-        sites[path] = LoraSite(a=a.float(), b=b.float(), scaling=float(scaling))
-    if not sites:
-        raise ArtifactError(f"{folder}/{LORA_WEIGHTS_FILE} holds no LoRA weights; re-create or re-pull it")
-    return sites
-
-
-def _pattern_value(pattern: dict[str, float], path: str, default: float) -> float:
-    """PEFT's alpha_pattern: a key matches when the module path ends with it."""
-    for key, value in pattern.items():
-        if path == key or path.endswith("." + key):
-            return float(value)
-    return float(default)
+    """Read a PEFT LoRA folder as {module path in the base encoder: LoraSite} (see ``formats.peft_lora``)."""
+    return read_lora(Path(folder)).sites
 
 
 class ComposedLinear(nn.Module):
