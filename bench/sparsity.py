@@ -40,7 +40,7 @@ def main() -> None:
     from scalearn_cli.inspection import omega_table
     from scalearn_cli.prune import prune
     from scalearn_cli.train import TrainConfig
-    from scalearn_cli.transfer import transfer
+    from scalearn_cli.stages.transfer import TransferOptions, transfer
 
     torch.set_num_threads(args.threads)
     root = args.work / args.run
@@ -58,8 +58,8 @@ def main() -> None:
     for lam in [float(v) for v in args.lambdas.split(",")]:
         out = root / "sparsity" / f"{args.target}-{args.variant}-l{lam:g}"
         t0 = time.time()
-        transfer([str(s) for s in sources], data, out, "scalearn", args.variant, train, overwrite=True,
-                        sparsity=lam)
+        transfer(TransferOptions(tuple(str(s) for s in sources), data, out, "scalearn", args.variant, train=train,
+                                 overwrite=True, sparsity=lam))
         table = omega_table(out)
         pruned = prune(out, out.with_name(out.name + f"-keep{args.keep}"), keep=args.keep, epochs=args.prune_epochs,
                        overwrite=True)

@@ -50,7 +50,7 @@ def make_sources(folder: Path, model: str, kind: str, n: int) -> list[Path]:
 
     from scalearn_cli.backbone import load_backbone
     from scalearn_cli.model import TaskHead
-    from scalearn_cli.sources import bottleneck, lora
+    from scalearn_cli.sources import get_kind
     from scalearn_cli.stages.source import save_source
     from scalearn_cli.tasks import get_task, task_to_dict
 
@@ -59,14 +59,10 @@ def make_sources(folder: Path, model: str, kind: str, n: int) -> list[Path]:
     if not todo:
         return paths
     encoder, _, ref = load_backbone(model)  # one adapter module, re-randomised and saved once per source
-    if kind == "lora":
-        cfg = lora.LoraSettings()
-        trained = lora.attach(encoder, cfg, ref.id)
-        params = [p for p in trained.parameters() if p.requires_grad]
-    else:
-        cfg = bottleneck.BottleneckSettings()
-        trained = bottleneck.attach(encoder, cfg)
-        params = [p for m in trained for p in m.parameters()]
+    source_kind = get_kind(kind)
+    cfg = source_kind.settings()
+    trained = source_kind.attach(encoder, cfg, ref.id)
+    params = trained.params
     for i in todo:
         torch.manual_seed(i)
         with torch.no_grad():
@@ -112,19 +108,20 @@ def build(config: dict):  # -> (model, trainable params, transfer parameter coun
     if method == "bare":
         return TaskModel(encoder, head, "classification"), list(head.parameters()), 0
     if method == "single":
-        from scalearn_cli.sources import bottleneck, lora
+        from scalearn_cli.sources import get_kind
 
-        if kind == "lora":
-            wrapped = lora.attach(encoder, lora.LoraSettings(), ref.id)
-            params = [p for p in wrapped.parameters() if p.requires_grad]
-        else:
-            wrapped = encoder
-            params = [p for m in bottleneck.attach(encoder, bottleneck.BottleneckSettings()) for p in m.parameters()]
-        return TaskModel(wrapped, head, "classification"), params + list(head.parameters()), sum(p.numel() for p in params)
-    from scalearn_cli.compose import inject, resolve_source
+        source_kind = get_kind(kind)
+        attached = source_kind.attach(encoder, source_kind.settings(), ref.id)
+        params = attached.params
+        return (TaskModel(attached.model, head, "classification"), params + list(head.parameters()),
+                sum(p.numel() for p in params))
+    from scalearn_cli.combiners import get_combiner
+    from scalearn_cli.compose import inject
+    from scalearn_cli.resolve import Resolver
 
-    sources = [resolve_source(p) for p in config["sources"]]
-    comp = inject(encoder, sources, "scalearn" if method == "merged" else method, config.get("variant"))
+    sources = [Resolver().source(p) for p in config["sources"]]
+    combiner = get_combiner("scalearn" if method == "merged" else method)
+    comp = inject(encoder, sources, combiner.spec(config.get("variant") if combiner.variants else None))
     model = TaskModel(encoder, head, "classification")
     model.composition = comp
     if method == "merged":

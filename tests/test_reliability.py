@@ -145,8 +145,8 @@ def test_fit_stops_on_a_non_finite_dev_loss() -> None:
 
 def test_train_source_with_exploding_loss_saves_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
     from scalearn_cli.errors import TrainingError
-    from scalearn_cli.experiment import DataOptions
-    from scalearn_cli.sources.pipeline import train_source
+    from scalearn_cli.stages.common import DataOptions
+    from scalearn_cli.stages.source import train_source
     from scalearn_cli.train import TrainConfig
 
     data = tmp_path / "data"
