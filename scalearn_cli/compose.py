@@ -63,11 +63,13 @@ def check_sources(sources: list[Resolved]) -> None:
     first = sources[0]
     for src in sources[1:]:
         for key in ("id", "revision", "hidden_size", "num_layers"):
-            if src.meta.base_model.get(key) != first.meta.base_model.get(key):
+            mine, theirs = first.meta.base_model.get(key), src.meta.base_model.get(key)
+            if key != "id" and (mine is None or theirs is None):
+                continue  # a foreign adapter does not record it: the shapes are checked when it is installed
+            if mine != theirs:
                 raise CompositionError(
                     f"sources '{first.name}' and '{src.name}' were trained on different base models "
-                    f"({key}: {first.meta.base_model.get(key)} vs {src.meta.base_model.get(key)}); "
-                    f"compose sources of one base model"
+                    f"({key}: {mine} vs {theirs}); compose sources of one base model"
                 )
         if src.meta.adapter.kind != first.meta.adapter.kind:
             raise CompositionError(

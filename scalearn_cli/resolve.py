@@ -138,7 +138,20 @@ class Resolver:
 
 
 def read_source(folder: Path) -> Folder:
-    """A verified folder that holds a source adapter."""
+    """A verified source folder: scalearn's own (hashes checked), or a PEFT / AdapterHub folder read as is."""
+    from scalearn_cli.artifacts import METADATA_FILE, folder_fingerprint
+    from scalearn_cli.formats import detect_format, foreign_metadata
+
+    folder = Path(folder)
+    if folder.is_dir() and not (folder / METADATA_FILE).is_file():
+        fmt = detect_format(folder)
+        if fmt is None:
+            raise ArtifactError(
+                f"{folder} matches no adapter format: a scalearn folder has scalearn.json, a PEFT LoRA "
+                f"adapter_config.json + adapter_model.safetensors (or .bin), an AdapterHub adapter adapter_config.json "
+                f"+ pytorch_adapter.bin (or adapter.safetensors)"
+            )
+        return Folder(folder, foreign_metadata(folder, fmt), folder_fingerprint(folder))
     return read_folder(folder, kind="source")
 
 
@@ -147,7 +160,8 @@ def _resolved(ref: str, found: Folder, id_: str, registry: str | None, revision:
     get_kind(meta.adapter.kind)  # an unknown kind fails here, clearly
     record = SourceRef(ref=ref, id=id_, registry=registry, revision=revision,
                        content_hash=meta.content_hash or content_hash(found.files), files=found.files,
-                       task=meta.task_name, adapter_kind=meta.adapter.kind)
+                       task=meta.task_name, adapter_kind=meta.adapter.kind,
+                       format=str(meta.extra.get("format", "scalearn")))
     return Resolved(found.path, meta, record)
 
 

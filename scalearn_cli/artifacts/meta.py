@@ -163,7 +163,7 @@ class Metadata:
     task: dict[str, Any]  # tasks.task_to_dict form
     base_model: dict[str, Any]  # backbone.BaseModelRef.to_dict form
     adapter: AdapterSpec
-    head: HeadSpec
+    head: HeadSpec | None  # None: a source another library wrote (no head of ours)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     seed: int | None = None
     data: dict[str, Any] | None = None
@@ -187,7 +187,7 @@ class Metadata:
         out: dict[str, Any] = {
             "format_version": self.format_version, "scalearn_version": self.scalearn_version, "kind": self.kind,
             "task": self.task, "base_model": self.base_model, "adapter": self.adapter.to_dict(),
-            "head": self.head.to_dict(), "metrics": self.metrics, **self.extra,
+            "head": self.head.to_dict() if self.head else None, "metrics": self.metrics, **self.extra,
         }
         for name in ("seed", "data", "training"):
             if getattr(self, name) is not None:
@@ -204,7 +204,8 @@ class Metadata:
         try:
             return cls(
                 kind=data["kind"], task=data["task"], base_model=data["base_model"],
-                adapter=AdapterSpec.from_dict(data["adapter"]), head=HeadSpec.from_dict(data["head"], where),
+                adapter=AdapterSpec.from_dict(data["adapter"]),
+                head=HeadSpec.from_dict(data["head"], where) if data.get("head") else None,
                 metrics=data.get("metrics") or {}, seed=data.get("seed"), data=data.get("data"),
                 training=data.get("training"), files=dict(data.get("files") or {}),
                 content_hash=data.get("content_hash"), scalearn_version=str(data.get("scalearn_version", "")),

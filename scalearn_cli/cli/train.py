@@ -100,7 +100,8 @@ def transfer(
     out: OutOpt,
     source: Annotated[
         Optional[list[str]],
-        typer.Option("--source", "-s", help="A source adapter folder or registry id org/name[@rev]; repeat."),
+        typer.Option("--source", "-s", help="A source: scalearn, PEFT LoRA or AdapterHub folder, a pulled path, "
+                                            "org/name[@rev] or hf://org/name[@rev]; repeat."),
     ] = None,  # None, not required: "no sources" gets the library's one-line error
     variant: Annotated[
         str, typer.Option(help="scalearn, scalearn-uniform, scalearn++ or scalearn-uniform++ (--method scalearn).")
@@ -137,12 +138,9 @@ def transfer(
     """Compose source adapters for a target task: learn only ω (or a baseline combiner) and a new head."""
     from scalearn_cli.cli.progress import RichProgress
     from scalearn_cli.combiners import get_combiner
-    from scalearn_cli.errors import UsageError
     from scalearn_cli.stages.transfer import TransferOptions
     from scalearn_cli.stages.transfer import transfer as run
 
-    if model is not None:
-        raise UsageError("transfer takes the base model from its sources; drop --model")
     combiner = get_combiner(method)  # the library owns each method's defaults
     config = _config(epochs, lr, batch_size, max_length, seed,
                      combiner.default_patience if patience is None else patience, max_steps, precision)
@@ -150,7 +148,7 @@ def transfer(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config,
         data=_data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot),
         options={"k": soup_k} if method == "adaptersoup" else {}, resolver=resolver(registry, endpoint),
-        overwrite=overwrite, sparsity=sparsity, pooling=pooling,
+        overwrite=overwrite, sparsity=sparsity, pooling=pooling, model=model,
     )
     _report(run(options, RichProgress(f"{method} {task}")), out, as_json)
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from scalearn_cli.artifacts import BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, load_tensors, read_json, save_tensors, write_json
 from scalearn_cli.backbone import ffn_output_modules
-from scalearn_cli.errors import ArtifactError, UsageError
+from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
 from scalearn_cli.sources import Attached, SiteWeights
 
 
@@ -154,14 +154,27 @@ class BottleneckKind:
         return encoder
 
     def read_sites(self, folder: Path) -> dict[str, SiteWeights]:
-        _, layers = load_weights(folder)
+        from scalearn_cli.formats import adapterhub
+
+        if adapterhub.detect(folder):  # AdapterHub's Pfeiffer adapter: the same math; leave_out layers absent
+            layers = adapterhub.read_adapterhub(folder).layers
+        else:
+            _, layers = load_weights(folder)
         return {
             site_name(i): SiteWeights(w["down.weight"], w["up.weight"], w["down.bias"], w["up.bias"])
-            for i, w in enumerate(layers)
+            for i, w in enumerate(layers) if w is not None
         }
 
     def install(self, encoder: nn.Module, mixes: dict[str, nn.Module]) -> None:
         outputs = ffn_output_modules(encoder)
+        hidden = encoder.config.hidden_size
+        for site, mix in mixes.items():
+            layer = int(site.split(".")[2])
+            if layer >= len(outputs) or mix.down.shape[1] != hidden:
+                raise CompositionError(
+                    f"bottleneck site '{site}' (width {mix.down.shape[1]}) does not exist in this base model "
+                    f"({len(outputs)} layers, hidden {hidden}); use the model the sources were trained on"
+                )
         for layer, (module, base) in enumerate(zip(encoder.encoder.layer, outputs)):
             mix = mixes.get(site_name(layer))
             if mix is not None:  # a layer no source adapts stays as it was

@@ -117,6 +117,11 @@ class LoraKind:
             base = modules.get(path)
             if not isinstance(base, nn.Linear):
                 raise CompositionError(f"LoRA site '{path}' is not a Linear layer of this base model; check the sources")
+            if (mix.down.shape[1], mix.up.shape[0]) != (base.in_features, base.out_features):
+                raise CompositionError(
+                    f"LoRA site '{path}' is {mix.down.shape[1]}->{mix.up.shape[0]} in the sources but "
+                    f"{base.in_features}->{base.out_features} in this base model; use the model they were trained on"
+                )
             parent_path, _, child = path.rpartition(".")
             setattr(modules[parent_path], child, ComposedLinear(base, mix))
 

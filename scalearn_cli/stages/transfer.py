@@ -39,6 +39,7 @@ class TransferOptions:
     sparsity: float = 0.0
     init_omega: dict[str, torch.Tensor] | None = None  # by ω key; replaces the Normal(2/N, 0.001) init there
     pooling: str | None = None  # of the fresh head; default: the one the sources' heads were trained with
+    model: str | None = None  # the base model (hub id or folder); default: the one the sources name
 
     def combiner_spec(self) -> CombinerSpec:
         combiner = get_combiner(self.method)
@@ -86,8 +87,12 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     check_sources(resolved)
     pooling = options.pooling or sources_pooling(resolved)
     base = resolved[0].meta.base_model
-    encoder, tokenizer, ref = load_backbone(base["id"])
-    if ref.revision != base["revision"]:
+    if options.model is None and not base.get("id"):
+        raise UsageError(f"source '{resolved[0].name}' does not say which base model it adapts; pass --model")
+    encoder, tokenizer, ref = load_backbone(options.model or base["id"])
+    if options.model is not None and base.get("id") and options.model != base["id"]:
+        logger.warning("composing sources trained on %s over --model %s (shapes are checked)", base["id"], options.model)
+    elif base.get("revision") and ref.revision != base["revision"]:
         logger.warning("base model %s is at %s; the sources were trained on %s", ref.id, ref.revision, base["revision"])
     prepared = prepare(options.data, tokenizer, config)
     set_seed(config.seed)
@@ -105,7 +110,8 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     record = composition_record(resolved, comp, options.sparsity)
     adapter = AdapterSpec(record.adapter_kind, n_transfer, method=spec.method, variant=spec.variant)
     meta = run_metadata("composition", prepared, ref, config, result, adapter, head_spec(head),
-                        score(model, prepared), {"sources": [s.ref.ref for s in resolved]})
+                        score(model, prepared), {"sources": [s.ref.ref for s in resolved],
+                                                 "sources_base_model": base.get("id")})
     written: list[Metadata] = []
     on_main_process(lambda: written.append(_save(options, comp, head, record, meta)))
     return (written[0] if written else meta).to_dict()
@@ -120,7 +126,9 @@ def _target(prepared, resolved: list[Resolved], encoder, tokenizer, config: Trai
 
 def sources_pooling(sources: list[Resolved]) -> str:
     """The pooling the sources' heads share; mixed sources need an explicit choice."""
-    found = {s.name: s.meta.head.pooling for s in sources}
+    found = {s.name: s.meta.head.pooling for s in sources if s.meta.head is not None}  # foreign ones have no head
+    if not found:
+        return "first"
     if len(set(found.values())) > 1:
         listing = ", ".join(f"{ref}: {p}" for ref, p in found.items())
         raise UsageError(f"the sources' heads were trained with different pooling ({listing}); pass --pooling first|mean")

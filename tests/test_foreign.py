@@ -1,0 +1,138 @@
+"""Sources nobody trained with scalearn (issue 11): a plain PEFT LoRA folder and an AdapterHub Pfeiffer adapter
+compose through the same resolver, kinds and combiners, and reproduce their own libraries' outputs exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from conftest import make_source
+from scalearn_cli.cli.main import app
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "adapterhub"
+TRAIN = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
+
+
+def invoke(*args: Any) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def peft_lora(folder: Path, model_dir: Path, seed: int, base_name: str | None = None, **config: Any) -> Path:
+    """A LoRA saved by PEFT itself (save_pretrained), with random non-zero weights."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModel.from_pretrained(model_dir), LoraConfig(r=4, lora_alpha=8, **config))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.3)
+    model.peft_config["default"].base_model_name_or_path = base_name or str(model_dir)
+    model.save_pretrained(folder)
+    return folder
+
+
+def one_hot(comp, index: int, n: int) -> None:
+    with torch.no_grad():
+        for value in comp.combiner.values:
+            hot = torch.zeros(n)
+            hot[index] = 1.0
+            value.copy_(hot.view(-1, *([1] * (value.dim() - 1))).expand_as(value))
+
+
+def test_a_plain_peft_lora_alone_reproduces_peft(tmp_path, tiny_model_dir, batch):
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    from scalearn_cli.combiners import get_combiner
+    from scalearn_cli.compose import inject
+    from scalearn_cli.resolve import Resolver
+
+    folders = [peft_lora(tmp_path / "peft0", tiny_model_dir, 0, target_modules=["query", "value", "dense"],
+                         use_rslora=True),
+               make_source(tmp_path / "ours", tiny_model_dir, "lora", seed=1)]
+    sources = [Resolver().source(str(f)) for f in folders]
+    assert sources[0].ref.format == "peft" and sources[1].ref.format == "scalearn"
+    encoder = AutoModel.from_pretrained(tiny_model_dir).eval()
+    comp = inject(encoder, sources, get_combiner("scalearn").spec("scalearn-uniform"))
+    comp.eval()
+    one_hot(comp, 0, 2)
+    reference = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_model_dir), str(folders[0])).eval()
+    with torch.no_grad():
+        diff = (encoder(**batch).last_hidden_state - reference(**batch).last_hidden_state).abs().max()
+    assert float(diff) <= 1e-5
+
+
+def test_an_adapterhub_adapter_in_a_composition_reproduces_the_library(tmp_path):
+    """The real `adapters` library's hidden states (fixture), from a composition with ω one-hot on that source."""
+    from transformers import AutoModel
+
+    from scalearn_cli.combiners import get_combiner
+    from scalearn_cli.compose import inject
+    from scalearn_cli.resolve import Resolver
+
+    expected = load_file(FIXTURES / "roberta" / "expected.safetensors")
+    source = Resolver().source(str(FIXTURES / "roberta" / "adapter"))  # leave_out=[0]: layer 0 has no site
+    assert source.ref.format == "adapterhub" and source.meta.adapter.kind == "bottleneck"
+    encoder = AutoModel.from_pretrained(FIXTURES / "roberta" / "base").eval()
+    comp = inject(encoder, [source], get_combiner("scalearn").spec("scalearn"))
+    assert comp.sites == ["encoder.layer.1.output"]
+    comp.eval()
+    one_hot(comp, 0, 1)
+    inputs = {k: expected[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        diff = (encoder(**inputs).last_hidden_state - expected["last_hidden_state"]).abs().max()
+    assert float(diff) <= 1e-5
+
+
+def test_transfer_over_a_peft_folder_records_and_rechecks_it(tmp_path, tiny_model_dir):
+    foreign = peft_lora(tmp_path / "peft", tiny_model_dir, 3)
+    ours = make_source(tmp_path / "ours", tiny_model_dir, "lora", seed=4)
+    rng = random.Random(0)
+    rows = [{"sentence": f"the movie was {rng.choice(['good', 'bad'])}", "label": rng.randint(0, 1)} for _ in range(40)]
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "composed"
+    data = ["--task", "custom", "--data-file", task, "--text-fields", "sentence"]
+    result = invoke("transfer", *data, "--source", foreign, "--source", ours, *TRAIN, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    first = json.loads((out / "composition.json").read_text())["sources"][0]
+    assert first["format"] == "peft" and first["id"] == str(foreign.resolve())
+    assert set(first["files"]) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert invoke("eval", out, "--json").exit_code == 0
+    weights = load_file(str(foreign / "adapter_model.safetensors"))
+    from safetensors.torch import save_file
+
+    save_file({k: v * 2 for k, v in weights.items()}, str(foreign / "adapter_model.safetensors"))
+    changed = invoke("eval", out)
+    assert changed.exit_code == 1 and "changed since this composition was trained" in changed.stderr
+
+
+def test_foreign_sources_need_a_known_base_model_and_a_known_format(tmp_path, tiny_model_dir):
+    task = ["--task", "rte"]
+    unnamed = peft_lora(tmp_path / "unnamed", tiny_model_dir, 5)
+    config = json.loads((unnamed / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = None  # as adapters saved from a model without a name are
+    (unnamed / "adapter_config.json").write_text(json.dumps(config))
+    result = invoke("transfer", *task, "--source", unnamed, "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "does not say which base model" in result.stderr and "--model" in result.stderr
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "weights.npz").write_bytes(b"x")
+    result = invoke("transfer", *task, "--source", junk, "--out", tmp_path / "y")
+    assert result.exit_code == 1 and "matches no adapter format" in result.stderr and "PEFT" in result.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_peft_dora_folder_is_refused_naming_the_feature(tmp_path, tiny_model_dir):
+    dora = peft_lora(tmp_path / "dora", tiny_model_dir, 6, use_dora=True)
+    result = invoke("transfer", "--task", "rte", "--source", dora, "--out", tmp_path / "x")
+    assert result.exit_code == 1 and "DoRA" in result.stderr
