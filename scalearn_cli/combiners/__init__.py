@@ -8,7 +8,6 @@ inspect and prune ask the table.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from scalearn_cli.errors import UsageError
+from scalearn_cli.plugins import lookup
 
 
 @dataclass(frozen=True)
@@ -87,13 +87,9 @@ COMBINERS: dict[str, str | Combiner] = {
 
 def get_combiner(name: str) -> Combiner:
     """The combiner called ``name``; a one-line UsageError naming the known ones otherwise."""
-    entry = COMBINERS.get(name)
+    entry = lookup(COMBINERS, name)
     if entry is None:
         raise UsageError(f"--method must be one of {', '.join(COMBINERS)}, got '{name}'")
-    if isinstance(entry, str):
-        module, _, cls = entry.partition(":")
-        entry = getattr(importlib.import_module(module), cls)()
-        COMBINERS[name] = entry
     return entry
 
 

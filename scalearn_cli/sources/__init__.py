@@ -13,7 +13,6 @@ source, composing N of them, exporting, pruning, the zoo and the CLI — asks th
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from scalearn_cli.errors import CompositionError
+from scalearn_cli.plugins import lookup
 
 Activation = Literal["relu", "identity"]
 
@@ -92,16 +92,12 @@ def register_kind(kind: SourceKind) -> SourceKind:
 
 def get_kind(name: str) -> SourceKind:
     """The kind called ``name``; a clear error for anything else (never a silent fall-through)."""
-    entry = SOURCE_KINDS.get(name)
+    entry = lookup(SOURCE_KINDS, name)
     if entry is None:
         raise CompositionError(
             f"unknown adapter kind '{name}'; known kinds: {', '.join(SOURCE_KINDS)} (upgrade scalearn if the "
             f"folder was written by a newer one)"
         )
-    if isinstance(entry, str):
-        module, _, cls = entry.partition(":")
-        entry = getattr(importlib.import_module(module), cls)()
-        SOURCE_KINDS[name] = entry
     return entry
 
 
