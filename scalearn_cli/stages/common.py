@@ -130,6 +130,8 @@ def run_metadata(
             **asdict(config),
             "best_epoch": result.best_epoch,
             "best_dev_loss": result.best_dev_loss,
+            "initial_dev_loss": result.initial_dev_loss,
+            "processes": result.processes,
             "steps": result.steps,
             "train_seconds": round(result.train_seconds, 2),
             "examples_per_second": round(result.examples_per_second, 2),
