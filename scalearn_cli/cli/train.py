@@ -180,7 +180,8 @@ def transfer(
 
 def evaluate(
     adapter_dir: Annotated[Path, typer.Argument(help="A source or composition folder.")],
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task (default: the adapter's own).")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        "--task", "-t", help="Task (default: the adapter's own); another task must have the same labels.")] = None,
     split: Annotated[str, typer.Option(help="test (the official validation split) or dev (10% of train).")] = "test",
     data_dir: DataDirOpt = None,
     data_file: DataFileOpt = None,
@@ -203,4 +204,5 @@ def evaluate(
         return
     from scalearn_cli.cli.tables import metrics_table
 
-    console.print(metrics_table(f"{result['task']} ({result['examples']} examples)", {split: result["metrics"]}))
+    other = f", adapter trained on {result['trained_on']}" if result["task"] != result["trained_on"] else ""
+    console.print(metrics_table(f"{result['task']} ({result['examples']} examples{other})", {split: result["metrics"]}))
