@@ -67,7 +67,8 @@ class TrainResult:
     examples_per_second: float
     history: list[EpochLog] = field(default_factory=list)
     processes: int = 1  # under ``accelerate launch``: the global batch is batch_size x processes
-    initial_dev_loss: float = math.nan  # of the weights before training (epoch 0)
+    initial_dev_loss: float = math.nan  # of the weights before training
+    improved_on_initial: bool = True  # False: no epoch's dev loss beat the initial weights' (reported as a warning)
 
 
 class Progress:
@@ -130,8 +131,8 @@ def fit(
 ) -> TrainResult:
     """Train ``params`` of ``model``; restore the best epoch (lowest dev loss) and return the log.
 
-    The initial weights are epoch 0: when no epoch lowers their dev loss they are kept, ``best_epoch`` is 0 and a
-    warning is logged (the stages record it; the CLI reports it).
+    The initial weights are scored on dev first: when no epoch lowers that loss, ``improved_on_initial`` is False
+    and a warning is logged (the stages record it; the CLI reports it). The best trained epoch is still kept.
 
     ``penalty`` (e.g. a group lasso on ω) is added to the training loss only, not to the dev loss.
     """
@@ -150,10 +151,9 @@ def fit(
         model, optimizer, train_loader, dev_loader, scheduler
     )
     names = _trainable_names(accelerator.unwrap_model(model), params)
-    # epoch 0 = the initial weights: a run that never beats them keeps them and says so (best_epoch 0)
+    # the initial weights' dev loss: a run whose best epoch never beats it is reported, not passed off as success
     initial_loss, _, _ = evaluate(model, dev_loader, accelerator)
-    start = initial_loss if math.isfinite(initial_loss) else math.inf
-    best = (start, 0, _snapshot(accelerator.unwrap_model(model), names))
+    best = (math.inf, 0, _snapshot(accelerator.unwrap_model(model), names))
     history: list[EpochLog] = []
     progress.start(total)
     step, seen, t0, bad_epochs = 0, 0, time.perf_counter(), 0
@@ -192,13 +192,14 @@ def fit(
         progress.close()
     seconds = time.perf_counter() - t0
     _restore(accelerator.unwrap_model(model), best[2])
-    if best[1] == 0 and accelerator.is_main_process:
+    improved = not (math.isfinite(initial_loss) and best[0] >= initial_loss)
+    if not improved and accelerator.is_main_process:
         logger.warning(
-            "the dev loss never improved on the initial weights (%.4f): the saved weights are the untrained ones; "
-            "try another --lr or more --epochs", best[0],
+            "the dev loss never improved on the initial weights (best %.4f at epoch %d, initial %.4f); "
+            "try another --lr or more --epochs", best[0], best[1], initial_loss,
         )
     return TrainResult(best[1], best[0], step, seconds, seen / max(1e-9, seconds), history, accelerator.num_processes,
-                       initial_loss)
+                       initial_loss, improved)
 
 
 def _global_mean(loss: torch.Tensor, accelerator) -> float:

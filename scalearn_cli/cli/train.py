@@ -42,10 +42,10 @@ def _progress(label: str):  # -> RichProgress | None
 
 def _untrained_warning(meta: dict) -> str | None:
     training = meta["training"]
-    if training["best_epoch"] != 0:
+    if training.get("improved_on_initial", True):
         return None
-    return (f"the dev loss never improved on the initial weights ({training['best_dev_loss']:.4f}), so the saved "
-            f"weights are untrained: try another --lr or more --epochs")
+    return (f"the dev loss never improved on the initial weights ({training['initial_dev_loss']:.4f}; best "
+            f"{training['best_dev_loss']:.4f} at epoch {training['best_epoch']}): try another --lr or more --epochs")
 
 
 def _report(meta: dict, out: Path, as_json: bool) -> None:

@@ -131,6 +131,7 @@ def run_metadata(
             "best_epoch": result.best_epoch,
             "best_dev_loss": result.best_dev_loss,
             "initial_dev_loss": result.initial_dev_loss,
+            "improved_on_initial": result.improved_on_initial,
             "processes": result.processes,
             "steps": result.steps,
             "train_seconds": round(result.train_seconds, 2),
