@@ -149,10 +149,18 @@ def _infer_label_names(values: Sequence[Any]) -> tuple[tuple[str, ...], dict[Any
     unique = sorted({v for v in values if v is not None and v != UNLABELLED}, key=lambda v: (isinstance(v, str), v))
     if len(unique) < 2:
         raise DataError(
-            f"the labels hold {len(unique)} distinct value(s) {unique}; classification needs at least two classes"
+            f"the labels hold {len(unique)} distinct value(s) ({', '.join(_label_name(v) for v in unique)}); "
+            f"classification needs at least two classes"
         )
     mapping = {v: i for i, v in enumerate(unique)}
-    return tuple(str(v) for v in unique), mapping
+    return tuple(_label_name(v) for v in unique), mapping
+
+
+def _label_name(value: Any) -> str:
+    """A label as people write it: a float column's ``1.0`` is the class ``1`` (JSON/CSV readers make ints floats)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _label_error(spec: TaskSpec, split: str, row: int, value: Any) -> DataError:

@@ -69,11 +69,10 @@ def prune(
         method="scalearn", variant=record.variant, train=_train_config(meta, epochs), resolver=resolver,
         overwrite=overwrite, init_omega=init, pooling=HeadSpec.from_dict(meta["head"], str(folder)).pooling,
     )
-    after = transfer(options, progress)
     main = meta["task"]["main_metric"]
-    report = {
+    report = {  # everything that can fail runs before training: the staged write of ``out`` is the last step
         "out": str(out), "from": str(folder), "metric": main,
-        "score": {"before": _test_score(meta, main), "after": _test_score(after, main)},
+        "score": {"before": _test_score(meta, main), "after": None},
         "n_sources": {"before": len(shares), "after": len(kept)},
         "kept": [table["sources"][i] for i in kept],
         "dropped": [s for i, s in enumerate(table["sources"]) if i not in kept],
@@ -83,6 +82,8 @@ def prune(
     if kinds == {"identity"}:
         everything = [resolver.recorded(ref) for ref in record.sources]
         report["lora_rank"] = {"before": _summed_rank(everything), "after": _summed_rank(kept_sources)}
+    after = transfer(options, progress)  # trains, scores, then writes ``out`` (staged: a failure leaves nothing)
+    report["score"]["after"] = _test_score(after, main)
     return report
 
 

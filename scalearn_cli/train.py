@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
@@ -65,6 +66,9 @@ class TrainResult:
     train_seconds: float
     examples_per_second: float
     history: list[EpochLog] = field(default_factory=list)
+    processes: int = 1  # under ``accelerate launch``: the global batch is batch_size x processes
+    initial_dev_loss: float = math.nan  # of the weights before training
+    improved_on_initial: bool = True  # False: no epoch's dev loss beat the initial weights' (reported as a warning)
 
 
 class Progress:
@@ -79,10 +83,37 @@ class Progress:
     def close(self) -> None: ...
 
 
+#: where launchers put a process's global rank (torchrun/accelerate, Open MPI, MVAPICH, Intel MPI)
+RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK")
+
+
+def is_main_process() -> bool:
+    """Whether this is the main (rank 0) process; read from the launcher's environment, before any Accelerator."""
+    return next((int(os.environ[v]) for v in RANK_VARS if os.environ.get(v, "").isdigit()), 0) == 0
+
+
+def check_launch() -> None:
+    """Refuse ``accelerate launch --cpu --num_processes N`` without mpirun: accelerate then starts ONE process.
+
+    That launcher sets ``MASTER_ADDR`` for N > 1 but no rank, so training would silently run once, with a global
+    batch N times smaller than asked for.
+    """
+    from accelerate.utils import str_to_bool
+
+    cpu_launch = str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "false") or "false")
+    if cpu_launch and os.environ.get("MASTER_ADDR") and not any(v in os.environ for v in (*RANK_VARS, "WORLD_SIZE")):
+        raise UsageError(
+            "accelerate launch --cpu started one process (several CPU processes need mpirun): on a machine without "
+            "a GPU use 'accelerate launch --multi_gpu --num_processes N -m scalearn_cli ...' (gloo) or "
+            "'torchrun --nproc_per_node N -m scalearn_cli ...'"
+        )
+
+
 def make_accelerator(precision: Precision = "no"):
     """An ``Accelerator`` (CPU when no GPU is present; mixed precision only where a GPU supports it)."""
     from accelerate import Accelerator
 
+    check_launch()
     use_gpu = torch.cuda.is_available()
     return Accelerator(mixed_precision=precision if use_gpu else "no", cpu=not use_gpu)
 
@@ -99,6 +130,9 @@ def fit(
     penalty: Callable[[], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``params`` of ``model``; restore the best epoch (lowest dev loss) and return the log.
+
+    The initial weights are scored on dev first: when no epoch lowers that loss, ``improved_on_initial`` is False
+    and a warning is logged (the stages record it; the CLI reports it). The best trained epoch is still kept.
 
     ``penalty`` (e.g. a group lasso on ω) is added to the training loss only, not to the dev loss.
     """
@@ -117,6 +151,8 @@ def fit(
         model, optimizer, train_loader, dev_loader, scheduler
     )
     names = _trainable_names(accelerator.unwrap_model(model), params)
+    # the initial weights' dev loss: a run whose best epoch never beats it is reported, not passed off as success
+    initial_loss, _, _ = evaluate(model, dev_loader, accelerator)
     best = (math.inf, 0, _snapshot(accelerator.unwrap_model(model), names))
     history: list[EpochLog] = []
     progress.start(total)
@@ -127,13 +163,13 @@ def fit(
             losses = []
             for batch in train_loader:
                 loss, _ = model(**batch)
-                value = loss.item()
+                value = _global_mean(loss, accelerator)
                 _check_finite(value, "training", epoch, step + 1, config.lr)
                 accelerator.backward(loss if penalty is None else loss + penalty())
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                step, seen = step + 1, seen + len(batch["labels"]) * accelerator.num_processes
+                step, seen = step + 1, seen + len(batch["labels"]) * accelerator.num_processes  # ~: last batch
                 losses.append(value)
                 progress.step(losses[-1], seen / max(1e-9, time.perf_counter() - t0))
                 if step >= total:
@@ -156,12 +192,30 @@ def fit(
         progress.close()
     seconds = time.perf_counter() - t0
     _restore(accelerator.unwrap_model(model), best[2])
-    return TrainResult(best[1], best[0], step, seconds, seen / max(1e-9, seconds), history)
+    improved = not (math.isfinite(initial_loss) and best[0] >= initial_loss)
+    if not improved and accelerator.is_main_process:
+        logger.warning(
+            "the dev loss never improved on the initial weights (best %.4f at epoch %d, initial %.4f); "
+            "try another --lr or more --epochs", best[0], best[1], initial_loss,
+        )
+    return TrainResult(best[1], best[0], step, seconds, seen / max(1e-9, seconds), history, accelerator.num_processes,
+                       initial_loss, improved)
+
+
+def _global_mean(loss: torch.Tensor, accelerator) -> float:
+    """The batch loss averaged over processes, so every process sees the same value (and stops at the same step)."""
+    if accelerator.num_processes == 1:
+        return loss.item()
+    return float(accelerator.reduce(loss.detach().float().clone(), reduction="mean"))
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, accelerator=None) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean loss, logits and labels over ``loader`` (gathered across processes)."""
+    """Mean loss, logits and labels over ``loader`` (gathered across processes).
+
+    Under several processes the loss is recomputed from the gathered logits (every example once, in the loader's
+    order), so each process gets the same dev loss and takes the same early-stopping decision.
+    """
     model.eval()
     device = next(model.parameters()).device
     total, count, all_logits, all_labels = 0.0, 0, [], []
@@ -178,7 +232,13 @@ def evaluate(model: nn.Module, loader, accelerator=None) -> tuple[float, np.ndar
         all_labels.append(labels.cpu())
     if count == 0:
         return math.nan, np.zeros((0,)), np.zeros((0,))
-    return total / count, torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    problem_type = getattr(accelerator.unwrap_model(model), "problem_type", None) if accelerator else None
+    if accelerator is not None and accelerator.num_processes > 1 and problem_type is not None:
+        from scalearn_cli.model import task_loss
+
+        total, count = float(task_loss(problem_type, logits, labels)), 1
+    return total / count, logits.numpy(), labels.numpy()
 
 
 def _check_finite(loss: float, which: str, epoch: int, step: int, lr: float) -> None:

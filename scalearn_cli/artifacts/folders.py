@@ -45,17 +45,36 @@ def read_folder(folder: Path, kind: str | tuple[str, ...] | None = None) -> Fold
     """Parse and verify a scalearn folder; ``kind`` (source, composition, merged) is checked when given."""
     folder = Path(folder)
     data = read_metadata(folder)
+    check_digest(folder, data)
+    meta = Metadata.from_dict(data, str(folder))
+    wanted = (kind,) if isinstance(kind, str) else kind
+    if wanted and meta.kind not in wanted:
+        raise ArtifactError(f"{folder} is a {meta.kind}, not a {' or '.join(wanted)}; pass a {wanted[0]} folder")
+    return Folder(folder, meta, verify_recorded(folder, meta.files))
+
+
+def check_digest(folder: Path, data: dict) -> None:
+    """Refuse a scalearn.json edited after scalearn wrote it (its recorded ``metadata_sha256`` no longer matches)."""
     recorded = data.get("metadata_sha256")
     if recorded is not None and recorded != metadata_digest(data):
         raise ArtifactError(
             f"{folder}/{METADATA_FILE} was edited after scalearn wrote it (its digest does not match); "
             f"re-create or re-pull the folder"
         )
-    meta = Metadata.from_dict(data, str(folder))
-    wanted = (kind,) if isinstance(kind, str) else kind
-    if wanted and meta.kind not in wanted:
-        raise ArtifactError(f"{folder} is a {meta.kind}, not a {' or '.join(wanted)}; pass a {wanted[0]} folder")
-    return Folder(folder, meta, verify_recorded(folder, meta.files))
+
+
+def check_record(folder: Path) -> dict[str, str]:
+    """Hold a folder to what its scalearn.json records (digest, file hashes) without parsing the rest of it.
+
+    ``read_folder`` does this and more; ``push`` needs only this, so a hand-written folder that records no
+    hashes can still be shared, while an edited one never is.
+    """
+    data = read_metadata(folder)
+    check_digest(folder, data)
+    files = data.get("files") or {}
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{folder}/{METADATA_FILE} has a malformed 'files' record; re-create the folder")
+    return verify_recorded(folder, {str(k): str(v) for k, v in files.items()})
 
 
 def verify_recorded(folder: Path, recorded: dict[str, str]) -> dict[str, str]:

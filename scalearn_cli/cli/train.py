@@ -32,12 +32,35 @@ def _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, preci
     )
 
 
+def _progress(label: str):  # -> RichProgress | None
+    """The progress display, on the main process only (under ``accelerate launch`` every process runs this)."""
+    from scalearn_cli.cli.progress import RichProgress
+    from scalearn_cli.train import is_main_process
+
+    return RichProgress(label) if is_main_process() else None
+
+
+def _untrained_warning(meta: dict) -> str | None:
+    training = meta["training"]
+    if training.get("improved_on_initial", True):
+        return None
+    return (f"the dev loss never improved on the initial weights ({training['initial_dev_loss']:.4f}; best "
+            f"{training['best_dev_loss']:.4f} at epoch {training['best_epoch']}): try another --lr or more --epochs")
+
+
 def _report(meta: dict, out: Path, as_json: bool) -> None:
+    from scalearn_cli.train import is_main_process
+
+    if not is_main_process():  # one summary per run, not one per process
+        return
     summary = {
         "out": str(out), "kind": meta["kind"], "task": meta["task"]["name"], "adapter": meta["adapter"],
         "metrics": meta["metrics"], "best_epoch": meta["training"]["best_epoch"],
         "examples_per_second": meta["training"]["examples_per_second"],
     }
+    warning = _untrained_warning(meta)
+    if warning:
+        summary["warning"] = warning
     if as_json:
         print_json(summary)
         return
@@ -46,6 +69,8 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
     console.print(metrics_table(f"{meta['task']['name']}: {out}", meta["metrics"]))
     what = "transfer parameters (ω / fusion; head excluded)" if meta["kind"] == "composition" else "adapter parameters"
     console.print(f"{meta['adapter']['parameters']:,} trained {what}; saved to [bold]{out}[/]")
+    if warning:
+        console.print(f"[bold yellow]Warning:[/] {warning}")
 
 
 def train_source(
@@ -79,7 +104,6 @@ def train_source(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a source adapter (LoRA or bottleneck) and its head on a task, on a frozen encoder."""
-    from scalearn_cli.cli.progress import RichProgress
     from scalearn_cli.sources import get_kind
     from scalearn_cli.stages.source import train_source as run
 
@@ -90,7 +114,7 @@ def train_source(
     settings = get_kind(adapter).settings(options)
     config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision)
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot)
-    meta = run(data, out, adapter, settings, config, model, overwrite, RichProgress(f"{adapter} {task}"),
+    meta = run(data, out, adapter, settings, config, model, overwrite, _progress(f"{adapter} {task}"),
                pooling=pooling)
     _report(meta, out, as_json)
 
@@ -136,7 +160,6 @@ def transfer(
     as_json: JsonOpt = False,
 ) -> None:
     """Compose source adapters for a target task: learn only ω (or a baseline combiner) and a new head."""
-    from scalearn_cli.cli.progress import RichProgress
     from scalearn_cli.combiners import get_combiner
     from scalearn_cli.stages.transfer import TransferOptions
     from scalearn_cli.stages.transfer import transfer as run
@@ -150,12 +173,13 @@ def transfer(
         options={"k": soup_k} if method == "adaptersoup" else {}, resolver=resolver(registry, endpoint),
         overwrite=overwrite, sparsity=sparsity, pooling=pooling, model=model,
     )
-    _report(run(options, RichProgress(f"{method} {task}")), out, as_json)
+    _report(run(options, _progress(f"{method} {task}")), out, as_json)
 
 
 def evaluate(
     adapter_dir: Annotated[Path, typer.Argument(help="A source or composition folder.")],
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task (default: the adapter's own).")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        "--task", "-t", help="Task (default: the adapter's own); another task must have the same labels.")] = None,
     split: Annotated[str, typer.Option(help="test (the official validation split) or dev (10% of train).")] = "test",
     data_dir: DataDirOpt = None,
     data_file: DataFileOpt = None,
@@ -178,4 +202,5 @@ def evaluate(
         return
     from scalearn_cli.cli.tables import metrics_table
 
-    console.print(metrics_table(f"{result['task']} ({result['examples']} examples)", {split: result["metrics"]}))
+    other = f", adapter trained on {result['trained_on']}" if result["task"] != result["trained_on"] else ""
+    console.print(metrics_table(f"{result['task']} ({result['examples']} examples{other})", {split: result["metrics"]}))

@@ -178,13 +178,16 @@ def is_allowed_file(name: str) -> bool:
 def collect_push_files(folder: Path) -> dict[str, Path]:
     """The files of an adapter folder to push, by name; refuse anything that is not safetensors/JSON/README.
 
-    Hidden entries (``.cache``, ``.DS_Store``...) are skipped. Pickle files and sub-folders are refused with a
+    The folder must pass its own record (``artifacts.folders.check_record``), so an edited weight file or scalearn.json is never
+    published under a name others trust. Hidden entries (``.cache``, ``.DS_Store``...) are skipped. Pickle files and sub-folders are refused with a
     one-line error rather than silently left behind, so what is pushed is exactly what loads.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder} is not a folder: pass the adapter folder written by scalearn train/transfer")
-    read_json(folder / METADATA_FILE)  # an adapter folder carries valid scalearn metadata
+    from scalearn_cli.artifacts.folders import check_record
+
+    check_record(folder)  # valid metadata, unedited (metadata_sha256), every recorded file as hashed
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         name = path.name

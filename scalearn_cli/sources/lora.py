@@ -52,9 +52,18 @@ def attach(encoder: nn.Module, settings: LoraSettings, base_model_id: str):  # -
     try:
         peft_model = get_peft_model(encoder, config)
     except ValueError as exc:
-        raise UsageError(f"LoRA target modules {list(settings.target_modules)} not found in the model: {exc}") from exc
+        raise UsageError(
+            f"LoRA target modules {', '.join(settings.target_modules)} not found in the model; pass --lora-targets "
+            f"with names of its Linear layers, e.g. --lora-targets {','.join(linear_names(encoder)[:4])}"
+        ) from exc
     peft_model.peft_config["default"].base_model_name_or_path = base_model_id
     return peft_model
+
+
+def linear_names(encoder: nn.Module) -> list[str]:
+    """The distinct last names of the encoder's Linear layers, in model order (what ``--lora-targets`` matches)."""
+    names = [name.rpartition(".")[2] for name, module in encoder.named_modules() if isinstance(module, nn.Linear)]
+    return list(dict.fromkeys(names))
 
 
 def load(encoder: nn.Module, folder: Path):  # -> peft.PeftModel

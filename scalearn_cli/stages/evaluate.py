@@ -67,11 +67,7 @@ def evaluate_folder(
     if data.task in (saved_spec.name, "custom") or data.task == "":
         data = replace(data, task=saved_spec.name, task_spec=saved_spec)
     spec = data.spec()
-    if spec.problem_type != saved_spec.problem_type or spec.num_labels != saved_spec.num_labels:
-        raise UsageError(
-            f"adapter was trained on '{saved_spec.name}' ({saved_spec.problem_type}, {saved_spec.num_labels} labels) "
-            f"and cannot score task '{spec.name}'; pass --task {saved_spec.name}"
-        )
+    check_same_labels(saved_spec, spec)
     training = meta.get("training", {})
     config = TrainConfig(batch_size=batch_size, max_length=max_length or int(training.get("max_length", 128)))
     prepared = prepare(data, tokenizer, config, sample_seed=int(training.get("seed", 42)))
@@ -80,8 +76,29 @@ def evaluate_folder(
         "adapter": str(Path(folder)),
         "kind": meta["kind"],
         "task": spec.name,
+        "trained_on": saved_spec.name,  # another task only when asked for with --task
         "split": split,
         "examples": len(getattr(prepared.splits, split)),
         "metrics": metrics,
         "main_metric": spec.main_metric,
     }
+
+
+def _labels(spec) -> str:  # spec: TaskSpec
+    if spec.problem_type == "regression":
+        return "regression"
+    names = ", ".join(spec.label_names) if spec.label_names else f"{spec.num_labels} labels"
+    return f"{spec.problem_type}, labels {names}"
+
+
+def check_same_labels(trained, other) -> None:
+    """Refuse to score an adapter on a task whose outputs mean something else (problem type or label set/order)."""
+    same = trained.problem_type == other.problem_type and trained.num_labels == other.num_labels
+    if same and trained.problem_type != "regression" and trained.label_names and other.label_names:
+        same = tuple(trained.label_names) == tuple(other.label_names)
+    if not same:
+        raise UsageError(
+            f"adapter was trained on '{trained.name}' ({_labels(trained)}) and cannot score task '{other.name}' "
+            f"({_labels(other)}): its head's outputs mean other labels; pass --task {trained.name} or a task "
+            f"with the same labels"
+        )
