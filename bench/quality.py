@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kinds", default="lora,bottleneck")
     p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--soup-k", type=int, default=3, help="AdapterSoup: sources averaged (the most similar k)")
+    p.add_argument("--published", action="store_true",
+                   help="compose the published sources of zoo/published/ for --model (e.g. AdapterHub's Pfeiffer "
+                        "adapters on roberta-base: --model roberta-base --kinds bottleneck) instead of training "
+                        "sources; needs the Hub (and, at paper scale, a GPU); the single-adapter row is skipped")
     p.add_argument("--seeds", default="0,1,2", help="seeds for the small targets (see --multi-seed-targets)")
     p.add_argument("--multi-seed-targets", default="rte,mrpc,stsb", help="targets that get every seed (others: the first)")
     p.add_argument("--multi-seed-kinds", default="lora", help="adapter kinds that get every seed")
@@ -277,6 +281,14 @@ class Runner:
 
     def transfer_sources(self, job: Job) -> list[str]:
         """The target's own adapter first (few-shot: the few-shot one of this seed), then every other task's."""
+        if self.args.published:  # the paper's setting: every published source of the run's tasks, no stage 1
+            from scalearn_cli.zoo import load_published
+
+            by_task: dict[str, str] = {}
+            for r in load_published(self.args.model):  # one per task: the catalog's first (the paper's Pfeiffer set)
+                if r["task"] in self.tasks and r["kind"] == job.kind:
+                    by_task.setdefault(r["task"], r["source"])
+            return [by_task[job.target], *[src for task, src in by_task.items() if task != job.target]]
         own = self.source_folder(job.target, job.kind, job.seed, job.k) if job.k else self.source_folder(job.target, job.kind)
         if job.k:
             self.run(Job("few-shot", job.target, job.kind, "single", None, job.seed, job.k))
@@ -325,6 +337,12 @@ def plan(args: argparse.Namespace, runner: Runner) -> Iterator[Job]:
     """Cheap and most useful first: sources, seed 0 of every method, few-shot, extra seeds."""
     kinds, seeds = csv(args.kinds), [int(s) for s in csv(args.seeds)]
     methods = csv(args.methods) + (["adapterfusion-tuned"] if args.fusion_tuned_lr > 0 else [])
+    if args.published:  # sources are published, not trained: transfers only (see --published)
+        methods = [m for m in methods if m != "single"]
+        for target in runner.targets:
+            for kind in kinds:
+                yield from method_jobs("transfer", target, kind, methods, seeds[0])
+        return
     for kind in kinds:
         for task in runner.tasks:
             yield Job("source", task, kind, "single", None, 0)

@@ -188,3 +188,22 @@ def _record(catalog: Catalog, location: str, name: str, row: dict[str, Any]) -> 
     }
     write_json(catalog.path, data)
     catalog.published = data["published"]
+
+
+def load_published(model: str | None = None) -> list[dict[str, Any]]:
+    """Sources other people published (``zoo/published/*.json``) for ``model`` (every base model when None).
+
+    Each row: name, task (ours, or None when the task is not in the task table), repo_id, revision (a commit when
+    confirmed, else None: resolved when first used), kind, format, confirmed, and the ``--source`` to pass.
+    """
+    rows: list[dict[str, Any]] = []
+    for folder in catalog_dirs():
+        for path in sorted((folder / "published").glob("*.json")):
+            data = read_json(path)
+            if model and model not in (data.get("base_model"), path.stem):
+                continue
+            for entry in data.get("sources", []):
+                pinned = f"@{entry['revision']}" if entry.get("revision") else ""
+                rows.append({**entry, "base_model": data["base_model"], "catalog": str(path),
+                             "source": f"hf://{entry['repo_id']}{pinned}"})
+    return rows

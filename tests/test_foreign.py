@@ -24,7 +24,8 @@ def invoke(*args: Any) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def peft_lora(folder: Path, model_dir: Path, seed: int, base_name: str | None = None, **config: Any) -> Path:
+def peft_lora(folder: Path, model_dir: Path, seed: int, base_name: str | None = None,
+              safe_serialization: bool | None = True, **config: Any) -> Path:
     """A LoRA saved by PEFT itself (save_pretrained), with random non-zero weights."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
@@ -36,7 +37,7 @@ def peft_lora(folder: Path, model_dir: Path, seed: int, base_name: str | None = 
             if "lora_" in name:
                 p.normal_(0, 0.3)
     model.peft_config["default"].base_model_name_or_path = base_name or str(model_dir)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, safe_serialization=bool(safe_serialization))  # False: adapter_model.bin
     return folder
 
 

@@ -16,10 +16,20 @@ ZooModelOpt = Annotated[
 ]
 
 
-def zoo_list(model: ZooModelOpt = None, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+def zoo_list(
+    model: ZooModelOpt = None,
+    registry: RegistryOpt = None,
+    published: Annotated[bool, typer.Option("--published", help="Sources others published on the Hub "
+                                                                "(e.g. AdapterHub's), to pass as --source.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Show the catalog's recipes, what the registry holds of them, and their test scores."""
     from scalearn_cli.registry import get_registry
-    from scalearn_cli.zoo import load_catalog, status
+    from scalearn_cli.zoo import load_catalog, load_published, status
+
+    if published:
+        _published(load_published(model), as_json)
+        return
 
     catalog = load_catalog(model)
     rows = status(catalog, get_registry(registry))
@@ -54,6 +64,22 @@ def zoo_build(
         print_json(rows)
         return
     _table(f"zoo build {catalog.prefix} -> {reg.location}", rows)
+
+
+def _published(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="published sources: transfer --source SOURCE (needs the Hub)", title_justify="left")
+    for col in ("task", "source", "confirmed"):
+        table.add_column(col, no_wrap=col == "source")
+    for row in rows:
+        table.add_row(row["task"] or row["name"], row["source"], "yes" if row["confirmed"] else "no")
+    kinds = sorted({f"{r['kind']} ({r['format']}) on {r['base_model']}" for r in rows})
+    console.print(table)
+    console.print(f"{', '.join(kinds)}; 'no': the id follows the publisher's naming and is pinned when first used")
 
 
 def _table(title: str, rows: list[dict]) -> None:

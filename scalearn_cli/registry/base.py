@@ -20,6 +20,9 @@ from scalearn_cli.errors import ArtifactError, RegistryError, UsageError
 DEFAULT_BRANCH = "main"
 #: what a registry ever stores or hands back (patterns in huggingface_hub's fnmatch syntax)
 ALLOW_PATTERNS = ("*.safetensors", "*.json", MODEL_CARD_FILE)
+#: the weights files of adapters other libraries publish (PEFT's .bin, AdapterHub's): *pulled* for use as sources
+#: only, and only ever read with ``torch.load(weights_only=True)`` by ``scalearn_cli.formats``; never pushed
+PULL_ONLY_FILES = ("adapter_model.bin", "pytorch_adapter.bin")
 #: suffixes that betray pickle (torch.save, joblib, numpy object arrays...): refused with a pointed hint
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 
@@ -173,6 +176,11 @@ def is_commit_hash(revision: str) -> bool:
 def is_allowed_file(name: str) -> bool:
     """Only safetensors, JSON and the model card ever enter or leave a registry."""
     return name == MODEL_CARD_FILE or name.endswith((".safetensors", ".json"))
+
+
+def is_pullable_file(name: str) -> bool:
+    """What a pull fetches: the allowed files plus other libraries' adapter weights (see PULL_ONLY_FILES)."""
+    return is_allowed_file(name) or name in PULL_ONLY_FILES
 
 
 def collect_push_files(folder: Path) -> dict[str, Path]:

@@ -27,13 +27,14 @@ from scalearn_cli.artifacts import METADATA_FILE, read_json, sha256_file
 from scalearn_cli.errors import RegistryError, ScaLearnError
 from scalearn_cli.registry.base import (
     ALLOW_PATTERNS,
+    PULL_ONLY_FILES,
     DEFAULT_BRANCH,
     PushResult,
     Registry,
     RepoEntry,
     collect_push_files,
     existing_pull,
-    is_allowed_file,
+    is_pullable_file,
     matches,
     validate_filename,
     validate_ref_name,
@@ -168,7 +169,9 @@ class HubRegistry(Registry):
             tree = list(self.api.list_repo_tree(repo_id, revision=commit, recursive=True, repo_type="model"))
         records: dict[str, RemoteFile] = {}
         for item in tree:
-            if not isinstance(item, RepoFile) or "/" in item.path or not is_allowed_file(item.path):
+            if not isinstance(item, RepoFile) or "/" in item.path or item.path.startswith("."):
+                continue  # folders, .gitattributes and macOS' ._* leftovers (AdapterHub repos hold one) are not ours
+            if not is_pullable_file(item.path):
                 continue
             name = validate_filename(item.path)
             sha256 = item.lfs.sha256 if item.lfs is not None else None
@@ -186,7 +189,7 @@ class HubRegistry(Registry):
         return {name: r.sha256 or sha256_file(folder / name) for name, r in records.items()}
 
     def pull(self, repo_id: str, revision: str | None = None, local_dir: Path | None = None) -> Path:
-        """Download a revision (only safetensors/JSON/README), verify every file, return the folder.
+        """Download a revision (safetensors/JSON/README, and PEFT/AdapterHub weights), verify every file, return it.
 
         Without ``local_dir`` the folder is huggingface_hub's cache snapshot; with it, files are downloaded
         to a temporary folder beside ``local_dir`` and renamed into place only once verified.
@@ -224,7 +227,7 @@ class HubRegistry(Registry):
                 repo_type="model",
                 revision=commit,
                 local_dir=str(local_dir) if local_dir is not None else None,
-                allow_patterns=list(ALLOW_PATTERNS),
+                allow_patterns=[*ALLOW_PATTERNS, *PULL_ONLY_FILES],
                 endpoint=self.endpoint,
                 token=self._token,
                 library_name="scalearn",
