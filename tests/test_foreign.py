@@ -137,3 +137,30 @@ def test_a_peft_dora_folder_is_refused_naming_the_feature(tmp_path, tiny_model_d
     dora = peft_lora(tmp_path / "dora", tiny_model_dir, 6, use_dora=True)
     result = invoke("transfer", "--task", "rte", "--source", dora, "--out", tmp_path / "x")
     assert result.exit_code == 1 and "DoRA" in result.stderr
+
+
+def test_model_may_replace_the_named_base_when_architecture_and_shapes_match(tmp_path, tiny_model_dir):
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from conftest import TINY
+
+    copy = tmp_path / "local-copy"
+    shutil.copytree(tiny_model_dir, copy)  # the same model, held in another folder
+    source = peft_lora(tmp_path / "named", tiny_model_dir, 7, base_name="someone/tiny-bert")
+    rows = "".join(json.dumps({"sentence": f"a {w} film", "label": i % 2}) + "\n" for i, w in enumerate(["good", "bad"] * 16))
+    (tmp_path / "t.jsonl").write_text(rows)
+    data = ["--task", "custom", "--data-file", tmp_path / "t.jsonl", "--text-fields", "sentence"]
+    ok = invoke("transfer", *data, "--source", source, "--model", copy, *TRAIN, "--out", tmp_path / "c", "--json")
+    assert ok.exit_code == 0, ok.output
+    meta = json.loads((tmp_path / "c" / "scalearn.json").read_text())
+    assert meta["base_model"]["id"] == str(copy.resolve()) and meta["sources_base_model"] == "someone/tiny-bert"
+    other = tmp_path / "wider"  # another architecture size: refused in one line, naming both
+    BertModel(BertConfig(**{**TINY, "hidden_size": 48, "intermediate_size": 40})).save_pretrained(other)
+    shutil.copy(tiny_model_dir / "tokenizer.json", other)
+    shutil.copy(tiny_model_dir / "tokenizer_config.json", other)
+    ours = make_source(tmp_path / "ours", tiny_model_dir, "lora", seed=8)
+    refused = invoke("transfer", *data, "--source", ours, "--model", other, *TRAIN, "--out", tmp_path / "d")
+    assert refused.exit_code == 1 and "hidden_size 32" in refused.stderr and "hidden_size 48" in refused.stderr
+    assert not (tmp_path / "d").exists()

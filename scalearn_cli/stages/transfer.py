@@ -13,7 +13,7 @@ from scalearn_cli.artifacts import AdapterSpec, COMPOSITION_FILE, CompositionRec
 from scalearn_cli.cards import metrics_table
 from scalearn_cli.combiners import CombinerSpec, TargetContext, get_combiner
 from scalearn_cli.compose import Composition, check_sources, composition_record, inject
-from scalearn_cli.errors import UsageError
+from scalearn_cli.errors import CompositionError, UsageError
 from scalearn_cli.model import TaskHead, TaskModel, head_outputs, head_spec
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.scaling import Omega
@@ -90,8 +90,10 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     if options.model is None and not base.get("id"):
         raise UsageError(f"source '{resolved[0].name}' does not say which base model it adapts; pass --model")
     encoder, tokenizer, ref = load_backbone(options.model or base["id"])
+    check_base_model(base, ref, options.model)
     if options.model is not None and base.get("id") and options.model != base["id"]:
-        logger.warning("composing sources trained on %s over --model %s (shapes are checked)", base["id"], options.model)
+        logger.warning("composing sources trained on %s over --model %s (architecture and shapes match)",
+                       base["id"], options.model)
     elif base.get("revision") and ref.revision != base["revision"]:
         logger.warning("base model %s is at %s; the sources were trained on %s", ref.id, ref.revision, base["revision"])
     prepared = prepare(options.data, tokenizer, config)
@@ -115,6 +117,17 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     written: list[Metadata] = []
     on_main_process(lambda: written.append(_save(options, comp, head, record, meta)))
     return (written[0] if written else meta).to_dict()
+
+
+def check_base_model(recorded: dict[str, Any], ref, model: str | None) -> None:
+    """The loaded base model must be the architecture and shape the sources recorded (foreign ones record none)."""
+    for key in ("model_type", "hidden_size", "num_layers"):
+        want, got = recorded.get(key), getattr(ref, key)
+        if want is not None and want != got:
+            raise CompositionError(
+                f"the sources were trained on {recorded.get('id')} ({key} {want}) but the base model "
+                f"{model or ref.id} has {key} {got}; pass the model they were trained on"
+            )
 
 
 def _target(prepared, resolved: list[Resolved], encoder, tokenizer, config: TrainConfig) -> TargetContext:
