@@ -297,7 +297,8 @@ def hub_error(exc: Exception, where: str, repo_id: str | None, revision: str | N
         return RegistryError(f"HF_HUB_OFFLINE is set, so {where} cannot be reached: unset it or use --registry local")
     if isinstance(exc, (hf.LocalEntryNotFoundError, ConnectionError, TimeoutError, *_transport_errors())):
         return RegistryError(
-            f"registry {where} unreachable: check HF_ENDPOINT / --endpoint and your network, or use --registry local"
+            f"registry {where} unreachable: check HF_ENDPOINT / --endpoint and your network, or use --registry "
+            "local (or pass a local folder as --source)"
         )
     if isinstance(exc, json.JSONDecodeError):
         return RegistryError(
