@@ -183,6 +183,25 @@ class LowRankMix(nn.Module):
         bias = None if self.up_bias is None else (w * self.up_bias).sum(0)  # (D_out,)
         return F.linear(hid, up, bias)
 
+    def foldable(self) -> bool:
+        """Linear in x with input-independent weights (LoRA sources under ω or fixed weights): ΔW exists."""
+        return self.activation == "identity" and self.fusion is None and self.combine is None and self.weights is not None
+
+    @torch.no_grad()
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = (diag(ω) U) D, shape (D_out, D_in), in eval mode; cached until ω, U or D change in place.
+
+        Inference then costs one GEMM with W + ΔW, the bare model's, instead of two extra low-rank ones: the
+        fold that ``scalearn export --format merged`` writes, done lazily in memory (see ComposedLinear).
+        """
+        tensors = [self.up, self.down, *self.weights.parameters(), *self.weights.buffers()]
+        key = (id(self.weights), *(t._version for t in tensors), *(t.data_ptr() for t in tensors))
+        if getattr(self, "_delta_key", None) != key:
+            w = self.weights.weights(self.site)  # (N, D_out) or (N, 1); no dropout in eval mode
+            self._delta = (self.up * w[self.src].transpose(0, 1)) @ self.down  # (D_out, D_in)
+            self._delta_key = key
+        return self._delta
+
     def source_outputs(self, hid: torch.Tensor) -> torch.Tensor:
         """Each source's own output a_i, stacked: (batch, seq, N, D_out). Used by fusion only."""
         outs = []

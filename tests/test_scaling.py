@@ -162,3 +162,18 @@ def test_fusion_starts_near_average_of_values(sources, tiny_model_dir, batch):
     d = TINY["hidden_size"]
     assert n_params == TINY["num_hidden_layers"] * (2 * (d * d + d) + d * d)
     assert torch.isfinite(hidden(encoder, batch)).all()
+
+
+def test_inference_folds_lora_mixes_lazily_and_refolds_when_omega_changes(sources, tiny_model_dir, batch):
+    """Eval + no_grad runs W + ΔW (one GEMM, the bare model's cost); it equals the unfolded sum, and a changed ω
+    (an optimizer step, in place) is picked up: the cache is keyed on the tensors' versions."""
+    encoder, comp = composed(tiny_model_dir, sources["lora"], variant="scalearn")
+    with torch.no_grad():
+        folded = hidden(encoder, batch)
+    unfolded = hidden(encoder, batch).detach()  # grad enabled: the low-rank path
+    assert torch.allclose(folded, unfolded, atol=1e-5)
+    set_omega(comp, [0.0, 1.0, 0.0])
+    with torch.no_grad():
+        refolded = hidden(encoder, batch)
+    assert not torch.allclose(refolded, folded, atol=1e-4)
+    assert torch.allclose(refolded, hidden(encoder, batch).detach(), atol=1e-5)

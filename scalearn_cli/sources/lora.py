@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from scalearn_cli.artifacts import LORA_CONFIG_FILE
@@ -89,6 +90,10 @@ class ComposedLinear(nn.Module):
         self.mix = mix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled() and getattr(self.mix, "foldable", bool)():
+            # inference with fixed weights: y = (W + ΔW) x + b, ΔW cached by the mix (bare-model speed)
+            weight = self.base.weight + self.mix.delta_weight().to(self.base.weight.dtype)
+            return F.linear(x, weight, self.base.bias)
         return self.base(x) + self.mix(x)
 
 
