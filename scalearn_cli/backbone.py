@@ -209,3 +209,46 @@ def ffn_output_modules(encoder: nn.Module) -> list[nn.Module]:
         if not all(hasattr(out, name) for name in ("dense", "dropout", "LayerNorm")):
             raise ModelError(f"layer output {type(out).__name__} has no dense/dropout/LayerNorm; use --adapter lora")
     return outputs
+
+
+def auto_pooling(model: str) -> tuple[str, str]:
+    """(pooling, why) for ``--pooling auto``: how the encoder was trained to be read.
+
+    A sentence-transformers checkpoint says so in ``modules.json`` + ``1_Pooling/config.json``: mean pooling where
+    it was trained with mean tokens (e.g. all-MiniLM-L6-v2), the first token where it used [CLS]. Anything else
+    (a plain BERT/RoBERTa checkpoint) reads the first token, as the paper does.
+    """
+    import json
+
+    config = _pooling_config(model)
+    if config is None:
+        return "first", "no sentence-transformers pooling config: the first token, as the paper"
+    if config.get("pooling_mode_mean_tokens"):
+        return "mean", "the encoder's sentence-transformers pooling config (mean tokens)"
+    if config.get("pooling_mode_cls_token"):
+        return "first", "the encoder's sentence-transformers pooling config (CLS token)"
+    return "first", f"unsupported sentence-transformers pooling {json.dumps(config, sort_keys=True)}: the first token"
+
+
+def _pooling_config(model: str) -> dict | None:
+    """``1_Pooling/config.json`` (the folder modules.json names) of a local folder or a Hub repo, else None."""
+    import json
+
+    def read(name: str) -> str | None:
+        path = Path(resolve_model_path(model))
+        if path.is_dir():
+            return (path / name).read_text(encoding="utf-8") if (path / name).is_file() else None
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(model, name)).read_text(encoding="utf-8")
+        except Exception:  # offline, missing file, no such repo: not a sentence-transformers checkpoint we can read
+            return None
+
+    try:
+        modules = json.loads(read("modules.json") or "[]")
+        folder = next((m.get("path") for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
+        text = read(f"{folder}/config.json") if folder else None
+        return json.loads(text) if text else None
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        return None

@@ -305,6 +305,7 @@ def make_splits(
     max_train_samples: int | None = None,
     few_shot: int | None = None,
     sample_seed: int = 0,
+    max_dev_samples: int | None = None,
 ) -> Splits:
     """Build the paper's train/dev/test splits from raw splits.
 
@@ -313,7 +314,9 @@ def make_splits(
     * Without a validation split (a single custom file), train is split 80/10/10 into train/dev/test; a named
       task without its test split raises :class:`DataError` naming the missing file.
     * Rows labelled -1 (unlabelled) are dropped; a split left empty raises :class:`DataError`.
-    * ``max_train_samples`` keeps that many train rows (seeded by ``sample_seed``, stratified when possible).
+    * ``max_train_samples`` keeps that many train rows (seeded by ``sample_seed``, stratified when possible), and
+      dev becomes 10% of the pool the capped train came from (``ceil(cap / 9)`` rows, at least 32), so a capped
+      run does not evaluate thousands of dev rows after every epoch; ``max_dev_samples`` overrides the dev size.
     * ``few_shot=K`` keeps K train rows likewise and caps dev at ``max(K, 32)`` rows, so model selection
       does not use more labelled data than a few-shot budget allows; K above the train rows is a UsageError.
 
@@ -350,8 +353,10 @@ def make_splits(
         dev_pos, test_pos = _split_indices(held_labels, len(held), 0.5, seed)
         dev_idx, test = held[dev_pos], full.select(held[test_pos])
     train, dev = full.select(train_idx), full.select(dev_idx)
-    if max_train_samples is not None:
+    if max_train_samples is not None and max_train_samples < len(train):
         train = _subsample(train, spec, max_train_samples, sample_seed)
+        if max_dev_samples is None:  # --max-dev-samples overrides this default
+            dev = _subsample(dev, spec, max(-(-max_train_samples // 9), 32), sample_seed)
     if few_shot is not None:
         if few_shot > len(train):
             raise UsageError(
@@ -360,6 +365,10 @@ def make_splits(
             )
         train = _subsample(train, spec, few_shot, sample_seed)
         dev = _subsample(dev, spec, max(few_shot, 32), sample_seed)
+    if max_dev_samples is not None:
+        if max_dev_samples < 1:
+            raise UsageError(f"--max-dev-samples is {max_dev_samples}; give a positive number of examples")
+        dev = _subsample(dev, spec, max_dev_samples, sample_seed)
     for name, part in (("train", train), ("dev", dev), ("test", test)):
         if len(part) == 0:
             raise DataError(f"the {name} split of task {spec.name} is empty; give more labelled rows")
@@ -419,8 +428,14 @@ def make_loader(
     max_length: int = 128,
     shuffle: bool = False,
     seed: int = 0,
+    sort_by_length: bool = False,
+    group_by_length: bool = False,
 ) -> DataLoader:
     """Tokenize ``dataset`` once and batch it with dynamic padding.
+
+    ``sort_by_length`` (evaluation): rows in order of length, so each batch pads to its own few tokens (metrics do
+    not depend on row order). ``group_by_length`` (training, with ``shuffle``): transformers' own
+    ``LengthGroupedSampler``, random mega-batches sorted by length, as the Trainer's ``group_by_length``.
 
     Batches hold the tokenizer's tensors (``input_ids``, ``attention_mask``, maybe ``token_type_ids``) of shape
     ``(batch, seq)``, and ``labels`` (long; float for regression) when the label column is present. Two text
@@ -442,13 +457,27 @@ def make_loader(
     label_dtype = torch.float32 if spec.problem_type == "regression" else torch.long
     n_choices = len(spec.choice_fields) if spec.problem_type == "multiple_choice" else None
     generator = torch.Generator().manual_seed(seed) if shuffle else None
+    lengths = [_n_tokens(f["input_ids"]) for f in features]
+    sampler = None
+    if group_by_length and shuffle:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler, shuffle = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator), False
+    elif sort_by_length and not shuffle:
+        features = [features[i] for i in sorted(range(len(features)), key=lambda i: lengths[i])]
     return DataLoader(
         features,  # type: ignore[arg-type]  # a list is a valid map-style dataset
         batch_size=batch_size,
         shuffle=shuffle,
-        generator=generator,
+        sampler=sampler,
+        generator=generator if sampler is None else None,
         collate_fn=_Collator(tokenizer, n_choices, label_dtype),
     )
+
+
+def _n_tokens(ids: Any) -> int:
+    """Tokens of one feature: a list of ids, or (multiple choice) one list per choice."""
+    return sum(_n_tokens(x) for x in ids) if ids and isinstance(ids[0], (list, tuple)) else len(ids)
 
 
 def example_texts(ds: datasets.Dataset, spec: TaskSpec) -> list[str]:

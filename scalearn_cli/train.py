@@ -36,10 +36,12 @@ class TrainConfig:
     seed: int = 42
     patience: int | None = 5  # None or 0: no early stopping
     max_steps: int | None = None  # overrides epochs when set (few-shot: 1,000 steps)
+    eval_batch_size: int = 128  # dev/test batches: no gradients, so larger ones (length-sorted) are cheap
+    group_by_length: bool = False  # training batches of similar lengths (transformers' LengthGroupedSampler)
     precision: Precision = "no"
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length"):
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -209,7 +211,7 @@ def _global_mean(loss: torch.Tensor, accelerator) -> float:
     return float(accelerator.reduce(loss.detach().float().clone(), reduction="mean"))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, loader, accelerator=None) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean loss, logits and labels over ``loader`` (gathered across processes).
 

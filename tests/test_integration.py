@@ -117,13 +117,13 @@ def test_vanilla_peft_reproduces_our_logits(sst2_lora, minilm_dir: Path) -> None
 
     ours, _, _ = load_source_model(folder)
     peft_model = PeftModel.from_pretrained(AutoModel.from_pretrained(minilm_dir), str(folder)).eval()
-    head = TaskHead(meta["head"]["hidden_size"], meta["head"]["num_outputs"]).eval()
+    head = TaskHead(meta["head"]["hidden_size"], meta["head"]["num_outputs"], pooling=meta["head"]["pooling"]).eval()
     head.load_state_dict(load_file(str(folder / "head.safetensors")))
     with torch.no_grad():
         want = ours(**batch)[1]
-        got = head(peft_model(**batch).last_hidden_state)
+        got = head(peft_model(**batch).last_hidden_state, batch["attention_mask"])  # the mask: for mean pooling
         # the adapter matters: the bare encoder with the same head gives other logits
-        bare = head(AutoModel.from_pretrained(minilm_dir).eval()(**batch).last_hidden_state)
+        bare = head(AutoModel.from_pretrained(minilm_dir).eval()(**batch).last_hidden_state, batch["attention_mask"])
     assert want.shape == got.shape == (3, 2)
     assert torch.allclose(want, got, atol=1e-5), (want - got).abs().max()
     assert not torch.allclose(want, bare, atol=1e-3)

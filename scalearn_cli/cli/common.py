@@ -44,6 +44,13 @@ PatienceOpt = Annotated[
 MaxTrainOpt = Annotated[
     Optional[int], typer.Option("--max-train-samples", help="Cap the training split (seeded sample).")
 ]
+MaxDevOpt = Annotated[
+    Optional[int], typer.Option("--max-dev-samples", help="Cap the dev split (default: 10% of the train pool).")
+]
+EvalBatchOpt = Annotated[int, typer.Option("--eval-batch-size", help="Dev/test batch size (length-sorted).")]
+GroupByLengthOpt = Annotated[
+    bool, typer.Option("--group-by-length", help="Training batches of similar lengths (less padding).")
+]
 FewShotOpt = Annotated[Optional[int], typer.Option("--few-shot", help="Train on K examples only (seeded).")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N steps (overrides --epochs).")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="no, fp16 or bf16 (GPU only; CPU runs fp32).")]

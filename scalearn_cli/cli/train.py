@@ -8,27 +8,32 @@ from typing import Annotated, Optional
 import typer
 
 from scalearn_cli.cli.common import (
-    BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, FewShotOpt, JsonOpt, LabelFieldOpt, LrOpt, MaxLenOpt,
+    BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, EvalBatchOpt, FewShotOpt, GroupByLengthOpt, JsonOpt,
+    LabelFieldOpt, LrOpt, MaxDevOpt, MaxLenOpt,
     MaxStepsOpt, MaxTrainOpt, ModelOpt, OutOpt, OverwriteOpt, PatienceOpt, PrecisionOpt, ProblemOpt, RegistryOpt,
     SeedOpt, TaskOpt, TextFieldsOpt, console, print_json, resolver, split_csv,
 )
 
 
-def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot):
+def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
+          max_dev_samples=None):
     from scalearn_cli.stages.common import DataOptions
 
     return DataOptions(
         task=task, data_dir=data_dir, data_file=data_file, text_fields=split_csv(text_fields),
         label_field=label_field, problem_type=problem_type, max_train_samples=max_train_samples, few_shot=few_shot,
+        max_dev_samples=max_dev_samples,
     )
 
 
-def _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision):
+def _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision, eval_batch_size=128,
+            group_by_length=False):
     from scalearn_cli.train import TrainConfig
 
     return TrainConfig(
         epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
         patience=patience or None, max_steps=max_steps, precision=precision,  # --patience 0: no early stopping
+        eval_batch_size=eval_batch_size, group_by_length=group_by_length,
     )
 
 
@@ -88,8 +93,9 @@ def train_source(
     lora_targets: Annotated[str, typer.Option("--lora-targets", help="Comma-separated module names.")] = "query,value",
     reduction_factor: Annotated[int, typer.Option("--reduction-factor", help="Bottleneck: hidden / size.")] = 16,
     pooling: Annotated[str, typer.Option(
-        help="How the head reads the sequence: first (token, the paper's) or mean (over tokens, as sentence-transformers pool).")
-    ] = "first",
+        help="How the head reads the sequence: auto (the encoder's own sentence-transformers pooling, else the first "
+             "token), first (the paper's) or mean (over tokens).")
+    ] = "auto",
     epochs: EpochsOpt = 30,
     lr: LrOpt = None,
     batch_size: BatchOpt = 32,
@@ -98,7 +104,10 @@ def train_source(
     patience: PatienceOpt = 5,
     max_train_samples: MaxTrainOpt = None,
     few_shot: FewShotOpt = None,
+    max_dev_samples: MaxDevOpt = None,
     max_steps: MaxStepsOpt = None,
+    eval_batch_size: EvalBatchOpt = 128,
+    group_by_length: GroupByLengthOpt = False,
     precision: PrecisionOpt = "no",
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
@@ -112,8 +121,10 @@ def train_source(
         "bottleneck": {"reduction_factor": reduction_factor},
     }.get(adapter, {})
     settings = get_kind(adapter).settings(options)
-    config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision)
-    data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot)
+    config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision,
+                     eval_batch_size, group_by_length)
+    data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
+                 max_dev_samples)
     meta = run(data, out, adapter, settings, config, model, overwrite, _progress(f"{adapter} {task}"),
                pooling=pooling)
     _report(meta, out, as_json)
@@ -136,7 +147,7 @@ def transfer(
     soup_k: Annotated[int, typer.Option("--soup-k", help="adaptersoup: how many sources to average.")] = 3,
     sparsity: Annotated[float, typer.Option(help="Group-lasso strength λ on per-source ω (helps `prune`).")] = 0.0,
     pooling: Annotated[Optional[str], typer.Option(
-        help="Head pooling, first or mean (default: the one the sources' heads were trained with).")
+        help="Head pooling: auto, first or mean (default: the one the sources' heads were trained with).")
     ] = None,
     registry: RegistryOpt = None,
     endpoint: EndpointOpt = None,
@@ -153,7 +164,10 @@ def transfer(
     patience: PatienceOpt = None,
     max_train_samples: MaxTrainOpt = None,
     few_shot: FewShotOpt = None,
+    max_dev_samples: MaxDevOpt = None,
     max_steps: MaxStepsOpt = None,
+    eval_batch_size: EvalBatchOpt = 128,
+    group_by_length: GroupByLengthOpt = False,
     precision: PrecisionOpt = "no",
     model: ModelOpt = None,
     overwrite: OverwriteOpt = False,
@@ -166,10 +180,12 @@ def transfer(
 
     combiner = get_combiner(method)  # the library owns each method's defaults
     config = _config(epochs, lr, batch_size, max_length, seed,
-                     combiner.default_patience if patience is None else patience, max_steps, precision)
+                     combiner.default_patience if patience is None else patience, max_steps, precision,
+                     eval_batch_size, group_by_length)
     options = TransferOptions(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config,
-        data=_data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot),
+        data=_data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
+                 max_dev_samples),
         options={"k": soup_k} if method == "adaptersoup" else {}, resolver=resolver(registry, endpoint),
         overwrite=overwrite, sparsity=sparsity, pooling=pooling, model=model,
     )

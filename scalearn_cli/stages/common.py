@@ -32,6 +32,7 @@ class DataOptions:
     label_names: tuple[str, ...] | None = None
     max_train_samples: int | None = None
     few_shot: int | None = None
+    max_dev_samples: int | None = None  # default: 10% of the train pool (capped runs: of the capped pool)
     task_spec: Any = None  # a resolved TaskSpec (e.g. read from an adapter's metadata) wins over ``task``
 
     def spec(self):  # -> TaskSpec
@@ -73,13 +74,16 @@ def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: i
         max_train_samples=options.max_train_samples,
         few_shot=options.few_shot,
         sample_seed=config.seed if sample_seed is None else sample_seed,
+        max_dev_samples=options.max_dev_samples,
     )
     spec = splits.spec
+    train = make_loader(splits.train, spec, tokenizer, config.batch_size, config.max_length, shuffle=True,
+                        seed=config.seed, group_by_length=config.group_by_length)
 
-    def loader(ds, shuffle: bool):
-        return make_loader(ds, spec, tokenizer, config.batch_size, config.max_length, shuffle=shuffle, seed=config.seed)
+    def eval_loader(ds):  # length-sorted, larger batches: evaluation is most of a small run's time on a CPU
+        return make_loader(ds, spec, tokenizer, config.eval_batch_size, config.max_length, sort_by_length=True)
 
-    return Prepared(options, spec, splits, loader(splits.train, True), loader(splits.dev, False), loader(splits.test, False))
+    return Prepared(options, spec, splits, train, eval_loader(splits.dev), eval_loader(splits.test))
 
 
 def score(model: nn.Module, prepared: Prepared, splits: tuple[str, ...] = ("dev", "test")) -> dict[str, dict]:
@@ -125,6 +129,7 @@ def run_metadata(
             "data_file": str(Path(options.data_file).resolve()) if options.data_file else None,
             "max_train_samples": options.max_train_samples,
             "few_shot": options.few_shot,
+            "max_dev_samples": options.max_dev_samples,
         },
         training={
             **asdict(config),
@@ -145,5 +150,15 @@ def run_metadata(
 
 
 def check_pooling(pooling: str) -> None:
-    if pooling not in POOLINGS:
-        raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
+    if pooling not in (*POOLINGS, "auto"):
+        raise UsageError(f"--pooling must be auto or one of {', '.join(POOLINGS)}, got '{pooling}'")
+
+
+def resolve_pooling(pooling: str, model: str) -> tuple[str, str]:
+    """(pooling, why): ``auto`` becomes what the encoder was trained with (see ``backbone.auto_pooling``)."""
+    check_pooling(pooling)
+    if pooling != "auto":
+        return pooling, "asked for"
+    from scalearn_cli.backbone import auto_pooling
+
+    return auto_pooling(model)

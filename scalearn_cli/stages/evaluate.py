@@ -69,7 +69,8 @@ def evaluate_folder(
     spec = data.spec()
     check_same_labels(saved_spec, spec)
     training = meta.get("training", {})
-    config = TrainConfig(batch_size=batch_size, max_length=max_length or int(training.get("max_length", 128)))
+    config = TrainConfig(batch_size=batch_size, eval_batch_size=batch_size,
+                         max_length=max_length or int(training.get("max_length", 128)))
     prepared = prepare(data, tokenizer, config, sample_seed=int(training.get("seed", 42)))
     metrics = score(model, prepared, splits=(split,))[split]
     return {

@@ -14,7 +14,9 @@ from scalearn_cli.backbone import DEFAULT_MODEL, BaseModelRef, load_backbone
 from scalearn_cli.cards import metrics_table
 from scalearn_cli.model import TaskHead, TaskModel, build_head, head_outputs, head_spec
 from scalearn_cli.sources import Attached, get_kind
-from scalearn_cli.stages.common import DataOptions, check_pooling, metric_fn, prepare, run_metadata, score
+from scalearn_cli.stages.common import (
+    DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score,
+)
 from scalearn_cli.train import Progress, TrainConfig, count_parameters, fit, on_main_process
 
 logger = logging.getLogger(__name__)
@@ -33,13 +35,14 @@ def train_source(
     overwrite: bool = False,
     progress: Progress | None = None,
     extra_meta: dict[str, Any] | None = None,
-    pooling: str = "first",
+    pooling: str = "auto",
 ) -> dict[str, Any]:
     """Train one source adapter (+ head) on a frozen encoder; write the folder atomically; return its metadata.
 
     ``settings``: the kind's settings (dataclass or dict; defaults when None). ``config.lr`` None means the
     kind's default learning rate. ``extra_meta`` (e.g. the zoo recipe) is merged into scalearn.json.
-    ``pooling``: how the head reads the sequence (``first`` token, the paper's; ``mean`` over tokens).
+    ``pooling``: how the head reads the sequence (``first`` token, the paper's; ``mean`` over tokens; ``auto``: what
+    the encoder was trained with — its sentence-transformers pooling config, else the first token).
     """
     from transformers import set_seed
 
@@ -49,6 +52,8 @@ def train_source(
     config = config if config.lr is not None else replace(config, lr=kind.default_lr)
     check_pooling(pooling)
     check_out_dir(out, overwrite)
+    pooling, why = resolve_pooling(pooling, model or DEFAULT_MODEL)
+    logger.info("head pooling: %s (%s)", pooling, why)
     encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL)
     prepared = prepare(data, tokenizer, config)
     set_seed(config.seed)
@@ -59,7 +64,7 @@ def train_source(
     result = fit(task_model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress)
     spec = AdapterSpec(kind.name, count_parameters(attached.params), settings=asdict(settings))
     meta = run_metadata("source", prepared, ref, config, result, spec, head_spec(head), score(task_model, prepared),
-                        extra_meta)
+                        {"pooling_choice": why, **(extra_meta or {})})
     written: list[Metadata] = []
     on_main_process(lambda: written.append(save_source(out, attached, settings, head, meta, overwrite)))
     return (written[0] if written else meta).to_dict()

@@ -17,7 +17,9 @@ from scalearn_cli.errors import CompositionError, UsageError
 from scalearn_cli.model import TaskHead, TaskModel, head_outputs, head_spec
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.scaling import Omega
-from scalearn_cli.stages.common import DataOptions, check_pooling, metric_fn, prepare, run_metadata, score
+from scalearn_cli.stages.common import (
+    DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score,
+)
 from scalearn_cli.train import Progress, TrainConfig, fit, on_main_process
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     resolved = [options.resolver.source(ref) for ref in refs]
     check_sources(resolved)
     pooling = options.pooling or sources_pooling(resolved)
+    if pooling == "auto":
+        pooling = resolve_pooling(pooling, options.model or resolved[0].meta.base_model["id"])[0]
     base = resolved[0].meta.base_model
     if options.model is None and not base.get("id"):
         raise UsageError(f"source '{resolved[0].name}' does not say which base model it adapts; pass --model")
