@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from scalearn_cli.artifacts import AdapterSpec, HEAD_FILE, Metadata, check_out_dir, save_tensors, write_folder
-from scalearn_cli.backbone import DEFAULT_MODEL, BaseModelRef, load_backbone
+from scalearn_cli.backbone import DEFAULT_MODEL, BaseModelRef, default_pooling, load_backbone
 from scalearn_cli.cards import metrics_table
 from scalearn_cli.model import TaskHead, TaskModel, build_head, head_outputs, head_spec
 from scalearn_cli.sources import Attached, get_kind
@@ -33,13 +33,14 @@ def train_source(
     overwrite: bool = False,
     progress: Progress | None = None,
     extra_meta: dict[str, Any] | None = None,
-    pooling: str = "first",
+    pooling: str | None = None,
 ) -> dict[str, Any]:
     """Train one source adapter (+ head) on a frozen encoder; write the folder atomically; return its metadata.
 
     ``settings``: the kind's settings (dataclass or dict; defaults when None). ``config.lr`` None means the
     kind's default learning rate. ``extra_meta`` (e.g. the zoo recipe) is merged into scalearn.json.
-    ``pooling``: how the head reads the sequence (``first`` token, the paper's; ``mean`` over tokens).
+    ``pooling``: how the head reads the sequence (``first`` token, the paper's; ``mean`` over tokens; ``last``
+    real token); None: ``last`` for a decoder LM, ``first`` for an encoder.
     """
     from transformers import set_seed
 
@@ -47,13 +48,16 @@ def train_source(
     settings = kind.settings(settings) if settings is None or isinstance(settings, dict) else settings
     config = config or TrainConfig(patience=SOURCE_PATIENCE)
     config = config if config.lr is not None else replace(config, lr=kind.default_lr)
-    check_pooling(pooling)
+    if pooling is not None:
+        check_pooling(pooling)
     check_out_dir(out, overwrite)
     encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL)
+    pooling = pooling or default_pooling(ref.model_type)
     prepared = prepare(data, tokenizer, config)
     set_seed(config.seed)
     head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
     attached = kind.attach(encoder, settings, ref.id)
+    settings = attached.settings or settings  # e.g. LoRA's target modules for this architecture
     task_model = TaskModel(attached.model, head, prepared.spec.problem_type)
     params = attached.params + list(head.parameters())
     result = fit(task_model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress)
