@@ -315,3 +315,26 @@ def test_a_causal_lm_lora_from_anyone_reads_onto_the_bare_decoder(decoders, tmp_
     get_peft_model(lm, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(str(tmp_path / "lm"))
     read = read_lora(tmp_path / "lm")
     assert sorted(read.sites)[0] == "layers.0.self_attn.q_proj" and len(read.sites) == 4
+
+
+def test_a_source_scores_alone_and_plus_plus_shares_omega_across_decoder_layers(sources, data_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from scalearn_cli.stages.evaluate import evaluate_folder, load_model
+    from scalearn_cli.stages.transfer import TransferOptions, transfer
+    from scalearn_cli.train import TrainConfig
+
+    model, _, _ = load_model(Path(sources["gpt2"][0]))
+    assert model.causal and model.head.pooling == "last"  # PEFT-wrapped, still seen as a decoder
+    rows = [json.loads(line) for line in data_file.read_text().splitlines()]
+    pairs = "".join(json.dumps({"sentence1": r["sentence"], "sentence2": r["sentence"][::-1], "label": r["label"]})
+                    + "\n" for r in rows)  # the sources' task (rte): two segments
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text(pairs)
+    from scalearn_cli.stages.common import DataOptions
+
+    scored = evaluate_folder(Path(sources["gpt2"][0]), DataOptions(task="rte", data_dir=tmp_path))
+    assert scored["task"] == "rte" and "accuracy" in scored["metrics"]
+    out = tmp_path / "pp"
+    transfer(TransferOptions(tuple(sources["gpt2"]), data_options(data_file), out, variant="scalearn++", train=TrainConfig(**FAST)))
+    assert sorted(load_file(str(out / "omega.safetensors"))) == ["h.*.attn.c_attn"]
