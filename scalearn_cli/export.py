@@ -5,7 +5,8 @@ Over LoRA sources a composition is linear at every site: Σ_i ω_i ⊙ s_i B_i A
 with ω folded in and ``LowRankMix.down``. So a trained composition can leave scalearn as
 
 * ``peft-lora``: one plain PEFT LoRA of rank Σr_i per site (scaling 1), loadable by vanilla ``PeftModel``;
-* ``merged``: the base encoder with ``W' = W + B' A'`` in each site's weight (zero inference overhead);
+* ``merged``: the base encoder with ``W' = W + B' A'`` in each site's weight (zero inference overhead; GPT-2's
+  ``Conv1D`` stores W as (D_in, D_out), so there ``W' = W + (B' A')ᵀ``);
 * ``svd``: ``ΔW = B' A'`` truncated to rank R per site (a smaller PEFT LoRA; approximate, error reported).
 
 ω is taken in eval mode (no dropout); the ``average`` baseline folds its fixed 1/N. Bottleneck sources (ReLU)
@@ -27,7 +28,7 @@ from scalearn_cli.artifacts import (
     HEAD_FILE, LORA_WEIGHTS_FILE, AdapterSpec, CompositionRecord, Metadata, check_out_dir, save_tensors, write_folder,
 )
 from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
-from scalearn_cli.sources.lora import PEFT_PREFIX
+from scalearn_cli.sources.lora import PEFT_PREFIX, is_conv1d
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +104,12 @@ def svd_factors(
 
 
 def lora_config(
-    factors: dict[str, tuple[torch.Tensor, torch.Tensor]], base_model: str
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]], base_model: str, fan_in_fan_out: bool = False
 ):  # -> peft.LoraConfig
-    """A PEFT LoraConfig with scaling 1 at every site: lora_alpha = r, per-site ranks in rank/alpha_pattern."""
+    """A PEFT LoraConfig with scaling 1 at every site: lora_alpha = r, per-site ranks in rank/alpha_pattern.
+
+    ``fan_in_fan_out``: the sites are GPT-2 ``Conv1D`` layers (A and B are the same; PEFT transposes on merge).
+    """
     from peft import LoraConfig
 
     ranks = {site: int(a.shape[0]) for site, (a, _) in factors.items()}
@@ -114,6 +118,7 @@ def lora_config(
     return LoraConfig(
         r=r, lora_alpha=r, rank_pattern=dict(pattern), alpha_pattern=dict(pattern), lora_dropout=0.0,
         target_modules=sorted(ranks), bias="none", base_model_name_or_path=base_model, inference_mode=True,
+        fan_in_fan_out=fan_in_fan_out,
     )
 
 
@@ -164,7 +169,8 @@ def export(
             _write_merged(folder.path, model, lora_factors, tokenizer, DTYPES[dtype])
             info["parameters"] = 0
         else:
-            info["parameters"] = _write_lora(folder.path, lora_factors, meta["base_model"]["id"], DTYPES[dtype])
+            conv1d = any(is_conv1d(_base_of(model, site)) for site in lora_factors)
+            info["parameters"] = _write_lora(folder.path, lora_factors, meta["base_model"]["id"], DTYPES[dtype], conv1d)
         save_tensors(folder.path / HEAD_FILE, model.head.state_dict())
         exported = _export_meta(Metadata.from_dict(meta), info)
         folder.finish(exported, f"{info['format']} export of a {info['from']['variant'] or info['from']['method']} "
@@ -173,9 +179,15 @@ def export(
     return {"out": str(out), **info}
 
 
-def _write_lora(tmp: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], base: str, dtype) -> int:
+def _base_of(model: nn.Module, site: str) -> nn.Module:
+    """The frozen base layer under a site's ``ComposedLinear``."""
+    return model.encoder.get_submodule(site).base
+
+
+def _write_lora(tmp: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], base: str, dtype,
+                fan_in_fan_out: bool = False) -> int:
     """PEFT's own two files: adapter_config.json and adapter_model.safetensors (keys without adapter name)."""
-    lora_config(factors, base).save_pretrained(str(tmp))
+    lora_config(factors, base, fan_in_fan_out).save_pretrained(str(tmp))
     tensors = {}
     for site, (a, b) in factors.items():
         tensors[f"{PEFT_PREFIX}{site}.lora_A.weight"] = a.to(dtype)
@@ -186,13 +198,15 @@ def _write_lora(tmp: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 @torch.no_grad()
 def _write_merged(tmp: Path, model: nn.Module, factors, tokenizer, dtype) -> None:
-    """W' = W + B'A' (fp32) in each site's Linear; the plain encoder saved with ``save_pretrained``."""
+    """W' = W + B'A' (fp32) in each site's Linear, W' = W + (B'A')ᵀ in a Conv1D (its W is (D_in, D_out)); the plain
+    encoder saved with ``save_pretrained``."""
     encoder = model.encoder
     modules = dict(encoder.named_modules())
     for site, (a, b) in factors.items():
         composed = modules[site]
         base = composed.base
-        base.weight.copy_((base.weight.float() + b @ a).to(base.weight.dtype))
+        delta = b @ a  # (D_out, D_in)
+        base.weight.copy_((base.weight.float() + (delta.T if is_conv1d(base) else delta)).to(base.weight.dtype))
         parent, _, child = site.rpartition(".")
         setattr(modules[parent], child, base)  # back to a plain nn.Linear
     encoder.to(dtype).save_pretrained(str(tmp), safe_serialization=True)

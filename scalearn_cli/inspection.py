@@ -21,7 +21,7 @@ from scalearn_cli.errors import UsageError
 from scalearn_cli.scaling import VARIANTS, shared_key
 
 SHARE_DEFINITION = "share of sum |omega| over all omega entries (sites x dims) of the composition"
-_LAYER = re.compile(r"(?:^|\.)layer\.(\d+|\*)\.")
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h)\.(\d+|\*)\.")
 
 
 def load_omega(folder: Path) -> tuple[dict[str, Any], CompositionRecord, dict[str, torch.Tensor]]:

@@ -12,9 +12,10 @@ from torch import nn
 from scalearn_cli.artifacts.meta import POOLINGS, HeadSpec
 
 ProblemType = Literal["classification", "regression", "multiple_choice"]
-#: how the head reads a sequence: the first token ([CLS]/<s>, the paper's) or the mean over non-padding tokens
-#: (what sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with); see ``artifacts.meta.POOLINGS``
-Pooling = Literal["first", "mean"]
+#: how the head reads a sequence: the first token ([CLS]/<s>, the paper's), the mean over non-padding tokens
+#: (what sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with), or the last non-padding token
+#: (decoder LMs: under causal attention only it has seen the whole input); see ``artifacts.meta.POOLINGS``
+Pooling = Literal["first", "mean", "last"]
 
 
 class TaskHead(nn.Module):
@@ -33,6 +34,13 @@ class TaskHead(nn.Module):
         """(batch, seq, hidden) -> (batch, hidden)."""
         if self.pooling == "first":
             return hidden_states[:, 0]  # the [CLS]/<s> token
+        if self.pooling == "last":
+            if attention_mask is None:
+                return hidden_states[:, -1]
+            # the last position whose mask is 1: right padding (…, x, pad, pad) and left padding (pad, pad, …, x)
+            positions = torch.arange(hidden_states.shape[1], device=hidden_states.device)  # (seq,)
+            last = (attention_mask.long() * (positions + 1)).argmax(1)  # (batch,)
+            return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
         if attention_mask is None:
             return hidden_states.mean(1)
         mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)  # (batch, seq, 1)
@@ -71,10 +79,15 @@ class TaskModel(nn.Module):
     """``encoder`` (frozen, possibly adapted) + ``head``; returns (loss, logits)."""
 
     def __init__(self, encoder: nn.Module, head: TaskHead, problem_type: ProblemType) -> None:
+        from scalearn_cli.backbone import is_decoder
+
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.problem_type = problem_type
+        #: decoders get position ids counted over real tokens, so left padding does not shift them (GPT-2's
+        #: absolute positions would change the scores otherwise)
+        self.causal = is_decoder(getattr(getattr(encoder, "config", None), "model_type", None))
 
     def forward(
         self,
@@ -88,6 +101,8 @@ class TaskModel(nn.Module):
             input_ids, attention_mask = input_ids.flatten(0, 1), attention_mask.flatten(0, 1)
             token_type_ids = token_type_ids.flatten(0, 1) if token_type_ids is not None else None
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        if self.causal:
+            extra["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (batch, seq)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         logits = self.head(hidden, attention_mask)
         if n_choices is not None:

@@ -37,12 +37,13 @@ VARIANTS: dict[str, VariantSpec] = {
     "scalearn-uniform++": VariantSpec("scalearn-uniform++", vector=False, shared=True, dropout=0.0),
 }
 
-_LAYER_INDEX = re.compile(r"(^|\.)layer\.\d+\.")
+#: a layer index in a site path: BERT ``encoder.layer.3.``, Llama/Qwen2/Mistral ``layers.3.``, GPT-2 ``h.3.``
+_LAYER_INDEX = re.compile(r"(^|\.)(layer|layers|h)\.\d+\.")
 
 
 def shared_key(site: str) -> str:
     """The ++ variants share ω across layers per module name: drop the layer index from a site path."""
-    return _LAYER_INDEX.sub(r"\1layer.*.", site)
+    return _LAYER_INDEX.sub(r"\1\2.*.", site)
 
 
 class Omega(nn.Module):

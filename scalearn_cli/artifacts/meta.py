@@ -16,7 +16,7 @@ from scalearn_cli.artifacts.io import FORMAT_VERSION
 from scalearn_cli.errors import ArtifactError
 
 FolderKind = Literal["source", "composition", "merged"]
-POOLINGS: tuple[str, ...] = ("first", "mean")
+POOLINGS: tuple[str, ...] = ("first", "mean", "last")
 
 
 @dataclass(frozen=True)

@@ -90,11 +90,14 @@ def train_source(
     problem_type: ProblemOpt = "classification",
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha (scaling = alpha / r).")] = 16,
-    lora_targets: Annotated[str, typer.Option("--lora-targets", help="Comma-separated module names.")] = "query,value",
+    lora_targets: Annotated[Optional[str], typer.Option(
+        "--lora-targets", help="Comma-separated module names (default: PEFT's for the architecture, e.g. "
+                               "query,value for BERT, q_proj,v_proj for Llama/Qwen2/Mistral, c_attn for GPT-2).")
+    ] = None,
     reduction_factor: Annotated[int, typer.Option("--reduction-factor", help="Bottleneck: hidden / size.")] = 16,
     pooling: Annotated[str, typer.Option(
-        help="How the head reads the sequence: auto (the encoder's own sentence-transformers pooling, else the first "
-             "token), first (the paper's) or mean (over tokens).")
+        help="How the head reads the sequence: auto (the encoder's own sentence-transformers pooling; else last for "
+             "decoder LMs, first otherwise), first (the paper's), mean (over tokens) or last (real token).")
     ] = "auto",
     epochs: EpochsOpt = 30,
     lr: LrOpt = None,
@@ -117,7 +120,7 @@ def train_source(
     from scalearn_cli.stages.source import train_source as run
 
     options = {  # each kind takes the options that are its own; a kind without CLI options gets its defaults
-        "lora": {"r": lora_r, "alpha": lora_alpha, "target_modules": split_csv(lora_targets)},
+        "lora": {"r": lora_r, "alpha": lora_alpha, **({"target_modules": split_csv(lora_targets)} if lora_targets else {})},
         "bottleneck": {"reduction_factor": reduction_factor},
     }.get(adapter, {})
     settings = get_kind(adapter).settings(options)
@@ -147,7 +150,7 @@ def transfer(
     soup_k: Annotated[int, typer.Option("--soup-k", help="adaptersoup: how many sources to average.")] = 3,
     sparsity: Annotated[float, typer.Option(help="Group-lasso strength λ on per-source ω (helps `prune`).")] = 0.0,
     pooling: Annotated[Optional[str], typer.Option(
-        help="Head pooling: auto, first or mean (default: the one the sources' heads were trained with).")
+        help="Head pooling: auto, first, mean or last (default: the one the sources' heads were trained with).")
     ] = None,
     registry: RegistryOpt = None,
     endpoint: EndpointOpt = None,

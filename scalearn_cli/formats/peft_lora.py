@@ -30,8 +30,10 @@ from scalearn_cli.formats.common import load_torch_tensors
 LORA_BIN_FILE = "adapter_model.bin"  # PEFT's pickle-free-by-us fallback: read only with weights_only=True
 PEFT_PREFIX = "base_model.model."
 
-#: attribute names under which transformers' task models hold their encoder (``RobertaFor...().roberta``)
-ENCODER_ATTRIBUTES = ("bert", "roberta", "deberta", "distilbert", "electra", "albert", "mpnet", "ernie", "longformer")
+#: attribute names under which transformers' task models hold their encoder (``RobertaFor...().roberta``), and
+#: causal LMs their bare decoder (``LlamaForCausalLM().model``, ``GPT2LMHeadModel().transformer``)
+ENCODER_ATTRIBUTES = ("bert", "roberta", "deberta", "distilbert", "electra", "albert", "mpnet", "ernie", "longformer",
+                      "model", "transformer")
 
 #: config fields that turn plain LoRA into something else -> the feature name shown to the user
 _REFUSED_FIELDS = {

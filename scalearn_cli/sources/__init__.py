@@ -42,11 +42,13 @@ class SiteWeights:
 
 @dataclass
 class Attached:
-    """A fresh trainable adapter inside an encoder: the module to run, its trainable tensors, what ``save`` needs."""
+    """A fresh trainable adapter inside an encoder: the module to run, its trainable tensors, what ``save`` needs,
+    and the settings as applied (a kind may fill in defaults that depend on the model; None: as given)."""
 
     model: nn.Module
     params: list[nn.Parameter]
     handle: Any
+    settings: Any = None
 
 
 @runtime_checkable

@@ -6,7 +6,7 @@ the N sources at a site become one rank-Σr pair (see ``scaling.LowRankMix``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +25,52 @@ PEFT_PREFIX = "base_model.model."
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA hyperparameters (default r=8, alpha=16 on query and value)."""
+    """LoRA hyperparameters (default r=8, alpha=16 on the architecture's default modules).
+
+    ``target_modules`` empty means PEFT's default for the model type (BERT/RoBERTa: query, value; Llama, Qwen2,
+    Mistral: q_proj, v_proj; GPT-2: c_attn; see :func:`default_targets`), filled in when the LoRA is attached.
+    """
 
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
-    target_modules: tuple[str, ...] = field(default=("query", "value"))
+    target_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.r < 1:
             raise UsageError(f"lora r must be >= 1, got {self.r}")
-        if not self.target_modules:
-            raise UsageError("lora target_modules must name at least one module, e.g. query,value")
+
+
+def default_targets(encoder: nn.Module) -> tuple[str, ...]:
+    """PEFT's own default LoRA targets for the encoder's model type (the table ``get_peft_model`` falls back on)."""
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    model_type = getattr(getattr(encoder, "config", None), "model_type", None)
+    if model_type not in DEFAULTS:
+        raise UsageError(
+            f"no default LoRA target modules for model type '{model_type}'; pass --lora-targets with names of its "
+            f"Linear layers, e.g. --lora-targets {','.join(linear_names(encoder)[:4])}"
+        )
+    return tuple(DEFAULTS[model_type])
+
+
+def resolve_settings(encoder: nn.Module, settings: LoraSettings) -> LoraSettings:
+    """``settings`` with the architecture's default targets filled in when none were given."""
+    return settings if settings.target_modules else replace(settings, target_modules=default_targets(encoder))
 
 
 def attach(encoder: nn.Module, settings: LoraSettings, base_model_id: str):  # -> peft.PeftModel
     """Wrap ``encoder`` with a fresh trainable LoRA (PEFT); the base stays frozen."""
     from peft import LoraConfig, get_peft_model
 
+    settings = resolve_settings(encoder, settings)
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
         bias="none",
+        fan_in_fan_out=any(is_conv1d(m) for m in encoder.modules()),  # GPT-2: PEFT would set it, with a warning
     )
     try:
         peft_model = get_peft_model(encoder, config)
@@ -61,9 +83,26 @@ def attach(encoder: nn.Module, settings: LoraSettings, base_model_id: str):  # -
     return peft_model
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2): a Linear whose weight is stored transposed, (D_in, D_out)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
+
+
+def site_dims(module: nn.Module) -> tuple[int, int] | None:
+    """(D_in, D_out) of a layer LoRA can adapt (``nn.Linear`` or GPT-2's ``Conv1D``); None for anything else."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if is_conv1d(module):
+        return int(module.weight.shape[0]), int(module.nf)  # weight (D_in, D_out): y = x W + b
+    return None
+
+
 def linear_names(encoder: nn.Module) -> list[str]:
-    """The distinct last names of the encoder's Linear layers, in model order (what ``--lora-targets`` matches)."""
-    names = [name.rpartition(".")[2] for name, module in encoder.named_modules() if isinstance(module, nn.Linear)]
+    """The distinct last names of the encoder's Linear (and Conv1D) layers, in model order (what ``--lora-targets``
+    matches)."""
+    names = [name.rpartition(".")[2] for name, module in encoder.named_modules() if site_dims(module) is not None]
     return list(dict.fromkeys(names))
 
 
@@ -82,9 +121,13 @@ def load_sites(folder: Path) -> dict[str, LoraSite]:
 
 
 class ComposedLinear(nn.Module):
-    """A frozen base ``nn.Linear`` plus a mix of N LoRA sources: y = W x + b + Σ_i ω_i ⊙ s_i B_i A_i x."""
+    """A frozen base ``nn.Linear`` plus a mix of N LoRA sources: y = W x + b + Σ_i ω_i ⊙ s_i B_i A_i x.
 
-    def __init__(self, base: nn.Linear, mix: nn.Module) -> None:
+    The base may be GPT-2's ``Conv1D`` (y = x W + b, W stored (D_in, D_out)): the sources' delta on the output is
+    the same, only a merge has to transpose it (``export``).
+    """
+
+    def __init__(self, base: nn.Module, mix: nn.Module) -> None:
         super().__init__()
         self.base = base
         self.mix = mix
@@ -92,8 +135,11 @@ class ComposedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not torch.is_grad_enabled() and getattr(self.mix, "foldable", bool)():
             # inference with fixed weights: y = (W + ΔW) x + b, ΔW cached by the mix (bare-model speed)
-            weight = self.base.weight + self.mix.delta_weight().to(self.base.weight.dtype)
-            return F.linear(x, weight, self.base.bias)
+            delta = self.mix.delta_weight().to(self.base.weight.dtype)  # (D_out, D_in)
+            if isinstance(self.base, nn.Linear):
+                return F.linear(x, self.base.weight + delta, self.base.bias)
+            weight = self.base.weight + delta.T  # Conv1D stores W as (D_in, D_out)
+            return torch.addmm(self.base.bias, x.reshape(-1, x.shape[-1]), weight).view(*x.shape[:-1], -1)
         return self.base(x) + self.mix(x)
 
 
@@ -112,8 +158,9 @@ class LoraKind:
         return LoraSettings(**{k: _settings_value(k, v) for k, v in (options or {}).items()})
 
     def attach(self, encoder: nn.Module, settings: LoraSettings, base_model_id: str) -> Attached:
+        settings = resolve_settings(encoder, settings)
         wrapped = attach(encoder, settings, base_model_id)
-        return Attached(wrapped, [p for p in wrapped.parameters() if p.requires_grad], wrapped)
+        return Attached(wrapped, [p for p in wrapped.parameters() if p.requires_grad], wrapped, settings)
 
     def save(self, folder: Path, attached: Attached, settings: LoraSettings) -> None:
         # PEFT's own adapter_config.json + adapter_model.safetensors; no embedding layers (skips a hub lookup)
@@ -127,14 +174,20 @@ class LoraKind:
 
     def install(self, encoder: nn.Module, mixes: dict[str, nn.Module]) -> None:
         modules = dict(encoder.named_modules())
+        missing = sorted(path for path in mixes if site_dims(modules.get(path)) is None)
+        if missing:
+            model_type = getattr(getattr(encoder, "config", None), "model_type", "this")
+            raise CompositionError(
+                f"the sources adapt {len(missing)} layer(s) that base model {model_type} lacks (first: '{missing[0]}'; "
+                f"its Linear layers: {', '.join(linear_names(encoder)[:6])}); use the base model they were trained on"
+            )
         for path, mix in mixes.items():
-            base = modules.get(path)
-            if not isinstance(base, nn.Linear):
-                raise CompositionError(f"LoRA site '{path}' is not a Linear layer of this base model; check the sources")
-            if (mix.down.shape[1], mix.up.shape[0]) != (base.in_features, base.out_features):
+            base = modules[path]
+            if (mix.down.shape[1], mix.up.shape[0]) != site_dims(base):
+                d_in, d_out = site_dims(base)
                 raise CompositionError(
                     f"LoRA site '{path}' is {mix.down.shape[1]}->{mix.up.shape[0]} in the sources but "
-                    f"{base.in_features}->{base.out_features} in this base model; use the model they were trained on"
+                    f"{d_in}->{d_out} in this base model; use the model they were trained on"
                 )
             parent_path, _, child = path.rpartition(".")
             setattr(modules[parent_path], child, ComposedLinear(base, mix))

@@ -154,11 +154,14 @@ def check_pooling(pooling: str) -> None:
         raise UsageError(f"--pooling must be auto or one of {', '.join(POOLINGS)}, got '{pooling}'")
 
 
-def resolve_pooling(pooling: str, model: str) -> tuple[str, str]:
-    """(pooling, why): ``auto`` becomes what the encoder was trained with (see ``backbone.auto_pooling``)."""
+def resolve_pooling(pooling: str, model: str, model_type: str | None = None) -> tuple[str, str]:
+    """(pooling, why): ``auto`` becomes what the model was trained with — a sentence-transformers pooling config
+    (``backbone.auto_pooling``), else the last real token of a decoder LM and the first token of an encoder."""
     check_pooling(pooling)
     if pooling != "auto":
         return pooling, "asked for"
-    from scalearn_cli.backbone import auto_pooling
+    from scalearn_cli.backbone import _pooling_config, auto_pooling, default_pooling
 
+    if _pooling_config(model) is None and default_pooling(model_type) == "last":
+        return "last", "a decoder LM: the last real token (the only one that has seen the whole input)"
     return auto_pooling(model)

@@ -35,14 +35,15 @@ def train_source(
     overwrite: bool = False,
     progress: Progress | None = None,
     extra_meta: dict[str, Any] | None = None,
-    pooling: str = "auto",
+    pooling: str | None = "auto",
 ) -> dict[str, Any]:
     """Train one source adapter (+ head) on a frozen encoder; write the folder atomically; return its metadata.
 
     ``settings``: the kind's settings (dataclass or dict; defaults when None). ``config.lr`` None means the
     kind's default learning rate. ``extra_meta`` (e.g. the zoo recipe) is merged into scalearn.json.
-    ``pooling``: how the head reads the sequence (``first`` token, the paper's; ``mean`` over tokens; ``auto``: what
-    the encoder was trained with — its sentence-transformers pooling config, else the first token).
+    ``pooling``: how the head reads the sequence (``first`` token, the paper's; ``mean`` over tokens; ``last`` real
+    token); ``auto`` or None: the encoder's sentence-transformers pooling config, else ``last`` for a decoder LM and
+    ``first`` for an encoder.
     """
     from transformers import set_seed
 
@@ -50,15 +51,17 @@ def train_source(
     settings = kind.settings(settings) if settings is None or isinstance(settings, dict) else settings
     config = config or TrainConfig(patience=SOURCE_PATIENCE)
     config = config if config.lr is not None else replace(config, lr=kind.default_lr)
-    check_pooling(pooling)
+    if pooling is not None:
+        check_pooling(pooling)
     check_out_dir(out, overwrite)
-    pooling, why = resolve_pooling(pooling, model or DEFAULT_MODEL)
-    logger.info("head pooling: %s (%s)", pooling, why)
     encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL)
+    pooling, why = resolve_pooling(pooling or "auto", model or DEFAULT_MODEL, ref.model_type)
+    logger.info("head pooling: %s (%s)", pooling, why)
     prepared = prepare(data, tokenizer, config)
     set_seed(config.seed)
     head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
     attached = kind.attach(encoder, settings, ref.id)
+    settings = attached.settings or settings  # e.g. LoRA's target modules for this architecture
     task_model = TaskModel(attached.model, head, prepared.spec.problem_type)
     params = attached.params + list(head.parameters())
     result = fit(task_model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress)

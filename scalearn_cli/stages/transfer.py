@@ -87,14 +87,14 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
         raise UsageError(f"source '{next(s for s in refs if refs.count(s) > 1)}' is listed twice; list each source once")
     resolved = [options.resolver.source(ref) for ref in refs]
     check_sources(resolved)
-    pooling = options.pooling or sources_pooling(resolved)
-    if pooling == "auto":
-        pooling = resolve_pooling(pooling, options.model or resolved[0].meta.base_model["id"])[0]
     base = resolved[0].meta.base_model
     if options.model is None and not base.get("id"):
         raise UsageError(f"source '{resolved[0].name}' does not say which base model it adapts; pass --model")
     encoder, tokenizer, ref = load_backbone(options.model or base["id"])
     check_base_model(base, ref, options.model)
+    pooling = options.pooling or sources_pooling(resolved, "auto")
+    if pooling == "auto":
+        pooling = resolve_pooling(pooling, options.model or base["id"], ref.model_type)[0]
     if options.model is not None and base.get("id") and options.model != base["id"]:
         logger.warning("composing sources trained on %s over --model %s (architecture and shapes match)",
                        base["id"], options.model)
@@ -141,14 +141,14 @@ def _target(prepared, resolved: list[Resolved], encoder, tokenizer, config: Trai
     return TargetContext(texts, resolved, encoder, tokenizer, config.max_length)
 
 
-def sources_pooling(sources: list[Resolved]) -> str:
-    """The pooling the sources' heads share; mixed sources need an explicit choice."""
+def sources_pooling(sources: list[Resolved], default: str = "first") -> str:
+    """The pooling the sources' heads share (``default`` when none has a head); mixed sources need a choice."""
     found = {s.name: s.meta.head.pooling for s in sources if s.meta.head is not None}  # foreign ones have no head
     if not found:
-        return "first"
+        return default
     if len(set(found.values())) > 1:
         listing = ", ".join(f"{ref}: {p}" for ref, p in found.items())
-        raise UsageError(f"the sources' heads were trained with different pooling ({listing}); pass --pooling first|mean")
+        raise UsageError(f"the sources' heads were trained with different pooling ({listing}); pass --pooling first|mean|last")
     return next(iter(found.values()))
 
 
