@@ -436,6 +436,36 @@ def round_robin_section(rr: dict | None) -> list[str]:
     return out
 
 
+def decoder_section(data: dict | None) -> list[str]:
+    """The round-robin table over decoder LoRA sources (bench/decoder_speed.py)."""
+    if not data:
+        return ["*bench/results/decoder_steps.json not found: run `python bench/decoder_speed.py`.*"]
+    d = data["decoder"]
+    return [f"A random {d['arch']} with {d['layers']} layers × {d['hidden']} hidden (vocabulary {d['vocab']:,}), "
+            f"{d['lora']} sources, batch {d['batch']} × {d['seq_len']} tokens — the shape of a decoder a CPU can "
+            "step; no pretrained decoder installs here, so this measures cost, not quality.", "",
+            *round_robin_section(data)]
+
+
+def loop_section(data: dict | None) -> list[str]:
+    """``train.fit`` vs a plain PEFT loop, and a capped run before/after the faster loop (bench/loop.py)."""
+    if not data:
+        return ["*bench/results/loop.json not found: run `python bench/loop.py`.*"]
+    t, c = data["throughput"], data["capped"]
+    r = t["ratio"]
+    before, now = statistics.median(c["seconds"]["before"]), statistics.median(c["seconds"]["now"])
+    return [f"**{data['machine']['threads']} torch thread(s)**, {data['machine']['cpu']}; finished {data['finished']}.", "",
+            f"- `train.fit` (the loop of `train-source` and `transfer`) vs a plain PEFT + PyTorch loop on the same "
+            f"{t['steps']} batches of 32 (same model, AdamW, linear schedule), alternating, {t['rounds']} rounds: "
+            f"examples/s of ours ÷ plain = **{r['median']:.2f}** [{r['min']:.2f}–{r['max']:.2f}] "
+            f"({t['ours_examples_per_s']:.1f} vs {t['plain_examples_per_s']:.1f} examples/s).",
+            f"- `{c['command']}` end to end (load, train, dev after each epoch, test), alternating "
+            f"{len(c['seconds']['now'])} runs each: **{c['speedup']:.1f}× faster** than commit `{c['before']}` "
+            f"({before:.0f} s → {now:.0f} s median; test accuracy {c['test_accuracy'].get('before', float('nan')):.1f} "
+            f"→ {c['test_accuracy'].get('now', float('nan')):.1f}; the dev split is now 10% of the capped pool and "
+            "evaluation runs length-sorted in inference mode)."]
+
+
 def latency_section(lat: dict | None) -> list[str]:
     """Inference latency of all models timed round-robin in one process (bench/results/latency.json)."""
     if not lat:
@@ -806,6 +836,10 @@ def main() -> None:
                 "Re-running `bench/quality.py` with the same flags resumes exactly them: finished rows are skipped.", ""]
     doc += ["## Speed and memory", "", "### Training step time, measured round-robin", "",
             *round_robin_section(read_json(args.speed.with_name("steps_round_robin.json"))), "",
+            "### Decoder LoRAs (random Llama), measured round-robin", "",
+            *decoder_section(read_json(args.speed.with_name("decoder_steps.json"))), "",
+            "### The training loop against a plain PEFT + PyTorch loop", "",
+            *loop_section(read_json(args.speed.with_name("loop.json"))), "",
             "### Per-configuration subprocesses (memory; time as measured in sequence)", "",
             *speed_section(read_json(args.speed)), "",
             "#### Inference latency, measured round-robin", "", *latency_section(read_json(args.speed.with_name("latency.json"))), "",

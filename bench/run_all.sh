@@ -21,11 +21,14 @@ if [ "$quick" = 1 ]; then
   done
   "$PY" bench/report.py --run quick --out bench/results/quick/benchmarks.md --speed bench/results/quick/speed.json
 else
-  "$PY" bench/speed.py
-  "$PY" bench/speed.py --steps-round-robin
-  "$PY" bench/speed.py --latency-only
+  THREADS="${THREADS:-1}"  # one thread per process: stable on a shared 2-core machine; printed with every table
+  "$PY" bench/speed.py --steps-round-robin --threads "$THREADS" --repeats 15
+  "$PY" bench/speed.py --latency-only --threads "$THREADS" --repeats 15
+  "$PY" bench/speed.py --threads "$THREADS"
+  "$PY" bench/decoder_speed.py --threads "$THREADS"
+  "$PY" bench/loop.py --threads "$THREADS"
   if [ -x "$PEER_PY" ]; then
-    "$PEER_PY" bench/peer_adapters.py || echo "peer benchmark failed; see bench/results/peer.json"
+    "$PEER_PY" bench/peer_adapters.py --threads "$THREADS" || echo "peer benchmark failed; see bench/results/peer.json"
     "$PY" bench/peer_score.py --run default --peer-python "$PEER_PY" || echo "peer score failed (see its message)"
   fi
   "$PY" bench/report.py --run default

@@ -1,0 +1,76 @@
+"""Transfer-step cost over decoder LoRAs (issue 13), measured like ``speed.py --steps-round-robin``.
+
+No pretrained decoder installs from the package registries, so this builds a random Llama a CPU can step
+(``--layers`` × ``--hidden``, default 8 × 512, vocabulary 32,000) with a word-level tokenizer, saves N random PEFT
+LoRA sources on it (PEFT's default targets for Llama: q_proj, v_proj; r = 8), and steps, round-robin in one
+process, the single trainable LoRA (no dropout) against ScaLearn with N = 1, 4, 8, 16 sources at batch
+``--batch`` × ``--seq-len`` tokens (default 4 × 256). Every round is kept; ratios are per round; memory is bytes
+saved for backward. Writes ``bench/results/decoder_steps.json`` (read by ``report.py``).
+
+    python bench/decoder_speed.py [--n 1,4,8,16] [--repeats 10] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import speed
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def random_llama(folder: Path, layers: int, hidden: int) -> Path:
+    """A random LlamaForCausalLM checkpoint + a word-level tokenizer, saved once (re-used when present)."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<pad>": 1, "</s>": 2, **{f"w{i}": i + 3 for i in range(31997)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="</s>", model_input_names=["input_ids", "attention_mask"])
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32000, hidden_size=hidden, intermediate_size=hidden * 11 // 4,
+                         num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=8,
+                         max_position_embeddings=1024, pad_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--n", default="1,4,8,16")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "scalearn-bench" / "decoder")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "decoder_steps.json")
+    args = p.parse_args()
+    model = random_llama(args.work / f"llama-{args.layers}x{args.hidden}", args.layers, args.hidden)
+    speed.BATCH, speed.SEQ = args.batch, args.seq_len  # the round-robin measures at these shapes
+    rr_args = argparse.Namespace(model=str(model), kinds="lora", n=args.n, warmup=args.warmup,
+                                 repeats=args.repeats, threads=args.threads)
+    sources = {"lora": speed.make_sources(args.work / "sources", str(model), "lora", max(map(int, args.n.split(","))))}
+    result = speed.steps_round_robin(rr_args, sources)
+    result.update(decoder={"arch": "llama", "layers": args.layers, "hidden": args.hidden, "vocab": 32000,
+                           "lora": "PEFT default targets (q_proj, v_proj), r=8", "batch": args.batch,
+                           "seq_len": args.seq_len})
+    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    for r in result["rows"]:
+        print(f"{r['method']:14s} {str(r.get('variant') or '-'):18s} N={r['n']:2d} step {r['step_ratio']:.2f}x "
+              f"[{r['step_ratio_spread']['min']:.2f}-{r['step_ratio_spread']['max']:.2f}] saved {r['saved_ratio']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
