@@ -136,3 +136,18 @@ def test_a_peft_dora_folder_is_refused_naming_the_feature(tmp_path, tiny_model_d
     dora = peft_lora(tmp_path / "dora", tiny_model_dir, 6, use_dora=True)
     result = invoke("transfer", "--task", "rte", "--source", dora, "--out", tmp_path / "x")
     assert result.exit_code == 1 and "DoRA" in result.stderr
+
+
+def test_adaptersoup_says_in_one_line_that_a_peft_folder_has_no_texts_to_rank(tmp_path, tiny_model_dir):
+    """AdapterSoup ranks sources by their training texts; a plain PEFT folder records none (issue 15)."""
+    foreign = peft_lora(tmp_path / "peft", tiny_model_dir, 7)
+    ours = [make_source(tmp_path / f"ours{i}", tiny_model_dir, "lora", seed=8 + i) for i in range(2)]
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps({"sentence": f"the movie was {w}", "label": i % 2}) + "\n"
+                            for i, w in enumerate(["good", "bad"] * 10)))
+    data = ["--task", "custom", "--data-file", task, "--text-fields", "sentence"]
+    result = invoke("transfer", *data, "--source", foreign, *[a for o in ours for a in ("--source", o)],
+                    "--method", "adaptersoup", "--soup-k", "2", *TRAIN, "--out", tmp_path / "soup")
+    assert result.exit_code == 2, result.output  # a usage error
+    assert "AdapterSoup ranks sources by their training texts" in result.stderr and "(a peft folder)" in result.stderr
+    assert "lacks keys" not in result.stderr
