@@ -122,8 +122,10 @@ def _omega(folder: Path, sources: list[dict[str, Any]]) -> dict[str, Any]:
     from scalearn_cli.inspection import omega_table, plot
 
     table = omega_table(folder)
-    shares = [{"index": s["index"], "ref": s["ref"], "task": shelf["task"], "share": s["share"]}
-              for s, shelf in zip(table["sources"], sources)]
+    cells = [[c.get("mean", c.get("value")) for c in row["omega"]] for row in table["rows"]]  # (keys, N)
+    shares = [{"index": s["index"], "ref": s["ref"], "task": shelf["task"], "share": s["share"],
+               "mean_omega": sum(row[i] for row in cells) / len(cells)}
+              for i, (s, shelf) in enumerate(zip(table["sources"], sources))]
     try:
         heatmap: str | None = str(plot(table, folder.parent / f"{INSPECTED}-omega.png"))
     except UsageError:  # no matplotlib: the table is enough

@@ -38,7 +38,7 @@ def fake_result(workdir: Path, plot: str | None) -> dict[str, Any]:
              "parameters": [73728, 0, 0, 1774080, 108, 3][i], "head_parameters": 148610, "score": 60.0 + i,
              "metric": "accuracy"} for i, m in enumerate(METHODS)]
     omega = {"composition": str(workdir / "transfer" / "scalearn++"), "variant": "scalearn++", "plot": plot,
-             "sources": [{"index": i, "ref": s["ref"], "task": s["task"], "share": share}
+             "sources": [{"index": i, "ref": s["ref"], "task": s["task"], "share": share, "mean_omega": 2 * share}
                          for i, (s, share) in enumerate(zip(sources, (0.5, 0.2, 0.3)))]}
     export = {"out": str(workdir / "export" / "scalearn++-merged"), "format": "merged", "max_abs_diff": 4.2e-7,
               "ok": True, "samples": 64, "tolerance": 1e-5}
@@ -67,7 +67,7 @@ def test_the_closing_summary_fits_one_screen_and_says_what_the_issue_asks(capsys
     assert "1,774,080" in out and "148,610-parameter head" in out
     assert re.search(r"AdapterSoup \(k=1\)\s+│ 2 │", out) and "chose 1 of the other 2" in out
     assert "ω of scalearn++" in out and "scalearn inspect qs/transfer/scalearn++" in out
-    assert re.search(r"#1 demo-sentiment\s+20\.0%", out)
+    assert re.search(r"#1 demo-sentiment\s+20\.0%\s+mean ω 0\.400", out)
     assert ("heatmap: qs/transfer/scalearn++-omega.png" in out) == (plot is not None)
     assert "export --format merged, verify: max |Δlogit| = 4.2e-07 on 64 examples, ok" in out
     assert "--data-dir DIR/glue/rte" in out and "nyu-mll/glue" in out and "--model roberta-base" in out
@@ -121,5 +121,6 @@ def test_the_quickstart_runs_offline_and_its_json_has_every_row(tmp_path, monkey
     assert [s.get("format", "scalearn") for s in record["sources"]] == ["scalearn", "scalearn", "peft"]
     assert not (tmp_path / "qs" / "sources" / "demo-nli-peft" / "scalearn.json").exists()
     assert abs(sum(s["share"] for s in out["omega"]["sources"]) - 1) < 1e-6
+    assert all(s["mean_omega"] > 0 for s in out["omega"]["sources"])  # ω starts at 2/N
     assert out["export"]["ok"] is True and out["export"]["max_abs_diff"] <= 1e-5
     assert any("--data-dir" in line for line in out["next"])

@@ -58,7 +58,7 @@ def render(result: dict[str, Any]) -> None:
     omega = result["omega"]
     say(f"ω of {omega['variant']}, share of Σ|ω| (scalearn inspect {_short(omega['composition'], workdir)}):")
     for s in omega["sources"]:
-        say(f"  #{s['index']} {s['task']:<16} {100 * s['share']:5.1f}%")
+        say(f"  #{s['index']} {s['task']:<16} {100 * s['share']:5.1f}%   mean ω {s['mean_omega']:.3f}")
     say(f"  heatmap: {_short(omega['plot'], workdir)}" if omega["plot"]
         else "  (pip install matplotlib, then scalearn inspect ... --plot omega.png)")
     export = result["export"]
