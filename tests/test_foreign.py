@@ -164,3 +164,18 @@ def test_model_may_replace_the_named_base_when_architecture_and_shapes_match(tmp
     refused = invoke("transfer", *data, "--source", ours, "--model", other, *TRAIN, "--out", tmp_path / "d")
     assert refused.exit_code == 1 and "hidden_size 32" in refused.stderr and "hidden_size 48" in refused.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_adaptersoup_says_in_one_line_that_a_peft_folder_has_no_texts_to_rank(tmp_path, tiny_model_dir):
+    """AdapterSoup ranks sources by their training texts; a plain PEFT folder records none (issue 15)."""
+    foreign = peft_lora(tmp_path / "peft", tiny_model_dir, 7)
+    ours = [make_source(tmp_path / f"ours{i}", tiny_model_dir, "lora", seed=8 + i) for i in range(2)]
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps({"sentence": f"the movie was {w}", "label": i % 2}) + "\n"
+                            for i, w in enumerate(["good", "bad"] * 10)))
+    data = ["--task", "custom", "--data-file", task, "--text-fields", "sentence"]
+    result = invoke("transfer", *data, "--source", foreign, *[a for o in ours for a in ("--source", o)],
+                    "--method", "adaptersoup", "--soup-k", "2", *TRAIN, "--out", tmp_path / "soup")
+    assert result.exit_code == 2, result.output  # a usage error
+    assert "AdapterSoup ranks sources by their training texts" in result.stderr and "(a peft folder)" in result.stderr
+    assert "lacks keys" not in result.stderr

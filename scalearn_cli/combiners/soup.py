@@ -126,6 +126,11 @@ def source_texts(source: Any) -> list[str]:
     from scalearn_cli.tasks import task_from_dict
 
     meta = source.meta
+    if source.ref.format != "scalearn":  # a PEFT or AdapterHub folder names no task and keeps no data
+        raise UsageError(
+            f"AdapterSoup ranks sources by their training texts, and '{source.ref.ref}' (a {source.ref.format} "
+            "folder) records none; leave it out, or pass --soup-k with the number of sources to average all"
+        )
     data = meta.data or {}
     spec = task_from_dict(meta.task)
     data_dir = Path(data["data_dir"]) if data.get("data_dir") else None
