@@ -73,6 +73,10 @@ def folded_factors(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tens
     out = {}
     for site in comp.sites:
         mix = modules[site].mix
+        if hasattr(mix.combine, "factors"):  # a combiner that merges the sources into one LoRA (LoraHub)
+            down, up = mix.combine.factors(mix)
+            out[site] = (down.float().clone(), up.float().clone(), [int(down.shape[0])])
+            continue
         w = mix.weights.weights(site).float()  # (N, D_out) or (N, 1)
         up = mix.up.float() * w[mix.src].transpose(0, 1)  # (D_out, R): diag(ω_i) s_i B_i, side by side
         ranks = torch.bincount(mix.src, minlength=mix.n_sources).tolist()

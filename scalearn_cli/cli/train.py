@@ -151,9 +151,12 @@ def transfer(
         str, typer.Option(help="scalearn, scalearn-uniform, scalearn++ or scalearn-uniform++ (--method scalearn).")
     ] = "scalearn",
     method: Annotated[str, typer.Option(
-        help="scalearn; or a baseline: adapterfusion, average (fixed 1/N) or adaptersoup (top-k similar sources "
-             "averaged in weight space); baselines train the head only, except adapterfusion.")] = "scalearn",
+        help="scalearn; or a baseline: adapterfusion, average (fixed 1/N), adaptersoup (top-k similar sources "
+             "averaged in weight space) or lorahub (gradient-free weights, LoRA A and B merged); baselines train "
+             "the head only, except adapterfusion.")] = "scalearn",
     soup_k: Annotated[int, typer.Option("--soup-k", help="adaptersoup: how many sources to average.")] = 3,
+    lorahub_budget: Annotated[int, typer.Option(
+        "--lorahub-budget", help="lorahub: loss evaluations of its gradient-free weight search (LoraHub's 40).")] = 40,
     sparsity: Annotated[float, typer.Option(help="Group-lasso strength λ on per-source ω (helps `prune`).")] = 0.0,
     pooling: Annotated[Optional[str], typer.Option(
         help="Head pooling: auto, first, mean or last (default: the one the sources' heads were trained with).")
@@ -199,7 +202,8 @@ def transfer(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config,
         data=_data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
                    max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields)),
-        options={"k": soup_k} if method == "adaptersoup" else {}, resolver=resolver(registry, endpoint),
+        options={"adaptersoup": {"k": soup_k}, "lorahub": {"budget": lorahub_budget}}.get(method, {}),
+        resolver=resolver(registry, endpoint),
         overwrite=overwrite, sparsity=sparsity, pooling=pooling, model=model,
     )
     _report(run(options, _progress(f"{method} {task}")), out, as_json)
