@@ -113,6 +113,8 @@ class LoraHub(WeightedCombiner):
 
         weights: MergeWeights = comp.combiner
         n, budget = weights.w.numel(), int(comp.spec.options["budget"])
+        if torch.cuda.is_available():  # the search runs before training moves the model: use the GPU for it too
+            model.to("cuda")
         loss = few_shot_loss(model, prepared)
 
         def objective(w: np.ndarray) -> float:
@@ -141,14 +143,18 @@ def few_shot_loss(model: nn.Module, prepared: Any):  # -> Callable[[], float]
     if spec.problem_type not in ("generation", "classification"):
         raise UsageError(f"LoraHub searches weights for generation and classification targets, not {spec.problem_type}"
                          f"; use --method scalearn or average")
-    rows = DataLoader(prepared.train.dataset, batch_size=prepared.train.batch_size,
-                      collate_fn=prepared.train.collate_fn)
+    loader = DataLoader(prepared.train.dataset, batch_size=prepared.train.batch_size,
+                        collate_fn=prepared.train.collate_fn)
+
+    def rows():
+        device = next(model.parameters()).device
+        return ({k: v.to(device) for k, v in batch.items()} for batch in loader)
 
     @torch.no_grad()
     def generation() -> float:
         model.eval()
         total, count = 0.0, 0
-        for batch in rows:
+        for batch in rows():
             loss, _ = model(**batch)
             total, count = total + float(loss) * len(batch["labels"]), count + len(batch["labels"])
         return total / count
@@ -157,13 +163,13 @@ def few_shot_loss(model: nn.Module, prepared: Any):  # -> Callable[[], float]
     def classification() -> float:
         model.eval()
         feats, labels = [], []
-        for batch in rows:
+        for batch in rows():
             inputs = {k: v for k, v in batch.items() if k != "labels"}
             extra = {"position_ids": (inputs["attention_mask"].long().cumsum(-1) - 1).clamp_min(0)} \
                 if model.causal else {}
             hidden = model.encoder(**inputs, **extra).last_hidden_state
-            feats.append(F.normalize(model.head.pool(hidden, inputs["attention_mask"]).float(), dim=-1))
-            labels.append(batch["labels"])
+            feats.append(F.normalize(model.head.pool(hidden, inputs["attention_mask"]).float(), dim=-1).cpu())
+            labels.append(batch["labels"].cpu())
         return prototype_loss(torch.cat(feats), torch.cat(labels), spec.num_labels)
 
     return generation if spec.problem_type == "generation" else classification
