@@ -175,23 +175,30 @@ def _is_pickle_refusal(exc: BaseException) -> bool:
     return False
 
 
-def load_backbone(model: str = DEFAULT_MODEL, revision: str | None = None):  # -> (encoder, tokenizer, ref)
+def load_backbone(model: str = DEFAULT_MODEL, revision: str | None = None,
+                  causal_lm: bool = False):  # -> (encoder, tokenizer, ref)
     """Load ``AutoModel`` + ``AutoTokenizer`` for ``model`` (hub id or folder), frozen, in eval mode.
 
     A decoder-only LM loads as its bare decoder (``LlamaModel``, ``GPT2Model``: hidden states, no LM head) and
-    its tokenizer gets a pad token (its eos when missing) and no token_type_ids.
+    its tokenizer gets a pad token (its eos when missing) and no token_type_ids. ``causal_lm`` (generation
+    targets): ``AutoModelForCausalLM`` instead, LM head included (frozen too); an encoder is refused.
 
     Pickle weights are refused: a local folder holding only ``*.bin``/``*.pt`` before loading, a hub model
     when transformers/torch refuse its weights-only load.
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(model)
     _check_model_folder(model, path)
     kwargs = {"revision": revision} if revision and not Path(path).is_dir() else {}
     try:
+        if causal_lm:
+            model_type = AutoConfig.from_pretrained(path, **kwargs).model_type
+            if not is_decoder(model_type):
+                raise ModelError(f"generation targets need a decoder LM (Llama, Qwen2, Mistral, GPT-2, ...); "
+                                 f"{model} is a {model_type} encoder: pass --model with a causal LM")
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        encoder = AutoModel.from_pretrained(path, **kwargs)
+        encoder = (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(path, **kwargs)
     except Exception as exc:
         if _is_pickle_refusal(exc):
             raise ModelError(f"refusing to unpickle the weights of {model}: use safetensors {_CONVERT_HINT}") from exc

@@ -125,17 +125,23 @@ def load_composition(folder: Path, encoder: nn.Module | None = None, resolver: R
     resolver = resolver or Resolver()
     sources = [resolver.recorded(ref) for ref in record.sources]
     tokenizer = None
+    generative = found.meta.problem_type == "generation"  # ``encoder`` is then the causal LM, LM head included
     if encoder is None:
-        encoder, tokenizer, _ = load_backbone(found.meta.base_model["id"])
+        encoder, tokenizer, _ = load_backbone(found.meta.base_model["id"], causal_lm=generative)
     spec = CombinerSpec(record.method, record.variant, record.options)
-    comp = inject(encoder, sources, spec)
+    comp = inject(encoder.base_model if generative else encoder, sources, spec)
     name = comp.impl.weights_file
     if name:
         try:
             comp.load_state(load_tensors(found.path / name))
         except (KeyError, RuntimeError) as exc:
             raise ArtifactError(f"{folder}/{name} does not fit composition.json ({exc}); re-run transfer") from exc
-    model = TaskModel(encoder, build_head(found.meta.head, found.path), found.meta.problem_type)
+    if generative:
+        from scalearn_cli.generation.model import GenerativeModel
+
+        model = GenerativeModel(encoder)
+    else:
+        model = TaskModel(encoder, build_head(found.meta.head, found.path), found.meta.problem_type)
     model.composition = comp
     model.eval()
     return model, tokenizer, found.meta.to_dict()

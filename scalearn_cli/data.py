@@ -196,6 +196,10 @@ def _convert_labels(
     spec: TaskSpec, ds: datasets.Dataset, split: str, mapping: dict[Any, int] | None = None
 ) -> datasets.Dataset:
     """Drop unlabelled (-1) rows and replace the label column by int ids (or floats for regression)."""
+    if spec.problem_type == "generation":
+        from scalearn_cli.generation.data import check_answers
+
+        return check_answers(spec, ds, split)
     keep: list[int] = []
     converted: list[float | int] = []
     for row, value in enumerate(ds[spec.label_field]):
@@ -283,14 +287,14 @@ def _subsample(ds: datasets.Dataset, spec: TaskSpec, k: int, seed: int) -> datas
 
 
 def _stratify_labels(spec: TaskSpec, ds: datasets.Dataset) -> list[Any] | None:
-    return None if spec.problem_type == "regression" else list(ds[spec.label_field])
+    return None if spec.problem_type in ("regression", "generation") else list(ds[spec.label_field])
 
 
 def _resolve_spec(
     spec: TaskSpec, train: datasets.Dataset, test: datasets.Dataset | None
 ) -> tuple[TaskSpec, dict[Any, int] | None]:
     """Infer label names for a custom classification task; returns (spec, value -> id map or None)."""
-    if spec.label_names is not None or spec.problem_type == "regression":
+    if spec.label_names is not None or spec.problem_type in ("regression", "generation"):
         return spec, None
     values = list(train[spec.label_field]) + (list(test[spec.label_field]) if test is not None else [])
     names, mapping = _infer_label_names(values)
@@ -430,6 +434,7 @@ def make_loader(
     seed: int = 0,
     sort_by_length: bool = False,
     group_by_length: bool = False,
+    split: str | None = None,
 ) -> DataLoader:
     """Tokenize ``dataset`` once and batch it with dynamic padding.
 
@@ -445,6 +450,10 @@ def make_loader(
     """
     if batch_size < 1:
         raise UsageError(f"batch size is {batch_size}; give a positive --batch-size")
+    if spec.problem_type == "generation":  # prompt -> answer rows for a causal LM: answer-only labels, left padding
+        from scalearn_cli.generation.data import make_loader as make_lm_loader
+
+        return make_lm_loader(dataset, spec, tokenizer, batch_size, max_length, shuffle, seed, sort_by_length, split)
     missing = [f for f in spec.all_text_fields if f not in dataset.column_names]
     if missing:
         raise DataError(
@@ -481,6 +490,11 @@ def _n_tokens(ids: Any) -> int:
 
 
 def example_texts(ds: datasets.Dataset, spec: TaskSpec) -> list[str]:
-    """Each row's text segments joined with a space (what a similarity over tasks reads, e.g. AdapterSoup)."""
+    """Each row's text segments joined with a space (what a similarity over tasks reads, e.g. AdapterSoup);
+    a generation task's rendered prompts."""
+    if spec.prompt_template is not None:
+        from scalearn_cli.tasks import render_prompt
+
+        return [render_prompt(spec.prompt_template, row) for row in ds]
     segments = [_segment_texts(ds, seg) for seg in spec.text_fields]
     return [" ".join(parts) for parts in zip(*segments)]

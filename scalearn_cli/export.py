@@ -73,6 +73,10 @@ def folded_factors(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tens
     out = {}
     for site in comp.sites:
         mix = modules[site].mix
+        if hasattr(mix.combine, "factors"):  # a combiner that merges the sources into one LoRA (LoraHub)
+            down, up = mix.combine.factors(mix)
+            out[site] = (down.float().clone(), up.float().clone(), [int(down.shape[0])])
+            continue
         w = mix.weights.weights(site).float()  # (N, D_out) or (N, 1)
         up = mix.up.float() * w[mix.src].transpose(0, 1)  # (D_out, R): diag(ω_i) s_i B_i, side by side
         ranks = torch.bincount(mix.src, minlength=mix.n_sources).tolist()
@@ -170,13 +174,23 @@ def export(
             info["parameters"] = 0
         else:
             conv1d = any(is_conv1d(_base_of(model, site)) for site in lora_factors)
-            info["parameters"] = _write_lora(folder.path, lora_factors, meta["base_model"]["id"], DTYPES[dtype], conv1d)
-        save_tensors(folder.path / HEAD_FILE, model.head.state_dict())
+            info["parameters"] = _write_lora(folder.path, _lora_sites(model, lora_factors), meta["base_model"]["id"],
+                                             DTYPES[dtype], conv1d)
+        if model.head is not None:  # generation: the LM head is the base model's own
+            save_tensors(folder.path / HEAD_FILE, model.head.state_dict())
         exported = _export_meta(Metadata.from_dict(meta), info)
         folder.finish(exported, f"{info['format']} export of a {info['from']['variant'] or info['from']['method']} "
                       f"composition for {exported.task_name}", _card(exported.to_dict(), info))
     logger.info("exported %s (%s) to %s", folder, format, out)
     return {"out": str(out), **info}
+
+
+def _lora_sites(model: nn.Module, factors: dict) -> dict:
+    """Sites as module paths of the model PEFT will wrap: the encoder's, or (generation) the causal LM's, whose
+    bare decoder sits under ``base_model_prefix`` (``model.`` for Llama, ``transformer.`` for GPT-2)."""
+    lm = getattr(model, "lm", None)
+    prefix = f"{lm.base_model_prefix}." if lm is not None else ""
+    return {prefix + site: value for site, value in factors.items()}
 
 
 def _base_of(model: nn.Module, site: str) -> nn.Module:
@@ -209,7 +223,8 @@ def _write_merged(tmp: Path, model: nn.Module, factors, tokenizer, dtype) -> Non
         base.weight.copy_((base.weight.float() + (delta.T if is_conv1d(base) else delta)).to(base.weight.dtype))
         parent, _, child = site.rpartition(".")
         setattr(modules[parent], child, base)  # back to a plain nn.Linear
-    encoder.to(dtype).save_pretrained(str(tmp), safe_serialization=True)
+    # generation: the whole causal LM (its LM head included) around the merged decoder
+    getattr(model, "lm", encoder).to(dtype).save_pretrained(str(tmp), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
     if not (tmp / MERGED_WEIGHTS_FILE).is_file():
@@ -232,13 +247,14 @@ def _card(meta: dict[str, Any], info: dict[str, Any]) -> str:
     from scalearn_cli.cards import metrics_table
 
     base = meta["base_model"]["id"]
+    auto = "AutoModelForCausalLM" if meta["task"].get("problem_type") == "generation" else "AutoModel"
     if info["format"] == "merged":
         usage = ("A plain transformers encoder with the composition folded into its weights:\n\n```python\n"
-                 "from transformers import AutoModel\nmodel = AutoModel.from_pretrained(\"<this folder>\")\n```\n")
+                 f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"<this folder>\")\n```\n")
     else:
         usage = ("A standard PEFT LoRA (scaling 1, per-site ranks in `rank_pattern`):\n\n```python\n"
-                 f"from transformers import AutoModel\nfrom peft import PeftModel\n"
-                 f"model = PeftModel.from_pretrained(AutoModel.from_pretrained(\"{base}\"), \"<this folder>\")\n```\n")
+                 f"from transformers import {auto}\nfrom peft import PeftModel\n"
+                 f"model = PeftModel.from_pretrained({auto}.from_pretrained(\"{base}\"), \"<this folder>\")\n```\n")
     exactness = ("exact up to float rounding (fp32)" if info["exact"] else
                  f"approximate (svd overall relative error {info['svd_error']['overall']:.3g})" if "svd_error" in info
                  else f"exact fold, stored in {info['dtype']}")
@@ -254,7 +270,7 @@ def _card(meta: dict[str, Any], info: dict[str, Any]) -> str:
 def load_export(out: Path):  # -> (TaskModel, meta)
     """An export loaded without scalearn's composition code: vanilla PEFT (LoRA) or AutoModel (merged), fp32."""
     from peft import PeftModel
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForCausalLM
 
     from scalearn_cli.artifacts import read_folder
     from scalearn_cli.backbone import resolve_model_path
@@ -264,12 +280,19 @@ def load_export(out: Path):  # -> (TaskModel, meta)
     meta = found.meta.to_dict()
     if "export" not in meta:
         raise UsageError(f"{out} was not written by `scalearn export`; pass an export folder")
+    generative = found.meta.problem_type == "generation"
+    auto = AutoModelForCausalLM if generative else AutoModel
     if meta["kind"] == "merged":
-        encoder = AutoModel.from_pretrained(str(out), dtype=torch.float32)
+        encoder = auto.from_pretrained(str(out), dtype=torch.float32)
     else:
-        base = AutoModel.from_pretrained(resolve_model_path(meta["base_model"]["id"]), dtype=torch.float32)
+        base = auto.from_pretrained(resolve_model_path(meta["base_model"]["id"]), dtype=torch.float32)
         encoder = PeftModel.from_pretrained(base, str(out), is_trainable=False)
-    model = TaskModel(encoder, build_head(found.meta.head, out), found.meta.problem_type)
+    if generative:
+        from scalearn_cli.generation.model import GenerativeModel
+
+        model = GenerativeModel(encoder)
+    else:
+        model = TaskModel(encoder, build_head(found.meta.head, out), found.meta.problem_type)
     model.float().eval()
     return model, meta
 
@@ -349,7 +372,7 @@ def random_batch(tokenizer, n: int, length: int, spec, vocab_size: int | None = 
     if vocab.numel() == 0:
         raise UsageError("the tokenizer has only special tokens, so no random sample can be drawn; pass --data-dir")
     gen = torch.Generator().manual_seed(0)
-    choices = len(spec.choice_fields) if spec.problem_type == "multiple_choice" else None
+    choices = len(spec.choice_fields) if spec.problem_type == "multiple_choice" else None  # not generation's
     shape = (n, choices, length) if choices else (n, length)
     ids = vocab[torch.randint(len(vocab), shape, generator=gen)]
     if tokenizer.cls_token_id is not None:

@@ -13,12 +13,14 @@ from typing import Any, Literal, get_args
 
 from scalearn_cli.errors import TaskError, UsageError
 
-ProblemType = Literal["classification", "regression", "multiple_choice"]
+ProblemType = Literal["classification", "regression", "multiple_choice", "generation"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 
 #: Metric names understood by :mod:`scalearn_cli.metrics`.
-KNOWN_METRICS: tuple[str, ...] = ("accuracy", "f1", "macro_f1", "matthews", "pearson", "spearman")
+KNOWN_METRICS: tuple[str, ...] = ("accuracy", "f1", "macro_f1", "matthews", "pearson", "spearman", "exact_match")
 _REGRESSION_METRICS = frozenset({"pearson", "spearman"})
+#: generation targets: exact match of greedy-decoded answers, or (with choices) accuracy of the most likely choice
+_GENERATION_METRICS = frozenset({"exact_match", "accuracy"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class TaskSpec:
     For multiple choice, ``text_fields`` is the single context segment and ``choice_fields`` the candidates;
     the label is the index of the right candidate. ``test_split`` names the raw split used as the test set
     (the paper evaluates on the official validation split).
+
+    Generation (decoder LMs): ``prompt_template`` (``{field}`` placeholders) renders each row's prompt, whose
+    fields are ``text_fields``' one segment; ``label_field`` holds the answer text. With ``choice_fields`` the
+    answer is one of the row's choices and scoring picks the choice of highest log-likelihood (accuracy);
+    without, greedy-decoded answers are scored by exact match.
     """
 
     name: str
@@ -43,6 +50,7 @@ class TaskSpec:
     label_field: str = "label"
     choice_fields: tuple[str, ...] = ()
     test_split: str = "validation"
+    prompt_template: str | None = None  # generation only
 
     def __post_init__(self) -> None:
         # Normalise lists (from JSON or CLI options) to tuples so specs stay hashable and comparable.
@@ -73,17 +81,37 @@ class TaskSpec:
             raise TaskError(f"{where}: field 'label_field' is empty; name the column that holds the labels")
         if not self.test_split:
             raise TaskError(f"{where}: field 'test_split' is empty; name the split used as test set")
+        if self.problem_type == "generation":
+            self._check_template()
+        elif self.prompt_template is not None:
+            raise TaskError(f"{where}: field 'prompt_template' is only used by generation tasks; leave it empty")
         if self.problem_type == "multiple_choice":
             if len(self.choice_fields) < 2:
                 raise TaskError(f"{where}: field 'choice_fields' needs at least two choices for multiple choice")
             if len(self.text_fields) != 1:
                 raise TaskError(f"{where}: field 'text_fields' must be one context segment for multiple choice")
-        elif self.choice_fields:
+        elif self.choice_fields and self.problem_type != "generation":
             raise TaskError(f"{where}: field 'choice_fields' is only used by multiple-choice tasks; leave it empty")
+
+    def _check_template(self) -> None:
+        where = f"task {self.name}"
+        if not self.prompt_template:
+            raise TaskError(f"{where}: a generation task needs field 'prompt_template' (e.g. 'Q: {{question}} A:')")
+        fields_used = template_fields(self.prompt_template)
+        if not fields_used:
+            raise TaskError(f"{where}: field 'prompt_template' names no {{field}}; put the prompt column in braces")
+        if tuple(fields_used) != self.text_fields[0] or len(self.text_fields) != 1:
+            raise TaskError(f"{where}: field 'text_fields' must be the template's fields {list(fields_used)}")
+        if len(self.choice_fields) == 1:
+            raise TaskError(f"{where}: field 'choice_fields' needs at least two choices (or none: exact match)")
 
     def _check_labels(self) -> None:
         where = f"task {self.name}"
         names = self.label_names
+        if self.problem_type == "generation":
+            if names is not None:
+                raise TaskError(f"{where}: field 'label_names' must be None for generation (answers are text)")
+            return
         if self.problem_type == "regression":
             if names is not None:
                 raise TaskError(f"{where}: field 'label_names' must be None for regression")
@@ -105,6 +133,13 @@ class TaskSpec:
         unknown = [m for m in self.metrics if m not in KNOWN_METRICS]
         if unknown:
             raise TaskError(f"{where}: field 'metrics' has unknown {unknown}; use some of {', '.join(KNOWN_METRICS)}")
+        if self.problem_type == "generation" or "exact_match" in self.metrics:
+            if self.problem_type != "generation" or not set(self.metrics) <= _GENERATION_METRICS:
+                raise TaskError(f"{where}: field 'metrics' {list(self.metrics)} does not fit problem_type "
+                                f"{self.problem_type}; generation uses exact_match (or accuracy with choices)")
+            if self.main_metric not in self.metrics:
+                raise TaskError(f"{where}: field 'main_metric' {self.main_metric!r} is not one of {list(self.metrics)}")
+            return
         regression = self.problem_type == "regression"
         if any((m in _REGRESSION_METRICS) != regression for m in self.metrics):
             raise TaskError(
@@ -125,8 +160,8 @@ class TaskSpec:
         """Output size of the head: 1 for regression, the number of choices, or the number of labels."""
         if self.problem_type == "regression":
             return 1
-        if self.problem_type == "multiple_choice":
-            return len(self.choice_fields)
+        if self.problem_type in ("multiple_choice", "generation"):
+            return len(self.choice_fields)  # generation: 0 without choices (no head either way)
         if self.label_names is None:
             raise TaskError(
                 f"task {self.name} has no label names yet; load its data with data.make_splits to infer them"
@@ -267,6 +302,53 @@ def custom_task(
     )
 
 
+def template_fields(template: str) -> tuple[str, ...]:
+    """The ``{field}`` names of a prompt template, in order of first use (``{{``/``}}`` are literal braces)."""
+    import string
+
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise TaskError(f"prompt template {template!r} is not a valid {{field}} template ({exc})") from exc
+    if any(not n for n in names):
+        raise TaskError(f"prompt template {template!r} has an empty {{}} placeholder; name a column in braces")
+    return tuple(dict.fromkeys(names))
+
+
+def render_prompt(template: str, row: dict[str, Any]) -> str:
+    """``template`` with each ``{field}`` replaced by the row's value (the text as-is; no format specs)."""
+    import string
+
+    return "".join(literal + ("" if name is None else _text(row.get(name)))
+                   for literal, name, _, _ in string.Formatter().parse(template))
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def generation_task(
+    answer_field: str | None,
+    prompt_field: str | None = None,
+    prompt_template: str | None = None,
+    choice_fields: list[str] | None = None,
+) -> TaskSpec:
+    """The spec of a custom generation task: a prompt (one column, or a ``{field}`` template) -> an answer column.
+
+    With ``choice_fields`` the answer must be one of the row's choices (scored by log-likelihood, accuracy);
+    otherwise greedy-decoded answers are scored by exact match.
+    """
+    if not answer_field:
+        raise UsageError("--problem-type generation needs --answer-field (the column holding each row's answer)")
+    if bool(prompt_field) == bool(prompt_template):
+        raise UsageError("--problem-type generation needs one of --prompt-field COLUMN or --prompt-template "
+                         "'...{column}...'")
+    template = prompt_template or "{" + str(prompt_field) + "}"
+    metrics = ("accuracy",) if choice_fields else ("exact_match",)
+    return TaskSpec("custom", None, None, (template_fields(template),), None, "generation", metrics, metrics[0],
+                    label_field=answer_field, choice_fields=tuple(choice_fields or ()), prompt_template=template)
+
+
 def task_to_dict(spec: TaskSpec) -> dict[str, Any]:
     """JSON-ready dict of ``spec`` (tuples become lists); inverse of :func:`task_from_dict`."""
     data = asdict(spec)
@@ -274,6 +356,8 @@ def task_to_dict(spec: TaskSpec) -> dict[str, Any]:
     data["label_names"] = list(spec.label_names) if spec.label_names is not None else None
     data["metrics"] = list(spec.metrics)
     data["choice_fields"] = list(spec.choice_fields)
+    if spec.prompt_template is None:  # classification/regression metadata stays as it was before generation
+        del data["prompt_template"]
     return data
 
 

@@ -27,7 +27,22 @@ TextFieldsOpt = Annotated[
 ]
 LabelFieldOpt = Annotated[str, typer.Option("--label-field", help="--task custom: the label column.")]
 ProblemOpt = Annotated[
-    str, typer.Option("--problem-type", help="--task custom: classification or regression.")
+    str, typer.Option("--problem-type", help="--task custom: classification, regression or generation (decoder LMs: "
+                                             "prompt -> answer).")
+]
+PromptFieldOpt = Annotated[
+    Optional[str], typer.Option("--prompt-field", help="Generation: the column holding each row's prompt.")
+]
+PromptTemplateOpt = Annotated[
+    Optional[str], typer.Option("--prompt-template", help="Generation: the prompt as a template of {column} "
+                                                          "placeholders, e.g. 'Q: {question} A:'.")
+]
+AnswerFieldOpt = Annotated[
+    Optional[str], typer.Option("--answer-field", help="Generation: the column holding each row's answer.")
+]
+ChoiceFieldsOpt = Annotated[
+    Optional[str], typer.Option("--choice-fields", help="Generation: comma-separated candidate-answer columns; "
+                                                        "scored by log-likelihood (accuracy), else exact match.")
 ]
 ModelOpt = Annotated[
     Optional[str],

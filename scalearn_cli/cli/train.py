@@ -9,20 +9,22 @@ import typer
 
 from scalearn_cli.cli.common import (
     BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, EvalBatchOpt, FewShotOpt, GroupByLengthOpt, JsonOpt,
-    LabelFieldOpt, LrOpt, MaxDevOpt, MaxLenOpt,
+    LabelFieldOpt, LrOpt, MaxDevOpt, MaxLenOpt, PromptFieldOpt, PromptTemplateOpt, AnswerFieldOpt, ChoiceFieldsOpt,
     MaxStepsOpt, MaxTrainOpt, ModelOpt, OutOpt, OverwriteOpt, PatienceOpt, PrecisionOpt, ProblemOpt, RegistryOpt,
     SeedOpt, TaskOpt, TextFieldsOpt, console, print_json, resolver, split_csv,
 )
 
 
 def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
-          max_dev_samples=None):
+          max_dev_samples=None, generation=(None, None, None, None)):
     from scalearn_cli.stages.common import DataOptions
 
+    prompt_field, prompt_template, answer_field, choice_fields = generation
     return DataOptions(
         task=task, data_dir=data_dir, data_file=data_file, text_fields=split_csv(text_fields),
         label_field=label_field, problem_type=problem_type, max_train_samples=max_train_samples, few_shot=few_shot,
-        max_dev_samples=max_dev_samples,
+        max_dev_samples=max_dev_samples, prompt_field=prompt_field, prompt_template=prompt_template,
+        answer_field=answer_field, choice_fields=split_csv(choice_fields),
     )
 
 
@@ -88,6 +90,10 @@ def train_source(
     text_fields: TextFieldsOpt = None,
     label_field: LabelFieldOpt = "label",
     problem_type: ProblemOpt = "classification",
+    prompt_field: PromptFieldOpt = None,
+    prompt_template: PromptTemplateOpt = None,
+    answer_field: AnswerFieldOpt = None,
+    choice_fields: ChoiceFieldsOpt = None,
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha (scaling = alpha / r).")] = 16,
     lora_targets: Annotated[Optional[str], typer.Option(
@@ -127,7 +133,7 @@ def train_source(
     config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision,
                      eval_batch_size, group_by_length)
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
-                 max_dev_samples)
+                 max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))
     meta = run(data, out, adapter, settings, config, model, overwrite, _progress(f"{adapter} {task}"),
                pooling=pooling)
     _report(meta, out, as_json)
@@ -145,9 +151,12 @@ def transfer(
         str, typer.Option(help="scalearn, scalearn-uniform, scalearn++ or scalearn-uniform++ (--method scalearn).")
     ] = "scalearn",
     method: Annotated[str, typer.Option(
-        help="scalearn; or a baseline: adapterfusion, average (fixed 1/N) or adaptersoup (top-k similar sources "
-             "averaged in weight space); baselines train the head only, except adapterfusion.")] = "scalearn",
+        help="scalearn; or a baseline: adapterfusion, average (fixed 1/N), adaptersoup (top-k similar sources "
+             "averaged in weight space) or lorahub (gradient-free weights, LoRA A and B merged); baselines train "
+             "the head only, except adapterfusion.")] = "scalearn",
     soup_k: Annotated[int, typer.Option("--soup-k", help="adaptersoup: how many sources to average.")] = 3,
+    lorahub_budget: Annotated[int, typer.Option(
+        "--lorahub-budget", help="lorahub: loss evaluations of its gradient-free weight search (LoraHub's 40).")] = 40,
     sparsity: Annotated[float, typer.Option(help="Group-lasso strength λ on per-source ω (helps `prune`).")] = 0.0,
     pooling: Annotated[Optional[str], typer.Option(
         help="Head pooling: auto, first, mean or last (default: the one the sources' heads were trained with).")
@@ -159,6 +168,10 @@ def transfer(
     text_fields: TextFieldsOpt = None,
     label_field: LabelFieldOpt = "label",
     problem_type: ProblemOpt = "classification",
+    prompt_field: PromptFieldOpt = None,
+    prompt_template: PromptTemplateOpt = None,
+    answer_field: AnswerFieldOpt = None,
+    choice_fields: ChoiceFieldsOpt = None,
     epochs: EpochsOpt = 30,
     lr: LrOpt = None,
     batch_size: BatchOpt = 32,
@@ -188,8 +201,9 @@ def transfer(
     options = TransferOptions(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config,
         data=_data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
-                 max_dev_samples),
-        options={"k": soup_k} if method == "adaptersoup" else {}, resolver=resolver(registry, endpoint),
+                   max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields)),
+        options={"adaptersoup": {"k": soup_k}, "lorahub": {"budget": lorahub_budget}}.get(method, {}),
+        resolver=resolver(registry, endpoint),
         overwrite=overwrite, sparsity=sparsity, pooling=pooling, model=model,
     )
     _report(run(options, _progress(f"{method} {task}")), out, as_json)

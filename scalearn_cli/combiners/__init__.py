@@ -82,6 +82,7 @@ COMBINERS: dict[str, str | Combiner] = {
     "average": "scalearn_cli.combiners.average:Average",
     "adapterfusion": "scalearn_cli.combiners.fusion:AdapterFusion",
     "adaptersoup": "scalearn_cli.combiners.soup:AdapterSoup",
+    "lorahub": "scalearn_cli.combiners.lorahub:LoraHub",
 }
 
 

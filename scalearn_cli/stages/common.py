@@ -28,6 +28,10 @@ class DataOptions:
     data_file: Path | None = None
     text_fields: tuple[str, ...] = ()
     label_field: str = "label"
+    prompt_field: str | None = None  # generation: the prompt column, or
+    prompt_template: str | None = None  # a template with {column} placeholders
+    answer_field: str | None = None  # generation: the answer column
+    choice_fields: tuple[str, ...] = ()  # generation: candidate-answer columns (scored by log-likelihood)
     problem_type: str = "classification"
     label_names: tuple[str, ...] | None = None
     max_train_samples: int | None = None
@@ -40,6 +44,11 @@ class DataOptions:
 
         if self.task_spec is not None:
             return self.task_spec
+        if self.task == "custom" and self.problem_type == "generation":
+            from scalearn_cli.tasks import generation_task
+
+            return generation_task(self.answer_field, self.prompt_field, self.prompt_template,
+                                   list(self.choice_fields) or None)
         if self.task == "custom":
             if not self.text_fields:
                 raise UsageError("--task custom needs --text-fields (e.g. --text-fields sentence1,sentence2)")
@@ -60,6 +69,9 @@ class Prepared:
     train: Any  # DataLoader
     dev: Any
     test: Any
+    tokenizer: Any = None  # generation targets decode and score with it
+    max_length: int = 128
+    eval_batch_size: int = 128
 
 
 def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: int | None = None) -> Prepared:
@@ -78,12 +90,14 @@ def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: i
     )
     spec = splits.spec
     train = make_loader(splits.train, spec, tokenizer, config.batch_size, config.max_length, shuffle=True,
-                        seed=config.seed, group_by_length=config.group_by_length)
+                        seed=config.seed, group_by_length=config.group_by_length, split="train")
 
-    def eval_loader(ds):  # length-sorted, larger batches: evaluation is most of a small run's time on a CPU
-        return make_loader(ds, spec, tokenizer, config.eval_batch_size, config.max_length, sort_by_length=True)
+    def eval_loader(ds, split):  # length-sorted, larger batches: evaluation is most of a small run's time on a CPU
+        return make_loader(ds, spec, tokenizer, config.eval_batch_size, config.max_length, sort_by_length=True,
+                           split=split)
 
-    return Prepared(options, spec, splits, train, eval_loader(splits.dev), eval_loader(splits.test))
+    return Prepared(options, spec, splits, train, eval_loader(splits.dev, "dev"), eval_loader(splits.test, "test"),
+                    tokenizer, config.max_length, config.eval_batch_size)
 
 
 def score(model: nn.Module, prepared: Prepared, splits: tuple[str, ...] = ("dev", "test")) -> dict[str, dict]:
@@ -93,12 +107,24 @@ def score(model: nn.Module, prepared: Prepared, splits: tuple[str, ...] = ("dev"
     out = {}
     for split in splits:
         loss, logits, labels = evaluate(model, getattr(prepared, split))
-        out[split] = {**compute_metrics(prepared.spec, logits, labels), "loss": float(loss)}
+        if prepared.spec.problem_type == "generation":  # exact match of greedy answers, or the likeliest choice
+            from scalearn_cli.generation.score import score_generation
+
+            metrics = score_generation(model, prepared.spec, getattr(prepared.splits, split), prepared.tokenizer,
+                                       prepared.max_length, prepared.eval_batch_size)
+        else:
+            metrics = compute_metrics(prepared.spec, logits, labels)
+        out[split] = {**metrics, "loss": float(loss)}
     return out
 
 
 def metric_fn(spec):  # -> Callable[[np.ndarray, np.ndarray], dict[str, float]]
     from scalearn_cli.metrics import compute_metrics
+
+    if spec.problem_type == "generation":  # per epoch only the answers' mean NLL per token (decoding is costly)
+        from scalearn_cli.generation.model import answer_nll
+
+        return lambda logits, labels: {"answer_nll": answer_nll(logits)}
 
     def fn(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return compute_metrics(spec, logits, labels)

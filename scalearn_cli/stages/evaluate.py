@@ -30,12 +30,15 @@ def load_model(folder: Path, resolver: Resolver | None = None):  # -> (TaskModel
 def _load_merged(folder: Path):  # -> (TaskModel, tokenizer, meta)
     from scalearn_cli.artifacts import read_folder
     from scalearn_cli.backbone import load_backbone
-    from scalearn_cli.model import TaskModel, build_head
+    from scalearn_cli.model import build_head
+    from scalearn_cli.stages.source import task_model_for
 
     found = read_folder(folder, kind="merged")
-    encoder, tokenizer, _ = load_backbone(str(folder))
+    generative = found.meta.problem_type == "generation"
+    encoder, tokenizer, _ = load_backbone(str(folder), causal_lm=generative)
     encoder.float()  # a float16/bfloat16 export is scored in fp32, like the fp32 head
-    model = TaskModel(encoder, build_head(found.meta.head, found.path), found.meta.problem_type)
+    head = None if generative else build_head(found.meta.head, found.path)
+    model = task_model_for(encoder, head, found.meta.problem_type)
     model.eval()
     return model, tokenizer, found.meta.to_dict()
 

@@ -54,34 +54,48 @@ def train_source(
     if pooling is not None:
         check_pooling(pooling)
     check_out_dir(out, overwrite)
-    encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL)
-    pooling, why = resolve_pooling(pooling or "auto", model or DEFAULT_MODEL, ref.model_type)
+    generative = data.spec().problem_type == "generation"  # the LM head scores answers: no task head
+    encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL, causal_lm=generative)
+    pooling, why = (None, "generation: no head") if generative else resolve_pooling(
+        pooling or "auto", model or DEFAULT_MODEL, ref.model_type)
     logger.info("head pooling: %s (%s)", pooling, why)
     prepared = prepare(data, tokenizer, config)
     set_seed(config.seed)
-    head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
+    head = None if generative else TaskHead(
+        ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
+    # a generation source wraps the whole causal LM, so vanilla PEFT loads it on AutoModelForCausalLM
     attached = kind.attach(encoder, settings, ref.id)
     settings = attached.settings or settings  # e.g. LoRA's target modules for this architecture
-    task_model = TaskModel(attached.model, head, prepared.spec.problem_type)
-    params = attached.params + list(head.parameters())
+    task_model = task_model_for(attached.model, head, prepared.spec.problem_type)
+    params = attached.params + (list(head.parameters()) if head is not None else [])
     result = fit(task_model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress)
     spec = AdapterSpec(kind.name, count_parameters(attached.params), settings=asdict(settings))
-    meta = run_metadata("source", prepared, ref, config, result, spec, head_spec(head), score(task_model, prepared),
-                        {"pooling_choice": why, **(extra_meta or {})})
+    meta = run_metadata("source", prepared, ref, config, result, spec, head and head_spec(head),
+                        score(task_model, prepared), {"pooling_choice": why, **(extra_meta or {})})
     written: list[Metadata] = []
     on_main_process(lambda: written.append(save_source(out, attached, settings, head, meta, overwrite)))
     return (written[0] if written else meta).to_dict()
 
 
+def task_model_for(encoder: nn.Module, head: TaskHead | None, problem_type: str) -> nn.Module:
+    """A head on an encoder, or (generation: ``encoder`` is a causal LM, ``head`` None) the LM scoring answers."""
+    if problem_type == "generation":
+        from scalearn_cli.generation.model import GenerativeModel
+
+        return GenerativeModel(encoder)
+    return TaskModel(encoder, head, problem_type)
+
+
 def save_source(
-    out: Path, attached: Attached, settings: Any, head: TaskHead, meta: Metadata | dict, overwrite: bool = False
+    out: Path, attached: Attached, settings: Any, head: TaskHead | None, meta: Metadata | dict, overwrite: bool = False
 ) -> Metadata:
     """Write a source folder atomically: the kind's files, the head, scalearn.json (with hashes), model card."""
     meta = meta if isinstance(meta, Metadata) else Metadata.from_dict(meta)
     kind = get_kind(meta.adapter.kind)
     with write_folder(out, overwrite) as folder:
         kind.save(folder.path, attached, settings)
-        save_tensors(folder.path / HEAD_FILE, head.state_dict())
+        if head is not None:
+            save_tensors(folder.path / HEAD_FILE, head.state_dict())
         title = f"{meta.adapter.kind} source adapter for {meta.task_name}"
         return folder.finish(meta, title, _card_body(meta, kind.card_usage(meta.to_dict())))
 
@@ -102,11 +116,12 @@ def load_source_model(folder: Path, encoder: nn.Module | None = None) -> tuple[T
     found = read_source(Path(folder))
     meta = found.meta
     tokenizer = None
+    generative = meta.problem_type == "generation"
     if encoder is None:
-        encoder, tokenizer, ref = load_backbone(meta.base_model["id"])
+        encoder, tokenizer, ref = load_backbone(meta.base_model["id"], causal_lm=generative)
         _warn_base_mismatch(ref, meta)
     wrapped = get_kind(meta.adapter.kind).load(encoder, found.path)
-    model = TaskModel(wrapped, build_head(meta.head, found.path), meta.problem_type)
+    model = task_model_for(wrapped, None if generative else build_head(meta.head, found.path), meta.problem_type)
     model.eval()
     return model, tokenizer, meta.to_dict()
 

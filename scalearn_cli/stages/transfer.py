@@ -14,13 +14,14 @@ from scalearn_cli.cards import metrics_table
 from scalearn_cli.combiners import CombinerSpec, TargetContext, get_combiner
 from scalearn_cli.compose import Composition, check_sources, composition_record, inject
 from scalearn_cli.errors import CompositionError, UsageError
-from scalearn_cli.model import TaskHead, TaskModel, head_outputs, head_spec
+from scalearn_cli.model import TaskHead, head_outputs, head_spec
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.scaling import Omega
 from scalearn_cli.stages.common import (
     DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score,
 )
-from scalearn_cli.train import Progress, TrainConfig, fit, on_main_process
+from scalearn_cli.stages.source import task_model_for
+from scalearn_cli.train import Progress, TrainConfig, TrainResult, fit, on_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +91,10 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     base = resolved[0].meta.base_model
     if options.model is None and not base.get("id"):
         raise UsageError(f"source '{resolved[0].name}' does not say which base model it adapts; pass --model")
-    encoder, tokenizer, ref = load_backbone(options.model or base["id"])
+    generative = options.data.spec().problem_type == "generation"  # the frozen LM head scores answers
+    encoder, tokenizer, ref = load_backbone(options.model or base["id"], causal_lm=generative)
     check_base_model(base, ref, options.model)
-    pooling = options.pooling or sources_pooling(resolved, "auto")
+    pooling = None if generative else (options.pooling or sources_pooling(resolved, "auto"))
     if pooling == "auto":
         pooling = resolve_pooling(pooling, options.model or base["id"], ref.model_type)[0]
     if options.model is not None and base.get("id") and options.model != base["id"]:
@@ -102,20 +104,27 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
         logger.warning("base model %s is at %s; the sources were trained on %s", ref.id, ref.revision, base["revision"])
     prepared = prepare(options.data, tokenizer, config)
     set_seed(config.seed)
-    spec = get_combiner(spec.method).prepare(spec, _target(prepared, resolved, encoder, tokenizer, config))
-    comp = inject(encoder, resolved, spec)
+    decoder = encoder.base_model if generative else encoder  # sites are the bare decoder's module paths
+    combiner = get_combiner(spec.method)
+    spec = combiner.prepare(spec, _target(prepared, resolved, decoder, tokenizer, config))
+    comp = inject(decoder, resolved, spec)
     if options.init_omega is not None:
         _init_omega(comp, options.init_omega)
-    head = TaskHead(ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
-    model = TaskModel(encoder, head, prepared.spec.problem_type)
+    head = None if generative else TaskHead(
+        ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
+    model = task_model_for(encoder, head, prepared.spec.problem_type)
     model.composition = comp
+    if hasattr(combiner, "search"):  # gradient-free weights (LoraHub), fixed before anything trains
+        comp.spec = combiner.search(comp, model, prepared, config.seed)
+    params = comp.trainable() + (list(head.parameters()) if head is not None else [])
     n_transfer = sum(p.numel() for p in comp.trainable())
-    logger.info("training %d transfer parameters (+ %d head)", n_transfer, sum(p.numel() for p in head.parameters()))
-    result = fit(model, comp.trainable() + list(head.parameters()), prepared.train, prepared.dev, config,
-                 metric_fn(prepared.spec), progress, penalty=group_lasso(comp, options.sparsity))
+    logger.info("training %d transfer parameters (+ %d head)", n_transfer, sum(p.numel() for p in params) - n_transfer)
+    penalty = group_lasso(comp, options.sparsity)
+    result = fit(model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress,
+                 penalty=penalty) if params else untrained(model, prepared)
     record = composition_record(resolved, comp, options.sparsity)
     adapter = AdapterSpec(record.adapter_kind, n_transfer, method=spec.method, variant=spec.variant)
-    meta = run_metadata("composition", prepared, ref, config, result, adapter, head_spec(head),
+    meta = run_metadata("composition", prepared, ref, config, result, adapter, head and head_spec(head),
                         score(model, prepared), {"sources": [s.ref.ref for s in resolved],
                                                  "sources_base_model": base.get("id")})
     written: list[Metadata] = []
@@ -152,14 +161,25 @@ def sources_pooling(sources: list[Resolved], default: str = "first") -> str:
     return next(iter(found.values()))
 
 
-def _save(options: TransferOptions, comp: Composition, head: TaskHead, record: CompositionRecord,
+def untrained(model, prepared) -> TrainResult:
+    """The log of a run with nothing left to train (fixed weights on a generation target: no head)."""
+    from scalearn_cli.train import evaluate
+
+    loss = evaluate(model, prepared.dev)[0]
+    logger.info("nothing to train (fixed source weights, no head): dev loss %.4f", loss)
+    return TrainResult(best_epoch=0, best_dev_loss=loss, steps=0, train_seconds=0.0, examples_per_second=0.0,
+                       initial_dev_loss=loss, improved_on_initial=True)
+
+
+def _save(options: TransferOptions, comp: Composition, head: TaskHead | None, record: CompositionRecord,
           meta: Metadata) -> Metadata:
     """Write the composition folder atomically (what the combiner learned, head, composition.json, metadata, card)."""
     with write_folder(options.out, options.overwrite) as folder:
         name = comp.impl.weights_file
         if name:
             save_tensors(folder.path / name, comp.state(), metadata={"method": comp.method, "variant": str(comp.variant)})
-        save_tensors(folder.path / "head.safetensors", head.state_dict())
+        if head is not None:
+            save_tensors(folder.path / "head.safetensors", head.state_dict())
         write_json(folder.path / COMPOSITION_FILE, record.to_dict())
         title = f"{record.variant or record.method} composition for {meta.task_name}"
         return folder.finish(meta, title, _card(meta, record))

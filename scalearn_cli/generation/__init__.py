@@ -1,0 +1,2 @@
+"""Generation targets for decoder LMs: prompt -> answer data (``data``), the LM-head model (``model``) and scoring
+by exact match or choice log-likelihood (``score``)."""
