@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# the CLI sets this in main(); tests call the app directly. Fast tokenizers' own thread pool and forked helper
+# processes (accelerate, datasets) can deadlock together
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=120)
 WORDS = "the a movie film good bad great awful plot actor is was not very really boring fun and or but".split()
 
