@@ -3,7 +3,8 @@
 No pretrained decoder installs from the package registries, so this builds a random Llama a CPU can step
 (``--layers`` × ``--hidden``, default 8 × 512, vocabulary 32,000) with a word-level tokenizer, saves N random PEFT
 LoRA sources on it (PEFT's default targets for Llama: q_proj, v_proj; r = 8), and steps, round-robin in one
-process, the single trainable LoRA (no dropout) against ScaLearn with N = 1, 4, 8, 16 sources at batch
+process, the single trainable LoRA (no dropout) against ScaLearn (and, as the peer, PEFT itself with the N LoRAs
+all active as separate branches, head trained) with N = 1, 4, 8, 16 sources at batch
 ``--batch`` × ``--seq-len`` tokens (default 4 × 256). Every round is kept; ratios are per round; memory is bytes
 saved for backward. Writes ``bench/results/decoder_steps.json`` (read by ``report.py``).
 
@@ -62,7 +63,9 @@ def main() -> None:
     rr_args = argparse.Namespace(model=str(model), kinds="lora", n=args.n, warmup=args.warmup,
                                  repeats=args.repeats, threads=args.threads)
     sources = {"lora": speed.make_sources(args.work / "sources", str(model), "lora", max(map(int, args.n.split(","))))}
-    result = speed.steps_round_robin(rr_args, sources)
+    peers = [{"model": str(model), "threads": args.threads, "kind": "lora", "method": "peft-all-active", "n": n,
+              "sources": [str(p) for p in sources["lora"][:n]]} for n in map(int, args.n.split(","))]
+    result = speed.steps_round_robin(rr_args, sources, extra_specs=peers)
     result.update(decoder={"arch": "llama", "layers": args.layers, "hidden": args.hidden, "vocab": 32000,
                            "lora": "PEFT default targets (q_proj, v_proj), r=8", "batch": args.batch,
                            "seq_len": args.seq_len})

@@ -24,11 +24,12 @@ import quality  # noqa: E402  (bench/quality.py: the plan and the run key; stdli
 RESULTS = REPO / "bench" / "results"
 FIGURES = REPO / "docs" / "figures"
 FIGURE_LINK = "figures/"  # how the generated doc links to FIGURES
-METHODS = [("single", None), ("average", None), ("adaptersoup", None), ("adapterfusion", None), ("adapterfusion-tuned", None),
+METHODS = [("single", None), ("average", None), ("adaptersoup", None), ("peft-all-active", None), ("adapterfusion", None), ("adapterfusion-tuned", None),
            ("scalearn", "scalearn"), ("scalearn", "scalearn-uniform"), ("scalearn", "scalearn++"),
            ("scalearn", "scalearn-uniform++")]
 LABEL = {"single": "Single adapter (target's own)", "average": "Average (ω = 1/N, fixed)",
          "adaptersoup": "AdapterSoup (top-k similar sources, weight-averaged)",
+         "peft-all-active": "PEFT, all N LoRAs active as separate branches, trained (peer)",
          "adapterfusion": "AdapterFusion", "adapterfusion-tuned": "AdapterFusion (tuned lr)",
          "merged": "ScaLearn folded into the base weights (export --format merged)",
          "scalearn": "ScaLearn", "scalearn-uniform": "ScaLearnUniform", "scalearn++": "ScaLearn++",

@@ -124,6 +124,8 @@ def build(config: dict):  # -> (model, trainable params, transfer parameter coun
         params = attached.params
         return (TaskModel(attached.model, head, "classification"), params + list(head.parameters()),
                 sum(p.numel() for p in params))
+    if method == "peft-all-active":  # the peer: PEFT itself running the N frozen LoRAs as separate branches
+        return peft_all_active(encoder, head, config["sources"])
     from scalearn_cli.combiners import get_combiner
     from scalearn_cli.compose import inject
     from scalearn_cli.resolve import Resolver
@@ -136,6 +138,23 @@ def build(config: dict):  # -> (model, trainable params, transfer parameter coun
     if method == "merged":
         return fold_into_base(model), list(head.parameters()), 0
     return model, comp.trainable() + list(head.parameters()), sum(p.numel() for p in comp.trainable())
+
+
+def peft_all_active(encoder, head, folders: list[str]):  # -> (model, trainable params, 0)
+    """PEFT with every source loaded and all active at once: the same N LoRAs run as N separate low-rank branches
+    per site, PEFT's own way to apply several LoRAs together. Frozen LoRAs and a head alone would not backpropagate
+    through the model at all, unlike ScaLearn (ω sits in every layer), so the N LoRAs train here, as PEFT trains
+    several active adapters: the cost of running N LoRAs at once with gradients through them."""
+    from peft import PeftModel
+
+    from scalearn_cli.model import TaskModel
+
+    model = PeftModel.from_pretrained(encoder, folders[0], adapter_name="s0", is_trainable=True)
+    for i, folder in enumerate(folders[1:], start=1):
+        model.load_adapter(folder, adapter_name=f"s{i}", is_trainable=True)
+    model.base_model.set_adapter([f"s{i}" for i in range(len(folders))], inference_mode=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return TaskModel(model, head, "classification"), params + list(head.parameters()), sum(p.numel() for p in params)
 
 
 def fold_into_base(model):  # -> TaskModel
@@ -289,7 +308,7 @@ def rr_specs(args: argparse.Namespace, sources: dict[str, list[Path]]) -> list[d
     return specs
 
 
-def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]]) -> dict:
+def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]], extra_specs: list[dict] | None = None) -> dict:
     """Training-step time of every configuration built in one process, one step each per round (drift-robust).
 
     Every round is stored. A ratio is taken per round (configuration ÷ its kind's single adapter in the same
@@ -299,7 +318,7 @@ def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]]) 
     import torch
 
     torch.set_num_threads(args.threads)
-    specs = rr_specs(args, sources)
+    specs = rr_specs(args, sources) + list(extra_specs or [])
     built = []
     for spec in specs:
         model, params, _ = build(spec)
