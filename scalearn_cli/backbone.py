@@ -296,3 +296,11 @@ def _pooling_config(model: str) -> dict | None:
         return json.loads(text) if text else None
     except (json.JSONDecodeError, AttributeError, TypeError):
         return None
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each layer's activations during backward (transformers' own, non-reentrant: gradients reach the
+    adapters and ω inside a frozen model, and the recomputation replays the same dropout masks)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ModelError(f"{type(model).__name__} does not support gradient checkpointing; drop --gradient-checkpointing")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -38,6 +38,7 @@ class TrainConfig:
     max_steps: int | None = None  # overrides epochs when set (few-shot: 1,000 steps)
     eval_batch_size: int = 128  # dev/test batches: no gradients, so larger ones (length-sorted) are cheap
     group_by_length: bool = False  # training batches of similar lengths (transformers' LengthGroupedSampler)
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory, more time
     precision: Precision = "no"
 
     def __post_init__(self) -> None:

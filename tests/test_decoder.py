@@ -338,3 +338,28 @@ def test_a_source_scores_alone_and_plus_plus_shares_omega_across_decoder_layers(
     out = tmp_path / "pp"
     transfer(TransferOptions(tuple(sources["gpt2"]), data_options(data_file), out, variant="scalearn++", train=TrainConfig(**FAST)))
     assert sorted(load_file(str(out / "omega.safetensors"))) == ["h.*.attn.c_attn"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_gradient_checkpointing_gives_the_same_omega_gradients(arch, decoders, sources):
+    """--gradient-checkpointing recomputes activations in backward: same loss and ω gradients, with ω's dropout
+    and the base model's own (GPT-2's) dropout on: the recomputation replays the same masks."""
+    from scalearn_cli.backbone import enable_gradient_checkpointing
+
+    def grads(checkpointing: bool):
+        encoder, _, _ = load_backbone(str(decoders[arch]))
+        torch.manual_seed(0)  # the same ω init (Normal(2/N, 0.001)) in both runs
+        comp = inject(encoder, [Resolver().source(f) for f in sources[arch]], CombinerSpec("scalearn", "scalearn", {}))
+        if checkpointing:
+            enable_gradient_checkpointing(encoder)
+        encoder.train()
+        comp.train()  # ω dropout on: the recomputation must replay the same masks
+        torch.manual_seed(3)
+        loss = encoder(**sample(decoders, arch)).last_hidden_state.pow(2).mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in comp.trainable()]
+
+    (loss_a, grads_a), (loss_b, grads_b) = grads(False), grads(True)
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    worst = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(grads_a, grads_b))
+    assert worst <= 1e-5, worst

@@ -66,6 +66,9 @@ EvalBatchOpt = Annotated[int, typer.Option("--eval-batch-size", help="Dev/test b
 GroupByLengthOpt = Annotated[
     bool, typer.Option("--group-by-length", help="Training batches of similar lengths (less padding).")
 ]
+GradCheckpointOpt = Annotated[
+    bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward (less memory, slower).")
+]
 FewShotOpt = Annotated[Optional[int], typer.Option("--few-shot", help="Train on K examples only (seeded).")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N steps (overrides --epochs).")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="no, fp16 or bf16 (GPU only; CPU runs fp32).")]

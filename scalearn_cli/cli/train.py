@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from scalearn_cli.cli.common import (
-    BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, EvalBatchOpt, FewShotOpt, GroupByLengthOpt, JsonOpt,
+    BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, EvalBatchOpt, FewShotOpt, GradCheckpointOpt, GroupByLengthOpt, JsonOpt,
     LabelFieldOpt, LrOpt, MaxDevOpt, MaxLenOpt, PromptFieldOpt, PromptTemplateOpt, AnswerFieldOpt, ChoiceFieldsOpt,
     MaxStepsOpt, MaxTrainOpt, ModelOpt, OutOpt, OverwriteOpt, PatienceOpt, PrecisionOpt, ProblemOpt, RegistryOpt,
     SeedOpt, TaskOpt, TextFieldsOpt, console, print_json, resolver, split_csv,
@@ -29,13 +29,14 @@ def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max
 
 
 def _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision, eval_batch_size=128,
-            group_by_length=False):
+            group_by_length=False, gradient_checkpointing=False):
     from scalearn_cli.train import TrainConfig
 
     return TrainConfig(
         epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
         patience=patience or None, max_steps=max_steps, precision=precision,  # --patience 0: no early stopping
         eval_batch_size=eval_batch_size, group_by_length=group_by_length,
+        gradient_checkpointing=gradient_checkpointing,
     )
 
 
@@ -117,6 +118,7 @@ def train_source(
     max_steps: MaxStepsOpt = None,
     eval_batch_size: EvalBatchOpt = 128,
     group_by_length: GroupByLengthOpt = False,
+    gradient_checkpointing: GradCheckpointOpt = False,
     precision: PrecisionOpt = "no",
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
@@ -131,7 +133,7 @@ def train_source(
     }.get(adapter, {})
     settings = get_kind(adapter).settings(options)
     config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision,
-                     eval_batch_size, group_by_length)
+                     eval_batch_size, group_by_length, gradient_checkpointing)
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
                  max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))
     meta = run(data, out, adapter, settings, config, model, overwrite, _progress(f"{adapter} {task}"),
@@ -184,6 +186,7 @@ def transfer(
     max_steps: MaxStepsOpt = None,
     eval_batch_size: EvalBatchOpt = 128,
     group_by_length: GroupByLengthOpt = False,
+    gradient_checkpointing: GradCheckpointOpt = False,
     precision: PrecisionOpt = "no",
     model: ModelOpt = None,
     overwrite: OverwriteOpt = False,
@@ -197,7 +200,7 @@ def transfer(
     combiner = get_combiner(method)  # the library owns each method's defaults
     config = _config(epochs, lr, batch_size, max_length, seed,
                      combiner.default_patience if patience is None else patience, max_steps, precision,
-                     eval_batch_size, group_by_length)
+                     eval_batch_size, group_by_length, gradient_checkpointing)
     options = TransferOptions(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config,
         data=_data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,

@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from scalearn_cli.artifacts import AdapterSpec, HEAD_FILE, Metadata, check_out_dir, save_tensors, write_folder
-from scalearn_cli.backbone import DEFAULT_MODEL, BaseModelRef, load_backbone
+from scalearn_cli.backbone import DEFAULT_MODEL, BaseModelRef, enable_gradient_checkpointing, load_backbone
 from scalearn_cli.cards import metrics_table
 from scalearn_cli.model import TaskHead, TaskModel, build_head, head_outputs, head_spec
 from scalearn_cli.sources import Attached, get_kind
@@ -56,6 +56,8 @@ def train_source(
     check_out_dir(out, overwrite)
     generative = data.spec().problem_type == "generation"  # the LM head scores answers: no task head
     encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL, causal_lm=generative)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(encoder)
     pooling, why = (None, "generation: no head") if generative else resolve_pooling(
         pooling or "auto", model or DEFAULT_MODEL, ref.model_type)
     logger.info("head pooling: %s (%s)", pooling, why)

@@ -93,6 +93,10 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
         raise UsageError(f"source '{resolved[0].name}' does not say which base model it adapts; pass --model")
     generative = options.data.spec().problem_type == "generation"  # the frozen LM head scores answers
     encoder, tokenizer, ref = load_backbone(options.model or base["id"], causal_lm=generative)
+    if config.gradient_checkpointing:
+        from scalearn_cli.backbone import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(encoder)
     check_base_model(base, ref, options.model)
     pooling = None if generative else (options.pooling or sources_pooling(resolved, "auto"))
     if pooling == "auto":
