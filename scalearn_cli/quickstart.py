@@ -73,12 +73,13 @@ def _shelf(workdir: Path, data_root: Path, epochs: int, few_shot: int, registry:
     from scalearn_cli.zoo import build, load_catalog
 
     catalog = load_catalog(None)
-    built = build(catalog, get_registry(registry), catalog.select(list(ZOO_TASKS)), data_root, log=log)
+    recipes = catalog.select(list(ZOO_TASKS))
+    built = build(catalog, get_registry(registry), recipes, data_root, log=log)
     log(f"few-shot target {TARGET}: training a single LoRA on {few_shot} examples")
     own_dir = workdir / "sources" / f"{TARGET}-fewshot"
     own = train_source(DataOptions(task=TARGET, data_dir=data_root / "demo" / TARGET, few_shot=few_shot), own_dir,
                        "lora", None, TrainConfig(epochs=epochs, lr=2e-3, max_length=64, patience=None),
-                       catalog.base_model, overwrite=True)
+                       catalog.base_model, overwrite=True, pooling=recipes[0].pooling)  # the zoo sources' pooling
     peft_dir = workdir / "sources" / f"{PEFT_TASK}-peft"
     log(f"{PEFT_TASK}: training a LoRA with plain PEFT (get_peft_model + save_pretrained) into {peft_dir}")
     spec = get_task(PEFT_TASK)
