@@ -45,6 +45,43 @@ def random_llama(folder: Path, layers: int, hidden: int) -> Path:
     return folder
 
 
+def lorahub_iterations(args: argparse.Namespace, model: Path, sources: list[Path], result: dict) -> list[dict]:
+    """One LoraHub search iteration per N: set the N merge weights, one no-grad forward over a batch of few-shot rows
+    (LoraHub's loss evaluation), timed ``--repeats`` times; ÷ the median ScaLearn training step at that N."""
+    import statistics
+    import time
+
+    import torch
+
+    from scalearn_cli.combiners import CombinerSpec
+    from scalearn_cli.compose import inject
+    from scalearn_cli.model import TaskHead, TaskModel
+    from scalearn_cli.backbone import load_backbone
+    from scalearn_cli.resolve import Resolver
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 20000, (args.batch, args.seq_len), generator=g)
+    out = []
+    for n in map(int, args.n.split(",")):
+        encoder, _, ref = load_backbone(str(model))
+        comp = inject(encoder, [Resolver().source(str(p)) for p in sources[:n]],
+                      CombinerSpec("lorahub", None, {"weights": [1.0 / n] * n}))
+        task = TaskModel(encoder, TaskHead(ref.hidden_size, 2), "classification").eval()
+        times = []
+        with torch.no_grad():
+            for i in range(args.warmup + args.repeats):
+                comp.combiner.set([1.0 / n] * n)  # a new candidate w each iteration
+                t0 = time.perf_counter()
+                task(input_ids=ids, attention_mask=torch.ones_like(ids))
+                if i >= args.warmup:
+                    times.append(time.perf_counter() - t0)
+        step = next(r["step_s"] for r in result["rows"] if r["method"] == "scalearn" and r.get("variant") == "scalearn"
+                    and r["n"] == n)
+        out.append({"n": n, "iteration_s": statistics.median(times), "iteration_times": times,
+                    "vs_scalearn_step": statistics.median(times) / step})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=8)
@@ -69,6 +106,7 @@ def main() -> None:
     result.update(decoder={"arch": "llama", "layers": args.layers, "hidden": args.hidden, "vocab": 32000,
                            "lora": "PEFT default targets (q_proj, v_proj), r=8", "batch": args.batch,
                            "seq_len": args.seq_len})
+    result["lorahub"] = lorahub_iterations(args, model, sources["lora"], result)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     for r in result["rows"]:
         print(f"{r['method']:14s} {str(r.get('variant') or '-'):18s} N={r['n']:2d} step {r['step_ratio']:.2f}x "

@@ -445,7 +445,11 @@ def decoder_section(data: dict | None) -> list[str]:
     return [f"A random {d['arch']} with {d['layers']} layers × {d['hidden']} hidden (vocabulary {d['vocab']:,}), "
             f"{d['lora']} sources, batch {d['batch']} × {d['seq_len']} tokens — the shape of a decoder a CPU can "
             "step; no pretrained decoder installs here, so this measures cost, not quality.", "",
-            *round_robin_section(data)]
+            *round_robin_section(data),
+            *([f"One LoraHub search iteration (set N merge weights, one no-grad forward over a batch of "
+               f"{d['batch']} few-shot rows) ÷ one ScaLearn training step at the same N: " + ", ".join(
+                  f"N={r['n']}: {r['vs_scalearn_step']:.2f}× ({r['iteration_s'] * 1000:.0f} ms)" for r in data["lorahub"])
+               + f"; LoraHub's default budget is {40} iterations."] if data.get("lorahub") else [])]
 
 
 def loop_section(data: dict | None) -> list[str]:
