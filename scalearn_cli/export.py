@@ -343,7 +343,7 @@ def sample_batch(
     vocab_size: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], str]:
     """One batch of up to ``n`` test examples of the composition's task, or random tokens when no data is found."""
-    from scalearn_cli.data import make_loader
+    from scalearn_cli.batches import make_loader
     from scalearn_cli.stages.common import DataOptions, prepare
     from scalearn_cli.tasks import task_from_dict
     from scalearn_cli.train import TrainConfig

@@ -74,24 +74,31 @@ def test_a_plain_peft_lora_alone_reproduces_peft(tmp_path, tiny_model_dir, batch
 
 def test_an_adapterhub_adapter_in_a_composition_reproduces_the_library(tmp_path):
     """The real `adapters` library's hidden states (fixture), from a composition with ω one-hot on that source."""
+    from scalearn_cli.resolve import Resolver
+
+    source = Resolver().source(str(FIXTURES / "roberta" / "adapter"))  # leave_out=[0]: layer 0 has no site
+    assert source.ref.format == "adapterhub" and source.meta.adapter.kind == "bottleneck"
+    assert alone_vs_library(source, "roberta", "scalearn").sites == ["encoder.layer.1.output"]
+
+
+def alone_vs_library(source, arch: str, variant: str):  # -> Composition
+    """Compose ``source`` alone (ω one-hot) on the fixture's base; its hidden states must be the ``adapters``
+    library's own (recorded by tests/fixtures/adapterhub/make_fixture.py) to 1e-5."""
     from transformers import AutoModel
 
     from scalearn_cli.combiners import get_combiner
     from scalearn_cli.compose import inject
-    from scalearn_cli.resolve import Resolver
 
-    expected = load_file(FIXTURES / "roberta" / "expected.safetensors")
-    source = Resolver().source(str(FIXTURES / "roberta" / "adapter"))  # leave_out=[0]: layer 0 has no site
-    assert source.ref.format == "adapterhub" and source.meta.adapter.kind == "bottleneck"
-    encoder = AutoModel.from_pretrained(FIXTURES / "roberta" / "base").eval()
-    comp = inject(encoder, [source], get_combiner("scalearn").spec("scalearn"))
-    assert comp.sites == ["encoder.layer.1.output"]
+    expected = load_file(FIXTURES / arch / "expected.safetensors")
+    encoder = AutoModel.from_pretrained(FIXTURES / arch / "base").eval()
+    comp = inject(encoder, [source], get_combiner("scalearn").spec(variant))
     comp.eval()
     one_hot(comp, 0, 1)
     inputs = {k: expected[k] for k in ("input_ids", "attention_mask")}
     with torch.no_grad():
         diff = (encoder(**inputs).last_hidden_state - expected["last_hidden_state"]).abs().max()
     assert float(diff) <= 1e-5
+    return comp
 
 
 def test_transfer_over_a_peft_folder_records_and_rechecks_it(tmp_path, tiny_model_dir):

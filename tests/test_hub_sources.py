@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from hubserver import TOKEN
-from test_foreign import FIXTURES, TRAIN, invoke, one_hot, peft_lora
+from test_foreign import FIXTURES, TRAIN, alone_vs_library, invoke, peft_lora
 from test_registry import hf_env, hub_server  # noqa: F401 - fixtures: the server, an isolated HF cache and token
 
 
@@ -27,10 +25,6 @@ def upload(server: Any, folder: Path, repo_id: str) -> str:
 
 
 def test_an_adapterhub_repo_composes_from_the_hub_exactly(hub_server, tmp_path):
-    from transformers import AutoModel
-
-    from scalearn_cli.combiners import get_combiner
-    from scalearn_cli.compose import inject
     from scalearn_cli.resolve import Resolver
 
     adapter = tmp_path / "ah"
@@ -41,15 +35,7 @@ def test_an_adapterhub_repo_composes_from_the_hub_exactly(hub_server, tmp_path):
     source = Resolver(endpoint=hub_server.url).source(f"hf://AdapterHub/tiny-bert-task_pfeiffer@{commit}")
     assert (source.ref.registry, source.ref.revision, source.ref.format) == (hub_server.url, commit, "adapterhub")
     assert "pytorch_adapter.bin" in source.ref.files and "._adapter_config.json" not in source.ref.files
-    expected = load_file(FIXTURES / "bert" / "expected.safetensors")
-    encoder = AutoModel.from_pretrained(FIXTURES / "bert" / "base").eval()
-    comp = inject(encoder, [source], get_combiner("scalearn").spec("scalearn-uniform"))
-    comp.eval()
-    one_hot(comp, 0, 1)
-    inputs = {k: expected[k] for k in ("input_ids", "attention_mask")}
-    with torch.no_grad():
-        diff = (encoder(**inputs).last_hidden_state - expected["last_hidden_state"]).abs().max()
-    assert float(diff) <= 1e-5
+    alone_vs_library(source, "bert", "scalearn-uniform")
 
 
 def test_transfer_pins_a_peft_hub_repo_and_refuses_a_changed_file(hub_server, tmp_path, tiny_model_dir):

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from scalearn_cli import data as data_mod
-from scalearn_cli.data import Splits, load_raw, make_loader, make_splits, write_demo_tasks
+from scalearn_cli.batches import make_loader
+from scalearn_cli.data import Splits, load_raw, make_splits, write_demo_tasks
 from scalearn_cli.errors import DataError, TaskError, UsageError
 from scalearn_cli.metrics import compute_metrics, main_score, majority_baseline
 from scalearn_cli.tasks import TASKS, TaskSpec, custom_task, get_task, task_from_dict, task_to_dict

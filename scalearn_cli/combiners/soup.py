@@ -121,7 +121,8 @@ def source_texts(source: Any) -> list[str]:
     """Up to SAMPLE training texts of a source's own task (its recorded data, else the task's dataset)."""
     from pathlib import Path
 
-    from scalearn_cli.data import example_texts, load_raw
+    from scalearn_cli.batches import example_texts
+    from scalearn_cli.data import load_raw
     from scalearn_cli.errors import ScaLearnError
     from scalearn_cli.tasks import task_from_dict
 

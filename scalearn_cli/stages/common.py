@@ -76,7 +76,8 @@ class Prepared:
 
 def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: int | None = None) -> Prepared:
     """Load the task's data, split it by the paper's protocol, and build the three loaders."""
-    from scalearn_cli.data import load_raw, make_loader, make_splits
+    from scalearn_cli.batches import make_loader
+    from scalearn_cli.data import load_raw, make_splits
 
     spec = options.spec()
     raw = load_raw(spec, data_dir=options.data_dir, data_file=options.data_file)

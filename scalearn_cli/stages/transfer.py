@@ -148,7 +148,7 @@ def check_base_model(recorded: dict[str, Any], ref, model: str | None) -> None:
 
 
 def _target(prepared, resolved: list[Resolved], encoder, tokenizer, config: TrainConfig) -> TargetContext:
-    from scalearn_cli.data import example_texts
+    from scalearn_cli.batches import example_texts
 
     texts = example_texts(prepared.splits.train, prepared.spec)
     return TargetContext(texts, resolved, encoder, tokenizer, config.max_length)
