@@ -5,6 +5,10 @@
    ``--steps`` steps, ``--rounds`` rounds; examples/s of ours ÷ the plain loop's, per round (median, min–max).
    Both loops do the same work per step (forward, backward, AdamW, linear schedule); ``fit`` adds its per-step
    loss checks and progress bookkeeping. Evaluation is excluded here (``fit`` is given a one-row dev set).
+   Each round runs a short (``--steps``) and a long (``--long-steps``) block of each loop, so two ratios come out:
+   ``ratio`` over whole calls (``fit``'s fixed per-call costs — accelerate's prepare, the initial and final
+   one-row dev evaluations, the weight snapshots — included) and ``steady_ratio``, the per-step cost alone
+   ((long − short) time ÷ (long − short) steps, the fixed costs cancelled).
 2. ``capped``: end-to-end wall time of ``scalearn train-source --task sst2 --max-train-samples 400 --epochs 2``
    (real SST-2 from ``--data-root``) with this tree and with an older commit (``--before``, default the commit
    before the faster loop) checked out into a temporary worktree; the runs alternate, ``--repeats`` each.
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,10 +45,9 @@ def throughput(args: argparse.Namespace) -> dict:
     from scalearn_cli.train import TrainConfig, fit
 
     torch.set_num_threads(args.threads)
-    config = TrainConfig(epochs=1, lr=5e-4, batch_size=32, max_length=128, seed=0, patience=None,
-                         max_steps=args.steps)
+    config = TrainConfig(epochs=1, lr=5e-4, batch_size=32, max_length=128, seed=0, patience=None)
     data = DataOptions(task="sst2", data_dir=Path(args.data_root) / "glue" / "sst2",
-                       max_train_samples=32 * args.steps, max_dev_samples=1)
+                       max_train_samples=32 * args.long_steps, max_dev_samples=1)
     kind = get_kind("lora")
 
     def model_and_params():
@@ -56,14 +60,15 @@ def throughput(args: argparse.Namespace) -> dict:
     ours, ours_params, tokenizer = model_and_params()
     plain, plain_params, _ = model_and_params()
     prepared = prepare(data, tokenizer, config)
-    batches = list(prepared.train)
+    every = list(prepared.train)
+    blocks = {"short": every[: args.steps], "long": every[: args.long_steps]}
 
-    def run_fit() -> float:
+    def run_fit(batches) -> float:
         t0 = time.perf_counter()
-        fit(ours, ours_params, batches, prepared.dev, config, lambda logits, labels: {})
+        fit(ours, ours_params, batches, prepared.dev, replace(config, max_steps=len(batches)), lambda logits, labels: {})
         return time.perf_counter() - t0
 
-    def run_plain() -> float:
+    def run_plain(batches) -> float:
         optimizer = torch.optim.AdamW(plain_params, lr=config.lr, weight_decay=0.0)
         scheduler = get_linear_schedule_with_warmup(optimizer, 0, len(batches))
         plain.train()
@@ -76,16 +81,24 @@ def throughput(args: argparse.Namespace) -> dict:
             optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - t0
 
-    run_fit(), run_plain()  # warm-up
-    ours_s, plain_s = [], []
+    run_fit(blocks["short"]), run_plain(blocks["short"])  # warm-up
+    times: dict[str, dict[str, list[float]]] = {loop: {size: [] for size in blocks} for loop in ("ours", "plain")}
     for _ in range(args.rounds):
-        ours_s.append(run_fit())
-        plain_s.append(run_plain())
-    examples = sum(len(b["labels"]) for b in batches)
+        for size, batches in blocks.items():
+            times["ours"][size].append(run_fit(batches))
+            times["plain"][size].append(run_plain(batches))
+    examples = {size: sum(len(b["labels"]) for b in batches) for size, batches in blocks.items()}
+    ours_s, plain_s = times["ours"]["short"], times["plain"]["short"]
     ratio = spread([p / o for o, p in zip(ours_s, plain_s)])  # ours examples/s ÷ plain examples/s
-    return {"steps": len(batches), "examples": examples, "rounds": args.rounds, "ours_s": ours_s, "plain_s": plain_s,
-            "ours_examples_per_s": examples / statistics.median(ours_s),
-            "plain_examples_per_s": examples / statistics.median(plain_s), "ratio": ratio}
+    steady = spread([(pl - ps) / (ol - os_) for ol, os_, pl, ps in zip(
+        times["ours"]["long"], times["ours"]["short"], times["plain"]["long"], times["plain"]["short"])])
+    long_ratio = spread([p / o for o, p in zip(times["ours"]["long"], times["plain"]["long"])])
+    return {"steps": len(blocks["short"]), "long_steps": len(blocks["long"]), "examples": examples["short"],
+            "long_examples": examples["long"], "rounds": args.rounds, "ours_s": ours_s, "plain_s": plain_s,
+            "ours_long_s": times["ours"]["long"], "plain_long_s": times["plain"]["long"],
+            "ours_examples_per_s": examples["short"] / statistics.median(ours_s),
+            "plain_examples_per_s": examples["short"] / statistics.median(plain_s), "ratio": ratio,
+            "long_ratio": long_ratio, "steady_ratio": steady}
 
 
 def capped(args: argparse.Namespace) -> dict:
@@ -122,18 +135,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    p.add_argument("--steps", type=int, default=20, help="training steps per block (batch 32)")
+    p.add_argument("--steps", type=int, default=20, help="training steps of the short block (batch 32)")
+    p.add_argument("--long-steps", type=int, default=80, help="training steps of the long block (batch 32)")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--skip-capped", action="store_true", help="only the throughput part (keep the file's capped result)")
     p.add_argument("--repeats", type=int, default=2, help="end-to-end runs per tree")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--before", default="86b943e", help="the commit to compare the capped run against")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "loop.json")
     args = p.parse_args()
-    result = {"machine": machine(args.threads), "throughput": throughput(args), "capped": capped(args),
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result = {"machine": machine(args.threads), "throughput": throughput(args),
+              "capped": old.get("capped") if args.skip_capped else capped(args),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     t, c = result["throughput"], result["capped"]
-    print(f"fit ÷ plain loop examples/s: {t['ratio']['median']:.2f} [{t['ratio']['min']:.2f}–{t['ratio']['max']:.2f}]; "
+    if c is None:
+        c = {"speedup": float("nan"), "before": "-", "seconds": {"before": [float("nan")], "now": [float("nan")]}}
+    print(f"fit ÷ plain loop examples/s: {t['ratio']['median']:.2f} [{t['ratio']['min']:.2f}–{t['ratio']['max']:.2f}] "
+          f"({t['steps']}-step calls), {t['long_ratio']['median']:.2f} ({t['long_steps']}-step calls), per step "
+          f"{t['steady_ratio']['median']:.2f} [{t['steady_ratio']['min']:.2f}–{t['steady_ratio']['max']:.2f}]; "
           f"capped SST-2 run {c['speedup']:.1f}× faster than {c['before']} "
           f"({statistics.median(c['seconds']['before']):.0f} s -> {statistics.median(c['seconds']['now']):.0f} s)")
 

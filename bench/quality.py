@@ -6,12 +6,16 @@ AdapterFusion and the four ScaLearn variants, for each adapter kind; then few-sh
 extra seeds.
 
 Every finished run is appended as one JSON line to ``<out>/results.jsonl``; a re-run skips finished rows, so a
-killed run keeps what it finished. Trained adapters live in ``--work`` (default /tmp/scalearn-bench/<name>), never
-in the repository; only the seed-0 ScaLearn ω tensors are copied next to the results (for the heatmap).
+killed run keeps what it finished. Trained adapters live in ``--work`` (default .bench-work/<name> in the checkout,
+ignored by git), never in the repository's history; only the seed-0 ScaLearn ω tensors are copied next to the
+results (for the heatmap). A source whose row is recorded but whose folder is gone (another machine) is retrained
+before a transfer uses it.
 
     python bench/quality.py --quick            # < ~10 minutes on 2 CPU cores
     python bench/quality.py                    # the default configuration (about an hour on 2 CPU cores)
     python bench/quality.py --deadline 17:45   # stop starting new runs at 17:45 UTC (re-run later to resume)
+    python bench/quality.py --strong --kinds lora --shard 0/2 --threads 1 & \
+    python bench/quality.py --strong --kinds lora --shard 1/2 --threads 1      # issue 12's benchmark (CPU-hours)
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ QUICK = dict(
     few_shot_steps=4, few_shot_kinds="lora", fusion_tuned_lr=0.0,
 )
 
+#: issue 12's benchmark: sources at the sizes the data allows, trained to convergence (early stopping on dev loss),
+#: targets at full size, max length 128, the encoder's own pooling, the paper's transfer protocol otherwise
+STRONG = dict(
+    targets="rte,mrpc,stsb,cola", extra_sources="qnli,snli,sst2", source_caps="snli=9800,qnli=4900,sst2=10000",
+    source_max_train=0, target_max_train=0, test_max=2000, source_epochs=10, source_patience=2, epochs=10,
+    patience=3, max_length=128, pooling="auto", source_lr=None, group_by_length=True, few_shot_steps=200, fusion_tuned_lr=1e-3, multi_seed_kinds="lora",
+    multi_seed_targets="rte,mrpc,stsb,cola", kinds="lora,bottleneck",
+)
+PRESETS = {"quick": QUICK, "strong": STRONG}
+
 logger = logging.getLogger("bench.quality")
 
 
@@ -63,19 +77,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2", help="seeds for the small targets (see --multi-seed-targets)")
     p.add_argument("--multi-seed-targets", default="rte,mrpc,stsb", help="targets that get every seed (others: the first)")
     p.add_argument("--multi-seed-kinds", default="lora", help="adapter kinds that get every seed")
-    p.add_argument("--source-max-train", type=int, default=256, help="train cap for the extra (source-only) tasks")
-    p.add_argument("--target-max-train", type=int, default=128, help="train cap for targets (own adapter and transfer)")
+    p.add_argument("--source-max-train", type=int, default=256, help="train cap for the extra (source-only) tasks "
+                   "(0: all rows)")
+    p.add_argument("--source-caps", default="", help="per-task train caps overriding the two above, e.g. "
+                   "snli=9800,sst2=10000 (0: all rows)")
+    p.add_argument("--target-max-train", type=int, default=128, help="train cap for targets (own adapter and "
+                   "transfer; 0: all rows)")
     p.add_argument("--test-max", type=int, default=300, help="cap on test rows (the official validation split)")
-    p.add_argument("--source-epochs", type=int, default=3)
-    p.add_argument("--source-lr", type=float, default=1e-3, help="lr of source adapters (LoRA and bottleneck)")
+    p.add_argument("--source-epochs", type=int, default=3, help="source epochs (the most, with --source-patience)")
+    p.add_argument("--source-patience", type=int, default=0, help="sources: early stopping after N epochs without "
+                   "a lower dev loss (0: off, keep the best of --source-epochs)")
+    p.add_argument("--patience", type=int, default=0, help="transfers: early stopping on dev loss (0: off)")
+    p.add_argument("--source-lr", type=float, default=1e-3, help="lr of source adapters (LoRA and bottleneck; "
+                   "--strong: each kind's library default)")
     p.add_argument("--epochs", type=int, default=3, help="transfer epochs")
     p.add_argument("--scalearn-lr", type=float, default=6e-3, help="lr of ScaLearn/average (the paper's 6e-3)")
     p.add_argument("--fusion-lr", type=float, default=5e-5, help="lr of AdapterFusion (the paper's 5e-5)")
     p.add_argument("--fusion-tuned-lr", type=float, default=0.0, help="also run AdapterFusion at this lr (0: off)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--pooling", default="first", choices=("first", "mean"),
-                   help="head pooling of sources (transfers inherit it): first token (the paper's) or token mean")
+    p.add_argument("--pooling", default="first", choices=("first", "mean", "auto"),
+                   help="head pooling of sources (transfers inherit it): first token (the paper's), token mean, or "
+                        "auto (the encoder's own sentence-transformers pooling: mean for MiniLM)")
     p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--group-by-length", action="store_true", help="length-grouped training batches (less padding)")
     p.add_argument("--few-shot-k", default="16,32,100")
     p.add_argument("--few-shot-targets", default="rte,mrpc")
     p.add_argument("--few-shot-kinds", default="lora")
@@ -88,17 +112,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadline", default=None, help="UTC HH:MM after which no new run starts (finished rows are kept)")
     p.add_argument("--baselines-only", action="store_true", help="only write majority.json (constant predictor scores)")
     p.add_argument("--quick", action="store_true", help="tiny caps: a smoke run in < ~10 minutes on 2 CPU cores")
+    p.add_argument("--strong", action="store_true", help="issue 12's benchmark: sources at full size trained to "
+                   "convergence, full-size targets, length 128 (many CPU hours: resumable, see --deadline/--shard)")
+    p.add_argument("--shard", default="0/1", help="i/n: this process runs every n-th planned job from i (jobs whose "
+                   "sources are not finished yet wait for them; two 1-thread processes use 2 cores best)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/<default|quick>)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder for adapters (default /tmp/scalearn-bench/<name>)")
     args = p.parse_args(argv)
-    if args.quick:
+    name = "quick" if args.quick else "strong" if args.strong else "default"
+    if name in PRESETS:
         given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])}
-        for key, value in QUICK.items():
+        for key, value in PRESETS[name].items():
             if key not in given:
                 setattr(args, key, value)
-    name = "quick" if args.quick else "default"
     args.out = args.out or REPO / "bench" / "results" / name
-    args.work = args.work or Path("/tmp/scalearn-bench") / args.out.name
+    # in the checkout (ignored by git), so a long run resumes in a later session with its trained sources
+    args.work = args.work or REPO / ".bench-work" / args.out.name
     return args
 
 
@@ -138,7 +167,7 @@ def capped_data(args: argparse.Namespace, task: str, train_cap: int) -> Path:
     rng = random.Random(0)
     train = [r for r in _read_jsonl(src / "train.jsonl") if r.get("label", 0) != -1]
     test = [r for r in _read_jsonl(src / "validation.jsonl") if r.get("label", 0) != -1]
-    pool = math.ceil(train_cap / 0.9)
+    pool = math.ceil(train_cap / 0.9) if train_cap else len(train)
     if len(train) > pool:
         train = rng.sample(train, pool)
     if len(test) > args.test_max:
@@ -225,6 +254,43 @@ class Job:
         return work / "runs" / self.stage / name
 
 
+class JobLock:
+    """One job at a time across shard processes: an O_EXCL lock file holding the owner's pid.
+
+    Entering waits while a live process holds the lock, and yields whether this process took it at once (False:
+    another shard held it, so the caller re-checks the results before running the job itself). A lock whose owner
+    is gone (killed run) is taken over.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        waited = False
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    owner = int(self.path.read_text() or 0)
+                    os.kill(owner, 0)
+                except (ValueError, ProcessLookupError, FileNotFoundError):
+                    self.path.unlink(missing_ok=True)  # stale: its owner is gone
+                    continue
+                except PermissionError:
+                    pass
+                waited = True
+                time.sleep(5)
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return not waited
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -233,6 +299,10 @@ class Runner:
         self.tasks = self.targets + [t for t in csv(args.extra_sources) if t not in self.targets]
 
     def cap(self, task: str) -> int:
+        """The task's train cap (0: all rows)."""
+        caps = {k: int(v) for k, v in (item.split("=") for item in csv(self.args.source_caps))}
+        if task in caps:
+            return caps[task]
         return self.args.target_max_train if task in self.targets else self.args.source_max_train
 
     def data(self, task: str, few_shot: int | None = None):
@@ -241,13 +311,14 @@ class Runner:
         folder = capped_data(self.args, task, self.cap(task))
         if few_shot:
             return DataOptions(task=task, data_dir=folder, few_shot=few_shot)
-        return DataOptions(task=task, data_dir=folder, max_train_samples=self.cap(task))
+        return DataOptions(task=task, data_dir=folder, max_train_samples=self.cap(task) or None)
 
-    def config(self, lr: float, seed: int, epochs: int, max_steps: int | None = None):
+    def config(self, lr: float, seed: int, epochs: int, max_steps: int | None = None, patience: int = 0):
         from scalearn_cli.train import TrainConfig
 
         return TrainConfig(epochs=epochs, lr=lr, batch_size=self.args.batch_size, max_length=self.args.max_length,
-                           seed=seed, patience=None, max_steps=max_steps)
+                           seed=seed, patience=patience or None, max_steps=max_steps,
+                           group_by_length=self.args.group_by_length)
 
     def source_folder(self, task: str, kind: str, seed: int = 0, k: int | None = None) -> Path:
         stage = "few-shot" if k else "source"
@@ -256,6 +327,13 @@ class Runner:
     def run(self, job: Job) -> None:
         if self.results.has(**job.key()):
             return
+        with JobLock(self.args.work / "locks" / f"{job.folder(self.args.work).name}-{job.stage}.lock") as owned:
+            if not owned:  # another shard ran it meanwhile (or it failed there: then run it here)
+                if self.results.has(**job.key()):
+                    return
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
         if job.method == "single" and job.stage == "transfer":
             # the single-adapter baseline *is* the target's own source adapter of that seed
             src = Job("source", job.target, job.kind, "single", None, job.seed)
@@ -275,7 +353,8 @@ class Runner:
         from scalearn_cli.stages.source import train_source
 
         steps = self.args.few_shot_steps if job.k else None
-        config = self.config(self.args.source_lr, job.seed, self.args.source_epochs, steps)
+        patience = 0 if job.k else self.args.source_patience
+        config = self.config(self.args.source_lr, job.seed, self.args.source_epochs, steps, patience)
         return train_source(self.data(job.target, job.k), job.folder(self.args.work), job.kind, None, config,
                             self.args.model, overwrite=True, pooling=self.args.pooling)
 
@@ -291,12 +370,21 @@ class Runner:
             return [by_task[job.target], *[src for task, src in by_task.items() if task != job.target]]
         own = self.source_folder(job.target, job.kind, job.seed, job.k) if job.k else self.source_folder(job.target, job.kind)
         if job.k:
-            self.run(Job("few-shot", job.target, job.kind, "single", None, job.seed, job.k))
+            self.ensure(Job("few-shot", job.target, job.kind, "single", None, job.seed, job.k))
         others = [self.source_folder(t, job.kind) for t in self.tasks if t != job.target]
         for task in [job.target, *[t for t in self.tasks if t != job.target]]:
             if not job.k or task != job.target:
-                self.run(Job("source", task, job.kind, "single", None, 0))
+                self.ensure(Job("source", task, job.kind, "single", None, 0))
         return [str(own), *map(str, others)]
+
+    def ensure(self, job: Job) -> None:
+        """Run a source job, or retrain it when its row is recorded but its folder is gone (a new machine)."""
+        self.run(job)
+        if not (job.folder(self.args.work) / "scalearn.json").is_file():
+            with JobLock(self.args.work / "locks" / f"{job.folder(self.args.work).name}-{job.stage}.lock"):
+                if not (job.folder(self.args.work) / "scalearn.json").is_file():
+                    logger.info("retraining %s: its folder is not in %s", job, self.args.work)
+                    self.train_source(job)
 
     def train_transfer(self, job: Job) -> dict:
         from scalearn_cli.stages.transfer import TransferOptions, transfer
@@ -306,7 +394,7 @@ class Runner:
         lr = {"adapterfusion": self.args.fusion_lr, "adapterfusion-tuned": self.args.fusion_tuned_lr}.get(
             job.method, self.args.scalearn_lr)
         steps = self.args.few_shot_steps if job.k else None
-        config = self.config(lr, job.seed, self.args.epochs, steps)
+        config = self.config(lr, job.seed, self.args.epochs, steps, 0 if job.k else self.args.patience)
         out = job.folder(self.args.work)
         options = {"k": self.args.soup_k} if method == "adaptersoup" else {}
         meta = transfer(TransferOptions(tuple(sources), self.data(job.target, job.k), out, method,
@@ -388,7 +476,7 @@ def write_majority(args: argparse.Namespace, runner: Runner) -> None:
     from scalearn_cli.metrics import majority_baseline
 
     out = {}
-    for target in runner.targets:
+    for target in runner.tasks:  # sources too: each source's score is shown beside its majority baseline
         options = runner.data(target)
         spec = options.spec()
         splits = make_splits(spec, load_raw(spec, data_dir=options.data_dir), max_train_samples=options.max_train_samples)
@@ -417,9 +505,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.baselines_only:
         write_majority(args, runner)
         return
-    write_config(args)
-    write_majority(args, runner)
-    for job in plan(args, runner):
+    if args.shard.startswith("0/"):  # one writer for the run's records
+        write_config(args)
+        write_majority(args, runner)
+    index, count = (int(v) for v in args.shard.split("/"))
+    for i, job in enumerate(plan(args, runner)):
+        if i % count != index:
+            continue
         if job.stage not in csv(args.stages) or (args.job_seeds and str(job.seed) not in csv(args.job_seeds)):
             continue
         if args.deadline and time.strftime("%H:%M", time.gmtime()) >= args.deadline:

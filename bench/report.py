@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -471,6 +472,78 @@ def loop_section(data: dict | None) -> list[str]:
             "evaluation runs length-sorted in inference mode)."]
 
 
+def choose_config(configs: dict[tuple, dict[str, dict]], tasks: list[str]) -> tuple[tuple, float]:
+    """The one-standard-error rule on dev: the cheapest configuration within one SE of the best dev mean.
+
+    SE of the mean over tasks of binomial dev accuracies (sqrt(p(100-p)/n) per task, n = dev rows). Among equally
+    cheap ones: the higher dev mean, then the larger lr (the budget is fixed, so a tie favours the one that
+    converges within it). Returns the chosen key (lr, r, alpha, targets) and the SE.
+    """
+    def dev_mean(c: tuple) -> float:
+        return statistics.mean(configs[c][t]["dev"] for t in tasks)
+
+    top = max(configs, key=dev_mean)
+    per_task = []
+    for t in tasks:
+        r = configs[top][t]
+        n = r.get("dev_examples") or round(r["max_train"] / 0.9) - r["max_train"]
+        per_task.append(r["dev"] * (100 - r["dev"]) / n)
+    se = math.sqrt(sum(per_task)) / len(tasks)
+    near = [c for c in configs if dev_mean(c) >= dev_mean(top) - se]
+    params = {c: next(iter(configs[c].values()))["parameters"] for c in near}
+    return max(near, key=lambda c: (-params[c], dev_mean(c), c[0])), se
+
+
+def sweep_section(rows: list[dict]) -> list[str]:
+    """The LoRA-defaults sweep (bench/lora_sweep.py): configurations chosen on dev, test beside it."""
+    if not rows:
+        return ["*bench/results/lora_sweep.jsonl not found: run `python bench/lora_sweep.py`.*"]
+    from scalearn_cli.sources.lora import LoraSettings, LoraKind
+
+    budgets = sorted({(r["max_train"], r["epochs_budget"]) for r in rows}, reverse=True)
+    budget = max(budgets, key=lambda b: sum(1 for r in rows if (r["max_train"], r["epochs_budget"]) == b))
+    rows = [r for r in rows if (r["max_train"], r["epochs_budget"]) == budget]
+    tasks = sorted({r["task"] for r in rows})
+    configs: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        configs.setdefault((r["lr"], r["r"], r["alpha"], r["targets"]), {})[r["task"]] = r
+    complete = {c: by for c, by in configs.items() if set(by) == set(tasks)}
+    best, se = choose_config(complete, tasks) if complete else (None, 0.0)
+    default = LoraSettings()
+    m = rows[0]["machine"]
+    out = [f"MiniLM-L6 (packaged), {budget[0]} training rows per task (seeded sample; dev = 10% of the pool), "
+           f"{budget[1]} epochs, batch 32, max length 128, head pooling `auto` (mean), seed 0, alpha = 2r; the "
+           "best epoch by dev loss. Configurations are ranked by the **dev** mean over tasks (test: the official "
+           f"validation split, shown, never used to choose). {m['threads']} torch thread(s) per process, "
+           f"{m['cpu']}. `attention` = query, value (PEFT's default for BERT); `attention+ffn` = query, key, "
+           "value, attention output, intermediate and output dense layers.", "",
+           "| lr | r | targets | params | " + " | ".join(f"{t} dev" for t in tasks) + " | dev mean | "
+           + " | ".join(f"{t} test" for t in tasks) + " | test mean | best epochs |",
+           "|" + "---|" * (2 * len(tasks) + 7)]
+    for c in sorted(configs, key=lambda c: (c[3], c[1], c[0])):
+        by = configs[c]
+        dev = [by[t]["dev"] if t in by else None for t in tasks]
+        test = [by[t]["test"] if t in by else None for t in tasks]
+        done = all(v is not None for v in dev)
+        mark = "**" if c == best else ""
+        out.append(f"| {mark}{c[0]:g}{mark} | {c[1]} | {c[3]} | {next(iter(by.values()))['parameters']:,} | "
+                   + " | ".join(fmt(v, 1) for v in dev) + f" | {fmt(statistics.mean(dev), 1) if done else '–'} | "
+                   + " | ".join(fmt(v, 1) for v in test) + f" | {fmt(statistics.mean(test), 1) if done else '–'} | "
+                   + "/".join(str(by[t]["best_epoch"]) if t in by else "–" for t in tasks) + " |")
+    if best:
+        top = max(complete, key=lambda c: statistics.mean(complete[c][t]["dev"] for t in tasks))
+        library = (LoraKind.default_lr, default.r, default.alpha,
+                   "attention" if not default.target_modules else ",".join(default.target_modules))
+        out += ["", f"Chosen (**bold**) by the one-standard-error rule on dev: the cheapest configuration whose dev "
+                f"mean is within one standard error ({se:.1f} points, the dev sets are small) of the best "
+                f"(lr {top[0]:g}, r {top[1]}, {top[3]}); equally cheap ones by dev mean, then the larger lr. "
+                f"Chosen: **lr {best[0]:g}, r {best[1]}, alpha {best[2]}, {best[3]}**. The library's defaults "
+                f"(`LoraKind.default_lr` and `LoraSettings`, the one place they are set; `attention` = PEFT's "
+                f"per-architecture default): lr {library[0]:g}, r {library[1]}, alpha {library[2]}, {library[3]}"
+                + (" — the same." if library == best else " — **they differ from the chosen configuration**.")]
+    return out
+
+
 def latency_section(lat: dict | None) -> list[str]:
     """Inference latency of all models timed round-robin in one process (bench/results/latency.json)."""
     if not lat:
@@ -859,6 +932,7 @@ def main() -> None:
               if "bottleneck" in config["kinds"].split(",") else
               ["This run has no bottleneck sources, which is what the `adapters` library's fusion composes; its score "
                "on the same sources is in the default run's report ([benchmarks.md](benchmarks.md))."]), ""]
+    doc += ["## LoRA defaults: the sweep", "", *sweep_section(read_jsonl(RESULTS / "lora_sweep.jsonl")), ""]
     doc += ["## Sparsity (`transfer --sparsity λ`) and pruning", "",
             *sparsity_section(read_json(args.speed.with_name("sparsity.json"))), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -95,13 +95,16 @@ def train_source(
     prompt_template: PromptTemplateOpt = None,
     answer_field: AnswerFieldOpt = None,
     choice_fields: ChoiceFieldsOpt = None,
-    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha (scaling = alpha / r).")] = 16,
+    lora_r: Annotated[Optional[int], typer.Option("--lora-r", help="LoRA rank (default: the library's, see "
+                                                                   "docs/cli.md).")] = None,
+    lora_alpha: Annotated[Optional[int], typer.Option("--lora-alpha", help="LoRA alpha (scaling = alpha / r; "
+                                                                           "default: the library's).")] = None,
     lora_targets: Annotated[Optional[str], typer.Option(
         "--lora-targets", help="Comma-separated module names (default: PEFT's for the architecture, e.g. "
                                "query,value for BERT, q_proj,v_proj for Llama/Qwen2/Mistral, c_attn for GPT-2).")
     ] = None,
-    reduction_factor: Annotated[int, typer.Option("--reduction-factor", help="Bottleneck: hidden / size.")] = 16,
+    reduction_factor: Annotated[Optional[int], typer.Option(
+        "--reduction-factor", help="Bottleneck: hidden / size (default: the paper's 16).")] = None,
     pooling: Annotated[str, typer.Option(
         help="How the head reads the sequence: auto (the encoder's own sentence-transformers pooling; else last for "
              "decoder LMs, first otherwise), first (the paper's), mean (over tokens) or last (real token).")
@@ -127,10 +130,11 @@ def train_source(
     from scalearn_cli.sources import get_kind
     from scalearn_cli.stages.source import train_source as run
 
-    options = {  # each kind takes the options that are its own; a kind without CLI options gets its defaults
-        "lora": {"r": lora_r, "alpha": lora_alpha, **({"target_modules": split_csv(lora_targets)} if lora_targets else {})},
+    options = {  # each kind takes the options that are its own; unset ones keep the kind's defaults (one source)
+        "lora": {"r": lora_r, "alpha": lora_alpha, "target_modules": split_csv(lora_targets) if lora_targets else None},
         "bottleneck": {"reduction_factor": reduction_factor},
     }.get(adapter, {})
+    options = {key: value for key, value in options.items() if value is not None}
     settings = get_kind(adapter).settings(options)
     config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision,
                      eval_batch_size, group_by_length, gradient_checkpointing)
