@@ -45,9 +45,10 @@ def root(
         handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
         force=True,
     )
-    # huggingface_hub sets its logger's level when first imported, for most commands after this callback: without
-    # this its retry warnings (a Hub answering 5xx) would print before the one error line
-    os.environ.setdefault("HF_HUB_VERBOSITY", "warning" if verbose else "error")
+    # huggingface_hub, transformers and datasets set their loggers' level when first imported, for most commands
+    # after this callback: without these their warnings (e.g. a Hub answering 5xx) would print before the one line
+    for library in ("HF_HUB", "TRANSFORMERS", "DATASETS"):
+        os.environ.setdefault(f"{library}_VERBOSITY", "warning" if verbose else "error")
     for noisy in ("transformers", "datasets", "accelerate", "huggingface_hub", "peft"):
         logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.WARNING)
 
