@@ -5,10 +5,10 @@
    ``--steps`` steps, ``--rounds`` rounds; examples/s of ours ÷ the plain loop's, per round (median, min–max).
    Both loops do the same work per step (forward, backward, AdamW, linear schedule); ``fit`` adds its per-step
    loss checks and progress bookkeeping. Evaluation is excluded here (``fit`` is given a one-row dev set).
-   Each round runs a short (``--steps``) and a long (``--long-steps``) block of each loop, so two ratios come out:
-   ``ratio`` over whole calls (``fit``'s fixed per-call costs — accelerate's prepare, the initial and final
-   one-row dev evaluations, the weight snapshots — included) and ``steady_ratio``, the per-step cost alone
-   ((long − short) time ÷ (long − short) steps, the fixed costs cancelled).
+   Each round also runs one ``fit`` call of ``--long-steps`` steps whose progress callback runs one step of the
+   plain loop between two of ``fit``'s (step-level round robin, as bench/speed.py does it): ``steady_ratio`` is
+   the median over steps of plain step time ÷ ``fit`` step time (the interval between callbacks, so ``fit``'s
+   per-step bookkeeping counts against it), the fixed per-call costs left out, robust to load drift.
 2. ``capped``: end-to-end wall time of ``scalearn train-source --task sst2 --max-train-samples 400 --epochs 2``
    (real SST-2 from ``--data-root``) with this tree and with an older commit (``--before``, default the commit
    before the faster loop) checked out into a temporary worktree; the runs alternate, ``--repeats`` each.
@@ -42,7 +42,7 @@ def throughput(args: argparse.Namespace) -> dict:
     from scalearn_cli.model import TaskHead, TaskModel
     from scalearn_cli.sources import get_kind
     from scalearn_cli.stages.common import DataOptions, prepare
-    from scalearn_cli.train import TrainConfig, fit
+    from scalearn_cli.train import Progress, TrainConfig, fit
 
     torch.set_num_threads(args.threads)
     config = TrainConfig(epochs=1, lr=5e-4, batch_size=32, max_length=128, seed=0, patience=None)
@@ -81,24 +81,46 @@ def throughput(args: argparse.Namespace) -> dict:
             optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - t0
 
+    class Interleaved(Progress):
+        """fit's progress callback: times fit's step (since the last callback) and runs one plain step."""
+
+        def start(self, total_steps: int) -> None:
+            self.fit_s, self.plain_s, self.mark = [], [], time.perf_counter()
+            self.optimizer = torch.optim.AdamW(plain_params, lr=config.lr, weight_decay=0.0)
+            self.scheduler = get_linear_schedule_with_warmup(self.optimizer, 0, total_steps)
+
+        def step(self, loss: float, examples_per_second: float) -> None:
+            now = time.perf_counter()
+            self.fit_s.append(now - self.mark)
+            plain.train()
+            batch = blocks["long"][len(self.plain_s)]
+            plain_loss, _ = plain(**batch)
+            plain_loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.mark = time.perf_counter()
+            self.plain_s.append(self.mark - now)
+
+    def run_interleaved() -> list[float]:
+        progress = Interleaved()
+        fit(ours, ours_params, blocks["long"], prepared.dev, replace(config, max_steps=len(blocks["long"])),
+            lambda logits, labels: {}, progress=progress)
+        return [p / f for p, f in zip(progress.plain_s, progress.fit_s)]
+
     run_fit(blocks["short"]), run_plain(blocks["short"])  # warm-up
-    times: dict[str, dict[str, list[float]]] = {loop: {size: [] for size in blocks} for loop in ("ours", "plain")}
+    ours_s, plain_s, per_round = [], [], []
     for _ in range(args.rounds):
-        for size, batches in blocks.items():
-            times["ours"][size].append(run_fit(batches))
-            times["plain"][size].append(run_plain(batches))
-    examples = {size: sum(len(b["labels"]) for b in batches) for size, batches in blocks.items()}
-    ours_s, plain_s = times["ours"]["short"], times["plain"]["short"]
+        ours_s.append(run_fit(blocks["short"]))
+        plain_s.append(run_plain(blocks["short"]))
+        per_round.append(statistics.median(run_interleaved()))
+    examples = sum(len(b["labels"]) for b in blocks["short"])
     ratio = spread([p / o for o, p in zip(ours_s, plain_s)])  # ours examples/s ÷ plain examples/s
-    steady = spread([(pl - ps) / (ol - os_) for ol, os_, pl, ps in zip(
-        times["ours"]["long"], times["ours"]["short"], times["plain"]["long"], times["plain"]["short"])])
-    long_ratio = spread([p / o for o, p in zip(times["ours"]["long"], times["plain"]["long"])])
-    return {"steps": len(blocks["short"]), "long_steps": len(blocks["long"]), "examples": examples["short"],
-            "long_examples": examples["long"], "rounds": args.rounds, "ours_s": ours_s, "plain_s": plain_s,
-            "ours_long_s": times["ours"]["long"], "plain_long_s": times["plain"]["long"],
-            "ours_examples_per_s": examples["short"] / statistics.median(ours_s),
-            "plain_examples_per_s": examples["short"] / statistics.median(plain_s), "ratio": ratio,
-            "long_ratio": long_ratio, "steady_ratio": steady}
+    return {"steps": len(blocks["short"]), "long_steps": len(blocks["long"]), "examples": examples,
+            "rounds": args.rounds, "ours_s": ours_s, "plain_s": plain_s,
+            "ours_examples_per_s": examples / statistics.median(ours_s),
+            "plain_examples_per_s": examples / statistics.median(plain_s), "ratio": ratio,
+            "steady_ratio": spread(per_round), "steady_per_round": per_round}
 
 
 def capped(args: argparse.Namespace) -> dict:
@@ -136,7 +158,7 @@ def main() -> None:
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     p.add_argument("--steps", type=int, default=20, help="training steps of the short block (batch 32)")
-    p.add_argument("--long-steps", type=int, default=80, help="training steps of the long block (batch 32)")
+    p.add_argument("--long-steps", type=int, default=60, help="steps of the interleaved per-step comparison")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--skip-capped", action="store_true", help="only the throughput part (keep the file's capped result)")
     p.add_argument("--repeats", type=int, default=2, help="end-to-end runs per tree")
@@ -153,7 +175,7 @@ def main() -> None:
     if c is None:
         c = {"speedup": float("nan"), "before": "-", "seconds": {"before": [float("nan")], "now": [float("nan")]}}
     print(f"fit ÷ plain loop examples/s: {t['ratio']['median']:.2f} [{t['ratio']['min']:.2f}–{t['ratio']['max']:.2f}] "
-          f"({t['steps']}-step calls), {t['long_ratio']['median']:.2f} ({t['long_steps']}-step calls), per step "
+          f"({t['steps']}-step calls), per step (interleaved) "
           f"{t['steady_ratio']['median']:.2f} [{t['steady_ratio']['min']:.2f}–{t['steady_ratio']['max']:.2f}]; "
           f"capped SST-2 run {c['speedup']:.1f}× faster than {c['before']} "
           f"({statistics.median(c['seconds']['before']):.0f} s -> {statistics.median(c['seconds']['now']):.0f} s)")
