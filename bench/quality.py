@@ -50,7 +50,7 @@ STRONG = dict(
     targets="rte,mrpc,stsb,cola", extra_sources="qnli,snli,sst2", source_caps="snli=9800,qnli=4900,sst2=10000",
     source_max_train=0, target_max_train=0, test_max=2000, source_epochs=10, source_patience=2, epochs=10,
     patience=3, max_length=128, pooling="auto", source_lr=None, group_by_length=True, few_shot_steps=200, fusion_tuned_lr=1e-3, multi_seed_kinds="lora",
-    multi_seed_targets="rte,mrpc,stsb,cola", kinds="lora,bottleneck",
+    multi_seed_targets="rte,mrpc,stsb", kinds="lora,bottleneck",
 )
 PRESETS = {"quick": QUICK, "strong": STRONG}
 
