@@ -464,7 +464,7 @@ def test_list_against_a_failing_hub_is_one_line_in_a_fresh_process(failing_hub: 
     done = _cli_process(["list", "--registry", failing_hub], {"HF_TOKEN": SECRET})
     assert done.returncode == 1 and done.stdout == "", done.stderr
     lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"Error: {failing_hub} answered HTTP 500"), done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {failing_hub} answered HTTP 500:"), done.stderr
 
 
 # ---- 6: the token is never printed, even in debug mode (SCALEARN_DEBUG=1 re-raises; -v logs INFO) --------------

@@ -327,7 +327,8 @@ def hub_error(exc: Exception, where: str, repo_id: str | None, revision: str | N
             return RegistryError(
                 f"{where} denied access to {repo} (403): use a token with write access to its namespace"
             )
-        return RegistryError(f"{where} answered HTTP {status} for {repo}: retry later, or check --endpoint")
+        about = f" for {repo_id}" if repo_id else ""  # `list` names no repo
+        return RegistryError(f"{where} answered HTTP {status}{about}: retry later, or check --endpoint")
     if isinstance(exc, OSError) and "Consistency check failed" in str(exc):
         return RegistryError(f"a download from {where} for {repo} came back with the wrong size: pull again")
     return None
