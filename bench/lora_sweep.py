@@ -18,9 +18,7 @@ import argparse
 import itertools
 import json
 import logging
-import math
 import os
-import random
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402  (the benchmark's capped data copies)
 from speed import machine  # noqa: E402
 
 TARGETS = {"attention": ("query", "value"), "attention+ffn": ("query", "key", "value", "output.dense", "intermediate.dense")}
@@ -46,20 +45,9 @@ def key(run: dict) -> tuple:
 
 
 def capped_data(args: argparse.Namespace, task: str) -> Path:
-    """A seeded train pool of ceil(cap / 0.9) rows (the library takes 10% of it as dev) and the full test split."""
-    src = args.data_root / ("snli" if task == "snli" else f"glue/{task}")
-    out = args.work / "data" / task
-    if (out / "validation.jsonl").is_file():
-        return out
-    rows = [json.loads(line) for line in (src / "train.jsonl").open() if line.strip()]
-    rows = [r for r in rows if r.get("label", 0) != -1]
-    pool = math.ceil(args.max_train / 0.9)
-    if len(rows) > pool:
-        rows = random.Random(0).sample(rows, pool)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "validation.jsonl").write_text((src / "validation.jsonl").read_text())
-    return out
+    """quality.py's seeded train pool of ceil(cap / 0.9) rows (the library takes 10% as dev); the full test split."""
+    return quality.capped_data(argparse.Namespace(work=args.work, data_root=args.data_root, test_max=10**9), task,
+                               args.max_train)
 
 
 def run_one(args: argparse.Namespace, run: dict) -> dict:
@@ -107,7 +95,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    index, count = (int(v) for v in args.shard.split("/"))
+    index, count = quality.parse_shard(p, args.shard)
     done = {key(json.loads(line)) for line in args.out.open() if line.strip()} if args.out.is_file() else set()
     for i, run in enumerate(grid(args)):
         if i % count != index or key(run) in done:

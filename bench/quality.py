@@ -119,6 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/<default|quick>)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder for adapters (default /tmp/scalearn-bench/<name>)")
     args = p.parse_args(argv)
+    args.shard_index, args.shard_count = parse_shard(p, args.shard)
+    for item in csv(args.source_caps):
+        task, _, cap = item.partition("=")
+        if not (task and cap.isdigit()):
+            p.error(f"--source-caps: '{item}' is not task=rows (e.g. snli=9800; 0 = all rows)")
     name = "quick" if args.quick else "strong" if args.strong else "default"
     if name in PRESETS:
         given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])}
@@ -129,6 +134,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # in the checkout (ignored by git), so a long run resumes in a later session with its trained sources
     args.work = args.work or REPO / ".bench-work" / args.out.name
     return args
+
+
+def parse_shard(parser: argparse.ArgumentParser, value: str) -> tuple[int, int]:
+    """``--shard i/n`` as (i, n), or a one-line usage error."""
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        parser.error(f"--shard must be i/n with 0 <= i < n (e.g. 0/2), got '{value}'")
+    return int(index), int(count)
 
 
 def csv(value: str) -> list[str]:
@@ -327,11 +340,14 @@ class Runner:
     def run(self, job: Job) -> None:
         if self.results.has(**job.key()):
             return
-        with JobLock(self.args.work / "locks" / f"{job.folder(self.args.work).name}-{job.stage}.lock") as owned:
+        with self.lock(job) as owned:
             if not owned:  # another shard ran it meanwhile (or it failed there: then run it here)
                 if self.results.has(**job.key()):
                     return
             self._run(job)
+
+    def lock(self, job: Job) -> JobLock:
+        return JobLock(self.args.work / "locks" / f"{job.folder(self.args.work).name}-{job.stage}.lock")
 
     def _run(self, job: Job) -> None:
         if job.method == "single" and job.stage == "transfer":
@@ -381,7 +397,7 @@ class Runner:
         """Run a source job, or retrain it when its row is recorded but its folder is gone (a new machine)."""
         self.run(job)
         if not (job.folder(self.args.work) / "scalearn.json").is_file():
-            with JobLock(self.args.work / "locks" / f"{job.folder(self.args.work).name}-{job.stage}.lock"):
+            with self.lock(job):
                 if not (job.folder(self.args.work) / "scalearn.json").is_file():
                     logger.info("retraining %s: its folder is not in %s", job, self.args.work)
                     self.train_source(job)
@@ -505,12 +521,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.baselines_only:
         write_majority(args, runner)
         return
-    if args.shard.startswith("0/"):  # one writer for the run's records
+    if args.shard_index == 0:  # one writer for the run's records
         write_config(args)
         write_majority(args, runner)
-    index, count = (int(v) for v in args.shard.split("/"))
     for i, job in enumerate(plan(args, runner)):
-        if i % count != index:
+        if i % args.shard_count != args.shard_index:
             continue
         if job.stage not in csv(args.stages) or (args.job_seeds and str(job.seed) not in csv(args.job_seeds)):
             continue

@@ -1011,7 +1011,8 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
         return [f"*bench/results/{other_name}/config.json not found.*"]
     other = {quality.row_key(r): r for r in read_jsonl(other_dir / "results.jsonl")}
     differs = {k: (config.get(k), other_config.get(k)) for k in sorted(set(config) | set(other_config))
-               if k not in ("started", "machine", "out", "work", "deadline", "job_seeds", "stages", "threads")
+               if k not in ("started", "machine", "out", "work", "deadline", "job_seeds", "stages", "threads", "shard",
+                            "shard_index", "shard_count")
                and config.get(k) != other_config.get(k)}
     setting = "; ".join(f"`{k}` {a} here, {b} there" for k, (a, b) in differs.items()) or "no option differs"
     out = [f"Options that differ: {setting}. Seed-0 main scores of the rows both runs finished.", "",

@@ -44,29 +44,35 @@ def tiny_tokenizer(pad: bool):
                                    **special)
 
 
-def tiny_decoder(arch: str):
-    """A bare random decoder (hidden 32, 2 layers) of ``arch``."""
+def tiny_decoder(arch: str, lm: bool = False):
+    """A random decoder (hidden 32, 2 layers) of ``arch``: bare, or with its LM head when ``lm``."""
     import transformers as tf
 
     common = dict(vocab_size=len(VOCAB), bos_token_id=2, eos_token_id=2)
     if arch == "gpt2":
-        return tf.GPT2Model(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **common))
-    config_cls, model_cls = {"llama": (tf.LlamaConfig, tf.LlamaModel), "qwen2": (tf.Qwen2Config, tf.Qwen2Model)}[arch]
-    return model_cls(config_cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                                intermediate_size=37, **common))
+        model_cls = tf.GPT2LMHeadModel if lm else tf.GPT2Model
+        return model_cls(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **common))
+    config_cls, bare_cls, lm_cls = {"llama": (tf.LlamaConfig, tf.LlamaModel, tf.LlamaForCausalLM),
+                                    "qwen2": (tf.Qwen2Config, tf.Qwen2Model, tf.Qwen2ForCausalLM)}[arch]
+    return (lm_cls if lm else bare_cls)(config_cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                   num_key_value_heads=1, intermediate_size=37, **common))
+
+
+def save_tiny_decoders(root: Path, archs, lm: bool = False) -> dict[str, Path]:
+    """arch -> a saved tiny decoder (seed 0) + tokenizer (GPT-2's without a pad token, as the real one)."""
+    out = {}
+    for arch in archs:
+        torch.manual_seed(0)
+        tiny_decoder(arch, lm).save_pretrained(root / arch)
+        tiny_tokenizer(pad=arch != "gpt2").save_pretrained(root / arch)
+        out[arch] = root / arch
+    return out
 
 
 @pytest.fixture(scope="module")
 def decoders(tmp_path_factory) -> dict[str, Path]:
-    """arch -> a saved tiny decoder + tokenizer (GPT-2's without a pad token, as the real one)."""
-    root = tmp_path_factory.mktemp("decoders")
-    out = {}
-    for arch in ARCHS:
-        torch.manual_seed(0)
-        tiny_decoder(arch).save_pretrained(root / arch)
-        tiny_tokenizer(pad=arch != "gpt2").save_pretrained(root / arch)
-        out[arch] = root / arch
-    return out
+    """arch -> a saved tiny bare decoder + tokenizer."""
+    return save_tiny_decoders(tmp_path_factory.mktemp("decoders"), ARCHS)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_decoder import VOCAB, tiny_tokenizer
+from test_decoder import VOCAB, save_tiny_decoders
 
 from scalearn_cli.errors import DataError, ModelError, UsageError
 from scalearn_cli.generation.data import IGNORE, encode_pairs, lm_features, loader
@@ -23,27 +23,10 @@ FAST = dict(epochs=1, batch_size=8, max_length=32, max_steps=2, lr=5e-3)
 NOUNS = ["movie", "film", "plot", "actor"]
 
 
-def tiny_lm(arch: str):
-    """A random causal LM with its LM head (hidden 32, 2 layers)."""
-    import transformers as tf
-
-    common = dict(vocab_size=len(VOCAB), bos_token_id=2, eos_token_id=2)
-    if arch == "gpt2":
-        return tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **common))
-    return tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                              num_key_value_heads=1, intermediate_size=37, **common))
-
-
 @pytest.fixture(scope="module")
 def lms(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("lms")
-    out = {}
-    for arch in ("llama", "gpt2"):
-        torch.manual_seed(0)
-        tiny_lm(arch).save_pretrained(root / arch)
-        tiny_tokenizer(pad=arch != "gpt2").save_pretrained(root / arch)
-        out[arch] = root / arch
-    return out
+    """arch -> a saved tiny causal LM (with its LM head) + tokenizer."""
+    return save_tiny_decoders(tmp_path_factory.mktemp("lms"), ("llama", "gpt2"), lm=True)
 
 
 @pytest.fixture(scope="module")
