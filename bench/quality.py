@@ -114,8 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny caps: a smoke run in < ~10 minutes on 2 CPU cores")
     p.add_argument("--strong", action="store_true", help="issue 12's benchmark: sources at full size trained to "
                    "convergence, full-size targets, length 128 (many CPU hours: resumable, see --deadline/--shard)")
-    p.add_argument("--shard", default="0/1", help="i/n: this process runs every n-th planned job from i (jobs whose "
-                   "sources are not finished yet wait for them; two 1-thread processes use 2 cores best)")
+    p.add_argument("--shard", default="0/1", help="i/n: worker i of n processes sharing --out; each walks the plan "
+                   "and takes the next job no other worker holds (a transfer whose sources are still training waits "
+                   "for them; worker 0 writes the run's config; two 1-thread workers use 2 cores best)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/<default|quick>)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder for adapters (default /tmp/scalearn-bench/<name>)")
     args = p.parse_args(argv)
@@ -279,8 +280,15 @@ class JobLock:
         self.path = path
 
     def __enter__(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         waited = False
+        while not self.acquire():
+            waited = True
+            time.sleep(5)
+        return not waited
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free (or stale); False at once while a live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -293,12 +301,10 @@ class JobLock:
                     continue
                 except PermissionError:
                     pass
-                waited = True
-                time.sleep(5)
-                continue
+                return False
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
-            return not waited
+            return True
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
@@ -345,6 +351,20 @@ class Runner:
                 if self.results.has(**job.key()):
                     return
             self._run(job)
+
+    def claim(self, job: Job) -> bool:
+        """Run the job unless it is finished or another worker runs it now (then False: skipped, not waited for)."""
+        if self.results.has(**job.key()):
+            return True
+        lock = self.lock(job)
+        if not lock.acquire():
+            return False
+        try:
+            if not self.results.has(**job.key()):
+                self._run(job)
+        finally:
+            lock.__exit__()
+        return True
 
     def lock(self, job: Job) -> JobLock:
         return JobLock(self.args.work / "locks" / f"{job.folder(self.args.work).name}-{job.stage}.lock")
@@ -438,7 +458,8 @@ def method_jobs(stage: str, target: str, kind: str, methods: list[str], seed: in
 
 
 def plan(args: argparse.Namespace, runner: Runner) -> Iterator[Job]:
-    """Cheap and most useful first: sources, seed 0 of every method, few-shot, extra seeds."""
+    """Sources first; then target by target, every method and every seed of it (a partial run gives whole answers
+    for the targets it reached, the small ones first); few-shot last."""
     kinds, seeds = csv(args.kinds), [int(s) for s in csv(args.seeds)]
     methods = csv(args.methods) + (["adapterfusion-tuned"] if args.fusion_tuned_lr > 0 else [])
     if args.published:  # sources are published, not trained: transfers only (see --published)
@@ -450,22 +471,20 @@ def plan(args: argparse.Namespace, runner: Runner) -> Iterator[Job]:
     for kind in kinds:
         for task in runner.tasks:
             yield Job("source", task, kind, "single", None, 0)
-    for target in runner.targets:
+    multi = csv(args.multi_seed_targets)
+    for target in runner.targets:  # target by target, every seed: a partial run answers some targets fully
         for kind in kinds:
             yield from method_jobs("transfer", target, kind, methods, seeds[0])
+        for seed in seeds[1:] if target in multi else []:
+            for kind in [k for k in kinds if k in csv(args.multi_seed_kinds)]:
+                yield Job("source", target, kind, "single", None, seed)
+                yield from method_jobs("transfer", target, kind, methods, seed)
     fs_methods = ["single", *[m for m in methods if m in VARIANTS]]
-    # few-shot before the extra seeds: k <= 100 examples and a fixed, small number of steps make it the cheaper pass
     for seed in [int(s) for s in csv(args.few_shot_seeds)]:
         for k in [int(v) for v in csv(args.few_shot_k)]:
             for target in csv(args.few_shot_targets):
                 for kind in csv(args.few_shot_kinds):
                     yield from method_jobs("few-shot", target, kind, fs_methods, seed, k)
-    multi = [t for t in runner.targets if t in csv(args.multi_seed_targets)]
-    for target in multi:  # target by target, so a partial run gives some targets all their seeds
-        for seed in seeds[1:]:
-            for kind in [k for k in kinds if k in csv(args.multi_seed_kinds)]:
-                yield Job("source", target, kind, "single", None, seed)
-                yield from method_jobs("transfer", target, kind, methods, seed)
 
 
 def write_config(args: argparse.Namespace) -> None:
@@ -524,16 +543,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.shard_index == 0:  # one writer for the run's records
         write_config(args)
         write_majority(args, runner)
-    for i, job in enumerate(plan(args, runner)):
-        if i % args.shard_count != args.shard_index:
-            continue
+    for job in plan(args, runner):
         if job.stage not in csv(args.stages) or (args.job_seeds and str(job.seed) not in csv(args.job_seeds)):
             continue
         if args.deadline and time.strftime("%H:%M", time.gmtime()) >= args.deadline:
             logger.info("deadline %s UTC reached: stopping before %s", args.deadline, job)
             break
         try:
-            runner.run(job)
+            if not runner.claim(job):  # another worker runs it: take the next job instead of waiting
+                logger.info("skipping %s: another worker runs it", job)
         except Exception:  # one failed run must not lose the rest of the plan
             logger.exception("run failed: %s", job)
     logger.info("done: %s", args.out / "results.jsonl")
