@@ -15,6 +15,7 @@ import math
 import re
 import statistics
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -153,6 +154,35 @@ def ordering_table(means: dict, targets: list[str]) -> list[str]:
     return out
 
 
+NOISE_PAIRS = [(("scalearn", "scalearn"), ("single", None)), (("scalearn", "scalearn"), ("average", None)),
+               (("scalearn", "scalearn"), ("adapterfusion", None)), (("scalearn", "scalearn"), ("adapterfusion-tuned", None)),
+               (("adapterfusion", None), ("single", None)), (("adapterfusion-tuned", None), ("single", None))]
+
+
+def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
+    """Per target and method pair with >= 2 seeds each: the gap of the means against its seed noise (Welch's t-test)."""
+    from scipy import stats
+
+    out = ["| Target | Comparison | gap (points) | SE of the gap | Welch p | seeds | verdict |",
+           "|---|---|---|---|---|---|---|"]
+    for t in targets:
+        for a, b in NOISE_PAIRS:
+            xa, xb = (g["scores"].get((kind, *m, t, None), []) for m in (a, b))
+            if len(xa) < 2 or len(xb) < 2:
+                continue
+            gap = statistics.mean(xa) - statistics.mean(xb)
+            se = (statistics.variance(xa) / len(xa) + statistics.variance(xb) / len(xb)) ** 0.5
+            with warnings.catch_warnings():  # near-identical seeds (e.g. all at the majority class) warn of precision
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue) if se > 0 else (0.0 if gap else 1.0)
+            verdict = (("**higher**" if gap > 0 else "**lower**") + ", beyond seed noise") if p < 0.05 else "within seed noise"
+            out.append(f"| {t} | {label(*a)} − {label(*b)} | {gap:+.2f} | {se:.2f} | {p:.3f} | {len(xa)} / {len(xb)} | "
+                       f"{verdict} |")
+    if len(out) == 2:
+        return ["*No target has two or more seeds of both methods of a pair yet.*"]
+    return out
+
+
 def few_shot_table(rows: list[dict]) -> list[str]:
     fs = [r for r in rows if r["stage"] == "few-shot"]
     if not fs:
@@ -246,11 +276,11 @@ def source_table(rows: list[dict], majority: dict) -> list[str]:
     for r in src:
         base = majority.get(r["target"], {}).get("main_score")
         # the bar: classification >= majority + 10 points; STS-B Pearson >= 0.80
-        bar = (r["main_score"] >= 80.0) if r["target"] == "stsb" else (base is not None and r["main_score"] >= base + 10)
+        bar = (r["main_score"] >= 80.0) if r["target"] == "stsb" else (None if base is None else r["main_score"] >= base + 10)
         out.append(f"| {r['target']} | {r['kind']} | {r['train_examples']} / {r['dev_examples']} / {r['test_examples']} | "
                    f"{r['steps']} | {r['best_epoch']} of {r.get('epochs', '–')} | {r['task_main_metric']} | "
                    f"{r['main_score']:.2f} | {fmt(base)} | {fmt(r['main_score'] - base if base is not None else None)} | "
-                   f"{'met' if bar else '**not met**'} |")
+                   f"{'–' if bar is None else 'met' if bar else '**not met**'} |")
     return out
 
 
@@ -762,7 +792,7 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         "dev = max(k, 32) rows of the dev split (capped by its size).",
         f"- Machine: `{m['platform']}`, {m['cpu_count']} CPUs, torch {m['torch']}, transformers {m['transformers']}, "
         f"Python {m['python']}; {m['threads']} torch thread(s) per process in the last invocation. The machine was "
-        "shared with other jobs, the plan was split over concurrent processes (`--stages` / `--job-seeds`) and "
+        "shared with other jobs, the plan was split over concurrent processes (`--shard` workers, or `--stages` / `--job-seeds`) and "
         "interrupted runs were resumed, so wall times and examples/s carry that load. Invocations started "
         f"{', '.join(config['started'])} (UTC); {len(rows)} finished runs in `results.jsonl` "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(n_stage.items()))}).",
@@ -945,7 +975,13 @@ def main() -> None:
     for kind in config["kinds"].split(","):
         table, means = quality_table(g, kind, targets, majority)
         doc += [f"### {kind} sources", "", *table, "", "Does the paper's ordering hold (seed means)?", "",
-                *ordering_table(means, targets), ""]
+                *ordering_table(means, targets), "",
+                "Is each gap larger than seed noise? Mean over seeds of one method minus another's, the standard "
+                "error of that difference, and Welch's t-test (two-sided; \"beyond seed noise\" at p < 0.05). With "
+                "three seeds a test only detects gaps of a few standard deviations: \"within seed noise\" means not "
+                "shown, not shown equal. The single adapter's seeds retrain the adapter; a transfer's seeds retrain "
+                "ω (or the fusion layers) and the head on the same seed-0 sources.", "",
+                *noise_table(g, kind, targets), ""]
     figure = plot_score_vs_params(means_by_kind, g["params"], targets, majority)
     if figure:
         doc += ["### Score vs transfer parameters", "", f"![score vs transfer parameters]({FIGURE_LINK}{figure})", ""]
