@@ -267,7 +267,6 @@ def latency(args: argparse.Namespace, sources: dict[str, list[Path]]) -> dict:
                 model(input_ids=ids, attention_mask=mask)
                 if round_ >= args.warmup:
                     times[i].append(time.perf_counter() - t0)
-    bare = statistics.median(times[0])
     rows = []
     for spec, t in zip(specs, times):
         single = next(statistics.median(times[j]) for j, s in enumerate(specs)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import typer
-
 from scalearn_cli.cli.common import JsonOpt, console, print_json
 
 

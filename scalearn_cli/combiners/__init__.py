@@ -111,6 +111,14 @@ class WeightedCombiner:
     def spec(self, variant: str | None = None, options: dict[str, Any] | None = None) -> CombinerSpec:
         return CombinerSpec(self.name, None, dict(options or {}))  # type: ignore[attr-defined]
 
+    def with_count(self, options: dict[str, Any] | None, key: str, default: int, flag: str) -> CombinerSpec:
+        """A spec whose option ``key`` is a whole number >= 1 (``default`` when absent), or a one-line UsageError."""
+        options = dict(options or {})
+        value = options.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UsageError(f"{flag} must be a whole number >= 1, got {value}")
+        return CombinerSpec(self.name, None, options | {key: value})  # type: ignore[attr-defined]
+
     def prepare(self, spec: CombinerSpec, target: TargetContext) -> CombinerSpec:
         return spec
 

@@ -84,11 +84,7 @@ class LoraHub(WeightedCombiner):
     foldable = True  # one merged LoRA per site (see the module docstring)
 
     def spec(self, variant: str | None = None, options: dict[str, Any] | None = None) -> CombinerSpec:
-        options = dict(options or {})
-        budget = options.get("budget", DEFAULT_BUDGET)
-        if not isinstance(budget, int) or budget < 1:
-            raise UsageError(f"--lorahub-budget must be a whole number >= 1, got {budget}")
-        return CombinerSpec(self.name, None, options | {"budget": budget})
+        return self.with_count(options, "budget", DEFAULT_BUDGET, "--lorahub-budget")
 
     def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec) -> nn.Module:
         if any(mix.activation != "identity" for mix in mixes.values()):

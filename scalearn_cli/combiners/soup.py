@@ -36,11 +36,7 @@ class AdapterSoup(WeightedCombiner):
     label = "AdapterSoup"
 
     def spec(self, variant: str | None = None, options: dict[str, Any] | None = None) -> CombinerSpec:
-        options = dict(options or {})
-        k = options.get("k", DEFAULT_K)
-        if not isinstance(k, int) or k < 1:
-            raise UsageError(f"--soup-k must be a whole number >= 1, got {k}")
-        return CombinerSpec(self.name, None, options | {"k": k})
+        return self.with_count(options, "k", DEFAULT_K, "--soup-k")
 
     def prepare(self, spec: CombinerSpec, target: TargetContext) -> CombinerSpec:
         n = len(target.sources)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from scalearn_cli.artifacts import METADATA_FILE, MODEL_CARD_FILE, read_json, sha256_file
+from scalearn_cli.artifacts import MODEL_CARD_FILE, sha256_file
 from scalearn_cli.errors import ArtifactError, RegistryError, UsageError
 
 DEFAULT_BRANCH = "main"
