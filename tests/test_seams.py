@@ -252,3 +252,16 @@ def test_overwrite_replaces_only_folders_scalearn_wrote(root, tiny_model_dir):
     result = invoke("train-source", "--model", tiny_model_dir, *custom(task), *TRAIN, "--out", project, "--overwrite")
     assert result.exit_code == 1 and "did not write" in result.stderr
     assert (project / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name, key, flag", [("adaptersoup", "k", "--soup-k"), ("lorahub", "budget", "--lorahub-budget")])
+def test_count_options_are_whole_numbers(name, key, flag):
+    from scalearn_cli.combiners import get_combiner
+    from scalearn_cli.errors import UsageError
+
+    combiner = get_combiner(name)
+    assert combiner.spec(options={key: 3}).options[key] == 3
+    assert combiner.spec().options[key] >= 1  # the default
+    for bad in (0, -2, 1.5, True, "4"):
+        with pytest.raises(UsageError, match=f"^{flag} must be a whole number >= 1, got {bad}$"):
+            combiner.spec(options={key: bad})
