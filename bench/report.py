@@ -1118,9 +1118,12 @@ def discussion(config: dict, rows: list[dict], majority: dict, run_dir: Path) ->
         f"- **Steps.** A transfer run here is {'up to ' if config.get('patience') else ''}{config['epochs']} epochs "
         f"of ⌈train/{config['batch_size']}⌉ steps; "
         + (f"ω moves {100 * min(drift):.0f}–{100 * max(drift):.0f}% (mean relative distance) from its "
-           "initialisation 2/N (see the ω section), so ScaLearn stays close to a fixed 2/N scaling of every source "
-           "(twice the average row's 1/N, so part of its gap to that row may be this scale rather than learned "
-           "weighting), and "
+           "initialisation 2/N (see the ω section), "
+           + ("so ScaLearn stays close to a fixed 2/N scaling of every source (twice the average row's 1/N, so part "
+              "of its gap to that row may be this scale rather than learned weighting), and "
+              if max(drift) < 0.15 else
+              "so ω is learned, not left at its initial scale (the ω section shows which sources it favours); "
+              "")
            if drift else "")
         + f"AdapterFusion gets the same few steps at the paper's lr {config['fusion_lr']:g}, which was tuned for 30 "
         "epochs of full data"
