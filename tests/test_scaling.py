@@ -164,6 +164,28 @@ def test_fusion_starts_near_average_of_values(sources, tiny_model_dir, batch):
     assert torch.isfinite(hidden(encoder, batch)).all()
 
 
+def test_fusion_forward_equals_the_direct_formula_with_its_gradients():
+    """The cheap form (K folded into the query, V after the weighted sum) computes the paper's formula exactly."""
+    from scalearn_cli.scaling import FusionAttention
+
+    torch.manual_seed(0)
+    fusion = FusionAttention(24, 16)
+    with torch.no_grad():  # away from the near-identity init, so every term matters
+        for p in fusion.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    query, stack = torch.randn(3, 5, 24, requires_grad=True), torch.randn(3, 5, 4, 16, requires_grad=True)
+    results = []
+    for fn in (fusion, fusion.direct):
+        fusion.zero_grad()
+        query.grad = stack.grad = None
+        out = fn(query, stack)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append([out.detach(), query.grad, stack.grad, *(p.grad.clone() for p in fusion.parameters())])
+    for cheap, direct in zip(*results):
+        assert torch.allclose(cheap, direct, atol=1e-5), (cheap - direct).abs().max()
+    assert results[0][0].abs().max() > 0.1  # not a trivially small output
+
+
 def test_inference_folds_lora_mixes_lazily_and_refolds_when_omega_changes(sources, tiny_model_dir, batch):
     """Eval + no_grad runs W + ΔW (one GEMM, the bare model's cost); it equals the unfolded sum, and a changed ω
     (an optimizer step, in place) is picked up: the cache is keyed on the tensors' versions."""
