@@ -175,7 +175,10 @@ def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
             with warnings.catch_warnings():  # near-identical seeds (e.g. all at the majority class) warn of precision
                 warnings.simplefilter("ignore", RuntimeWarning)
                 p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue) if se > 0 else (0.0 if gap else 1.0)
-            verdict = (("**higher**" if gap > 0 else "**lower**") + ", beyond seed noise") if p < 0.05 else "within seed noise"
+            if min(len(xa), len(xb)) < 3:  # two seeds give a variance estimate too unstable to test against
+                verdict = "too few seeds to test (3 each needed)"
+            else:
+                verdict = (("**higher**" if gap > 0 else "**lower**") + ", beyond seed noise") if p < 0.05 else "within seed noise"
             out.append(f"| {t} | {label(*a)} − {label(*b)} | {gap:+.2f} | {se:.2f} | {p:.3f} | {len(xa)} / {len(xb)} | "
                        f"{verdict} |")
     if len(out) == 2:
@@ -979,7 +982,7 @@ def main() -> None:
                 "Is each gap larger than seed noise? Mean over seeds of one method minus another's, the standard "
                 "error of that difference, and Welch's t-test (two-sided; \"beyond seed noise\" at p < 0.05). With "
                 "three seeds a test only detects gaps of a few standard deviations: \"within seed noise\" means not "
-                "shown, not shown equal. The single adapter's seeds retrain the adapter; a transfer's seeds retrain "
+                "shown, not shown equal; with fewer than three seeds of either method no verdict is given. The single adapter's seeds retrain the adapter; a transfer's seeds retrain "
                 "ω (or the fusion layers) and the head on the same seed-0 sources.", "",
                 *noise_table(g, kind, targets), ""]
     figure = plot_score_vs_params(means_by_kind, g["params"], targets, majority)
