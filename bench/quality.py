@@ -269,25 +269,27 @@ class Job:
 
 
 class JobLock:
-    """One job at a time across shard processes: an O_EXCL lock file holding the owner's pid.
+    """One job at a time across worker processes: an O_EXCL lock file holding the owner's pid.
 
-    Entering waits while a live process holds the lock, and yields whether this process took it at once (False:
-    another shard held it, so the caller re-checks the results before running the job itself). A lock whose owner
-    is gone (killed run) is taken over.
+    ``acquire(wait=False)`` takes it or says at once that a live process holds it; entering the context waits for
+    it. A lock whose owner is gone (killed run) is taken over.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def __enter__(self) -> bool:
-        waited = False
-        while not self.acquire():
-            waited = True
-            time.sleep(5)
-        return not waited
+    def __enter__(self) -> "JobLock":
+        self.acquire(wait=True)
+        return self
 
-    def acquire(self) -> bool:
-        """Take the lock if it is free (or stale); False at once while a live process holds it."""
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def acquire(self, wait: bool = False) -> bool:
+        """Take the lock if it is free (or stale); while a live process holds it, wait or return False."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
@@ -301,13 +303,13 @@ class JobLock:
                     continue
                 except PermissionError:
                     pass
-                return False
+                if not wait:
+                    return False
+                time.sleep(5)
+                continue
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
             return True
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 class Runner:
@@ -343,27 +345,19 @@ class Runner:
         stage = "few-shot" if k else "source"
         return Job(stage, task, kind, "single", None, seed, k).folder(self.args.work)
 
-    def run(self, job: Job) -> None:
-        if self.results.has(**job.key()):
-            return
-        with self.lock(job) as owned:
-            if not owned:  # another shard ran it meanwhile (or it failed there: then run it here)
-                if self.results.has(**job.key()):
-                    return
-            self._run(job)
-
-    def claim(self, job: Job) -> bool:
-        """Run the job unless it is finished or another worker runs it now (then False: skipped, not waited for)."""
+    def run(self, job: Job, wait: bool = True) -> bool:
+        """Run the job unless it is finished. While another worker holds it: wait for it, or (``wait=False``)
+        return False at once so the caller can take other work."""
         if self.results.has(**job.key()):
             return True
         lock = self.lock(job)
-        if not lock.acquire():
+        if not lock.acquire(wait):
             return False
         try:
-            if not self.results.has(**job.key()):
+            if not self.results.has(**job.key()):  # the holder may have finished it (if it failed: run it here)
                 self._run(job)
         finally:
-            lock.__exit__()
+            lock.release()
         return True
 
     def lock(self, job: Job) -> JobLock:
@@ -550,7 +544,7 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("deadline %s UTC reached: stopping before %s", args.deadline, job)
             break
         try:
-            if not runner.claim(job):  # another worker runs it: take the next job instead of waiting
+            if not runner.run(job, wait=False):  # another worker runs it: take the next job instead of waiting
                 logger.info("skipping %s: another worker runs it", job)
         except Exception:  # one failed run must not lose the rest of the plan
             logger.exception("run failed: %s", job)

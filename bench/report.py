@@ -178,7 +178,7 @@ def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
             if min(len(xa), len(xb)) < 3:  # two seeds give a variance estimate too unstable to test against
                 verdict = "too few seeds to test (3 each needed)"
             else:
-                verdict = (("**higher**" if gap > 0 else "**lower**") + ", beyond seed noise") if p < 0.05 else "within seed noise"
+                verdict = ("**higher**" if gap > 0 else "**lower**") + ", beyond seed noise" if p < 0.05 else "within seed noise"
             out.append(f"| {t} | {label(*a)} − {label(*b)} | {gap:+.2f} | {se:.2f} | {p:.3f} | {len(xa)} / {len(xb)} | "
                        f"{verdict} |")
     if len(out) == 2:
@@ -795,8 +795,8 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         "dev = max(k, 32) rows of the dev split (capped by its size).",
         f"- Machine: `{m['platform']}`, {m['cpu_count']} CPUs, torch {m['torch']}, transformers {m['transformers']}, "
         f"Python {m['python']}; {m['threads']} torch thread(s) per process in the last invocation. The machine was "
-        "shared with other jobs, the plan was split over concurrent processes (`--shard` workers, or `--stages` / `--job-seeds`) and "
-        "interrupted runs were resumed, so wall times and examples/s carry that load. Invocations started "
+        "shared with other jobs, the plan was split over concurrent processes (`--shard` workers, or `--stages` / "
+        "`--job-seeds`) and interrupted runs were resumed, so wall times and examples/s carry that load. Invocations started "
         f"{', '.join(config['started'])} (UTC); {len(rows)} finished runs in `results.jsonl` "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(n_stage.items()))}).",
         f"- Accelerator: {m['gpu']}." if m.get("gpu") else "- Accelerator: none (CPU only). The full-size protocol "
@@ -982,8 +982,9 @@ def main() -> None:
                 "Is each gap larger than seed noise? Mean over seeds of one method minus another's, the standard "
                 "error of that difference, and Welch's t-test (two-sided; \"beyond seed noise\" at p < 0.05). With "
                 "three seeds a test only detects gaps of a few standard deviations: \"within seed noise\" means not "
-                "shown, not shown equal; with fewer than three seeds of either method no verdict is given. The single adapter's seeds retrain the adapter; a transfer's seeds retrain "
-                "ω (or the fusion layers) and the head on the same seed-0 sources.", "",
+                "shown, not shown equal; with fewer than three seeds of either method no verdict is given. The "
+                "single adapter's seeds retrain the adapter; a transfer's seeds retrain ω (or the fusion layers) and "
+                "the head on the same seed-0 sources.", "",
                 *noise_table(g, kind, targets), ""]
     figure = plot_score_vs_params(means_by_kind, g["params"], targets, majority)
     if figure:
