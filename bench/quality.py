@@ -119,6 +119,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "for them; worker 0 writes the run's config; two 1-thread workers use 2 cores best)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/<default|quick>)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder for adapters (default /tmp/scalearn-bench/<name>)")
+    p.add_argument("--sources-from", type=Path, default=None,
+                   help="compose the seed-0 sources already trained in another run's --work folder (e.g. "
+                        ".bench-work/strong) instead of training them: a protocol check on the same sources, e.g. "
+                        "--stages transfer --patience 0 --out bench/results/strong-nostop")
     args = p.parse_args(argv)
     args.shard_index, args.shard_count = parse_shard(p, args.shard)
     for item in csv(args.source_caps):
@@ -343,7 +347,11 @@ class Runner:
 
     def source_folder(self, task: str, kind: str, seed: int = 0, k: int | None = None) -> Path:
         stage = "few-shot" if k else "source"
-        return Job(stage, task, kind, "single", None, seed, k).folder(self.args.work)
+        return Job(stage, task, kind, "single", None, seed, k).folder(self.borrowed(stage, seed) or self.args.work)
+
+    def borrowed(self, stage: str, seed: int) -> Path | None:
+        """The other run's work folder a seed-0 source comes from (``--sources-from``), else None."""
+        return self.args.sources_from if stage == "source" and seed == 0 and self.args.sources_from else None
 
     def run(self, job: Job, wait: bool = True) -> bool:
         """Run the job unless it is finished. While another worker holds it: wait for it, or (``wait=False``)
@@ -367,8 +375,8 @@ class Runner:
         if job.method == "single" and job.stage == "transfer":
             # the single-adapter baseline *is* the target's own source adapter of that seed
             src = Job("source", job.target, job.kind, "single", None, job.seed)
-            self.run(src)
-            meta = json.loads((src.folder(self.args.work) / "scalearn.json").read_text())
+            self.ensure(src)
+            meta = json.loads((src.folder(self.borrowed(src.stage, src.seed) or self.args.work) / "scalearn.json").read_text())
             self.results.add(summary_row(meta, 0.0, **job.key()))
             return
         t0 = time.perf_counter()
@@ -409,6 +417,12 @@ class Runner:
 
     def ensure(self, job: Job) -> None:
         """Run a source job, or retrain it when its row is recorded but its folder is gone (a new machine)."""
+        borrowed = self.borrowed(job.stage, job.seed)
+        if borrowed:
+            if not (job.folder(borrowed) / "scalearn.json").is_file():
+                raise SystemExit(f"--sources-from {borrowed}: no trained {job.target} {job.kind} source there "
+                                 f"({job.folder(borrowed)}); run that run's source stage first")
+            return
         self.run(job)
         if not (job.folder(self.args.work) / "scalearn.json").is_file():
             with self.lock(job):

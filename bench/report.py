@@ -1044,7 +1044,8 @@ def main() -> None:
 
 
 def compare_section(name: str, config: dict, rows: list[dict], other_name: str) -> list[str]:
-    """Seed-0 scores of two runs side by side (sources, then transfers), for the keys both have."""
+    """Two runs' scores side by side for the run keys both finished (every seed), then the mean difference per
+    method: a protocol check (e.g. the same sources and seeds with early stopping off) reads off the last table."""
     other_dir = RESULTS / other_name
     other_config = read_json(other_dir / "config.json")
     if other_config is None:
@@ -1052,18 +1053,38 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
     other = {quality.row_key(r): r for r in read_jsonl(other_dir / "results.jsonl")}
     differs = {k: (config.get(k), other_config.get(k)) for k in sorted(set(config) | set(other_config))
                if k not in ("started", "machine", "out", "work", "deadline", "job_seeds", "stages", "threads", "shard",
-                            "shard_index", "shard_count")
+                            "shard_index", "shard_count", "sources_from", "targets", "extra_sources", "methods",
+                            "seeds", "multi_seed_targets", "fusion_tuned_lr")
                and config.get(k) != other_config.get(k)}
     setting = "; ".join(f"`{k}` {a} here, {b} there" for k, (a, b) in differs.items()) or "no option differs"
-    out = [f"Options that differ: {setting}. Seed-0 main scores of the rows both runs finished.", "",
-           f"| Stage | Target | Kind | Method | {name} | {other_name} | difference |", "|---|---|---|---|---|---|---|"]
+    borrowed = (f" The `{other_name}` run composed this run's own trained sources (`--sources-from`), so only the "
+                "options above differ." if other_config.get("sources_from") else "")
+    out = [f"Options that differ: {setting}.{borrowed} Main scores of the rows both runs finished; *best epoch* is "
+           "the epoch whose dev loss was kept (of the epochs run).", "",
+           f"| Stage | Target | Kind | Method | Seed | {name} | best epoch | {other_name} | best epoch | difference |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    diffs: dict[str, list[float]] = {}
     for r in rows:
-        if r["seed"] != 0 or r.get("k") or quality.row_key(r) not in other:
+        if r.get("k") or quality.row_key(r) not in other:
             continue
-        o = other[quality.row_key(r)]["main_score"]
-        out.append(f"| {r['stage']} | {r['target']} | {r['kind']} | {label(r['method'], r.get('variant'))} | "
-                   f"{r['main_score']:.2f} | {o:.2f} | {o - r['main_score']:+.2f} |")
+        o = other[quality.row_key(r)]
+        method = label(r["method"], r.get("variant"))
+        diffs.setdefault(f"{r['stage']} · {r['target']} · {method}", []).append(o["main_score"] - r["main_score"])
+        out.append(f"| {r['stage']} | {r['target']} | {r['kind']} | {method} | {r['seed']} | {r['main_score']:.2f} | "
+                   f"{epochs_run(r, config['batch_size'])} | {o['main_score']:.2f} | {epochs_run(o, other_config['batch_size'])} | {o['main_score'] - r['main_score']:+.2f} |")
+    if diffs:
+        out += ["", f"Mean difference ({other_name} − {name}) over the seeds both runs have:", "",
+                "| Stage · target · method | seeds | mean difference | min | max |", "|---|---|---|---|---|"]
+        out += [f"| {key} | {len(d)} | {statistics.fmean(d):+.2f} | {min(d):+.2f} | {max(d):+.2f} |"
+                for key, d in diffs.items()]
     return out
+
+
+def epochs_run(row: dict, batch_size: int) -> str:
+    """'best of run' epochs, e.g. '3 of 6' (steps per epoch from the train size and batch size)."""
+    per_epoch = math.ceil(row["train_examples"] / batch_size) if row.get("train_examples") else 0
+    run = round(row["steps"] / per_epoch) if per_epoch and row.get("steps") else None
+    return f"{row['best_epoch']} of {run}" if run else str(row.get("best_epoch", "–"))
 
 
 def sparsity_section(data: dict | None) -> list[str]:
