@@ -958,8 +958,9 @@ def main() -> None:
     p.add_argument("--reference", type=Path, default=REPO.parent / "shared" / "reference" / "SCALEARN.md")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     p.add_argument("--speed", type=Path, default=RESULTS / "speed.json")
-    p.add_argument("--compare-run", default=None,
-                   help="another run under bench/results (e.g. the same plan with --pooling mean): seed-0 rows side by side")
+    p.add_argument("--compare-run", action="append", default=[],
+                   help="another run under bench/results (e.g. the same plan with --pooling mean, or a protocol check "
+                        "made with --sources-from): rows side by side; repeat for several")
     args = p.parse_args()
     global FIGURES, FIGURE_LINK
     # docs/benchmarks.md keeps docs/figures/; another doc (e.g. a second run) gets docs/figures/<its name>/
@@ -1036,9 +1037,8 @@ def main() -> None:
                 *omega_shares(run_dir), ""]
     doc += ["## Comparison with the paper", "", *agreement_summary(means_by_kind, targets, small), "",
             *discussion(config, rows, majority, run_dir), ""]
-    if args.compare_run:
-        doc += [f"## Compared with the `{args.compare_run}` run", "",
-                *compare_section(run_dir.name, config, rows, args.compare_run), ""]
+    for other in args.compare_run:
+        doc += [f"## Compared with the `{other}` run", "", *compare_section(run_dir.name, config, rows, other), ""]
     missing = missing_rows(config, rows)
     doc += ["## Missing from this run", ""] + (missing or ["Nothing: every planned run finished."]) + [""]
     if missing:
