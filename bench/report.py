@@ -1037,8 +1037,13 @@ def main() -> None:
                 *omega_shares(run_dir), ""]
     doc += ["## Comparison with the paper", "", *agreement_summary(means_by_kind, targets, small), "",
             *discussion(config, rows, majority, run_dir), ""]
-    for other in args.compare_run:
-        doc += [f"## Compared with the `{other}` run", "", *compare_section(run_dir.name, config, rows, other), ""]
+    compared = {other: compare_section(run_dir.name, config, rows, other) for other in args.compare_run}
+    checks = [summary for _, summary in compared.values() if summary]
+    if checks:
+        doc += ["**Other runs on this run's rows** (the sections below; a run made with `--sources-from` composes the "
+                "same trained sources with one option changed): " + "; ".join(checks) + ".", ""]
+    for other, (lines, _) in compared.items():
+        doc += [f"## Compared with the `{other}` run", "", *lines, ""]
     missing = missing_rows(config, rows)
     doc += ["## Missing from this run", ""] + (missing or ["Nothing: every planned run finished."]) + [""]
     if missing:
@@ -1072,13 +1077,14 @@ def main() -> None:
     print(f"wrote {args.out} ({len(rows)} result rows from {run_dir})")
 
 
-def compare_section(name: str, config: dict, rows: list[dict], other_name: str) -> list[str]:
+def compare_section(name: str, config: dict, rows: list[dict], other_name: str) -> tuple[list[str], str | None]:
     """Two runs' scores side by side for the run keys both finished (every seed), then the mean difference per
-    method: a protocol check (e.g. the same sources and seeds with early stopping off) reads off the last table."""
+    method: a protocol check (e.g. the same sources and seeds with early stopping off) reads off the last table.
+    Also returns a one-line summary of the transfer differences (None when the runs share no transfer row)."""
     other_dir = RESULTS / other_name
     other_config = read_json(other_dir / "config.json")
     if other_config is None:
-        return [f"*bench/results/{other_name}/config.json not found.*"]
+        return [f"*bench/results/{other_name}/config.json not found.*"], None
     other = {quality.row_key(r): r for r in read_jsonl(other_dir / "results.jsonl")}
     differs = {k: (config.get(k), other_config.get(k)) for k in sorted(set(config) | set(other_config))
                if k not in ("started", "machine", "out", "work", "deadline", "job_seeds", "stages", "threads", "shard",
@@ -1106,7 +1112,12 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
                 "| Stage · target · method | seeds | mean difference | min | max |", "|---|---|---|---|---|"]
         out += [f"| {key} | {len(d)} | {statistics.fmean(d):+.2f} | {min(d):+.2f} | {max(d):+.2f} |"
                 for key, d in diffs.items()]
-    return out
+    moved = [f"{key.removeprefix('transfer · ')} {statistics.fmean(d):+.2f} ({len(d)} seed{'s' if len(d) > 1 else ''}, "
+             f"{min(d):+.2f} to {max(d):+.2f})" for key, d in diffs.items() if key.startswith("transfer · ")]
+    off = lambda k, v: "off" if "patience" in k and not v else v  # noqa: E731  (patience 0: no early stopping)
+    change = ", ".join(f"`{k}` {off(k, a)} → {off(k, b)}" for k, (a, b) in differs.items()) or "no option changed"
+    summary = f"`{other_name}` ({change}): " + ", ".join(moved) if moved else None
+    return out, summary
 
 
 def epochs_run(row: dict, batch_size: int) -> str:
