@@ -1091,6 +1091,11 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
                             "shard_index", "shard_count", "sources_from", "targets", "extra_sources", "methods",
                             "seeds", "multi_seed_targets", "fusion_tuned_lr")
                and config.get(k) != other_config.get(k)}
+    # a check run's --targets/--extra-sources only re-list the same tasks, unless it composes fewer sources
+    counts = [sorted({r["n_sources"] for r in rs if r["stage"] != "source" and r["method"] != "single"})
+              for rs in (rows, other.values())]
+    if counts[1] and counts[0] != counts[1]:
+        differs["sources composed"] = tuple(", ".join(map(str, c)) or "–" for c in counts)
     setting = "; ".join(f"`{k}` {a} here, {b} there" for k, (a, b) in differs.items()) or "no option differs"
     borrowed = (f" The `{other_name}` run composed this run's own trained sources (`--sources-from`), so only the "
                 "options above differ." if other_config.get("sources_from") else "")
