@@ -118,7 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "and takes the next job no other worker holds (a transfer whose sources are still training waits "
                    "for them; worker 0 writes the run's config; two 1-thread workers use 2 cores best)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/<default|quick>)")
-    p.add_argument("--work", type=Path, default=None, help="scratch folder for adapters (default /tmp/scalearn-bench/<name>)")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder for adapters (default .bench-work/<run>)")
     p.add_argument("--sources-from", type=Path, default=None,
                    help="compose the seed-0 sources already trained in another run's --work folder (e.g. "
                         ".bench-work/strong) instead of training them: a protocol check on the same sources, e.g. "
@@ -347,11 +347,13 @@ class Runner:
 
     def source_folder(self, task: str, kind: str, seed: int = 0, k: int | None = None) -> Path:
         stage = "few-shot" if k else "source"
-        return Job(stage, task, kind, "single", None, seed, k).folder(self.borrowed(stage, seed) or self.args.work)
+        job = Job(stage, task, kind, "single", None, seed, k)
+        return job.folder(self.home(job))
 
-    def borrowed(self, stage: str, seed: int) -> Path | None:
-        """The other run's work folder a seed-0 source comes from (``--sources-from``), else None."""
-        return self.args.sources_from if stage == "source" and seed == 0 and self.args.sources_from else None
+    def home(self, job: Job) -> Path:
+        """The work folder holding the job's adapter: another run's for a borrowed seed-0 source (``--sources-from``)."""
+        borrowed = self.args.sources_from and job.stage == "source" and job.seed == 0
+        return self.args.sources_from if borrowed else self.args.work
 
     def run(self, job: Job, wait: bool = True) -> bool:
         """Run the job unless it is finished. While another worker holds it: wait for it, or (``wait=False``)
@@ -376,7 +378,7 @@ class Runner:
             # the single-adapter baseline *is* the target's own source adapter of that seed
             src = Job("source", job.target, job.kind, "single", None, job.seed)
             self.ensure(src)
-            meta = json.loads((src.folder(self.borrowed(src.stage, src.seed) or self.args.work) / "scalearn.json").read_text())
+            meta = json.loads((src.folder(self.home(src)) / "scalearn.json").read_text())
             self.results.add(summary_row(meta, 0.0, **job.key()))
             return
         t0 = time.perf_counter()
@@ -417,11 +419,10 @@ class Runner:
 
     def ensure(self, job: Job) -> None:
         """Run a source job, or retrain it when its row is recorded but its folder is gone (a new machine)."""
-        borrowed = self.borrowed(job.stage, job.seed)
-        if borrowed:
-            if not (job.folder(borrowed) / "scalearn.json").is_file():
-                raise SystemExit(f"--sources-from {borrowed}: no trained {job.target} {job.kind} source there "
-                                 f"({job.folder(borrowed)}); run that run's source stage first")
+        if self.home(job) != self.args.work:  # borrowed: never trained here
+            if not (job.folder(self.home(job)) / "scalearn.json").is_file():
+                raise SystemExit(f"--sources-from {self.home(job)}: no trained {job.target} {job.kind} source there "
+                                 f"({job.folder(self.home(job))}); run that run's source stage first")
             return
         self.run(job)
         if not (job.folder(self.args.work) / "scalearn.json").is_file():

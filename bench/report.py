@@ -269,6 +269,12 @@ def plot_score_vs_params(means_by_kind: dict, params: dict, targets: list[str], 
     return path.name
 
 
+def source_bar(target: str, majority: dict) -> float | None:
+    """Issue 12's bar for a source: STS-B Pearson 80; classification majority + 10 points (None: no majority)."""
+    base = majority.get(target, {}).get("main_score")
+    return 80.0 if target == "stsb" else None if base is None else base + 10
+
+
 def source_table(rows: list[dict], majority: dict, batch_size: int = 32) -> list[str]:
     """Stage 1: how good the seed-0 source adapters are (the material ω has to work with)."""
     src = sorted((r for r in rows if r["stage"] == "source" and r["seed"] == 0), key=lambda r: (r["kind"], r["target"]))
@@ -278,8 +284,8 @@ def source_table(rows: list[dict], majority: dict, batch_size: int = 32) -> list
            "above majority | issue 12's bar |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in src:
         base = majority.get(r["target"], {}).get("main_score")
-        # the bar: classification >= majority + 10 points; STS-B Pearson >= 0.80
-        bar = (r["main_score"] >= 80.0) if r["target"] == "stsb" else (None if base is None else r["main_score"] >= base + 10)
+        threshold = source_bar(r["target"], majority)
+        bar = None if threshold is None else r["main_score"] >= threshold
         out.append(f"| {r['target']} | {r['kind']} | {r['train_examples']} / {r['dev_examples']} / {r['test_examples']} | "
                    f"{r['steps']} | {r['best_epoch']} of {r.get('epochs', '–')} | {r['task_main_metric']} | "
                    f"{r['main_score']:.2f} | {fmt(base)} | {fmt(r['main_score'] - base if base is not None else None)} | "
@@ -292,8 +298,7 @@ def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size:
     improving, what its other seeds score, and the best transfer on the same test rows."""
     out = []
     for r in src:
-        base = majority.get(r["target"], {}).get("main_score")
-        bar = 80.0 if r["target"] == "stsb" else None if base is None else base + 10
+        bar = source_bar(r["target"], majority)
         if bar is None or r["main_score"] >= bar:
             continue
         seeds = sorted((x["seed"], x["main_score"]) for x in rows
@@ -302,9 +307,10 @@ def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size:
         transfers = [x for x in rows if x["stage"] == "transfer" and x["target"] == r["target"] and x["kind"] == r["kind"]
                      and x["method"] != "single"]
         best = max(transfers, key=lambda x: x["main_score"], default=None)
-        text = (f"- **{r['target']} ({r['kind']}) is below the bar** ({'Pearson 80' if r['target'] == 'stsb' else f'majority + 10 = {bar:.2f}'}): its dev loss was lowest after epoch "
-                f"{r['best_epoch']} (epochs run: {epochs_run(r, batch_size).split(' of ')[-1]} of {r.get('epochs', '–')}), with {r['train_examples']:,} training "
-                "examples")
+        threshold = "Pearson 80" if r["target"] == "stsb" else f"majority + 10 = {bar:.2f}"
+        text = (f"- **{r['target']} ({r['kind']}) is below the bar** ({threshold}): its dev loss was lowest after epoch "
+                f"{r['best_epoch']} (epochs run: {epochs_done(r, batch_size) or '–'} of {r.get('epochs', '–')}), with "
+                f"{r['train_examples']:,} training examples")
         text += f"; retrained with other seeds: {', '.join(others)}" if others else ""
         if best is not None:
             text += (f". The best transfer onto {r['target']} in this run, {label(best['method'], best.get('variant'))} "
@@ -1111,7 +1117,8 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
         method = label(r["method"], r.get("variant"))
         diffs.setdefault(f"{r['stage']} · {r['target']} · {method}", []).append(o["main_score"] - r["main_score"])
         out.append(f"| {r['stage']} | {r['target']} | {r['kind']} | {method} | {r['seed']} | {r['main_score']:.2f} | "
-                   f"{epochs_run(r, config['batch_size'])} | {o['main_score']:.2f} | {epochs_run(o, other_config['batch_size'])} | {o['main_score'] - r['main_score']:+.2f} |")
+                   f"{epochs_run(r, config['batch_size'])} | {o['main_score']:.2f} | "
+                   f"{epochs_run(o, other_config['batch_size'])} | {o['main_score'] - r['main_score']:+.2f} |")
     if diffs:
         out += ["", f"Mean difference ({other_name} − {name}) over the seeds both runs have:", "",
                 "| Stage · target · method | seeds | mean difference | min | max |", "|---|---|---|---|---|"]
@@ -1125,10 +1132,15 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
     return out, summary
 
 
-def epochs_run(row: dict, batch_size: int) -> str:
-    """'best of run' epochs, e.g. '3 of 6' (steps per epoch from the train size and batch size)."""
+def epochs_done(row: dict, batch_size: int) -> int | None:
+    """Epochs a run trained before it stopped (steps per epoch from the train size and batch size)."""
     per_epoch = math.ceil(row["train_examples"] / batch_size) if row.get("train_examples") else 0
-    run = round(row["steps"] / per_epoch) if per_epoch and row.get("steps") else None
+    return round(row["steps"] / per_epoch) if per_epoch and row.get("steps") else None
+
+
+def epochs_run(row: dict, batch_size: int) -> str:
+    """'best of run' epochs, e.g. '3 of 6'."""
+    run = epochs_done(row, batch_size)
     return f"{row['best_epoch']} of {run}" if run else str(row.get("best_epoch", "–"))
 
 
