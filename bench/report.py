@@ -4,7 +4,9 @@ Inputs: ``bench/results/<run>/{config.json,results.jsonl,majority.json,omega/*}`
 ``bench/results/peer.json`` and the paper's tables, parsed from the project's reference notes (SCALEARN.md) and
 cached in ``bench/results/paper.json``. No number in the generated document is typed by hand.
 
-    python bench/report.py [--run default]
+    python bench/report.py --all            # every committed doc (DOCS below), from its results
+    python bench/report.py --all --check    # fail if a committed doc is not what its results make
+    python bench/report.py [--run default] [--out docs/benchmarks.md] [--compare-run other]   # one report
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import re
 import statistics
 import sys
+import tempfile
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +29,15 @@ import quality  # noqa: E402  (bench/quality.py: the plan and the run key; stdli
 RESULTS = REPO / "bench" / "results"
 FIGURES = REPO / "docs" / "figures"
 FIGURE_LINK = "figures/"  # how the generated doc links to FIGURES
+DOC_DIR = REPO / "docs"
+# Every committed benchmark doc: its run under bench/results and the runs compared beside it. `--all` regenerates
+# them all; `--all --check` (run by the test suite) fails when one differs from what its results make.
+DOCS = {
+    "benchmarks-strong.md": ("strong", ["strong-nostop", "strong-lr1e-3", "strong-af-own"]),
+    "benchmarks.md": ("default", []),
+    "benchmarks-medium.md": ("medium", ["medium-mean"]),
+    "benchmarks-medium-mean.md": ("medium-mean", ["medium"]),
+}
 METHODS = [("single", None), ("average", None), ("adaptersoup", None), ("peft-all-active", None), ("adapterfusion", None), ("adapterfusion-tuned", None),
            ("scalearn", "scalearn"), ("scalearn", "scalearn-uniform"), ("scalearn", "scalearn++"),
            ("scalearn", "scalearn-uniform++")]
@@ -958,7 +970,7 @@ def summary(rows: list[dict], speed: dict | None, rr: dict | None, lat: dict | N
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--run", default=None, help="results folder under bench/results (default: default, else quick)")
     p.add_argument("--reference", type=Path, default=REPO.parent / "shared" / "reference" / "SCALEARN.md")
@@ -967,14 +979,39 @@ def main() -> None:
     p.add_argument("--compare-run", action="append", default=[],
                    help="another run under bench/results (e.g. the same plan with --pooling mean, or a protocol check "
                         "made with --sources-from): rows side by side; repeat for several")
-    args = p.parse_args()
+    p.add_argument("--all", action="store_true", help="regenerate every committed doc of DOCS (docs/benchmarks*.md)")
+    p.add_argument("--check", action="store_true", help="with --all: regenerate into a temporary folder and fail if a "
+                   "committed doc differs (edited by hand, or behind its results)")
+    args = p.parse_args(argv)
+    if args.check and not args.all:
+        p.error("--check goes with --all (it checks every committed doc)")
+    if not args.all:
+        text, n_rows, run_dir = render(args.run, args.out, args.speed, args.reference, args.compare_run)
+        print(f"wrote {args.out} ({n_rows} result rows from {run_dir})")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        stale = []
+        for name, (run, compare) in DOCS.items():
+            out = (Path(tmp) if args.check else DOC_DIR) / name
+            text, n_rows, run_dir = render(run, out, args.speed, args.reference, compare)
+            committed = DOC_DIR / name
+            if args.check and (not committed.is_file() or committed.read_text() != text):
+                stale.append(name)
+            print(f"{'checked' if args.check else 'wrote'} docs/{name} ({n_rows} result rows from {run_dir.name})")
+    if stale:
+        sys.exit(f"docs/{', docs/'.join(stale)} differ from what bench/report.py makes of bench/results/: "
+                 "run `python bench/report.py --all` and commit the docs with their results")
+
+
+def render(run: str | None, out: Path, speed: Path, reference: Path, compare_runs: list[str]) -> tuple[str, int, Path]:
+    """Write the report of one run to ``out`` (figures beside it, under figures/); returns (text, rows, run folder)."""
     global FIGURES, FIGURE_LINK
     # docs/benchmarks.md keeps docs/figures/; another doc (e.g. a second run) gets docs/figures/<its name>/
-    sub = "" if args.out.stem == "benchmarks" else f"{args.out.stem}/"
-    FIGURES = args.out.resolve().parent / "figures" / sub
+    sub = "" if out.stem == "benchmarks" else f"{out.stem}/"
+    FIGURES = out.resolve().parent / "figures" / sub
     FIGURE_LINK = f"figures/{sub}"
-    args.speed = args.speed.resolve()
-    run = args.run or ("default" if (RESULTS / "default" / "results.jsonl").is_file() else "quick")
+    speed = speed.resolve()
+    run = run or ("default" if (RESULTS / "default" / "results.jsonl").is_file() else "quick")
     run_dir = Path(run) if Path(run).is_dir() else RESULTS / run
     config = read_json(run_dir / "config.json")
     if config is None:
@@ -982,20 +1019,20 @@ def main() -> None:
     rows = list({quality.row_key(r): r
                  for r in reversed(read_jsonl(run_dir / "results.jsonl"))}.values())[::-1]  # one row per run key
     majority = read_json(run_dir / "majority.json") or {}
-    paper = paper_tables(args.reference)
+    paper = paper_tables(reference)
     targets = config["targets"].split(",")
     small = config["multi_seed_targets"].split(",")
     g = group(rows, "transfer")
     means_by_kind = {kind: quality_table(g, kind, targets, majority)[1] for kind in config["kinds"].split(",")}
     doc = ["# Benchmarks", "",
-           f"*Generated by `bench/report.py` from `bench/results/{run_dir.name}/` and `bench/results/{args.speed.name}`, "
+           f"*Generated by `bench/report.py` from `bench/results/{run_dir.name}/` and `bench/results/{speed.name}`, "
            "`peer.json`, `paper.json`; do not edit by "
-           "hand — re-run `bench/run_all.sh` (or `python bench/report.py`).*", "",
+           "hand — re-run `python bench/report.py --all` (after new results) or `bench/run_all.sh`.*", "",
            "Two questions, following the paper's protocol (Frohmann et al., arXiv 2310.01217) at a scale a 2-core "
            "CPU can run: does ScaLearn order against its baselines as in the paper, and what does it cost in step "
            "time and memory?", "", "## Summary", "",
-           *summary(rows, read_json(args.speed), read_json(args.speed.with_name("steps_round_robin.json")),
-                    read_json(args.speed.with_name("latency.json")), majority, means_by_kind, targets),
+           *summary(rows, read_json(speed), read_json(speed.with_name("steps_round_robin.json")),
+                    read_json(speed.with_name("latency.json")), majority, means_by_kind, targets),
            *peer_summary(read_json(run_dir / "peer_score.json")), "",
            "## Configuration that produced these numbers", "", *config_section(config, rows), "",
            "## Reference: the paper's numbers", "", *paper_section(paper, targets), "",
@@ -1043,7 +1080,7 @@ def main() -> None:
                 *omega_shares(run_dir), ""]
     doc += ["## Comparison with the paper", "", *agreement_summary(means_by_kind, targets, small), "",
             *discussion(config, rows, majority, run_dir), ""]
-    compared = {other: compare_section(run_dir.name, config, rows, other) for other in args.compare_run}
+    compared = {other: compare_section(run_dir.name, config, rows, other) for other in compare_runs}
     checks = [summary for _, summary in compared.values() if summary]
     if checks:
         doc += ["**Other runs on this run's rows** (the sections below; a run made with `--sources-from` composes the "
@@ -1056,20 +1093,20 @@ def main() -> None:
         doc += ["These planned runs were not started before the session's deadline (CPU time on the shared machine). "
                 "Re-running `bench/quality.py` with the same flags resumes exactly them: finished rows are skipped.", ""]
     doc += ["## Speed and memory", "", "### Training step time, measured round-robin", "",
-            *round_robin_section(read_json(args.speed.with_name("steps_round_robin.json"))), "",
+            *round_robin_section(read_json(speed.with_name("steps_round_robin.json"))), "",
             "### Decoder LoRAs (random Llama), measured round-robin", "",
-            *decoder_section(read_json(args.speed.with_name("decoder_steps.json"))), "",
+            *decoder_section(read_json(speed.with_name("decoder_steps.json"))), "",
             "### The training loop against a plain PEFT + PyTorch loop", "",
-            *loop_section(read_json(args.speed.with_name("loop.json"))), "",
+            *loop_section(read_json(speed.with_name("loop.json"))), "",
             "### Per-configuration subprocesses (memory; time as measured in sequence)", "",
-            *speed_section(read_json(args.speed)), "",
-            "#### Inference latency, measured round-robin", "", *latency_section(read_json(args.speed.with_name("latency.json"))), "",
+            *speed_section(read_json(speed)), "",
+            "#### Inference latency, measured round-robin", "", *latency_section(read_json(speed.with_name("latency.json"))), "",
             "#### End-to-end throughput of the quality runs", "",
             "Examples per second over each training loop of the run above (includes the per-epoch dev evaluation "
             "and the machine's other load; the ratios above are the controlled measurement).", "",
             *throughput_section(rows), "", "## Peer: the `adapters` library's AdapterFusion", "",
-            *peer_section(read_json(args.speed.with_name("peer.json")), read_json(args.speed),
-                          read_json(args.speed.with_name("steps_round_robin.json"))), "",
+            *peer_section(read_json(speed.with_name("peer.json")), read_json(speed),
+                          read_json(speed.with_name("steps_round_robin.json"))), "",
             "### Score on the same sources and data", "",
             *(peer_score_section(read_json(run_dir / "peer_score.json"), run_dir.name)
               if "bottleneck" in config["kinds"].split(",") else
@@ -1077,10 +1114,11 @@ def main() -> None:
                "on the same sources is in the default run's report ([benchmarks.md](benchmarks.md))."]), ""]
     doc += ["## LoRA defaults: the sweep", "", *sweep_section(read_jsonl(RESULTS / "lora_sweep.jsonl")), ""]
     doc += ["## Sparsity (`transfer --sparsity λ`) and pruning", "",
-            *sparsity_section(read_json(args.speed.with_name("sparsity.json"))), ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(doc))
-    print(f"wrote {args.out} ({len(rows)} result rows from {run_dir})")
+            *sparsity_section(read_json(speed.with_name("sparsity.json"))), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(doc)
+    out.write_text(text)
+    return text, len(rows), run_dir
 
 
 def compare_section(name: str, config: dict, rows: list[dict], other_name: str) -> tuple[list[str], str | None]:

@@ -31,5 +31,5 @@ else
     "$PEER_PY" bench/peer_adapters.py --threads "$THREADS" || echo "peer benchmark failed; see bench/results/peer.json"
     "$PY" bench/peer_score.py --run default --peer-python "$PEER_PY" || echo "peer score failed (see its message)"
   fi
-  "$PY" bench/report.py --run default
+  "$PY" bench/report.py --all   # docs/benchmarks.md and every other committed doc, from their results
 fi

@@ -1,0 +1,163 @@
+"""The benchmark's own logic (bench/): the committed docs are what their results make, the seed-noise verdicts,
+issue 12's source bar, and the resumable, sharded runner's plan, records and locks. No training here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+import quality  # noqa: E402
+import report  # noqa: E402
+
+
+def test_committed_benchmark_docs_are_what_their_results_make():
+    """No number in docs/benchmarks*.md is typed by hand or left behind its results: regenerating every doc
+    from bench/results/ gives the committed text byte for byte."""
+    run = subprocess.run([sys.executable, "bench/report.py", "--all", "--check"], cwd=REPO, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("checked docs/") == len(report.DOCS)
+
+
+def test_check_names_a_doc_that_differs_from_its_results(tmp_path, monkeypatch, capsys):
+    name = "benchmarks-medium-mean.md"
+    monkeypatch.setattr(report, "DOCS", {name: report.DOCS[name]})
+    monkeypatch.setattr(report, "DOC_DIR", tmp_path)
+    shutil.copyfile(REPO / "docs" / name, tmp_path / name)
+    report.main(["--all", "--check"])  # the committed doc, unchanged: passes
+    assert f"checked docs/{name}" in capsys.readouterr().out
+
+    edited = (tmp_path / name).read_text().replace("## Summary", "## Summary\n\nScaLearn wins everywhere.", 1)
+    (tmp_path / name).write_text(edited)
+    with pytest.raises(SystemExit) as exc:
+        report.main(["--all", "--check"])
+    assert f"docs/{name} differ" in str(exc.value) and "python bench/report.py --all" in str(exc.value)
+    assert (tmp_path / name).read_text() == edited  # --check never writes the committed doc
+
+    with pytest.raises(SystemExit) as exc:  # a usage error, not a silent full regeneration
+        report.main(["--check"])
+    assert exc.value.code == 2
+
+
+def groups(scores: dict[tuple, list[float]]) -> dict:
+    return {"scores": {("lora", *m, "rte", None): v for m, v in scores.items()}, "params": {}}
+
+
+def row_of(table: list[str], comparison: str) -> list[str]:
+    [row] = [line for line in table if f"| {comparison} |" in line]
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_noise_table_is_welchs_test_with_a_verdict_only_from_three_seeds():
+    single, scalearn, fusion = [50.5, 56.7, 50.2], [56.3, 57.4, 54.5], [65.0, 62.1, 64.3]
+    table = report.noise_table(groups({("single", None): single, ("scalearn", "scalearn"): scalearn,
+                                       ("adapterfusion", None): fusion}), "lora", ["rte"])
+    cells = row_of(table, "ScaLearn − Single adapter (target's own)")
+    assert float(cells[2]) == pytest.approx(sum(scalearn) / 3 - sum(single) / 3, abs=0.006)
+    assert float(cells[4]) == pytest.approx(stats.ttest_ind(scalearn, single, equal_var=False).pvalue, abs=6e-4)
+    assert cells[-1] == "within seed noise"
+    assert row_of(table, "ScaLearn − AdapterFusion")[-1] == "**lower**, beyond seed noise"
+    assert row_of(table, "AdapterFusion − Single adapter (target's own)")[-1] == "**higher**, beyond seed noise"
+
+    two = report.noise_table(groups({("single", None): single[:2], ("scalearn", "scalearn"): [70.0, 71.0]}),
+                             "lora", ["rte"])
+    assert row_of(two, "ScaLearn − Single adapter (target's own)")[-1] == "too few seeds to test (3 each needed)"
+    assert report.noise_table(groups({("single", None): single}), "lora", ["rte"]) == [
+        "*No target has two or more seeds of both methods of a pair yet.*"]
+
+
+def source_row(target: str, score: float, seed: int = 0, **extra) -> dict:
+    return {"stage": "source", "target": target, "kind": "lora", "method": "single", "variant": None, "seed": seed,
+            "k": None, "main_score": score, "best_epoch": 2, "epochs": 10, "steps": 284, "train_examples": 2241,
+            "dev_examples": 249, "test_examples": 277, "task_main_metric": "accuracy", **extra}
+
+
+def test_source_bar_says_which_sources_are_below_it_and_why():
+    majority = {"rte": {"main_score": 52.71}, "sst2": {"main_score": 50.92}, "stsb": {"main_score": -3.0}}
+    assert report.source_bar("rte", majority) == pytest.approx(62.71)
+    assert report.source_bar("stsb", majority) == 80.0  # Pearson, whatever the train mean scores
+    assert report.source_bar("cola", majority) is None  # no baseline: no verdict
+    rows = [source_row("rte", 50.54), source_row("rte", 56.68, seed=1), source_row("sst2", 85.78),
+            source_row("stsb", 84.8),
+            {**source_row("rte", 64.98), "stage": "transfer", "method": "adapterfusion"}]
+    table = report.source_table(rows, majority)
+    assert [line.split("|")[-2].strip() for line in table if line.startswith("| ") and "Task" not in line] == [
+        "**not met**", "met", "met"]
+    [why] = [line for line in table if line.startswith("- ")]
+    assert why.startswith("- **rte (lora) is below the bar** (majority + 10 = 62.71)")
+    assert "seed 1 56.68" in why and "AdapterFusion (seed 0), scores 64.98" in why
+    assert "learnable from these sources beyond what its own adapter reached" in why
+
+
+def plan_args(tmp_path: Path, *extra: str) -> tuple[Namespace, quality.Runner]:
+    args = quality.parse_args(["--targets", "rte,mrpc", "--extra-sources", "snli", "--kinds", "lora",
+                               "--methods", "single,average,scalearn", "--seeds", "0,1", "--multi-seed-targets", "rte",
+                               "--few-shot-k", "16", "--few-shot-targets", "rte", "--out", str(tmp_path), *extra])
+    return args, quality.Runner(args)
+
+
+def test_plan_runs_sources_then_each_target_fully_then_few_shot(tmp_path):
+    args, runner = plan_args(tmp_path)
+    jobs = list(quality.plan(args, runner))
+    first_transfer = next(i for i, j in enumerate(jobs) if j.stage == "transfer")
+    assert all(j.stage == "source" and j.seed == 0 for j in jobs[:first_transfer])  # every seed-0 source first
+    assert all(j.stage == "few-shot" for j in jobs[next(i for i, j in enumerate(jobs) if j.stage == "few-shot"):])
+    assert [(j.target, j.seed) for j in jobs[:first_transfer]] == [("rte", 0), ("mrpc", 0), ("snli", 0)]
+    # rte gets both seeds (its seed-1 source just before the seed-1 transfers) before mrpc starts; mrpc seed 0 only
+    rest = [(j.stage, j.target, j.method, j.seed) for j in jobs if j.stage != "source" or j.seed]
+    assert rest[:4] == [("transfer", "rte", "single", 0), ("transfer", "rte", "average", 0),
+                        ("transfer", "rte", "scalearn", 0), ("source", "rte", "single", 1)]
+    assert [r for r in rest if r[1] == "mrpc"] == [("transfer", "mrpc", m, 0) for m in ("single", "average", "scalearn")]
+    assert max(i for i, r in enumerate(rest) if r[1] == "rte" and r[0] == "transfer") < rest.index(
+        ("transfer", "mrpc", "single", 0))
+    assert {(j.method, j.k) for j in jobs if j.stage == "few-shot"} == {("single", 16), ("scalearn", 16)}
+    assert len(set(jobs)) == len(jobs)
+
+
+def test_missing_rows_counts_the_planned_runs_without_a_record(tmp_path):
+    args, runner = plan_args(tmp_path)
+    config = {k: getattr(args, k) for k in ("targets", "extra_sources", "kinds", "methods", "seeds",
+                                              "multi_seed_targets", "few_shot_k", "few_shot_targets")}
+    done = [dict(job.key()) for job in quality.plan(args, runner) if job.stage == "source"]
+    assert report.missing_rows(config, done) == ["- few-shot: seed 0, k=16: 2 run(s)", "- transfer: seed 0: 6 run(s)",
+                                                 "- transfer: seed 1: 3 run(s)"]
+
+
+@pytest.mark.parametrize("bad", ["2/2", "1", "a/b", "-1/2"])
+def test_a_malformed_shard_is_a_usage_error(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        quality.parse_args([f"--shard={bad}"])
+    assert exc.value.code == 2 and "--shard must be i/n" in capsys.readouterr().err
+
+
+def test_results_see_rows_another_worker_appended(tmp_path):
+    path = tmp_path / "results.jsonl"
+    mine, theirs = quality.Results(path), quality.Results(path)
+    job = quality.Job("transfer", "rte", "lora", "scalearn", "scalearn", 1)
+    assert not mine.has(**job.key())
+    theirs.add({**job.key(), "main_score": 56.0})
+    assert mine.has(**job.key())  # read back from the file, not only from this process's memory
+    assert not mine.has(**{**job.key(), "seed": 2})
+
+
+def test_job_lock_waits_for_a_live_owner_and_takes_over_a_dead_ones(tmp_path):
+    path = tmp_path / "locks" / "rte.lock"
+    lock = quality.JobLock(path)
+    assert lock.acquire()
+    assert not quality.JobLock(path).acquire(wait=False)  # held by a live process (this one)
+    lock.release()
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path.write_text(dead.stdout.strip())  # a killed worker's lock: its pid no longer runs
+    assert quality.JobLock(path).acquire(wait=False)
+    assert json.loads(path.read_text()) == os.getpid()
