@@ -275,19 +275,12 @@ class Job:
 class JobLock:
     """One job at a time across worker processes: an O_EXCL lock file holding the owner's pid.
 
-    ``acquire(wait=False)`` takes it or says at once that a live process holds it; entering the context waits for
-    it. A lock whose owner is gone (killed run) is taken over.
+    ``acquire(wait=False)`` takes it or says at once that a live process holds it; ``acquire(wait=True)`` waits
+    for it. A lock whose owner is gone (killed run) is taken over.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-
-    def __enter__(self) -> "JobLock":
-        self.acquire(wait=True)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -412,24 +405,33 @@ class Runner:
         if job.k:
             self.ensure(Job("few-shot", job.target, job.kind, "single", None, job.seed, job.k))
         others = [self.source_folder(t, job.kind) for t in self.tasks if t != job.target]
-        for task in [job.target, *[t for t in self.tasks if t != job.target]]:
-            if not job.k or task != job.target:
-                self.ensure(Job("source", task, job.kind, "single", None, 0))
+        needed = [Job("source", task, job.kind, "single", None, 0)
+                  for task in [job.target, *[t for t in self.tasks if t != job.target]] if not job.k or task != job.target]
+        for src in needed:  # first the sources no other worker is (re)training, then wait for the rest
+            self.ensure(src, wait=False)
+        for src in needed:
+            self.ensure(src)
         return [str(own), *map(str, others)]
 
-    def ensure(self, job: Job) -> None:
-        """Run a source job, or retrain it when its row is recorded but its folder is gone (a new machine)."""
+    def ensure(self, job: Job, wait: bool = True) -> None:
+        """Run a source job, or retrain it when its row is recorded but its folder is gone (a new machine).
+        ``wait=False``: leave it (return at once) while another worker trains it."""
         if self.home(job) != self.args.work:  # borrowed: never trained here
             if not (job.folder(self.home(job)) / "scalearn.json").is_file():
                 raise SystemExit(f"--sources-from {self.home(job)}: no trained {job.target} {job.kind} source there "
                                  f"({job.folder(self.home(job))}); run that run's source stage first")
             return
-        self.run(job)
-        if not (job.folder(self.args.work) / "scalearn.json").is_file():
-            with self.lock(job):
-                if not (job.folder(self.args.work) / "scalearn.json").is_file():
-                    logger.info("retraining %s: its folder is not in %s", job, self.args.work)
-                    self.train_source(job)
+        if not self.run(job, wait) or (job.folder(self.args.work) / "scalearn.json").is_file():
+            return
+        lock = self.lock(job)
+        if not lock.acquire(wait):
+            return
+        try:
+            if not (job.folder(self.args.work) / "scalearn.json").is_file():
+                logger.info("retraining %s: its folder is not in %s", job, self.args.work)
+                self.train_source(job)
+        finally:
+            lock.release()
 
     def train_transfer(self, job: Job) -> dict:
         from scalearn_cli.stages.transfer import TransferOptions, transfer

@@ -161,3 +161,31 @@ def test_job_lock_waits_for_a_live_owner_and_takes_over_a_dead_ones(tmp_path):
     path.write_text(dead.stdout.strip())  # a killed worker's lock: its pid no longer runs
     assert quality.JobLock(path).acquire(wait=False)
     assert json.loads(path.read_text()) == os.getpid()
+
+
+def test_a_worker_retrains_the_free_missing_sources_before_waiting_for_a_busy_one(tmp_path, monkeypatch):
+    """A new machine has the run's records but not its adapters: each transfer retrains its missing sources,
+    first those no other worker holds (two workers retrain in parallel instead of queueing on one)."""
+    args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
+    sources = [quality.Job("source", t, "lora", "single", None, 0) for t in ("rte", "mrpc", "snli")]
+    for job in sources:  # recorded by an earlier session, folders gone
+        runner.results.add({**job.key(), "main_score": 60.0})
+    trained = []
+
+    def train_source(job):
+        trained.append(job.target)
+        job.folder(args.work).mkdir(parents=True)
+        (job.folder(args.work) / "scalearn.json").write_text("{}")
+
+    monkeypatch.setattr(runner, "train_source", train_source)
+    busy = runner.lock(sources[1])
+    assert busy.acquire()  # "another worker" is retraining mrpc
+    for job in sources:
+        runner.ensure(job, wait=False)
+    assert trained == ["rte", "snli"]
+    runner.ensure(sources[1], wait=False)
+    assert trained == ["rte", "snli"]  # still busy: left for the waiting pass
+    busy.release()
+    runner.ensure(sources[1])
+    runner.ensure(sources[0])  # present: not trained twice
+    assert trained == ["rte", "snli", "mrpc"]
