@@ -219,6 +219,12 @@ class LowRankMix(nn.Module):
 
     def source_outputs(self, hid: torch.Tensor) -> torch.Tensor:
         """Each source's own output a_i, stacked: (batch, seq, N, D_out). Used by fusion only."""
+        n, total = self.n_sources, self.src.numel()
+        rank = total // n
+        if total == rank * n and torch.equal(self.src, torch.arange(n, device=self.src.device).repeat_interleave(rank)):
+            # equal ranks in column blocks (as stack_sources builds them): one batched product, no per-source copies
+            out = torch.einsum("...nr,onr->...no", hid.unflatten(-1, (n, rank)), self.up.unflatten(1, (n, rank)))
+            return out if self.up_bias is None else out + self.up_bias
         outs = []
         for i in range(self.n_sources):
             cols = (self.src == i).nonzero().squeeze(-1)

@@ -65,20 +65,33 @@ def test_average_equals_omega_one_over_n(kind, sources, tiny_model_dir, batch):
     assert torch.allclose(hidden(encoder, batch), hidden(avg_encoder, batch), atol=1e-6)
 
 
-def test_average_is_mean_of_source_outputs():
-    """At one site, ω = 1/N gives exactly the mean of the N sources' own outputs a_i(x)."""
+@pytest.mark.parametrize("ranks", [(2, 3), (3, 3, 3)], ids=["ranks-differ", "equal-ranks"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_average_is_mean_of_source_outputs(ranks, with_bias):
+    """At one site, ω = 1/N gives exactly the mean of the N sources' own outputs a_i(x); the stacked outputs
+    fusion reads (one batched product when ranks are equal, a product per source otherwise) are each a_i(x),
+    with a_i's gradients."""
     torch.manual_seed(0)
-    downs = [torch.randn(r, 6) for r in (2, 3)]
-    ups = [torch.randn(5, r) for r in (2, 3)]
+    n = len(ranks)
+    downs = [torch.randn(r, 6) for r in ranks]
+    ups = [torch.randn(5, r) for r in ranks]
     down, up, src = stack_sources(downs, ups)
     from scalearn_cli.scaling import FixedWeights
 
-    mix = LowRankMix("s", down, up, src, 2, "relu", torch.zeros(5), torch.randn(2, 5))
-    object.__setattr__(mix, "weights", FixedWeights(2))
-    x = torch.randn(4, 6)
-    each = [torch.relu(x @ d.T) @ u.T + b for d, u, b in zip(downs, ups, mix.up_bias)]
-    assert torch.allclose(mix(x), (each[0] + each[1]) / 2, atol=1e-6)
-    assert torch.allclose(mix.source_outputs(mix.hidden(x)), torch.stack(each, dim=-2), atol=1e-6)
+    up_bias = torch.randn(n, 5) if with_bias else None
+    mix = LowRankMix("s", down, up, src, n, "relu", torch.zeros(sum(ranks)), up_bias)
+    object.__setattr__(mix, "weights", FixedWeights(n))
+    x = torch.randn(3, 4, 6, requires_grad=True)
+    each = [torch.relu(x @ d.T) @ u.T + (0 if up_bias is None else b)
+            for d, u, b in zip(downs, ups, up_bias if with_bias else [None] * n)]
+    assert torch.allclose(mix(x), sum(each) / n, atol=1e-6)
+    stacked = mix.source_outputs(mix.hidden(x))
+    assert stacked.shape == (3, 4, n, 5)
+    assert torch.allclose(stacked, torch.stack(each, dim=-2), atol=1e-6)
+    probe = torch.randn_like(stacked)
+    (grad,) = torch.autograd.grad((stacked * probe).sum(), x)
+    (expected,) = torch.autograd.grad((torch.stack(each, dim=-2) * probe).sum(), x)
+    assert torch.allclose(grad, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant,formula", [
