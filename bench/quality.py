@@ -9,7 +9,8 @@ Every finished run is appended as one JSON line to ``<out>/results.jsonl``; a re
 killed run keeps what it finished. Trained adapters live in ``--work`` (default .bench-work/<name> in the checkout,
 ignored by git), never in the repository's history; only the seed-0 ScaLearn ω tensors are copied next to the
 results (for the heatmap). A source whose row is recorded but whose folder is gone (another machine) is retrained
-before a transfer uses it.
+before a transfer uses it, and ``<out>/retrained.jsonl`` records its new test score beside the recorded one (the
+report shows whether transfers run after it compose the same adapter).
 
     python bench/quality.py --quick            # < ~10 minutes on 2 CPU cores
     python bench/quality.py                    # the default configuration (about an hour on 2 CPU cores)
@@ -214,6 +215,15 @@ class Results:
         if row_key(key) not in self.done and self.path.is_file():  # another process may have finished it
             self.done = {row_key(json.loads(line)) for line in self.path.open() if line.strip()}
         return row_key(key) in self.done
+
+    def row(self, **key: Any) -> dict:
+        """The last recorded row of ``key`` (KeyError: none)."""
+        want = row_key(key)
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        rows = [r for r in map(json.loads, filter(None, lines)) if row_key(r) == want]
+        if not rows:
+            raise KeyError(f"no recorded row for {key}")
+        return rows[-1]
 
     def add(self, row: dict) -> None:
         with self.path.open("a") as fh:
@@ -430,8 +440,25 @@ class Runner:
             if not (job.folder(self.args.work) / "scalearn.json").is_file():
                 logger.info("retraining %s: its folder is not in %s", job, self.args.work)
                 self.train_source(job)
+                self.record_retrained(job)
         finally:
             lock.release()
+
+    def record_retrained(self, job: Job) -> dict:
+        """Append the retrained source's test metrics beside its recorded row's to ``<out>/retrained.jsonl``."""
+        recorded = self.results.row(**job.key())
+        meta = json.loads((job.folder(self.args.work) / "scalearn.json").read_text())
+        main = recorded["task_main_metric"]
+        entry = {**job.key(), "main_metric": main, "recorded": recorded["main_score"],
+                 "retrained": meta["metrics"]["test"][main], "recorded_test": recorded["test"],
+                 "retrained_test": meta["metrics"]["test"], "platform": platform.platform(),
+                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if abs(entry["retrained"] - entry["recorded"]) > 1e-6:
+            logger.warning("retrained %s scores %.4f, recorded %.4f: later transfers compose a different adapter",
+                           job, entry["retrained"], entry["recorded"])
+        with (self.args.out / "retrained.jsonl").open("a") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        return entry
 
     def train_transfer(self, job: Job) -> dict:
         from scalearn_cli.stages.transfer import TransferOptions, transfer

@@ -305,6 +305,22 @@ def source_table(rows: list[dict], majority: dict, batch_size: int = 32) -> list
     return out + unmet_sources(rows, majority, src, batch_size)
 
 
+def retrained_sources(run_dir: Path) -> list[str]:
+    """Sources retrained on a later machine (``retrained.jsonl``): do they reproduce their recorded test score?"""
+    entries = read_jsonl(run_dir / "retrained.jsonl")
+    if not entries:
+        return []
+    cells = [f"{e['target']} ({e['kind']}, seed {e['seed']}) {e['recorded']:.2f} → {e['retrained']:.2f}" for e in entries]
+    gaps = [abs(e["retrained"] - e["recorded"]) for e in entries]
+    differ = [f"{e['target']} ({e['kind']}, seed {e['seed']})" for e, gap in zip(entries, gaps) if gap > 1e-6]
+    verdict = (f"**{', '.join(differ)} differ{'s' if len(differ) == 1 else ''}**: transfers run after that retrain "
+               "compose a different adapter than the recorded row describes" if differ else
+               f"every one reproduces its recorded test score (largest |Δ| {max(gaps):.4f} points), so transfers run "
+               "before and after a retrain compose the same adapters")
+    return ["", f"Sources retrained on a later machine (their folders were gone; `retrained.jsonl`): {'; '.join(cells)}"
+            f" — {verdict}."]
+
+
 def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size: int) -> list[str]:
     """For each seed-0 source below issue 12's bar, what the run says about why: when its dev loss stopped
     improving, what its other seeds score, and the best transfer on the same test rows."""
@@ -1041,7 +1057,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
            "Seed-0 sources on their own task's (capped) test split (majority: the constant predictor on the same "
            "rows; STS-B: the train mean). These are what every composition below combines. Issue 12's bar: every "
            "classification source at least 10 points above its majority baseline, STS-B Pearson at least 0.80.", "",
-           *source_table(rows, majority, config["batch_size"]), "",
+           *source_table(rows, majority, config["batch_size"]), *retrained_sources(run_dir), "",
            "## Quality: target × method", "",
            "Main metric ×100 on the (capped) test split: CoLA Matthews correlation, STS-B Pearson, accuracy "
            "otherwise. Cells are mean ± standard deviation (number of seeds) when there is more than one seed. "

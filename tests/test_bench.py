@@ -169,13 +169,13 @@ def test_a_worker_retrains_the_free_missing_sources_before_waiting_for_a_busy_on
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
     sources = [quality.Job("source", t, "lora", "single", None, 0) for t in ("rte", "mrpc", "snli")]
     for job in sources:  # recorded by an earlier session, folders gone
-        runner.results.add({**job.key(), "main_score": 60.0})
+        runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 60.0, "test": {"accuracy": 60.0}})
     trained = []
 
     def train_source(job):
         trained.append(job.target)
         job.folder(args.work).mkdir(parents=True)
-        (job.folder(args.work) / "scalearn.json").write_text("{}")
+        (job.folder(args.work) / "scalearn.json").write_text(json.dumps({"metrics": {"test": {"accuracy": 60.0}}}))
 
     monkeypatch.setattr(runner, "train_source", train_source)
     busy = runner.lock(sources[1])
@@ -189,3 +189,28 @@ def test_a_worker_retrains_the_free_missing_sources_before_waiting_for_a_busy_on
     runner.ensure(sources[1])
     runner.ensure(sources[0])  # present: not trained twice
     assert trained == ["rte", "snli", "mrpc"]
+    assert [e["target"] for e in report.read_jsonl(tmp_path / "retrained.jsonl")] == ["rte", "snli", "mrpc"]
+
+
+def test_a_retrained_source_is_recorded_beside_its_row_and_reported(tmp_path, monkeypatch):
+    args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
+    job = quality.Job("source", "rte", "lora", "single", None, 0)
+    runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 50.54, "test": {"accuracy": 50.54}})
+
+    def train_source(job, score=50.54):
+        job.folder(args.work).mkdir(parents=True)
+        (job.folder(args.work) / "scalearn.json").write_text(json.dumps({"metrics": {"test": {"accuracy": score}}}))
+
+    monkeypatch.setattr(runner, "train_source", train_source)
+    runner.ensure(job)
+    [entry] = report.read_jsonl(tmp_path / "retrained.jsonl")
+    assert (entry["target"], entry["recorded"], entry["retrained"]) == ("rte", 50.54, 50.54)
+    [_, line] = report.retrained_sources(tmp_path)
+    assert "rte (lora, seed 0) 50.54 → 50.54" in line and "every one reproduces its recorded test score" in line
+
+    shutil.rmtree(job.folder(args.work))  # another machine, another result
+    monkeypatch.setattr(runner, "train_source", lambda job: train_source(job, 56.32))
+    runner.ensure(job)
+    [_, line] = report.retrained_sources(tmp_path)
+    assert "**rte (lora, seed 0) differs**" in line and "50.54 → 56.32" in line
+    assert report.retrained_sources(tmp_path / "elsewhere") == []
