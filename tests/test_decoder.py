@@ -349,15 +349,22 @@ def test_a_source_scores_alone_and_plus_plus_shares_omega_across_decoder_layers(
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_gradient_checkpointing_gives_the_same_omega_gradients(arch, decoders, sources):
     """--gradient-checkpointing recomputes activations in backward: same loss and ω gradients, with ω's dropout
-    and the base model's own (GPT-2's) dropout on: the recomputation replays the same masks."""
+    and the base model's own (GPT-2's) dropout on: the recomputation replays the same masks.
+
+    The recomputed forward is not bitwise the first one on every CPU (kernel choice): these tiny ω gradients
+    (~1e-5) then differ by float32 rounding, ~5e-4 of their largest entry. A recomputation with other dropout
+    masks differs by more than that entry itself; the control run (no RNG replay) shows the test sees that."""
     from scalearn_cli.backbone import enable_gradient_checkpointing
 
-    def grads(checkpointing: bool):
+    def grads(checkpointing: str | None):
         encoder, _, _ = load_backbone(str(decoders[arch]))
         torch.manual_seed(0)  # the same ω init (Normal(2/N, 0.001)) in both runs
         comp = inject(encoder, [Resolver().source(f) for f in sources[arch]], CombinerSpec("scalearn", "scalearn", {}))
-        if checkpointing:
+        if checkpointing == "ours":
             enable_gradient_checkpointing(encoder)
+        elif checkpointing == "no-replay":  # the control: dropout masks drawn afresh in the recomputation
+            encoder.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False, "preserve_rng_state": False})
         encoder.train()
         comp.train()  # ω dropout on: the recomputation must replay the same masks
         torch.manual_seed(3)
@@ -365,7 +372,10 @@ def test_gradient_checkpointing_gives_the_same_omega_gradients(arch, decoders, s
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in comp.trainable()]
 
-    (loss_a, grads_a), (loss_b, grads_b) = grads(False), grads(True)
+    def worst(a_grads, b_grads) -> float:
+        return max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(a_grads, b_grads))
+
+    (loss_a, grads_a), (loss_b, grads_b) = grads(None), grads("ours")
     assert torch.allclose(loss_a, loss_b, atol=1e-6)
-    worst = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(grads_a, grads_b))
-    assert worst <= 1e-5, worst
+    assert worst(grads_a, grads_b) <= 1e-2
+    assert worst(grads_a, grads("no-replay")[1]) > 0.1  # other masks: the check above would fail
