@@ -54,6 +54,8 @@ STRONG = dict(
     multi_seed_targets="rte,mrpc,stsb", kinds="lora,bottleneck",
 )
 PRESETS = {"quick": QUICK, "strong": STRONG}
+#: a retrained source whose test score moves by more than this (points) is not the adapter its row recorded
+REPRODUCED = 1e-6
 
 logger = logging.getLogger("bench.quality")
 
@@ -212,15 +214,17 @@ class Results:
         self.done = {row_key(json.loads(line)) for line in path.open()} if path.is_file() else set()
 
     def has(self, **key: Any) -> bool:
-        if row_key(key) not in self.done and self.path.is_file():  # another process may have finished it
-            self.done = {row_key(json.loads(line)) for line in self.path.open() if line.strip()}
+        if row_key(key) not in self.done:  # another process may have finished it
+            self.done = {row_key(r) for r in self.rows()}
         return row_key(key) in self.done
+
+    def rows(self) -> list[dict]:
+        """Every recorded row, read from the file (other workers append to it)."""
+        return [json.loads(line) for line in self.path.open() if line.strip()] if self.path.is_file() else []
 
     def row(self, **key: Any) -> dict:
         """The last recorded row of ``key`` (KeyError: none)."""
-        want = row_key(key)
-        lines = self.path.read_text().splitlines() if self.path.is_file() else []
-        rows = [r for r in map(json.loads, filter(None, lines)) if row_key(r) == want]
+        rows = [r for r in self.rows() if row_key(r) == row_key(key)]
         if not rows:
             raise KeyError(f"no recorded row for {key}")
         return rows[-1]
@@ -453,7 +457,7 @@ class Runner:
                  "retrained": meta["metrics"]["test"][main], "recorded_test": recorded["test"],
                  "retrained_test": meta["metrics"]["test"], "platform": platform.platform(),
                  "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        if abs(entry["retrained"] - entry["recorded"]) > 1e-6:
+        if abs(entry["retrained"] - entry["recorded"]) > REPRODUCED:
             logger.warning("retrained %s scores %.4f, recorded %.4f: later transfers compose a different adapter",
                            job, entry["retrained"], entry["recorded"])
         with (self.args.out / "retrained.jsonl").open("a") as fh:

@@ -312,7 +312,7 @@ def retrained_sources(run_dir: Path) -> list[str]:
         return []
     cells = [f"{e['target']} ({e['kind']}, seed {e['seed']}) {e['recorded']:.2f} → {e['retrained']:.2f}" for e in entries]
     gaps = [abs(e["retrained"] - e["recorded"]) for e in entries]
-    differ = [f"{e['target']} ({e['kind']}, seed {e['seed']})" for e, gap in zip(entries, gaps) if gap > 1e-6]
+    differ = [f"{e['target']} ({e['kind']}, seed {e['seed']})" for e, gap in zip(entries, gaps) if gap > quality.REPRODUCED]
     verdict = (f"**{', '.join(differ)} differ{'s' if len(differ) == 1 else ''}**: transfers run after that retrain "
                "compose a different adapter than the recorded row describes" if differ else
                f"every one reproduces its recorded test score (largest |Δ| {max(gaps):.4f} points), so transfers run "
@@ -1002,7 +1002,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.check and not args.all:
         p.error("--check goes with --all (it checks every committed doc)")
     if not args.all:
-        text, n_rows, run_dir = render(args.run, args.out, args.speed, args.reference, args.compare_run)
+        _, n_rows, run_dir = render(args.run, args.out, args.speed, args.reference, args.compare_run)
         print(f"wrote {args.out} ({n_rows} result rows from {run_dir})")
         return
     with tempfile.TemporaryDirectory() as tmp:
