@@ -22,12 +22,14 @@ report shows whether transfers run after it compose the same adapter).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import math
 import os
 import platform
 import random
+import re
 import shutil
 import sys
 import time
@@ -128,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--stages transfer --patience 0 --out bench/results/strong-nostop")
     args = p.parse_args(argv)
     args.shard_index, args.shard_count = parse_shard(p, args.shard)
+    if args.deadline and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", args.deadline):
+        p.error(f"--deadline must be UTC HH:MM (e.g. 02:10), got '{args.deadline}'")
     for item in csv(args.source_caps):
         task, _, cap = item.partition("=")
         if not (task and cap.isdigit()):
@@ -150,6 +154,17 @@ def parse_shard(parser: argparse.ArgumentParser, value: str) -> tuple[int, int]:
     if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
         parser.error(f"--shard must be i/n with 0 <= i < n (e.g. 0/2), got '{value}'")
     return int(index), int(count)
+
+
+def deadline_at(hhmm: str, now: float) -> float:
+    """The next UTC ``HH:MM`` after ``now`` (epoch seconds): a run started at 23:40 with ``--deadline 02:10`` stops
+    at 02:10 the next day, not at once."""
+    hours, minutes = (int(part) for part in hhmm.split(":"))
+    today = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    at = today.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+    if at.timestamp() <= now:
+        at += datetime.timedelta(days=1)
+    return at.timestamp()
 
 
 def csv(value: str) -> list[str]:
@@ -579,6 +594,7 @@ def main(argv: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     args.out.mkdir(parents=True, exist_ok=True)
     runner = Runner(args)
+    deadline = deadline_at(args.deadline, time.time()) if args.deadline else None
     if args.baselines_only:
         write_majority(args, runner)
         return
@@ -588,7 +604,7 @@ def main(argv: list[str] | None = None) -> None:
     for job in plan(args, runner):
         if job.stage not in csv(args.stages) or (args.job_seeds and str(job.seed) not in csv(args.job_seeds)):
             continue
-        if args.deadline and time.strftime("%H:%M", time.gmtime()) >= args.deadline:
+        if deadline is not None and time.time() >= deadline:
             logger.info("deadline %s UTC reached: stopping before %s", args.deadline, job)
             break
         try:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from argparse import Namespace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,22 @@ def test_a_malformed_shard_is_a_usage_error(bad, capsys):
     with pytest.raises(SystemExit) as exc:
         quality.parse_args([f"--shard={bad}"])
     assert exc.value.code == 2 and "--shard must be i/n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["2:10", "24:00", "02:60", "0210"])
+def test_a_malformed_deadline_is_a_usage_error(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        quality.parse_args([f"--deadline={bad}"])
+    assert exc.value.code == 2 and "--deadline must be UTC HH:MM" in capsys.readouterr().err
+
+
+def test_a_deadline_past_midnight_is_tomorrows_not_already_reached():
+    """A run started at 23:40 with --deadline 02:10 (a session crossing midnight) works until 02:10 the next day;
+    comparing "HH:MM" strings stopped it before its first job."""
+    evening = datetime(2026, 12, 2, 23, 40, tzinfo=timezone.utc).timestamp()
+    assert quality.deadline_at("02:10", evening) == datetime(2026, 12, 3, 2, 10, tzinfo=timezone.utc).timestamp()
+    assert quality.deadline_at("23:50", evening) == datetime(2026, 12, 2, 23, 50, tzinfo=timezone.utc).timestamp()
+    assert quality.deadline_at("23:40", evening) == datetime(2026, 12, 3, 23, 40, tzinfo=timezone.utc).timestamp()
 
 
 def test_results_see_rows_another_worker_appended(tmp_path):
