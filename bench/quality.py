@@ -7,16 +7,20 @@ extra seeds.
 
 Every finished run is appended as one JSON line to ``<out>/results.jsonl``; a re-run skips finished rows, so a
 killed run keeps what it finished. Trained adapters live in ``--work`` (default .bench-work/<name> in the checkout,
-ignored by git), never in the repository's history; only the seed-0 ScaLearn ω tensors are copied next to the
-results (for the heatmap). A source whose row is recorded but whose folder is gone (another machine) is retrained
-before a transfer uses it, and ``<out>/retrained.jsonl`` records its new test score beside the recorded one (the
-report shows whether transfers run after it compose the same adapter).
+ignored by git); the seed-0 ScaLearn ω tensors are copied next to the results (for the heatmap). With
+``--keep-sources`` (the strong run) every trained source adapter is also pushed to a local scalearn registry beside
+the results (``<out>/sources``, committed with them: ~0.3-0.9 MB a source), so a later session on a new machine
+pulls the very adapters its rows recorded, verified by their sha256, instead of retraining them for an hour. A
+source whose row is recorded but which is neither in ``--work`` nor in that registry is retrained before a transfer
+uses it, and ``<out>/retrained.jsonl`` records its new test score beside the recorded one (the report shows whether
+transfers run after it compose the same adapter).
 
     python bench/quality.py --quick            # < ~10 minutes on 2 CPU cores
     python bench/quality.py                    # the default configuration (about an hour on 2 CPU cores)
     python bench/quality.py --deadline 17:45   # stop starting new runs at 17:45 UTC (re-run later to resume)
     python bench/quality.py --strong --kinds lora --shard 0/2 --threads 1 & \
     python bench/quality.py --strong --kinds lora --shard 1/2 --threads 1      # issue 12's benchmark (CPU-hours)
+    python bench/quality.py --strong --publish-sources   # push the trained sources in --work not yet kept
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ STRONG = dict(
     targets="rte,mrpc,stsb,cola", extra_sources="qnli,snli,sst2", source_caps="snli=9800,qnli=4900,sst2=10000",
     source_max_train=0, target_max_train=0, test_max=2000, source_epochs=10, source_patience=2, epochs=10,
     patience=3, max_length=128, pooling="auto", source_lr=None, group_by_length=True, few_shot_steps=200, fusion_tuned_lr=1e-3, multi_seed_kinds="lora",
-    multi_seed_targets="rte,mrpc,stsb", kinds="lora,bottleneck",
+    multi_seed_targets="rte,mrpc,stsb", kinds="lora,bottleneck", keep_sources=True,
 )
 PRESETS = {"quick": QUICK, "strong": STRONG}
 #: a retrained source whose test score moves by more than this (points) is not the adapter its row recorded
@@ -128,6 +132,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="compose the seed-0 sources already trained in another run's --work folder (e.g. "
                         ".bench-work/strong) instead of training them: a protocol check on the same sources, e.g. "
                         "--stages transfer --patience 0 --out bench/results/strong-nostop")
+    p.add_argument("--keep-sources", action="store_true",
+                   help="push every trained source to the local registry <out>/sources (committed with the results), "
+                        "and pull a recorded source from it instead of retraining it on a new machine (--strong: on)")
+    p.add_argument("--publish-sources", action="store_true",
+                   help="only push the trained sources in --work that <out>/sources does not hold yet, then exit")
     args = p.parse_args(argv)
     args.shard_index, args.shard_count = parse_shard(p, args.shard)
     if args.deadline and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", args.deadline):
@@ -407,6 +416,8 @@ class Runner:
         meta = self.train_source(job) if job.method == "single" else self.train_transfer(job)
         row = summary_row(meta, time.perf_counter() - t0, **job.key())
         self.results.add(row)
+        if job.method == "single":
+            self.keep(job)
         logger.info("%-8s %-5s %-10s %-13s %-18s seed %d k %s: %s %.2f (%.0fs)", job.stage, job.target, job.kind,
                     job.method, job.variant or "-", job.seed, job.k, row["task_main_metric"], row["main_score"],
                     row["wall_seconds"])
@@ -456,12 +467,81 @@ class Runner:
         if not lock.acquire(wait):
             return
         try:
-            if not (job.folder(self.args.work) / "scalearn.json").is_file():
+            if not (job.folder(self.args.work) / "scalearn.json").is_file() and not self.restore(job):
                 logger.info("retraining %s: its folder is not in %s", job, self.args.work)
                 self.train_source(job)
                 self.record_retrained(job)
+                self.keep(job)
         finally:
             lock.release()
+
+    # ---- the run's kept sources: a local scalearn registry committed beside the results
+
+    def registry(self):
+        from scalearn_cli.registry.local import LocalRegistry
+
+        return LocalRegistry(self.args.out / "sources")
+
+    def repo_id(self, job: Job) -> str:
+        return f"{self.args.out.name}/{job.folder(self.args.work).name}"
+
+    def kept_commit(self, job: Job) -> str | None:
+        """The commit of the job's source in the run's registry, None when it is not kept there."""
+        from scalearn_cli.errors import RegistryError
+
+        registry = self.registry()
+        if not registry.exists():
+            return None
+        try:
+            return registry.resolve(self.repo_id(job))
+        except RegistryError:
+            return None
+
+    def keep(self, job: Job) -> bool:
+        """Push a trained source to the run's registry (``--keep-sources``); False when off or already kept."""
+        if not self.args.keep_sources or self.home(job) != self.args.work:
+            return False
+        from scalearn_cli.artifacts import sha256_file
+
+        folder = job.folder(self.args.work)
+        registry, repo_id = self.registry(), self.repo_id(job)
+        commit = self.kept_commit(job)
+        if commit and registry.file_hashes(repo_id, commit) == {
+                p.name: sha256_file(p) for p in folder.iterdir() if not p.name.startswith(".")}:
+            return False
+        pushed = registry.push(folder, repo_id, commit_message=f"{job.target} {job.kind} source, seed {job.seed}")
+        logger.info("kept %s in %s as %s@%s", folder.name, registry.root, repo_id, pushed.commit[:12])
+        return True
+
+    def restore(self, job: Job) -> bool:
+        """Pull a recorded source from the run's registry into ``--work`` (files verified against their sha256),
+        if it is kept there and its recorded test score is the row's: the very adapter the rows composed."""
+        commit = self.kept_commit(job) if self.args.keep_sources else None
+        if commit is None:
+            return False
+        registry, repo_id = self.registry(), self.repo_id(job)
+        folder = job.folder(self.args.work)
+        registry.pull(repo_id, commit, local_dir=folder)
+        meta = json.loads((folder / "scalearn.json").read_text())
+        recorded = self.results.row(**job.key())
+        kept = meta["metrics"]["test"][recorded["task_main_metric"]]
+        if abs(kept - recorded["main_score"]) > REPRODUCED:
+            shutil.rmtree(folder)
+            raise SystemExit(f"{repo_id} in {registry.root} scores {kept:.4f} on test, its row recorded "
+                             f"{recorded['main_score']:.4f}: not the recorded adapter; remove that repo folder and "
+                             "re-run to retrain it")
+        logger.info("restored %s from %s (%s %.2f, as recorded)", folder.name, registry.root,
+                    recorded["task_main_metric"], kept)
+        return True
+
+    def publish_sources(self) -> list[str]:
+        """Push every trained source in ``--work`` that has a recorded row and is not kept yet (``--publish-sources``)."""
+        kept = []
+        for job in plan(self.args, self):
+            if job.method == "single" and job.stage != "transfer" and self.results.has(**job.key()) \
+                    and (job.folder(self.args.work) / "scalearn.json").is_file() and self.keep(job):
+                kept.append(self.repo_id(job))
+        return kept
 
     def record_retrained(self, job: Job) -> dict:
         """Append the retrained source's test metrics beside its recorded row's to ``<out>/retrained.jsonl``."""
@@ -597,6 +677,11 @@ def main(argv: list[str] | None = None) -> None:
     deadline = deadline_at(args.deadline, time.time()) if args.deadline else None
     if args.baselines_only:
         write_majority(args, runner)
+        return
+    if args.publish_sources:
+        args.keep_sources = True
+        kept = runner.publish_sources()
+        logger.info("kept %d source(s) in %s%s", len(kept), args.out / "sources", "".join(f"\n  {k}" for k in kept))
         return
     if args.shard_index == 0:  # one writer for the run's records
         write_config(args)

@@ -231,3 +231,54 @@ def test_a_retrained_source_is_recorded_beside_its_row_and_reported(tmp_path, mo
     [_, line] = report.retrained_sources(tmp_path)
     assert "**rte (lora, seed 0) differs**" in line and "50.54 → 56.32" in line
     assert report.retrained_sources(tmp_path / "elsewhere") == []
+
+
+def test_a_kept_source_is_pulled_verified_on_a_new_machine_instead_of_retrained(tmp_path, tiny_model_dir, monkeypatch):
+    """--keep-sources: a trained source is pushed to the run's registry (<out>/sources, committed with the
+    results); a new machine pulls that very adapter, its files checked against their sha256, instead of
+    retraining it, and refuses a tampered or a different one."""
+    from conftest import make_source
+
+    from scalearn_cli.errors import RegistryError
+
+    args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"), "--keep-sources")
+    job = quality.Job("source", "rte", "lora", "single", None, 0)
+    runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 50.0, "test": {"accuracy": 50.0}})
+    folder = make_source(job.folder(args.work), tiny_model_dir)  # what train-source wrote (test accuracy 50.0)
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert runner.publish_sources() == [f"{tmp_path.name}/rte-lora-single-s0"]
+    assert not runner.keep(job)  # already kept: no second commit
+    assert [e.repo_id for e in runner.registry().list()] == [f"{tmp_path.name}/rte-lora-single-s0"]
+
+    shutil.rmtree(args.work)  # a new machine: rows and registry committed, adapters gone
+    monkeypatch.setattr(runner, "train_source", lambda job: pytest.fail("retrained a kept source"))
+    runner.ensure(job)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
+    assert not (tmp_path / "retrained.jsonl").exists()
+
+    shutil.rmtree(args.work)
+    commit = runner.kept_commit(job)
+    weights = runner.registry().pull(runner.repo_id(job), commit) / "adapter_model.safetensors"
+    blob = weights.resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[:-4] + b"\0\0\0\0")  # a corrupted (or edited) commit of the registry
+    with pytest.raises(RegistryError, match="tampered"):
+        runner.ensure(job)
+    assert not folder.exists()  # nothing half-restored
+
+    blob.write_bytes(files["adapter_model.safetensors"])
+    runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 61.0, "test": {"accuracy": 61.0}})
+    with pytest.raises(SystemExit, match="not the recorded adapter"):  # kept adapter != the row's
+        runner.ensure(job)
+    assert not folder.exists()
+
+
+def test_without_keep_sources_nothing_is_pushed_or_pulled(tmp_path, tiny_model_dir):
+    from conftest import make_source
+
+    args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
+    job = quality.Job("source", "rte", "lora", "single", None, 0)
+    make_source(job.folder(args.work), tiny_model_dir)
+    assert not runner.keep(job) and not runner.restore(job)
+    assert not (tmp_path / "sources").exists()
+    assert quality.parse_args(["--strong"]).keep_sources  # the strong run keeps its sources
