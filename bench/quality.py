@@ -8,8 +8,8 @@ extra seeds.
 Every finished run is appended as one JSON line to ``<out>/results.jsonl``; a re-run skips finished rows, so a
 killed run keeps what it finished. Trained adapters live in ``--work`` (default .bench-work/<name> in the checkout,
 ignored by git); the seed-0 ScaLearn ω tensors are copied next to the results (for the heatmap). With
-``--keep-sources`` (the strong run) every trained source adapter is also pushed to a local scalearn registry beside
-the results (``<out>/sources``, committed with them: ~0.3-0.9 MB a source), so a later session on a new machine
+``--keep-sources`` (the strong run) every trained source adapter a transfer composes (seed 0, few-shot) is also pushed
+to a local scalearn registry beside the results (``<out>/sources``, committed with them: ~0.9 MB a LoRA source), so a later session on a new machine
 pulls the very adapters its rows recorded, verified by their sha256, instead of retraining them for an hour. A
 source whose row is recorded but which is neither in ``--work`` nor in that registry is retrained before a transfer
 uses it, and ``<out>/retrained.jsonl`` records its new test score beside the recorded one (the report shows whether
@@ -133,7 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         ".bench-work/strong) instead of training them: a protocol check on the same sources, e.g. "
                         "--stages transfer --patience 0 --out bench/results/strong-nostop")
     p.add_argument("--keep-sources", action="store_true",
-                   help="push every trained source to the local registry <out>/sources (committed with the results), "
+                   help="push every trained source a transfer composes (seed 0, few-shot) to the local registry "
+                        "<out>/sources (committed with the results), "
                         "and pull a recorded source from it instead of retraining it on a new machine (--strong: on)")
     p.add_argument("--publish-sources", action="store_true",
                    help="only push the trained sources in --work that <out>/sources does not hold yet, then exit")
@@ -406,11 +407,15 @@ class Runner:
 
     def _run(self, job: Job) -> None:
         if job.method == "single" and job.stage == "transfer":
-            # the single-adapter baseline *is* the target's own source adapter of that seed
+            # the single-adapter baseline *is* the target's own source adapter of that seed: its recorded row
             src = Job("source", job.target, job.kind, "single", None, job.seed)
-            self.ensure(src)
-            meta = json.loads((src.folder(self.home(src)) / "scalearn.json").read_text())
-            self.results.add(summary_row(meta, 0.0, **job.key()))
+            if self.home(src) == self.args.work:
+                self.run(src)  # trains it unless recorded (a recorded one is not retrained just for its row)
+                self.results.add({**self.results.row(**src.key()), **job.key(), "wall_seconds": 0.0})
+            else:  # borrowed from another run's --work
+                self.ensure(src)
+                meta = json.loads((src.folder(self.home(src)) / "scalearn.json").read_text())
+                self.results.add(summary_row(meta, 0.0, **job.key()))
             return
         t0 = time.perf_counter()
         meta = self.train_source(job) if job.method == "single" else self.train_transfer(job)
@@ -498,8 +503,10 @@ class Runner:
             return None
 
     def keep(self, job: Job) -> bool:
-        """Push a trained source to the run's registry (``--keep-sources``); False when off or already kept."""
-        if not self.args.keep_sources or self.home(job) != self.args.work:
+        """Push a trained source that transfers compose (seed 0, or few-shot) to the run's registry
+        (``--keep-sources``); False when off, not composed, or already kept."""
+        composed = job.seed == 0 or job.stage == "few-shot"
+        if not (self.args.keep_sources and composed) or self.home(job) != self.args.work:
             return False
         from scalearn_cli.artifacts import sha256_file
 

@@ -282,3 +282,23 @@ def test_without_keep_sources_nothing_is_pushed_or_pulled(tmp_path, tiny_model_d
     assert not runner.keep(job) and not runner.restore(job)
     assert not (tmp_path / "sources").exists()
     assert quality.parse_args(["--strong"]).keep_sources  # the strong run keeps its sources
+
+
+def test_a_single_adapter_row_is_its_recorded_source_row_not_a_retrain(tmp_path, tiny_model_dir, monkeypatch):
+    """A target's single-adapter row of seed s is its seed-s source: on a new machine the recorded source row
+    gives it (retraining MRPC's seed-1 source for it cost 22 minutes); only sources a transfer composes are kept."""
+    from conftest import make_source
+
+    args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"), "--keep-sources")
+    source = quality.Job("source", "rte", "lora", "single", None, 1)
+    recorded = {**source.key(), "task_main_metric": "accuracy", "main_score": 56.68, "test": {"accuracy": 56.68},
+                "wall_seconds": 512.0}
+    runner.results.add(recorded)
+    monkeypatch.setattr(runner, "train_source", lambda job: pytest.fail("retrained a recorded source for its row"))
+    single = quality.Job("transfer", "rte", "lora", "single", None, 1)
+    assert runner.run(single)
+    assert runner.results.row(**single.key()) == {**recorded, **single.key(), "wall_seconds": 0.0}
+
+    make_source(source.folder(args.work), tiny_model_dir, seed=1)
+    assert not runner.keep(source)  # seed 1: no transfer composes it
+    assert not (tmp_path / "sources").exists()
