@@ -310,15 +310,38 @@ def retrained_sources(run_dir: Path) -> list[str]:
     entries = read_jsonl(run_dir / "retrained.jsonl")
     if not entries:
         return []
-    cells = [f"{e['target']} ({e['kind']}, seed {e['seed']}) {e['recorded']:.2f} → {e['retrained']:.2f}" for e in entries]
+    retrains: dict[tuple, list[dict]] = {}
+    for e in entries:
+        retrains.setdefault((e["target"], e["kind"], e["seed"], e.get("k")), []).append(e)
+    cells = []
+    for (target, kind, seed, k), runs in retrains.items():
+        scores = ", ".join(f"{e['retrained']:.2f}" for e in runs)
+        cells.append(f"{target} ({kind}, seed {seed}{f', k={k}' if k else ''}) {runs[0]['recorded']:.2f} → {scores}")
     gaps = [abs(e["retrained"] - e["recorded"]) for e in entries]
-    differ = [f"{e['target']} ({e['kind']}, seed {e['seed']})" for e, gap in zip(entries, gaps) if gap > quality.REPRODUCED]
+    differ = list(dict.fromkeys(f"{e['target']} ({e['kind']}, seed {e['seed']})" for e, gap in zip(entries, gaps)
+                                if gap > quality.REPRODUCED))
     verdict = (f"**{', '.join(differ)} differ{'s' if len(differ) == 1 else ''}**: transfers run after that retrain "
                "compose a different adapter than the recorded row describes" if differ else
                f"every one reproduces its recorded test score (largest |Δ| {max(gaps):.4f} points), so transfers run "
                "before and after a retrain compose the same adapters")
-    return ["", f"Sources retrained on a later machine (their folders were gone; `retrained.jsonl`): {'; '.join(cells)}"
-            f" — {verdict}."]
+    return ["", f"Sources retrained on a later machine (their folders were gone; `retrained.jsonl`; one value a "
+                f"retrain): {'; '.join(cells)} — {verdict}."]
+
+
+def kept_sources(run_dir: Path) -> list[str]:
+    """The run's kept sources (``--keep-sources``): a local scalearn registry committed beside the results."""
+    from scalearn_cli.registry.local import LocalRegistry
+
+    registry = LocalRegistry(run_dir / "sources")
+    if not registry.exists():
+        return []
+    entries = registry.list()
+    size = sum(f.stat().st_size for f in registry.root.rglob("blobs/*"))
+    where = f"bench/results/{run_dir.name}/sources"
+    return ["", f"The {len(entries)} source adapters transfers compose are kept in `{where}` ({size / 2**20:.1f} MiB), "
+                f"a local scalearn registry: `scalearn list --registry local:{where}` lists them, `scalearn transfer "
+                f"--registry local:{where} --source {entries[0].repo_id} ...` composes them, and a new machine pulls "
+                "them (sha256-verified, test score checked against the row) instead of retraining them."]
 
 
 def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size: int) -> list[str]:
@@ -1057,7 +1080,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
            "Seed-0 sources on their own task's (capped) test split (majority: the constant predictor on the same "
            "rows; STS-B: the train mean). These are what every composition below combines. Issue 12's bar: every "
            "classification source at least 10 points above its majority baseline, STS-B Pearson at least 0.80.", "",
-           *source_table(rows, majority, config["batch_size"]), *retrained_sources(run_dir), "",
+           *source_table(rows, majority, config["batch_size"]), *retrained_sources(run_dir), *kept_sources(run_dir), "",
            "## Quality: target × method", "",
            "Main metric ×100 on the (capped) test split: CoLA Matthews correlation, STS-B Pearson, accuracy "
            "otherwise. Cells are mean ± standard deviation (number of seeds) when there is more than one seed. "

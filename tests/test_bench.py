@@ -229,7 +229,7 @@ def test_a_retrained_source_is_recorded_beside_its_row_and_reported(tmp_path, mo
     monkeypatch.setattr(runner, "train_source", lambda job: train_source(job, 56.32))
     runner.ensure(job)
     [_, line] = report.retrained_sources(tmp_path)
-    assert "**rte (lora, seed 0) differs**" in line and "50.54 → 56.32" in line
+    assert "**rte (lora, seed 0) differs**" in line and "50.54 → 50.54, 56.32" in line  # one value a retrain
     assert report.retrained_sources(tmp_path / "elsewhere") == []
 
 
@@ -249,6 +249,8 @@ def test_a_kept_source_is_pulled_verified_on_a_new_machine_instead_of_retrained(
     assert runner.publish_sources() == [f"{tmp_path.name}/rte-lora-single-s0"]
     assert not runner.keep(job)  # already kept: no second commit
     assert [e.repo_id for e in runner.registry().list()] == [f"{tmp_path.name}/rte-lora-single-s0"]
+    [_, line] = report.kept_sources(tmp_path)
+    assert line.startswith(f"The 1 source adapters transfers compose are kept in `bench/results/{tmp_path.name}/sources`")
 
     shutil.rmtree(args.work)  # a new machine: rows and registry committed, adapters gone
     monkeypatch.setattr(runner, "train_source", lambda job: pytest.fail("retrained a kept source"))
