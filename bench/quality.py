@@ -8,12 +8,12 @@ extra seeds.
 Every finished run is appended as one JSON line to ``<out>/results.jsonl``; a re-run skips finished rows, so a
 killed run keeps what it finished. Trained adapters live in ``--work`` (default .bench-work/<name> in the checkout,
 ignored by git); the seed-0 ScaLearn ω tensors are copied next to the results (for the heatmap). With
-``--keep-sources`` (the strong run) every trained source adapter a transfer composes (seed 0, few-shot) is also pushed
-to a local scalearn registry beside the results (``<out>/sources``, committed with them: ~0.9 MB a LoRA source), so a later session on a new machine
-pulls the very adapters its rows recorded, verified by their sha256, instead of retraining them for an hour. A
-source whose row is recorded but which is neither in ``--work`` nor in that registry is retrained before a transfer
-uses it, and ``<out>/retrained.jsonl`` records its new test score beside the recorded one (the report shows whether
-transfers run after it compose the same adapter).
+``--keep-sources`` (the strong run) every trained source adapter a transfer composes (seed 0, few-shot) is also
+pushed to a local scalearn registry beside the results (``<out>/sources``, committed with them: ~0.9 MB a LoRA
+source), so a later session on a new machine pulls the very adapters its rows recorded, verified by their sha256,
+instead of retraining them for an hour. A source whose row is recorded but which is neither in ``--work`` nor in
+that registry is retrained before a transfer uses it, and ``<out>/retrained.jsonl`` records its new test score
+beside the recorded one (the report shows whether transfers run after it compose the same adapter).
 
     python bench/quality.py --quick            # < ~10 minutes on 2 CPU cores
     python bench/quality.py                    # the default configuration (about an hour on 2 CPU cores)
@@ -134,8 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--stages transfer --patience 0 --out bench/results/strong-nostop")
     p.add_argument("--keep-sources", action="store_true",
                    help="push every trained source a transfer composes (seed 0, few-shot) to the local registry "
-                        "<out>/sources (committed with the results), "
-                        "and pull a recorded source from it instead of retraining it on a new machine (--strong: on)")
+                        "<out>/sources (committed with the results), and pull a recorded source from it instead of "
+                        "retraining it on a new machine (--strong: on)")
     p.add_argument("--publish-sources", action="store_true",
                    help="only push the trained sources in --work that <out>/sources does not hold yet, then exit")
     args = p.parse_args(argv)
