@@ -483,9 +483,7 @@ class Runner:
     # ---- the run's kept sources: a local scalearn registry committed beside the results
 
     def registry(self):
-        from scalearn_cli.registry.local import LocalRegistry
-
-        return LocalRegistry(self.args.out / "sources")
+        return kept_registry(self.args.out)
 
     def repo_id(self, job: Job) -> str:
         return f"{self.args.out.name}/{job.folder(self.args.work).name}"
@@ -591,6 +589,13 @@ class Runner:
         shutil.copyfile(folder / "omega.safetensors", dest)
         sources = json.loads((folder / "composition.json").read_text())["sources"]
         dest.with_suffix(".json").write_text(json.dumps({"sources": [s["task"] for s in sources]}, indent=2) + "\n")
+
+
+def kept_registry(out: Path):
+    """The local scalearn registry holding a run's kept sources (``--keep-sources``): ``<out>/sources``."""
+    from scalearn_cli.registry.local import LocalRegistry
+
+    return LocalRegistry(out / "sources")
 
 
 def method_jobs(stage: str, target: str, kind: str, methods: list[str], seed: int, k: int | None = None) -> Iterator[Job]:

@@ -330,9 +330,7 @@ def retrained_sources(run_dir: Path) -> list[str]:
 
 def kept_sources(run_dir: Path) -> list[str]:
     """The run's kept sources (``--keep-sources``): a local scalearn registry committed beside the results."""
-    from scalearn_cli.registry.local import LocalRegistry
-
-    registry = LocalRegistry(run_dir / "sources")
+    registry = quality.kept_registry(run_dir)
     if not registry.exists():
         return []
     entries = registry.list()
