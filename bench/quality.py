@@ -18,6 +18,7 @@ beside the recorded one (the report shows whether transfers run after it compose
     python bench/quality.py --quick            # < ~10 minutes on 2 CPU cores
     python bench/quality.py                    # the default configuration (about an hour on 2 CPU cores)
     python bench/quality.py --deadline 17:45   # stop starting new runs at 17:45 UTC (re-run later to resume)
+    python bench/quality.py --deadline 17:45 --fit-deadline   # ... and start only runs expected to end by then
     python bench/quality.py --strong --kinds lora --shard 0/2 --threads 1 & \
     python bench/quality.py --strong --kinds lora --shard 1/2 --threads 1      # issue 12's benchmark (CPU-hours)
     python bench/quality.py --strong --publish-sources   # push the trained sources in --work not yet kept
@@ -119,6 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "over two processes sharing --out: e.g. --stages few-shot)")
     p.add_argument("--job-seeds", default=None, help="run only the planned jobs of these seeds (e.g. 1,2), with --stages")
     p.add_argument("--deadline", default=None, help="UTC HH:MM after which no new run starts (finished rows are kept)")
+    p.add_argument("--fit-deadline", action="store_true",
+                   help="with --deadline: also skip (leave for a later session) a run whose like runs, recorded on "
+                        "other seeds, took longer than the time left; shorter runs later in the plan still start")
     p.add_argument("--baselines-only", action="store_true", help="only write majority.json (constant predictor scores)")
     p.add_argument("--quick", action="store_true", help="tiny caps: a smoke run in < ~10 minutes on 2 CPU cores")
     p.add_argument("--strong", action="store_true", help="issue 12's benchmark: sources at full size trained to "
@@ -142,6 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.shard_index, args.shard_count = parse_shard(p, args.shard)
     if args.deadline and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", args.deadline):
         p.error(f"--deadline must be UTC HH:MM (e.g. 02:10), got '{args.deadline}'")
+    if args.fit_deadline and not args.deadline:
+        p.error("--fit-deadline needs --deadline HH:MM (the time runs must end by)")
     for item in csv(args.source_caps):
         task, _, cap = item.partition("=")
         if not (task and cap.isdigit()):
@@ -175,6 +181,16 @@ def deadline_at(hhmm: str, now: float) -> float:
     if at.timestamp() <= now:
         at += datetime.timedelta(days=1)
     return at.timestamp()
+
+
+def expected_seconds(rows: list[dict], job: "Job") -> float | None:
+    """The longest recorded wall time of runs like ``job`` (same stage, target, kind, method, variant and k, any
+    seed), or None when none is recorded. The longest, not the median: a run cut at the deadline is lost whole."""
+    def like(key: tuple) -> tuple:  # row_key without the seed
+        return key[:5] + key[6:]
+
+    walls = [r["wall_seconds"] for r in rows if like(row_key(r)) == like(row_key(job.key())) and r.get("wall_seconds")]
+    return max(walls) if walls else None
 
 
 def csv(value: str) -> list[str]:
@@ -704,6 +720,12 @@ def main(argv: list[str] | None = None) -> None:
         if deadline is not None and time.time() >= deadline:
             logger.info("deadline %s UTC reached: stopping before %s", args.deadline, job)
             break
+        if args.fit_deadline and not runner.results.has(**job.key()):
+            expected = expected_seconds(runner.results.rows(), job)
+            if expected is not None and time.time() + expected > deadline:
+                logger.info("skipping %s: like runs took up to %.0f min, past the deadline %s UTC", job,
+                            expected / 60, args.deadline)
+                continue
         try:
             if not runner.run(job, wait=False):  # another worker runs it: take the next job instead of waiting
                 logger.info("skipping %s: another worker runs it", job)

@@ -304,3 +304,41 @@ def test_a_single_adapter_row_is_its_recorded_source_row_not_a_retrain(tmp_path,
     make_source(source.folder(args.work), tiny_model_dir, seed=1)
     assert not runner.keep(source)  # seed 1: no transfer composes it
     assert not (tmp_path / "sources").exists()
+
+
+def test_fit_deadline_expects_the_longest_like_run_of_any_seed():
+    job = quality.Job("transfer", "stsb", "lora", "adapterfusion", None, 1)
+    rows = [{**job.key(), "seed": 0, "wall_seconds": 4800.0}, {**job.key(), "seed": 2, "wall_seconds": 3900.0},
+            {**job.key(), "seed": 0, "method": "average", "wall_seconds": 840.0},  # another method
+            {**job.key(), "seed": 0, "target": "mrpc", "wall_seconds": 2100.0},  # another target
+            {**job.key(), "stage": "few-shot", "k": 16, "wall_seconds": 900.0}]  # another stage and k
+    assert quality.expected_seconds(rows, job) == 4800.0
+    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "lora", "adapterfusion", None, 0)) is None
+    single = quality.Job("transfer", "stsb", "lora", "single", None, 1)  # a copied source row (wall 0): no estimate
+    assert quality.expected_seconds([{**single.key(), "seed": 0, "wall_seconds": 0.0}], single) is None
+
+
+def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monkeypatch, caplog):
+    """Under --fit-deadline a run whose like runs took longer than the time left is left for a later session, and
+    the worker goes on to shorter runs instead of stopping (a run cut at the session's end is lost whole)."""
+    out = tmp_path / "out"
+    args = quality.parse_args(["--strong", "--out", str(out), "--work", str(tmp_path / "work"), "--shard", "1/2",
+                               "--deadline", "23:59", "--fit-deadline"])
+    long, short = (quality.Job("transfer", "stsb", "lora", m, None, 1) for m in ("adapterfusion", "average"))
+    results = quality.Results(out / "results.jsonl")
+    results.add({**long.key(), "seed": 0, "wall_seconds": 10 * 86400.0})  # longer than any time left
+    results.add({**short.key(), "seed": 0, "wall_seconds": 1.0})
+    ran = []
+    monkeypatch.setattr(quality, "parse_args", lambda argv=None: args)
+    monkeypatch.setattr(quality, "plan", lambda args, runner: iter([long, short]))
+    monkeypatch.setattr(quality.Runner, "run", lambda self, job, wait=True: ran.append(job) or True)
+    with caplog.at_level("INFO", logger="bench.quality"):
+        quality.main([])
+    assert ran == [short]
+    assert "like runs took up to 14400 min" in caplog.text
+
+
+def test_fit_deadline_without_a_deadline_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        quality.parse_args(["--fit-deadline"])
+    assert exc.value.code == 2 and "--fit-deadline needs --deadline" in capsys.readouterr().err
