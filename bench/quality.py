@@ -57,7 +57,11 @@ QUICK = dict(
 STRONG = dict(
     targets="rte,mrpc,stsb,cola", extra_sources="qnli,snli,sst2", source_caps="snli=9800,qnli=4900,sst2=10000",
     source_max_train=0, target_max_train=0, test_max=2000, source_epochs=10, source_patience=2, epochs=10,
-    patience=3, max_length=128, pooling="auto", source_lr=None, group_by_length=True, few_shot_steps=200, fusion_tuned_lr=1e-3, multi_seed_kinds="lora",
+    patience=3, max_length=128, pooling="auto", source_lr=None, group_by_length=True, fusion_tuned_lr=1e-3,
+    multi_seed_kinds="lora",
+    # few-shot as the paper's run_few scripts: up to 1,000 steps, an evaluation per epoch, the epoch with the best
+    # dev accuracy (metric_for_best_model) kept, early stopping after 20 evaluations without a gain
+    few_shot_steps=1000, few_shot_patience=20, few_shot_select="metric",
     multi_seed_targets="rte,mrpc,stsb", kinds="lora,bottleneck", keep_sources=True,
 )
 PRESETS = {"quick": QUICK, "strong": STRONG}
@@ -115,6 +119,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--few-shot-kinds", default="lora")
     p.add_argument("--few-shot-steps", type=int, default=12, help="training steps of each few-shot run (paper: 1,000)")
     p.add_argument("--few-shot-seeds", default="0")
+    p.add_argument("--few-shot-patience", type=int, default=0, help="few-shot runs: early stopping after N epochs "
+                   "without a dev gain (0: off; --strong: 20, the paper's)")
+    p.add_argument("--few-shot-select", default="loss", choices=("loss", "metric"), help="few-shot runs: keep the "
+                   "epoch with the lowest dev loss or the best dev main metric (--strong: metric, the paper's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--stages", default="source,transfer,few-shot", help="plan stages this process runs (split a plan "
                    "over two processes sharing --out: e.g. --stages few-shot)")
@@ -386,12 +394,15 @@ class Runner:
             return DataOptions(task=task, data_dir=folder, few_shot=few_shot)
         return DataOptions(task=task, data_dir=folder, max_train_samples=self.cap(task) or None)
 
-    def config(self, lr: float, seed: int, epochs: int, max_steps: int | None = None, patience: int = 0):
+    def config(self, lr: float, seed: int, epochs: int, patience: int = 0, k: int | None = None):
+        """A run's TrainConfig; few-shot (``k``): the few-shot steps, patience and selection instead."""
         from scalearn_cli.train import TrainConfig
 
+        few = dict(max_steps=self.args.few_shot_steps, patience=self.args.few_shot_patience,
+                   select_on=self.args.few_shot_select) if k else dict(patience=patience)
         return TrainConfig(epochs=epochs, lr=lr, batch_size=self.args.batch_size, max_length=self.args.max_length,
-                           seed=seed, patience=patience or None, max_steps=max_steps,
-                           group_by_length=self.args.group_by_length)
+                           seed=seed, group_by_length=self.args.group_by_length,
+                           **{**few, "patience": few["patience"] or None})
 
     def source_folder(self, task: str, kind: str, seed: int = 0, k: int | None = None) -> Path:
         stage = "few-shot" if k else "source"
@@ -446,9 +457,7 @@ class Runner:
     def train_source(self, job: Job) -> dict:
         from scalearn_cli.stages.source import train_source
 
-        steps = self.args.few_shot_steps if job.k else None
-        patience = 0 if job.k else self.args.source_patience
-        config = self.config(self.args.source_lr, job.seed, self.args.source_epochs, steps, patience)
+        config = self.config(self.args.source_lr, job.seed, self.args.source_epochs, self.args.source_patience, job.k)
         return train_source(self.data(job.target, job.k), job.folder(self.args.work), job.kind, None, config,
                             self.args.model, overwrite=True, pooling=self.args.pooling)
 
@@ -587,8 +596,7 @@ class Runner:
         method = "adapterfusion" if job.method.startswith("adapterfusion") else job.method
         lr = {"adapterfusion": self.args.fusion_lr, "adapterfusion-tuned": self.args.fusion_tuned_lr}.get(
             job.method, self.args.scalearn_lr)
-        steps = self.args.few_shot_steps if job.k else None
-        config = self.config(lr, job.seed, self.args.epochs, steps, 0 if job.k else self.args.patience)
+        config = self.config(lr, job.seed, self.args.epochs, self.args.patience, job.k)
         out = job.folder(self.args.work)
         options = {"k": self.args.soup_k} if method == "adaptersoup" else {}
         meta = transfer(TransferOptions(tuple(sources), self.data(job.target, job.k), out, method,

@@ -213,6 +213,28 @@ def few_shot_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def few_shot_steps(config: dict) -> str:
+    """How long a few-shot run trains and which of its epochs it keeps (runs before these options: loss, no stop)."""
+    patience, select = config.get("few_shot_patience") or 0, config.get("few_shot_select", "loss")
+    kept = "the best dev main metric's epoch kept" if select == "metric" else "the lowest dev loss's epoch kept"
+    stop = f", early stopping after {patience} epochs without a gain" if patience else ""
+    paper = " (the paper's run_few protocol)" if (config["few_shot_steps"], patience, select) == (1000, 20, "metric") \
+        else " (the paper: up to 1,000 steps, best dev metric, patience 20)"
+    return f"{'up to ' if patience else ''}{config['few_shot_steps']} steps per run (an epoch is ⌈k/32⌉ steps), {kept}{stop}{paper}"
+
+
+def few_shot_runs(rows: list[dict]) -> list[str]:
+    """Per target and k: the steps the few-shot runs took and the epoch each kept (is the protocol's length used?)."""
+    fs = [r for r in rows if r["stage"] == "few-shot"]
+    spans = defaultdict(list)
+    for r in fs:
+        spans[(r["target"], r["kind"], r["k"])].append((r["steps"], r["best_epoch"]))
+    span = lambda v: f"{min(v)}" if min(v) == max(v) else f"{min(v)}–{max(v)}"  # noqa: E731
+    return ["Steps run (kept epoch) per target and k: " + "; ".join(
+        f"{t} {kind} k={k}: {span([s for s, _ in v])} ({span([e for _, e in v])})"
+        for (t, kind, k), v in sorted(spans.items())) + "."] if fs else []
+
+
 def missing_rows(config: dict, rows: list[dict]) -> list[str]:
     """Planned runs (from quality.plan with the recorded configuration) that have no row."""
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()
@@ -874,7 +896,7 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         "the first seed elsewhere; only seed-0 sources are composed (as in the paper); a target's single-adapter "
         "row for seed s is its own adapter retrained with seed s.",
         f"- Few-shot: k ∈ {{{config['few_shot_k']}}} target examples for {config['few_shot_targets']} "
-        f"({config['few_shot_kinds']} sources), {config['few_shot_steps']} steps per run (the paper: 1,000), seeds "
+        f"({config['few_shot_kinds']} sources), {few_shot_steps(config)}, seeds "
         f"{config['few_shot_seeds']}; the target's own adapter is a few-shot adapter trained on the same k examples; "
         "dev = max(k, 32) rows of the dev split (capped by its size).",
         f"- Machine: `{m['platform']}`, {m['cpu_count']} CPUs, torch {m['torch']}, transformers {m['transformers']}, "
@@ -1100,7 +1122,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     if figure:
         doc += ["### Score vs transfer parameters", "", f"![score vs transfer parameters]({FIGURE_LINK}{figure})", ""]
     doc += ["## Few-shot", "", "Main metric on the capped test split; the target's own adapter is trained on the "
-            "same k examples.", "", *few_shot_table(rows), ""]
+            "same k examples.", "", *few_shot_table(rows), "", *few_shot_runs(rows), ""]
     heatmaps = plot_omega(run_dir)
     if heatmaps:
         doc += ["## ω: which sources each layer uses", "",

@@ -1,7 +1,8 @@
 """One training loop for both stages (source adapters and transfer), on top of ``accelerate``.
 
 AdamW, linear decay with no warm-up, weight decay 0 (the paper's protocol); evaluation on the dev split after
-every epoch; early stopping on dev loss; the best epoch's trainable tensors restored at the end. The same code
+every epoch; early stopping on dev loss (or, ``select_on="metric"``, on the task's main dev metric, as the paper's
+few-shot runs); the best epoch's trainable tensors restored at the end. The same code
 runs on CPU, one GPU (``--precision bf16|fp16``) and under ``accelerate launch`` for several GPUs or nodes.
 """
 
@@ -23,6 +24,7 @@ from scalearn_cli.errors import TrainingError, UsageError
 logger = logging.getLogger(__name__)
 
 Precision = Literal["no", "fp16", "bf16"]
+SelectOn = Literal["loss", "metric"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class TrainConfig:
     group_by_length: bool = False  # training batches of similar lengths (transformers' LengthGroupedSampler)
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory, more time
     precision: Precision = "no"
+    # which epoch is kept (and what early stopping watches): the lowest dev loss, or the best main dev metric
+    # (the transformers Trainer's metric_for_best_model; the paper's few-shot runs select on accuracy)
+    select_on: SelectOn = "loss"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
@@ -51,6 +56,8 @@ class TrainConfig:
             raise UsageError(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.precision not in ("no", "fp16", "bf16"):
             raise UsageError(f"--precision must be no, fp16 or bf16, got '{self.precision}'")
+        if self.select_on not in ("loss", "metric"):
+            raise UsageError(f"--select-on must be loss or metric, got '{self.select_on}'")
 
 
 @dataclass
@@ -71,7 +78,10 @@ class TrainResult:
     history: list[EpochLog] = field(default_factory=list)
     processes: int = 1  # under ``accelerate launch``: the global batch is batch_size x processes
     initial_dev_loss: float = math.nan  # of the weights before training
-    improved_on_initial: bool = True  # False: no epoch's dev loss beat the initial weights' (reported as a warning)
+    improved_on_initial: bool = True  # False: no epoch beat the initial weights' dev loss/metric (a warning)
+    initial_dev_metrics: dict[str, float] = field(default_factory=dict)
+    select_on: SelectOn = "loss"
+    best_dev_metrics: dict[str, float] = field(default_factory=dict)  # of the kept epoch
 
 
 class Progress:
@@ -131,10 +141,12 @@ def fit(
     progress: Progress | None = None,
     accelerator=None,
     penalty: Callable[[], torch.Tensor] | None = None,
+    main_metric: str | None = None,
 ) -> TrainResult:
-    """Train ``params`` of ``model``; restore the best epoch (lowest dev loss) and return the log.
+    """Train ``params`` of ``model``; restore the best epoch (lowest dev loss, or with ``config.select_on="metric"``
+    the highest ``main_metric`` of ``metric_fn``; ties keep the earlier epoch) and return the log.
 
-    The initial weights are scored on dev first: when no epoch lowers that loss, ``improved_on_initial`` is False
+    The initial weights are scored on dev first: when no epoch beats them, ``improved_on_initial`` is False
     and a warning is logged (the stages record it; the CLI reports it). The best trained epoch is still kept.
 
     ``penalty`` (e.g. a group lasso on ω) is added to the training loss only, not to the dev loss.
@@ -155,8 +167,11 @@ def fit(
     )
     names = _trainable_names(accelerator.unwrap_model(model), params)
     # the initial weights' dev loss: a run whose best epoch never beats it is reported, not passed off as success
-    initial_loss, _, _ = evaluate(model, dev_loader, accelerator)
-    best = (math.inf, 0, _snapshot(accelerator.unwrap_model(model), names))
+    initial_loss, logits, labels = evaluate(model, dev_loader, accelerator)
+    initial_metrics = metric_fn(logits, labels) if len(labels) else {}
+    initial = _criterion(config, main_metric, initial_loss, initial_metrics) if len(labels) else math.nan
+    # (criterion: lower is better, epoch, trainable tensors, dev loss, dev metrics) of the kept epoch
+    best = (math.inf, 0, _snapshot(accelerator.unwrap_model(model), names), math.inf, {})
     history: list[EpochLog] = []
     progress.start(total)
     step, seen, t0, bad_epochs = 0, 0, time.perf_counter(), 0
@@ -182,12 +197,15 @@ def fit(
             log = EpochLog(epoch, float(np.mean(losses)), dev_loss, metric_fn(logits, labels))
             history.append(log)
             progress.epoch_end(log)
-            if dev_loss < best[0]:
-                best, bad_epochs = (dev_loss, epoch, _snapshot(accelerator.unwrap_model(model), names)), 0
+            criterion = _criterion(config, main_metric, dev_loss, log.dev_metrics)
+            if criterion < best[0]:
+                snapshot = _snapshot(accelerator.unwrap_model(model), names)
+                best, bad_epochs = (criterion, epoch, snapshot, dev_loss, log.dev_metrics), 0
             else:
                 bad_epochs += 1
             if config.patience and bad_epochs >= config.patience:
-                logger.info("early stopping after epoch %d (no dev-loss gain for %d epochs)", epoch, bad_epochs)
+                logger.info("early stopping after epoch %d (no dev %s gain for %d epochs)", epoch,
+                            "loss" if config.select_on == "loss" else main_metric, bad_epochs)
                 break
             if step >= total:
                 break
@@ -195,14 +213,27 @@ def fit(
         progress.close()
     seconds = time.perf_counter() - t0
     _restore(accelerator.unwrap_model(model), best[2])
-    improved = not (math.isfinite(initial_loss) and best[0] >= initial_loss)
+    improved = not (math.isfinite(initial) and best[0] >= initial)
     if not improved and accelerator.is_main_process:
+        watched, sign = ("loss", 1) if config.select_on == "loss" else (main_metric, -1)  # metric: maximized
         logger.warning(
-            "the dev loss never improved on the initial weights (best %.4f at epoch %d, initial %.4f); "
-            "try another --lr or more --epochs", best[0], best[1], initial_loss,
+            "the dev %s never improved on the initial weights (best %.4f at epoch %d, initial %.4f); "
+            "try another --lr or more --epochs", watched, sign * best[0], best[1], sign * initial,
         )
-    return TrainResult(best[1], best[0], step, seconds, seen / max(1e-9, seconds), history, accelerator.num_processes,
-                       initial_loss, improved)
+    return TrainResult(best[1], best[3], step, seconds, seen / max(1e-9, seconds), history, accelerator.num_processes,
+                       initial_loss, improved, initial_metrics, config.select_on, best[4])
+
+
+def _criterion(config: TrainConfig, main_metric: str | None, loss: float, metrics: dict[str, float]) -> float:
+    """What the kept epoch minimizes: the dev loss, or the negated main dev metric (``select_on="metric"``)."""
+    if config.select_on == "loss":
+        return loss
+    if main_metric is None or main_metric not in metrics:
+        raise UsageError(f"--select-on metric: the dev metrics here are {sorted(metrics) or 'none'}, not the task's "
+                         f"main metric '{main_metric}' (generation tasks score only the answers' NLL per epoch): "
+                         "use --select-on loss")
+    value = metrics[main_metric]
+    return -value if math.isfinite(value) else math.inf
 
 
 def _global_mean(loss: torch.Tensor, accelerator) -> float:

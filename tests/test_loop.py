@@ -80,3 +80,84 @@ def test_train_source_records_the_pooling_it_chose(tmp_path, tiny_model_dir):
                         model=str(tiny_model_dir))
     assert meta["head"]["pooling"] == "first" and "first token" in meta["pooling_choice"]
     assert meta["training"]["group_by_length"] is True and meta["training"]["eval_batch_size"] == 128
+
+
+class _Toy(torch.nn.Module):
+    """forward(**batch) -> (loss, logits), as the stages' task models."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(2, 2))
+
+    def forward(self, x, labels):
+        logits = x @ self.weight
+        return torch.nn.functional.cross_entropy(logits, labels), logits
+
+
+def _scripted_fit(monkeypatch, select_on: str, patience: int | None, main_metric: str | None = "accuracy"):
+    """fit() on a toy model whose dev loss keeps rising while its dev accuracy peaks at epoch 2 (the few-shot
+    shape: the model memorizes its k examples, gets more confident and wrong on some, right on more)."""
+    from scalearn_cli import train
+
+    losses, accuracies = iter([0.69, 0.5, 0.6, 0.7, 0.8, 0.9]), iter([48.0, 50.0, 70.0, 60.0, 65.0, 62.0])
+    real = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda m, loader, acc=None: (next(losses), *real(m, loader, acc)[1:]))
+    data = [{"x": torch.randn(4, 2, generator=torch.Generator().manual_seed(i)), "labels": torch.tensor([0, 1, 0, 1])}
+            for i in range(2)]
+    loader = torch.utils.data.DataLoader(data, batch_size=None)
+    model, weights = _Toy(), []
+
+    class Keep(train.Progress):
+        def epoch_end(self, log):
+            weights.append(model.weight.detach().clone())
+
+    config = train.TrainConfig(epochs=5, lr=0.1, patience=patience, select_on=select_on)
+    result = train.fit(model, [model.weight], loader, loader, config, lambda logits, labels: {"accuracy": next(accuracies)},
+                       Keep(), main_metric=main_metric)
+    return result, model, weights
+
+
+def test_select_on_loss_keeps_the_lowest_dev_loss_epoch(monkeypatch):
+    result, model, weights = _scripted_fit(monkeypatch, "loss", None)
+    assert (result.best_epoch, result.best_dev_loss, len(result.history)) == (1, 0.5, 5)
+    assert result.best_dev_metrics == {"accuracy": 50.0} and result.select_on == "loss"
+    assert torch.equal(model.weight, weights[0])
+
+
+def test_select_on_metric_keeps_the_best_dev_metric_epoch_and_stops_on_it(monkeypatch):
+    """--select-on metric (the paper's few-shot runs: metric_for_best_model, early stopping on it): epoch 2's 70%
+    is kept though its dev loss is higher than epoch 1's, and patience counts epochs without a metric gain."""
+    result, model, weights = _scripted_fit(monkeypatch, "metric", 2)
+    assert (result.best_epoch, result.best_dev_loss, result.best_dev_metrics) == (2, 0.6, {"accuracy": 70.0})
+    assert len(result.history) == 4  # epochs 3 and 4 brought no gain over 70: stopped after epoch 4, not 5
+    assert result.initial_dev_metrics == {"accuracy": 48.0} and result.improved_on_initial
+    assert torch.equal(model.weight, weights[1])
+
+
+def test_select_on_metric_needs_the_tasks_main_metric_among_the_dev_metrics(monkeypatch):
+    from scalearn_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="--select-on metric.*use --select-on loss"):
+        _scripted_fit(monkeypatch, "metric", None, main_metric="answer_accuracy")
+
+
+def test_select_on_is_recorded_and_a_bad_value_is_a_one_line_error(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from scalearn_cli.cli.main import app
+
+    data = tmp_path / "rte"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(40)))
+    (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(12)))
+    common = ["train-source", "--model", str(tiny_model_dir), "--task", "rte", "--data-dir", str(data), "--epochs", "2",
+              "--batch-size", "8", "--max-length", "16"]
+    bad = CliRunner().invoke(app, [*common, "--select-on", "accuracy", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "--select-on must be loss or metric, got 'accuracy'" in bad.output
+    assert not (tmp_path / "bad").exists()
+    ok = CliRunner().invoke(app, [*common, "--select-on", "metric", "--out", str(tmp_path / "ok")])
+    assert ok.exit_code == 0, ok.output
+    training = json.loads((tmp_path / "ok" / "scalearn.json").read_text())["training"]
+    assert training["select_on"] == "metric" and "accuracy" in training["best_dev_metrics"]
+    best = training["history"][training["best_epoch"] - 1]["dev_metrics"]["accuracy"]
+    assert best == max(h["dev_metrics"]["accuracy"] for h in training["history"])

@@ -54,7 +54,13 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size
 MaxLenOpt = Annotated[int, typer.Option("--max-length", help="Maximum tokens per example.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
 PatienceOpt = Annotated[
-    Optional[int], typer.Option("--patience", help="Early stopping on dev loss after N bad epochs; 0 disables.")
+    Optional[int],
+    typer.Option("--patience", help="Early stopping after N epochs without a dev gain (see --select-on); 0 disables."),
+]
+SelectOnOpt = Annotated[
+    str,
+    typer.Option("--select-on", help="Keep the epoch with the lowest dev 'loss' or the best dev 'metric' (the task's "
+                                     "main one, as the paper's few-shot runs); --patience watches the same."),
 ]
 MaxTrainOpt = Annotated[
     Optional[int], typer.Option("--max-train-samples", help="Cap the training split (seeded sample).")

@@ -11,7 +11,7 @@ from scalearn_cli.cli.common import (
     BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, EvalBatchOpt, FewShotOpt, GradCheckpointOpt, GroupByLengthOpt, JsonOpt,
     LabelFieldOpt, LrOpt, MaxDevOpt, MaxLenOpt, PromptFieldOpt, PromptTemplateOpt, AnswerFieldOpt, ChoiceFieldsOpt,
     MaxStepsOpt, MaxTrainOpt, ModelOpt, OutOpt, OverwriteOpt, PatienceOpt, PrecisionOpt, ProblemOpt, RegistryOpt,
-    SeedOpt, TaskOpt, TextFieldsOpt, console, print_json, resolver, split_csv,
+    SeedOpt, SelectOnOpt, TaskOpt, TextFieldsOpt, console, print_json, resolver, split_csv,
 )
 
 
@@ -29,14 +29,14 @@ def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max
 
 
 def _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision, eval_batch_size=128,
-            group_by_length=False, gradient_checkpointing=False):
+            group_by_length=False, gradient_checkpointing=False, select_on="loss"):
     from scalearn_cli.train import TrainConfig
 
     return TrainConfig(
         epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
         patience=patience or None, max_steps=max_steps, precision=precision,  # --patience 0: no early stopping
         eval_batch_size=eval_batch_size, group_by_length=group_by_length,
-        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing=gradient_checkpointing, select_on=select_on,
     )
 
 
@@ -52,6 +52,12 @@ def _untrained_warning(meta: dict) -> str | None:
     training = meta["training"]
     if training.get("improved_on_initial", True):
         return None
+    if training.get("select_on") == "metric":
+        main = meta["task"]["main_metric"]
+        initial, best = (f"{v:.2f}" if isinstance(v, (int, float)) else "n/a"
+                         for v in (training["initial_dev_metrics"].get(main), training["best_dev_metrics"].get(main)))
+        return (f"the dev {main} never improved on the initial weights' ({initial}; best {best} at epoch "
+                f"{training['best_epoch']}): try another --lr or more --epochs")
     return (f"the dev loss never improved on the initial weights ({training['initial_dev_loss']:.4f}; best "
             f"{training['best_dev_loss']:.4f} at epoch {training['best_epoch']}): try another --lr or more --epochs")
 
@@ -115,6 +121,7 @@ def train_source(
     max_length: MaxLenOpt = 128,
     seed: SeedOpt = 42,
     patience: PatienceOpt = 5,
+    select_on: SelectOnOpt = "loss",
     max_train_samples: MaxTrainOpt = None,
     few_shot: FewShotOpt = None,
     max_dev_samples: MaxDevOpt = None,
@@ -137,7 +144,7 @@ def train_source(
     options = {key: value for key, value in options.items() if value is not None}
     settings = get_kind(adapter).settings(options)
     config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision,
-                     eval_batch_size, group_by_length, gradient_checkpointing)
+                     eval_batch_size, group_by_length, gradient_checkpointing, select_on)
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
                  max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))
     meta = run(data, out, adapter, settings, config, model, overwrite, _progress(f"{adapter} {task}"),
@@ -184,6 +191,7 @@ def transfer(
     max_length: MaxLenOpt = 128,
     seed: SeedOpt = 42,
     patience: PatienceOpt = None,
+    select_on: SelectOnOpt = "loss",
     max_train_samples: MaxTrainOpt = None,
     few_shot: FewShotOpt = None,
     max_dev_samples: MaxDevOpt = None,
@@ -204,7 +212,7 @@ def transfer(
     combiner = get_combiner(method)  # the library owns each method's defaults
     config = _config(epochs, lr, batch_size, max_length, seed,
                      combiner.default_patience if patience is None else patience, max_steps, precision,
-                     eval_batch_size, group_by_length, gradient_checkpointing)
+                     eval_batch_size, group_by_length, gradient_checkpointing, select_on)
     options = TransferOptions(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config,
         data=_data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,

@@ -164,6 +164,8 @@ def run_metadata(
             "best_dev_loss": result.best_dev_loss,
             "initial_dev_loss": result.initial_dev_loss,
             "improved_on_initial": result.improved_on_initial,
+            "initial_dev_metrics": result.initial_dev_metrics,
+            "best_dev_metrics": result.best_dev_metrics,
             "processes": result.processes,
             "steps": result.steps,
             "train_seconds": round(result.train_seconds, 2),

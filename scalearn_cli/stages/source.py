@@ -70,7 +70,8 @@ def train_source(
     settings = attached.settings or settings  # e.g. LoRA's target modules for this architecture
     task_model = task_model_for(attached.model, head, prepared.spec.problem_type)
     params = attached.params + (list(head.parameters()) if head is not None else [])
-    result = fit(task_model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress)
+    result = fit(task_model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress,
+                 main_metric=prepared.spec.main_metric)
     spec = AdapterSpec(kind.name, count_parameters(attached.params), settings=asdict(settings))
     meta = run_metadata("source", prepared, ref, config, result, spec, head and head_spec(head),
                         score(task_model, prepared), {"pooling_choice": why, **(extra_meta or {})})
