@@ -8,7 +8,7 @@ extra seeds.
 Every finished run is appended as one JSON line to ``<out>/results.jsonl``; a re-run skips finished rows, so a
 killed run keeps what it finished. Trained adapters live in ``--work`` (default .bench-work/<name> in the checkout,
 ignored by git); the seed-0 ScaLearn ω tensors are copied next to the results (for the heatmap). With
-``--keep-sources`` (the strong run) every trained source adapter a transfer composes (seed 0, few-shot) is also
+``--keep-sources`` (the strong run) every trained seed-0 source adapter a transfer composes (few-shot ones too) is also
 pushed to a local scalearn registry beside the results (``<out>/sources``, committed with them: ~0.9 MB a LoRA
 source), so a later session on a new machine pulls the very adapters its rows recorded, verified by their sha256,
 instead of retraining them for an hour. A source whose row is recorded but which is neither in ``--work`` nor in
@@ -60,8 +60,8 @@ STRONG = dict(
     patience=3, max_length=128, pooling="auto", source_lr=None, group_by_length=True, fusion_tuned_lr=1e-3,
     multi_seed_kinds="lora",
     # few-shot as the paper's run_few scripts: up to 1,000 steps, an evaluation per epoch, the epoch with the best
-    # dev accuracy (metric_for_best_model) kept, early stopping after 20 evaluations without a gain
-    few_shot_steps=1000, few_shot_patience=20, few_shot_select="metric",
+    # dev accuracy (metric_for_best_model) kept, early stopping after 20 evaluations without a gain; its 5 seeds
+    few_shot_steps=1000, few_shot_patience=20, few_shot_select="metric", few_shot_seeds="0,1,2,3,4",
     multi_seed_targets="rte,mrpc,stsb", kinds="lora,bottleneck", keep_sources=True,
 )
 PRESETS = {"quick": QUICK, "strong": STRONG}
@@ -145,7 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         ".bench-work/strong) instead of training them: a protocol check on the same sources, e.g. "
                         "--stages transfer --patience 0 --out bench/results/strong-nostop")
     p.add_argument("--keep-sources", action="store_true",
-                   help="push every trained source a transfer composes (seed 0, few-shot) to the local registry "
+                   help="push every trained seed-0 source a transfer composes (few-shot ones too) to the local registry "
                         "<out>/sources (committed with the results), and pull a recorded source from it instead of "
                         "retraining it on a new machine (--strong: on)")
     p.add_argument("--publish-sources", action="store_true",
@@ -526,9 +526,10 @@ class Runner:
             return None
 
     def keep(self, job: Job) -> bool:
-        """Push a trained source that transfers compose (seed 0, or few-shot) to the run's registry
-        (``--keep-sources``); False when off, not composed, or already kept."""
-        composed = job.seed == 0 or job.stage == "few-shot"
+        """Push a trained seed-0 source (full-size or few-shot) to the run's registry (``--keep-sources``); False
+        when off, not seed 0, or already kept. Few-shot sources of other seeds retrain in minutes when missing
+        (verified against their rows, as any retrained source), so they are not committed."""
+        composed = job.seed == 0
         if not (self.args.keep_sources and composed) or self.home(job) != self.args.work:
             return False
         from scalearn_cli.artifacts import sha256_file

@@ -171,6 +171,39 @@ NOISE_PAIRS = [(("scalearn", "scalearn"), ("single", None)), (("scalearn", "scal
                (("adapterfusion", None), ("single", None)), (("adapterfusion-tuned", None), ("single", None))]
 
 
+def noise_verdict(gap: float, p: float, seeds: int, needed: str) -> str:
+    if seeds < 3:  # two seeds give a variance estimate too unstable to test against
+        return f"too few seeds to test ({needed})"
+    return ("**higher**" if gap > 0 else "**lower**") + ", beyond seed noise" if p < 0.05 else "within seed noise"
+
+
+def few_shot_noise(rows: list[dict]) -> list[str]:
+    """Per target, kind and k, each ScaLearn variant against the few-shot single adapter: both draw the same k
+    examples with a seed, so the test is paired by seed (mean of the per-seed differences, ``ttest_rel``)."""
+    from scipy import stats
+
+    score = {(r["target"], r["kind"], r["k"], r["method"], r["variant"], r["seed"]): r["main_score"]
+             for r in rows if r["stage"] == "few-shot"}
+    out = ["| Target | Kind | k | Comparison | mean gap (points) | SE | paired p | seeds | verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for t, kind, k in sorted({key[:3] for key in score}):
+        for variant in [m[1] for m in METHODS if m[0] == "scalearn"]:
+            seeds = sorted(key[5] for key in score if key[:5] == (t, kind, k, "scalearn", variant)
+                           and (t, kind, k, "single", None, key[5]) in score)
+            if len(seeds) < 2:
+                continue
+            diffs = [score[(t, kind, k, "scalearn", variant, s)] - score[(t, kind, k, "single", None, s)] for s in seeds]
+            gap, se = statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if se > 0 else (0.0 if gap else 1.0)
+            out.append(f"| {t} | {kind} | {k} | {label('scalearn', variant)} − {label('single', None)} | {gap:+.2f} | "
+                       f"{se:.2f} | {p:.3f} | {len(seeds)} | {noise_verdict(gap, p, len(seeds), '3 needed')} |")
+    if len(out) == 2:
+        return []
+    return ["Few-shot gaps against the target's own few-shot adapter, paired by seed (the same k examples):", "", *out]
+
+
 def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
     """Per target and method pair with >= 2 seeds each: the gap of the means against its seed noise (Welch's t-test)."""
     from scipy import stats
@@ -187,10 +220,7 @@ def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
             with warnings.catch_warnings():  # near-identical seeds (e.g. all at the majority class) warn of precision
                 warnings.simplefilter("ignore", RuntimeWarning)
                 p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue) if se > 0 else (0.0 if gap else 1.0)
-            if min(len(xa), len(xb)) < 3:  # two seeds give a variance estimate too unstable to test against
-                verdict = "too few seeds to test (3 each needed)"
-            else:
-                verdict = ("**higher**" if gap > 0 else "**lower**") + ", beyond seed noise" if p < 0.05 else "within seed noise"
+            verdict = noise_verdict(gap, p, min(len(xa), len(xb)), "3 each needed")
             out.append(f"| {t} | {label(*a)} − {label(*b)} | {gap:+.2f} | {se:.2f} | {p:.3f} | {len(xa)} / {len(xb)} | "
                        f"{verdict} |")
     if len(out) == 2:
@@ -1122,7 +1152,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     if figure:
         doc += ["### Score vs transfer parameters", "", f"![score vs transfer parameters]({FIGURE_LINK}{figure})", ""]
     doc += ["## Few-shot", "", "Main metric on the capped test split; the target's own adapter is trained on the "
-            "same k examples.", "", *few_shot_table(rows), "", *few_shot_runs(rows), ""]
+            "same k examples.", "", *few_shot_table(rows), "", *few_shot_runs(rows), "", *few_shot_noise(rows), ""]
     heatmaps = plot_omega(run_dir)
     if heatmaps:
         doc += ["## ω: which sources each layer uses", "",

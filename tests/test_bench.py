@@ -77,6 +77,26 @@ def test_noise_table_is_welchs_test_with_a_verdict_only_from_three_seeds():
         "*No target has two or more seeds of both methods of a pair yet.*"]
 
 
+def test_few_shot_gaps_are_paired_by_seed_the_same_k_examples():
+    """A few-shot run of seed s draws the same k examples for every method: ScaLearn is tested against the single
+    adapter on the per-seed differences (paired), not as two independent samples."""
+    single, scalearn = [49.8, 56.0, 52.7], [53.1, 58.8, 56.3]  # seed noise larger than the gap, the gap steady
+
+    def fs(method, variant, scores):
+        return [{"stage": "few-shot", "target": "rte", "kind": "lora", "k": 16, "method": method, "variant": variant,
+                 "seed": seed, "main_score": v} for seed, v in enumerate(scores)]
+
+    table = report.few_shot_noise(fs("single", None, single) + fs("scalearn", "scalearn", scalearn)
+                                  + fs("scalearn", "scalearn++", [50.0, 51.0]))
+    cells = row_of(table, "ScaLearn − Single adapter (target's own)")
+    assert float(cells[4]) == pytest.approx(sum(scalearn) / 3 - sum(single) / 3, abs=0.006)
+    assert float(cells[6]) == pytest.approx(stats.ttest_rel(scalearn, single).pvalue, abs=6e-4)
+    assert stats.ttest_ind(scalearn, single, equal_var=False).pvalue > 0.05  # unpaired: within noise
+    assert cells[-1] == "**higher**, beyond seed noise"
+    assert row_of(table, "ScaLearn++ − Single adapter (target's own)")[-1] == "too few seeds to test (3 needed)"
+    assert report.few_shot_noise(fs("single", None, single)) == []
+
+
 def source_row(target: str, score: float, seed: int = 0, **extra) -> dict:
     return {"stage": "source", "target": target, "kind": "lora", "method": "single", "variant": None, "seed": seed,
             "k": None, "main_score": score, "best_epoch": 2, "epochs": 10, "steps": 284, "train_examples": 2241,
@@ -303,6 +323,9 @@ def test_a_single_adapter_row_is_its_recorded_source_row_not_a_retrain(tmp_path,
 
     make_source(source.folder(args.work), tiny_model_dir, seed=1)
     assert not runner.keep(source)  # seed 1: no transfer composes it
+    few_shot = quality.Job("few-shot", "rte", "lora", "single", None, 1, 16)
+    make_source(few_shot.folder(args.work), tiny_model_dir, seed=1)
+    assert not runner.keep(few_shot)  # composed, but a seed-1 few-shot source retrains in minutes: not committed
     assert not (tmp_path / "sources").exists()
 
 
