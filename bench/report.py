@@ -228,7 +228,8 @@ def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
     return out
 
 
-def few_shot_table(rows: list[dict]) -> list[str]:
+def few_shot_table(rows: list[dict], majority: dict | None = None) -> list[str]:
+    """Target × k rows, mean ± std over seeds, beside the majority class (train mean) on the same test split."""
     fs = [r for r in rows if r["stage"] == "few-shot"]
     if not fs:
         return ["*No few-shot rows finished.*"]
@@ -237,9 +238,12 @@ def few_shot_table(rows: list[dict]) -> list[str]:
     for r in fs:
         scores[(r["target"], r["kind"], r["k"], r["method"], r["variant"])].append(r["main_score"])
     keys = sorted({(r["target"], r["kind"], r["k"]) for r in fs})
-    out = ["| Target | Kind | k | " + " | ".join(label(*c) for c in cols) + " |", "|" + "---|" * (3 + len(cols))]
+    out = ["| Target | Kind | k | " + " | ".join(label(*c) for c in cols) + " | Majority / mean |",
+           "|" + "---|" * (4 + len(cols))]
     for t, kind, k in keys:
-        out.append(f"| {t} | {kind} | {k} | " + " | ".join(mean_std(scores.get((t, kind, k, *c), [])) for c in cols) + " |")
+        base = (majority or {}).get(t, {}).get("main_score")
+        out.append(f"| {t} | {kind} | {k} | " + " | ".join(mean_std(scores.get((t, kind, k, *c), [])) for c in cols)
+                   + f" | {fmt(base)} |")
     return out
 
 
@@ -1152,7 +1156,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     if figure:
         doc += ["### Score vs transfer parameters", "", f"![score vs transfer parameters]({FIGURE_LINK}{figure})", ""]
     doc += ["## Few-shot", "", "Main metric on the capped test split; the target's own adapter is trained on the "
-            "same k examples.", "", *few_shot_table(rows), "", *few_shot_runs(rows), "", *few_shot_noise(rows), ""]
+            "same k examples.", "", *few_shot_table(rows, majority), "", *few_shot_runs(rows), "", *few_shot_noise(rows), ""]
     heatmaps = plot_omega(run_dir)
     if heatmaps:
         doc += ["## ω: which sources each layer uses", "",
