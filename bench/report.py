@@ -1223,11 +1223,14 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
     if other_config is None:
         return [f"*bench/results/{other_name}/config.json not found.*"], None
     other = {quality.row_key(r): r for r in read_jsonl(other_dir / "results.jsonl")}
+    # scheduling and storage options change no score; few-shot options only matter where the other run has few-shot
+    few_shot = any(r["stage"] == "few-shot" for r in other.values())
     differs = {k: (config.get(k), other_config.get(k)) for k in sorted(set(config) | set(other_config))
-               if k not in ("started", "machine", "out", "work", "deadline", "job_seeds", "stages", "threads", "shard",
-                            "shard_index", "shard_count", "sources_from", "targets", "extra_sources", "methods",
-                            "seeds", "multi_seed_targets", "fusion_tuned_lr")
-               and config.get(k) != other_config.get(k)}
+               if k not in ("started", "machine", "out", "work", "deadline", "fit_deadline", "job_seeds", "stages",
+                            "threads", "shard", "shard_index", "shard_count", "sources_from", "keep_sources",
+                            "publish_sources", "targets", "extra_sources", "methods", "seeds", "multi_seed_targets",
+                            "fusion_tuned_lr")
+               and (few_shot or not k.startswith("few_shot_")) and config.get(k) != other_config.get(k)}
     # a check run's --targets/--extra-sources only re-list the same tasks, unless it composes fewer sources
     counts = [sorted({r["n_sources"] for r in rs if r["stage"] != "source" and r["method"] != "single"})
               for rs in (rows, other.values())]
