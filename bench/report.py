@@ -177,15 +177,15 @@ def noise_verdict(gap: float, p: float, seeds: int, needed: str) -> str:
     return ("**higher**" if gap > 0 else "**lower**") + ", beyond seed noise" if p < 0.05 else "within seed noise"
 
 
-def few_shot_noise(rows: list[dict]) -> list[str]:
-    """Per target, kind and k, each ScaLearn variant against the few-shot single adapter: both draw the same k
-    examples with a seed, so the test is paired by seed (mean of the per-seed differences, ``ttest_rel``)."""
+def few_shot_gaps(rows: list[dict]) -> list[tuple]:
+    """Per target, kind, k and ScaLearn variant with >= 2 seeds of it and of the few-shot single adapter:
+    (target, kind, k, variant, mean gap, SE, p, seeds). Both draw the same k examples with a seed, so the test is
+    paired by seed (the mean of the per-seed differences, ``ttest_rel``)."""
     from scipy import stats
 
     score = {(r["target"], r["kind"], r["k"], r["method"], r["variant"], r["seed"]): r["main_score"]
              for r in rows if r["stage"] == "few-shot"}
-    out = ["| Target | Kind | k | Comparison | mean gap (points) | SE | paired p | seeds | verdict |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = []
     for t, kind, k in sorted({key[:3] for key in score}):
         for variant in [m[1] for m in METHODS if m[0] == "scalearn"]:
             seeds = sorted(key[5] for key in score if key[:5] == (t, kind, k, "scalearn", variant)
@@ -197,17 +197,60 @@ def few_shot_noise(rows: list[dict]) -> list[str]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if se > 0 else (0.0 if gap else 1.0)
-            out.append(f"| {t} | {kind} | {k} | {label('scalearn', variant)} − {label('single', None)} | {gap:+.2f} | "
-                       f"{se:.2f} | {p:.3f} | {len(seeds)} | {noise_verdict(gap, p, len(seeds), '3 needed')} |")
-    if len(out) == 2:
+            out.append((t, kind, k, variant, gap, se, p, len(seeds)))
+    return out
+
+
+def few_shot_noise(rows: list[dict]) -> list[str]:
+    """The few-shot gaps against the target's own few-shot adapter, paired by seed, as a table."""
+    gaps = few_shot_gaps(rows)
+    if not gaps:
         return []
-    return ["Few-shot gaps against the target's own few-shot adapter, paired by seed (the same k examples):", "", *out]
+    return ["Few-shot gaps against the target's own few-shot adapter, paired by seed (the same k examples):", "",
+            "| Target | Kind | k | Comparison | mean gap (points) | SE | paired p | seeds | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *(f"| {t} | {kind} | {k} | {label('scalearn', v)} − {label('single', None)} | {gap:+.2f} | {se:.2f} | "
+              f"{p:.3f} | {n} | {noise_verdict(gap, p, n, '3 needed')} |" for t, kind, k, v, gap, se, p, n in gaps)]
+
+
+def welch(xa: list[float], xb: list[float]) -> tuple[float, float, float]:
+    """The gap of two methods' seed means, its standard error and Welch's two-sided p (>= 2 seeds each)."""
+    from scipy import stats
+
+    gap = statistics.mean(xa) - statistics.mean(xb)
+    se = (statistics.variance(xa) / len(xa) + statistics.variance(xb) / len(xb)) ** 0.5
+    with warnings.catch_warnings():  # near-identical seeds (e.g. all at the majority class) warn of precision
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue) if se > 0 else (0.0 if gap else 1.0)
+    return gap, se, p
+
+
+def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[str]) -> list[str]:
+    """Issue 12's question in one bullet: ScaLearn against the single adapter and against AdapterFusion, per target
+    with three or more seeds of both, each gap with its Welch verdict."""
+    parts = []
+    for kind in kinds:
+        for other in (("single", None), ("adapterfusion", None)):
+            cells = []
+            for t in targets:
+                xa, xb = (g["scores"].get((kind, *m, t, None), []) for m in (("scalearn", "scalearn"), other))
+                if min(len(xa), len(xb)) >= 3:
+                    gap, _, p = welch(xa, xb)
+                    cells.append(f"{t} {gap:+.2f} ({'beyond' if p < 0.05 else 'within'} seed noise, p {p:.2f})")
+            if cells:
+                parts.append(f"ScaLearn − {label(*other).split(' (')[0]} ({kind}): {'; '.join(cells)}")
+    few = [f"{t} k={k} {gap:+.2f} ({'beyond' if p < 0.05 else 'within'} seed noise, p {p:.2f}, {n} seeds)"
+           for t, kind, k, v, gap, se, p, n in few_shot_gaps(rows) if v == "scalearn" and n >= 3]
+    if few:
+        parts.append("few-shot, ScaLearn − the target's own few-shot adapter (paired by seed): " + "; ".join(few))
+    if not parts:
+        return []
+    return ["- **Does ScaLearn beat the single adapter beyond seed noise, and where does it stand against "
+            "AdapterFusion?** Targets with 3 seeds of both, mean gaps in points: " + ". ".join(parts) + "."]
 
 
 def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
     """Per target and method pair with >= 2 seeds each: the gap of the means against its seed noise (Welch's t-test)."""
-    from scipy import stats
-
     out = ["| Target | Comparison | gap (points) | SE of the gap | Welch p | seeds | verdict |",
            "|---|---|---|---|---|---|---|"]
     for t in targets:
@@ -215,11 +258,7 @@ def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
             xa, xb = (g["scores"].get((kind, *m, t, None), []) for m in (a, b))
             if len(xa) < 2 or len(xb) < 2:
                 continue
-            gap = statistics.mean(xa) - statistics.mean(xb)
-            se = (statistics.variance(xa) / len(xa) + statistics.variance(xb) / len(xb)) ** 0.5
-            with warnings.catch_warnings():  # near-identical seeds (e.g. all at the majority class) warn of precision
-                warnings.simplefilter("ignore", RuntimeWarning)
-                p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue) if se > 0 else (0.0 if gap else 1.0)
+            gap, se, p = welch(xa, xb)
             verdict = noise_verdict(gap, p, min(len(xa), len(xb)), "3 each needed")
             out.append(f"| {t} | {label(*a)} − {label(*b)} | {gap:+.2f} | {se:.2f} | {p:.3f} | {len(xa)} / {len(xb)} | "
                        f"{verdict} |")
@@ -1126,6 +1165,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
            "time and memory?", "", "## Summary", "",
            *summary(rows, read_json(speed), read_json(speed.with_name("steps_round_robin.json")),
                     read_json(speed.with_name("latency.json")), majority, means_by_kind, targets),
+           *question_answer(g, rows, config["kinds"].split(","), targets),
            *peer_summary(read_json(run_dir / "peer_score.json")), "",
            "## Configuration that produced these numbers", "", *config_section(config, rows), "",
            "## Reference: the paper's numbers", "", *paper_section(paper, targets), "",

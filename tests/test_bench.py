@@ -77,6 +77,23 @@ def test_noise_table_is_welchs_test_with_a_verdict_only_from_three_seeds():
         "*No target has two or more seeds of both methods of a pair yet.*"]
 
 
+def test_the_summary_answers_issue_12s_question_from_three_seed_targets_only():
+    single, scalearn, fusion = [50.5, 56.7, 50.2], [56.3, 57.4, 54.5], [65.0, 62.1, 64.3]
+    g = groups({("single", None): single, ("scalearn", "scalearn"): scalearn, ("adapterfusion", None): fusion})
+    g["scores"][("lora", "scalearn", "scalearn", "mrpc", None)] = [77.0, 76.0]  # two seeds: no verdict, not listed
+    g["scores"][("lora", "single", None, "mrpc", None)] = [77.0, 76.5, 78.0]
+    few = [{"stage": "few-shot", "target": "rte", "kind": "lora", "k": 16, "method": m, "variant": v, "seed": seed,
+            "main_score": x} for m, v, xs in (("single", None, [49.8, 56.0, 52.7]), ("scalearn", "scalearn", [53.1, 58.8, 56.3]))
+           for seed, x in enumerate(xs)]
+    [line] = report.question_answer(g, few, ["lora"], ["rte", "mrpc"])
+    p_single = stats.ttest_ind(scalearn, single, equal_var=False).pvalue
+    gap = sum(scalearn) / 3 - sum(single) / 3
+    assert f"ScaLearn − Single adapter (lora): rte {gap:+.2f} (within seed noise, p {p_single:.2f})." in line
+    assert "ScaLearn − AdapterFusion (lora): rte -7.73 (beyond seed noise" in line and "mrpc" not in line
+    assert "few-shot, ScaLearn − the target's own few-shot adapter (paired by seed): rte k=16 +3.23 (beyond" in line
+    assert report.question_answer(groups({("single", None): single}), [], ["lora"], ["rte"]) == []
+
+
 def test_few_shot_gaps_are_paired_by_seed_the_same_k_examples():
     """A few-shot run of seed s draws the same k examples for every method: ScaLearn is tested against the single
     adapter on the per-seed differences (paired), not as two independent samples."""
