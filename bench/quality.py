@@ -398,11 +398,10 @@ class Runner:
         """A run's TrainConfig; few-shot (``k``): the few-shot steps, patience and selection instead."""
         from scalearn_cli.train import TrainConfig
 
-        few = dict(max_steps=self.args.few_shot_steps, patience=self.args.few_shot_patience,
-                   select_on=self.args.few_shot_select) if k else dict(patience=patience)
+        few = dict(max_steps=self.args.few_shot_steps, select_on=self.args.few_shot_select) if k else {}
+        patience = self.args.few_shot_patience if k else patience
         return TrainConfig(epochs=epochs, lr=lr, batch_size=self.args.batch_size, max_length=self.args.max_length,
-                           seed=seed, group_by_length=self.args.group_by_length,
-                           **{**few, "patience": few["patience"] or None})
+                           seed=seed, patience=patience or None, group_by_length=self.args.group_by_length, **few)
 
     def source_folder(self, task: str, kind: str, seed: int = 0, k: int | None = None) -> Path:
         stage = "few-shot" if k else "source"

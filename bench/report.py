@@ -194,9 +194,7 @@ def few_shot_gaps(rows: list[dict]) -> list[tuple]:
                 continue
             diffs = [score[(t, kind, k, "scalearn", variant, s)] - score[(t, kind, k, "single", None, s)] for s in seeds]
             gap, se = statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if se > 0 else (0.0 if gap else 1.0)
+            p = p_value(lambda: stats.ttest_1samp(diffs, 0.0), gap, se)
             out.append((t, kind, k, variant, gap, se, p, len(seeds)))
     return out
 
@@ -219,10 +217,16 @@ def welch(xa: list[float], xb: list[float]) -> tuple[float, float, float]:
 
     gap = statistics.mean(xa) - statistics.mean(xb)
     se = (statistics.variance(xa) / len(xa) + statistics.variance(xb) / len(xb)) ** 0.5
+    return gap, se, p_value(lambda: stats.ttest_ind(xa, xb, equal_var=False), gap, se)
+
+
+def p_value(test, gap: float, se: float) -> float:
+    """A t-test's two-sided p; with no spread at all (SE 0) a gap is certain and no gap is none."""
+    if se <= 0:
+        return 0.0 if gap else 1.0
     with warnings.catch_warnings():  # near-identical seeds (e.g. all at the majority class) warn of precision
         warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue) if se > 0 else (0.0 if gap else 1.0)
-    return gap, se, p
+        return float(test().pvalue)
 
 
 def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[str]) -> list[str]:

@@ -170,6 +170,7 @@ def fit(
     initial_loss, logits, labels = evaluate(model, dev_loader, accelerator)
     initial_metrics = metric_fn(logits, labels) if len(labels) else {}
     initial = _criterion(config, main_metric, initial_loss, initial_metrics) if len(labels) else math.nan
+    watched = "loss" if config.select_on == "loss" else main_metric
     # (criterion: lower is better, epoch, trainable tensors, dev loss, dev metrics) of the kept epoch
     best = (math.inf, 0, _snapshot(accelerator.unwrap_model(model), names), math.inf, {})
     history: list[EpochLog] = []
@@ -204,8 +205,7 @@ def fit(
             else:
                 bad_epochs += 1
             if config.patience and bad_epochs >= config.patience:
-                logger.info("early stopping after epoch %d (no dev %s gain for %d epochs)", epoch,
-                            "loss" if config.select_on == "loss" else main_metric, bad_epochs)
+                logger.info("early stopping after epoch %d (no dev %s gain for %d epochs)", epoch, watched, bad_epochs)
                 break
             if step >= total:
                 break
@@ -215,7 +215,7 @@ def fit(
     _restore(accelerator.unwrap_model(model), best[2])
     improved = not (math.isfinite(initial) and best[0] >= initial)
     if not improved and accelerator.is_main_process:
-        watched, sign = ("loss", 1) if config.select_on == "loss" else (main_metric, -1)  # metric: maximized
+        sign = 1 if config.select_on == "loss" else -1  # the criterion negates a metric (maximized)
         logger.warning(
             "the dev %s never improved on the initial weights (best %.4f at epoch %d, initial %.4f); "
             "try another --lr or more --epochs", watched, sign * best[0], best[1], sign * initial,
