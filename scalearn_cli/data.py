@@ -17,7 +17,7 @@ import numpy as np
 from datasets import load_dataset
 from sklearn.model_selection import train_test_split
 
-from scalearn_cli.demo_data import write_demo_tasks
+from scalearn_cli.demo_data import demo_folder, write_demo_tasks
 from scalearn_cli.errors import DataError, UsageError
 from scalearn_cli.tasks import DEMO_TASKS, TaskSpec
 
@@ -102,10 +102,8 @@ def _load_dir(spec: TaskSpec, data_dir: Path) -> datasets.DatasetDict:
 
 def _load_hub(spec: TaskSpec) -> datasets.DatasetDict:
     if spec.hub_id is None:
-        if spec.name in DEMO_TASKS:
-            raise DataError(
-                f"task {spec.name} is generated locally; run `scalearn quickstart` or pass --data-dir DIR/{spec.name}"
-            )
+        if spec.name in DEMO_TASKS:  # generated, deterministically, into a shared temp folder
+            return _load_dir(spec, demo_folder(spec.name))
         raise DataError(f"task {spec.name} has no hub dataset; pass --data-file FILE or --data-dir DIR")
     try:
         return load_dataset(spec.hub_id, spec.hub_config)

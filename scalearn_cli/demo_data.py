@@ -8,7 +8,9 @@ Each task is learnable by a small encoder but not by word counting alone: sentim
 from __future__ import annotations
 
 import json
+import os
 import random
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,9 +135,16 @@ _GENERATORS: dict[str, Callable[[random.Random], Row]] = {
 
 
 def _write_jsonl(path: Path, rows: list[Row]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        for idx, row in enumerate(rows):
-            fh.write(json.dumps({**row, "idx": idx}, sort_keys=True) + "\n")
+    """Write atomically (temp file, then rename): a reader in another process never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for idx, row in enumerate(rows):
+                fh.write(json.dumps({**row, "idx": idx}, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_demo_tasks(out_dir: Path, seed: int = 0) -> dict[str, Path]:
@@ -154,3 +163,18 @@ def write_demo_tasks(out_dir: Path, seed: int = 0) -> dict[str, Path]:
         _write_jsonl(folder / "validation.jsonl", rows[N_TRAIN:])
         folders[name] = folder
     return folders
+
+
+def demo_folder(name: str, root: Path | None = None, seed: int = 0) -> Path:
+    """The folder of demo task ``name`` under ``root/demo`` (default: a shared temp folder), written when missing.
+
+    The generator is deterministic, so a folder written here holds the same rows as the quickstart's own: a demo
+    source whose recorded data folder was deleted can be read again from this one.
+    """
+    if name not in _GENERATORS:
+        raise KeyError(f"{name} is not a demo task (known: {', '.join(_GENERATORS)})")
+    base = Path(root) if root is not None else Path(tempfile.gettempdir()) / "scalearn-demo-data"
+    folder = base / "demo" / name
+    if not ((folder / "train.jsonl").is_file() and (folder / "validation.jsonl").is_file()):
+        write_demo_tasks(base / "demo", seed=seed)
+    return folder

@@ -125,13 +125,9 @@ def _data_dir(recipe: Recipe, data_root: Path | None) -> Path | None:
     if source == "hub":
         return None
     if source == "demo":
-        from scalearn_cli.demo_data import write_demo_tasks
+        from scalearn_cli.demo_data import demo_folder
 
-        root = Path(data_root) if data_root else Path(tempfile.gettempdir()) / "scalearn-demo-data"
-        folder = root / "demo" / recipe.task
-        if not (folder / "train.jsonl").is_file():
-            write_demo_tasks(root / "demo")
-        return folder
+        return demo_folder(recipe.task, data_root)
     if data_root is None:
         raise UsageError(f"recipe {recipe.name} reads local data: pass --data-root DIR holding {recipe.data['path']}/")
     folder = Path(data_root) / recipe.data["path"]

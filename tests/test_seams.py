@@ -146,6 +146,36 @@ def test_adaptersoup_over_all_sources_is_the_average_and_folds_exactly(soup_sour
     assert check["ok"] is True
 
 
+def test_adaptersoup_reads_a_demo_source_whose_data_folder_is_gone_and_says_what_to_do_for_a_custom_one(
+        soup_sources, root, tiny_model_dir):
+    """A quickstart's zoo source outlives the quickstart folder that held its demo data (the registry keeps it)."""
+    import shutil
+
+    from scalearn_cli.demo_data import write_demo_tasks
+
+    demo = write_demo_tasks(root / "gone" / "demo")["demo-sentiment"]
+    source = root / "soup-demo"
+    ok(invoke("train-source", "--model", tiny_model_dir, "--task", "demo-sentiment", "--data-dir", demo,
+              "--max-train-samples", "48", *TRAIN, "--out", source))
+    shutil.rmtree(root / "gone")
+    target = write_task(root / "movies-target.jsonl", GROUPS["movies"], seed=11)
+    out = root / "soup-demo-gone"
+    ok(invoke("transfer", *custom(target), "--method", "adaptersoup", "--soup-k", "1", "--source", source,
+              "--source", soup_sources["numbers"], *TRAIN, "--out", out))
+    assert len(json.loads((out / "composition.json").read_text())["options"]["similarity"]) == 2
+
+    moved = root / "movies-moved.jsonl"  # a custom task has nothing to fall back on: one line, what to do
+    own = root / "soup-custom-gone"
+    ok(invoke("train-source", "--model", tiny_model_dir, *custom(write_task(moved, GROUPS["movies"])), *TRAIN,
+              "--out", own))
+    moved.unlink()
+    result = invoke("transfer", *custom(target), "--method", "adaptersoup", "--soup-k", "1", "--source", own,
+                    "--source", soup_sources["numbers"], *TRAIN, "--out", root / "soup-custom-out")
+    assert result.exit_code != 0 and "cannot be read" in result.stderr and "--soup-k" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "movies-moved.jsonl does not exist" in errors[0], result.stderr
+
+
 def test_adaptersoup_averages_bottleneck_weights(root, tiny_model_dir, batch):
     """For ReLU adapters the soup is one adapter with the k sources' weights averaged (weight space)."""
     from scalearn_cli.backbone import load_backbone

@@ -223,8 +223,6 @@ def test_missing_paths_and_columns_are_named(tmp_path: Path, monkeypatch: pytest
     _write_jsonl(tmp_path / "train.jsonl", [{"premise": "a", "sentence2": "b", "label": 0}] * 4)
     with pytest.raises(DataError, match="no column 'sentence1'.*columns present: premise, sentence2, label"):
         make_splits(spec, load_raw(spec, data_dir=tmp_path))
-    with pytest.raises(DataError, match="quickstart"):
-        load_raw(get_task("demo-nli"))
 
     def offline(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (OfflineModeIsEnabled)")
@@ -329,3 +327,20 @@ def test_demo_tasks_are_deterministic_and_loadable(tmp_path: Path) -> None:
         assert set(counts) == set(range(spec.num_labels)) and min(counts.values()) > 0.6 * 540 / spec.num_labels
         # not trivial: the majority class alone stays near chance
         assert majority_baseline(spec, splits.train["label"], splits.test["label"])["accuracy"] < 60.0
+
+
+def test_a_demo_task_by_name_loads_without_a_data_folder(tmp_path, monkeypatch):
+    """Demo tasks are generated: by name they are written (once, atomically) to a temp folder, the same rows."""
+    import tempfile
+
+    from scalearn_cli.demo_data import demo_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spec = get_task("demo-nli")
+    raw = load_raw(spec)
+    assert demo_folder("demo-nli") == tmp_path / "scalearn-demo-data" / "demo" / "demo-nli"
+    written = write_demo_tasks(tmp_path / "own")["demo-nli"]
+    assert raw["train"]["sentence1"] == load_raw(spec, data_dir=written)["train"]["sentence1"]
+    assert not list((tmp_path / "scalearn-demo-data" / "demo" / "demo-nli").glob(".*"))  # no temp file left
+    with pytest.raises(KeyError, match="not a demo task"):
+        demo_folder("rte")

@@ -120,7 +120,7 @@ def source_texts(source: Any) -> list[str]:
     from scalearn_cli.batches import example_texts
     from scalearn_cli.data import load_raw
     from scalearn_cli.errors import ScaLearnError
-    from scalearn_cli.tasks import task_from_dict
+    from scalearn_cli.tasks import DEMO_TASKS, task_from_dict
 
     meta = source.meta
     if source.ref.format != "scalearn":  # a PEFT or AdapterHub folder names no task and keeps no data
@@ -132,6 +132,11 @@ def source_texts(source: Any) -> list[str]:
     spec = task_from_dict(meta.task)
     data_dir = Path(data["data_dir"]) if data.get("data_dir") else None
     data_file = Path(data["data_file"]) if data.get("data_file") else None
+    if data_dir is not None and not data_dir.is_dir() and (spec.name in DEMO_TASKS or spec.hub_id):
+        # a built-in task's rows do not depend on where they were once written: read them from the task itself
+        logger.info("%s: recorded data folder %s is gone; reading task %s's own data", source.ref.ref, data_dir,
+                    spec.name)
+        data_dir = None
     try:
         train = load_raw(spec, data_dir=data_dir, data_file=data_file)["train"]
     except (ScaLearnError, OSError, ConnectionError) as exc:
