@@ -153,7 +153,7 @@ def test_select_on_is_recorded_and_a_bad_value_is_a_one_line_error(tmp_path, tin
     common = ["train-source", "--model", str(tiny_model_dir), "--task", "rte", "--data-dir", str(data), "--epochs", "2",
               "--batch-size", "8", "--max-length", "16"]
     bad = CliRunner().invoke(app, [*common, "--select-on", "accuracy", "--out", str(tmp_path / "bad")])
-    assert bad.exit_code != 0 and "--select-on must be loss or metric, got 'accuracy'" in bad.output
+    assert bad.exit_code != 0 and "--select-on must be auto, loss or metric, got 'accuracy'" in bad.output
     assert not (tmp_path / "bad").exists()
     ok = CliRunner().invoke(app, [*common, "--select-on", "metric", "--out", str(tmp_path / "ok")])
     assert ok.exit_code == 0, ok.output
@@ -161,3 +161,9 @@ def test_select_on_is_recorded_and_a_bad_value_is_a_one_line_error(tmp_path, tin
     assert training["select_on"] == "metric" and "accuracy" in training["best_dev_metrics"]
     best = training["history"][training["best_epoch"] - 1]["dev_metrics"]["accuracy"]
     assert best == max(h["dev_metrics"]["accuracy"] for h in training["history"])
+    # the default, auto: the paper's best dev metric for a few-shot run, the lowest dev loss otherwise
+    for extra, want in (([], "loss"), (["--few-shot", "16"], "metric")):
+        out = tmp_path / f"auto-{want}"
+        run = CliRunner().invoke(app, [*common, "--epochs", "1", *extra, "--out", str(out)])
+        assert run.exit_code == 0, run.output
+        assert json.loads((out / "scalearn.json").read_text())["training"]["select_on"] == want

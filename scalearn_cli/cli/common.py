@@ -60,7 +60,8 @@ PatienceOpt = Annotated[
 SelectOnOpt = Annotated[
     str,
     typer.Option("--select-on", help="Keep the epoch with the lowest dev 'loss' or the best dev 'metric' (the task's "
-                                     "main one, as the paper's few-shot runs); --patience watches the same."),
+                                     "main one, as the paper's few-shot runs); 'auto': metric with --few-shot (not "
+                                     "for generation), loss otherwise. --patience watches the same."),
 ]
 MaxTrainOpt = Annotated[
     Optional[int], typer.Option("--max-train-samples", help="Cap the training split (seeded sample).")
