@@ -199,16 +199,53 @@ def few_shot_gaps(rows: list[dict]) -> list[tuple]:
     return out
 
 
-def few_shot_noise(rows: list[dict]) -> list[str]:
-    """The few-shot gaps against the target's own few-shot adapter, paired by seed, as a table."""
+def few_shot_above_majority(rows: list[dict], majority: dict) -> list[tuple]:
+    """Per target, kind, k and method (the few-shot adapter, each ScaLearn variant) with >= 2 seeds: (target, kind,
+    k, method, variant, mean score − the majority class, SE, p, seeds), a one-sample t-test against the constant
+    predictor's fixed score on the same test rows. A few-shot model can beat another by predicting the majority
+    class where the other does not: this says whether it learned more than that."""
+    from scipy import stats
+
+    scores = defaultdict(list)
+    for r in rows:
+        if r["stage"] == "few-shot":
+            scores[(r["target"], r["kind"], r["k"], r["method"], r["variant"])].append(r["main_score"])
+    out = []
+    for t, kind, k in sorted({key[:3] for key in scores}):
+        base = majority.get(t, {}).get("main_score")
+        if base is None:
+            continue
+        for method in [("single", None)] + [m for m in METHODS if m[0] == "scalearn"]:
+            xs = scores.get((t, kind, k, *method), [])
+            if len(xs) < 2:
+                continue
+            gap, se = statistics.mean(xs) - base, statistics.stdev(xs) / len(xs) ** 0.5
+            p = p_value(lambda: stats.ttest_1samp(xs, base), gap, se)
+            out.append((t, kind, k, *method, gap, se, p, len(xs)))
+    return out
+
+
+def few_shot_noise(rows: list[dict], majority: dict | None = None) -> list[str]:
+    """The few-shot gaps against the target's own few-shot adapter, paired by seed, and against the majority class,
+    as tables."""
     gaps = few_shot_gaps(rows)
-    if not gaps:
-        return []
-    return ["Few-shot gaps against the target's own few-shot adapter, paired by seed (the same k examples):", "",
-            "| Target | Kind | k | Comparison | mean gap (points) | SE | paired p | seeds | verdict |",
-            "|---|---|---|---|---|---|---|---|---|",
-            *(f"| {t} | {kind} | {k} | {label('scalearn', v)} − {label('single', None)} | {gap:+.2f} | {se:.2f} | "
-              f"{p:.3f} | {n} | {noise_verdict(gap, p, n, '3 needed')} |" for t, kind, k, v, gap, se, p, n in gaps)]
+    out = []
+    if gaps:
+        out += ["Few-shot gaps against the target's own few-shot adapter, paired by seed (the same k examples):", "",
+                "| Target | Kind | k | Comparison | mean gap (points) | SE | paired p | seeds | verdict |",
+                "|---|---|---|---|---|---|---|---|---|",
+                *(f"| {t} | {kind} | {k} | {label('scalearn', v)} − {label('single', None)} | {gap:+.2f} | {se:.2f} | "
+                  f"{p:.3f} | {n} | {noise_verdict(gap, p, n, '3 needed')} |" for t, kind, k, v, gap, se, p, n in gaps)]
+    above = few_shot_above_majority(rows, majority or {})
+    if above:
+        out += [*([""] if out else []),
+                "Few-shot scores against the majority class (the constant predictor on the same test rows; a "
+                "one-sample t-test over seeds): a model that only learned the majority class sits at 0.", "",
+                "| Target | Kind | k | Method | mean − majority (points) | SE | p | seeds | verdict |",
+                "|---|---|---|---|---|---|---|---|---|",
+                *(f"| {t} | {kind} | {k} | {label(m, v)} | {gap:+.2f} | {se:.2f} | {p:.3f} | {n} | "
+                  f"{noise_verdict(gap, p, n, '3 needed')} |" for t, kind, k, m, v, gap, se, p, n in above)]
+    return out
 
 
 def welch(xa: list[float], xb: list[float]) -> tuple[float, float, float]:
@@ -229,7 +266,8 @@ def p_value(test, gap: float, se: float) -> float:
         return float(test().pvalue)
 
 
-def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[str]) -> list[str]:
+def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[str],
+                    majority: dict | None = None) -> list[str]:
     """Issue 12's question in one bullet: ScaLearn against the single adapter and against AdapterFusion, per target
     with three or more seeds of both, each gap with its Welch verdict."""
     parts = []
@@ -247,6 +285,11 @@ def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[s
            for t, kind, k, v, gap, se, p, n in few_shot_gaps(rows) if v == "scalearn" and n >= 3]
     if few:
         parts.append("few-shot, ScaLearn − the target's own few-shot adapter (paired by seed): " + "; ".join(few))
+    above = [f"{t} k={k} {gap:+.2f} ({'beyond' if p < 0.05 else 'within'} seed noise, p {p:.2f})"
+             for t, kind, k, m, v, gap, se, p, n in few_shot_above_majority(rows, majority or {})
+             if v == "scalearn" and n >= 3]
+    if above:
+        parts.append("few-shot, ScaLearn − the majority class: " + "; ".join(above))
     if not parts:
         return []
     return ["- **Does ScaLearn beat the single adapter beyond seed noise, and where does it stand against "
@@ -1169,7 +1212,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
            "time and memory?", "", "## Summary", "",
            *summary(rows, read_json(speed), read_json(speed.with_name("steps_round_robin.json")),
                     read_json(speed.with_name("latency.json")), majority, means_by_kind, targets),
-           *question_answer(g, rows, config["kinds"].split(","), targets),
+           *question_answer(g, rows, config["kinds"].split(","), targets, majority),
            *peer_summary(read_json(run_dir / "peer_score.json")), "",
            "## Configuration that produced these numbers", "", *config_section(config, rows), "",
            "## Reference: the paper's numbers", "", *paper_section(paper, targets), "",
@@ -1200,7 +1243,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     if figure:
         doc += ["### Score vs transfer parameters", "", f"![score vs transfer parameters]({FIGURE_LINK}{figure})", ""]
     doc += ["## Few-shot", "", "Main metric on the capped test split; the target's own adapter is trained on the "
-            "same k examples.", "", *few_shot_table(rows, majority), "", *few_shot_runs(rows), "", *few_shot_noise(rows), ""]
+            "same k examples.", "", *few_shot_table(rows, majority), "", *few_shot_runs(rows), "", *few_shot_noise(rows, majority), ""]
     heatmaps = plot_omega(run_dir)
     if heatmaps:
         doc += ["## ω: which sources each layer uses", "",

@@ -114,6 +114,27 @@ def test_few_shot_gaps_are_paired_by_seed_the_same_k_examples():
     assert report.few_shot_noise(fs("single", None, single)) == []
 
 
+def test_few_shot_scores_are_tested_against_the_majority_class():
+    """ScaLearn beating the few-shot adapter can be ScaLearn predicting the majority class where the adapter does
+    not (MRPC k=16): each method's seeds are tested against the constant predictor's fixed score."""
+    single, scalearn = [60.1, 65.2, 62.0], [66.6, 66.4, 66.9]
+    rows = [{"stage": "few-shot", "target": "mrpc", "kind": "lora", "k": 16, "method": m, "variant": v, "seed": seed,
+             "main_score": x} for m, v, xs in (("single", None, single), ("scalearn", "scalearn", scalearn))
+            for seed, x in enumerate(xs)]
+    majority = {"mrpc": {"main_score": 66.49}}
+    table = report.few_shot_noise(rows, majority)
+    cells = row_of(table, "ScaLearn")
+    assert float(cells[4]) == pytest.approx(sum(scalearn) / 3 - 66.49, abs=0.006)
+    assert float(cells[6]) == pytest.approx(stats.ttest_1samp(scalearn, 66.49).pvalue, abs=6e-4)
+    assert cells[-1] == "within seed noise"
+    assert row_of(table, "Single adapter (target's own)")[-1] == "within seed noise"
+    assert row_of(table, "ScaLearn − Single adapter (target's own)")[-1] == "within seed noise"
+    g = groups({("single", None): [1.0]})
+    [line] = report.question_answer(g, rows, ["lora"], ["mrpc"], majority)
+    assert "few-shot, ScaLearn − the majority class: mrpc k=16 +0.14 (within seed noise" in line
+    assert report.few_shot_above_majority(rows, {}) == []  # no majority recorded: no row, no error
+
+
 def source_row(target: str, score: float, seed: int = 0, **extra) -> dict:
     return {"stage": "source", "target": target, "kind": "lora", "method": "single", "variant": None, "seed": seed,
             "k": None, "main_score": score, "best_epoch": 2, "epochs": 10, "steps": 284, "train_examples": 2241,
