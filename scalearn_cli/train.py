@@ -219,6 +219,7 @@ def fit(
         logger.warning(
             "the dev %s never improved on the initial weights (best %.4f at epoch %d, initial %.4f); "
             "try another --lr or more --epochs", watched, sign * best[0], best[1], sign * initial,
+            extra={"summarized": True},  # recorded as improved_on_initial; the CLI's summary says it once, at the end
         )
     return TrainResult(best[1], best[3], step, seconds, seen / max(1e-9, seconds), history, accelerator.num_processes,
                        initial_loss, improved, initial_metrics, config.select_on, best[4])

@@ -102,6 +102,7 @@ def test_a_run_that_never_beats_its_initial_weights_says_so(
     table = invoke("train-source", "--model", tiny_model_dir, "--task", "rte", "--data-dir", work["rte"], *FAST,
                    "--out", work["root"] / "untrained-table")
     assert "Warning:" in table.stdout and "never improved" in " ".join(table.stdout.split())
+    assert " ".join(table.output.split()).count("never improved") == 1, table.output  # said once, in the summary
     monkeypatch.undo()
     fine = json.loads(invoke("train-source", "--model", tiny_model_dir, "--task", "rte", "--data-dir", work["rte"],
                              "--epochs", "2", "--batch-size", "8", "--max-length", "16", "--lr", "0.01",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -51,6 +53,21 @@ def _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, preci
         eval_batch_size=eval_batch_size, group_by_length=group_by_length,
         gradient_checkpointing=gradient_checkpointing, select_on=select_on,
     )
+
+
+@contextmanager
+def _summary_says_it():
+    """Drop the training loop's log records that ``_report`` repeats in its summary (said once, at the end)."""
+    log = logging.getLogger("scalearn_cli.train")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not getattr(record, "summarized", False)
+
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
 
 
 def _progress(label: str):  # -> RichProgress | None
@@ -160,8 +177,9 @@ def train_source(
                  max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))
     config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision,
                      eval_batch_size, group_by_length, gradient_checkpointing, _select_on(select_on, data))
-    meta = run(data, out, adapter, settings, config, model, overwrite, _progress(f"{adapter} {task}"),
-               pooling=pooling)
+    with _summary_says_it():
+        meta = run(data, out, adapter, settings, config, model, overwrite, _progress(f"{adapter} {task}"),
+                   pooling=pooling)
     _report(meta, out, as_json)
 
 
@@ -234,7 +252,9 @@ def transfer(
         resolver=resolver(registry, endpoint),
         overwrite=overwrite, sparsity=sparsity, pooling=pooling, model=model,
     )
-    _report(run(options, _progress(f"{method} {task}")), out, as_json)
+    with _summary_says_it():
+        meta = run(options, _progress(f"{method} {task}"))
+    _report(meta, out, as_json)
 
 
 def evaluate(
