@@ -164,6 +164,7 @@ def test_select_on_is_recorded_and_a_bad_value_is_a_one_line_error(tmp_path, tin
     # the default, auto: the paper's best dev metric for a few-shot run, the lowest dev loss otherwise
     for extra, want in (([], "loss"), (["--few-shot", "16"], "metric")):
         out = tmp_path / f"auto-{want}"
-        run = CliRunner().invoke(app, [*common, "--epochs", "1", *extra, "--out", str(out)])
+        run = CliRunner().invoke(app, [*common, "--epochs", "1", *extra, "--out", str(out), "--json"])
         assert run.exit_code == 0, run.output
         assert json.loads((out / "scalearn.json").read_text())["training"]["select_on"] == want
+        assert json.loads(run.stdout)["select_on"] == want

@@ -100,6 +100,7 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
     summary = {
         "out": str(out), "kind": meta["kind"], "task": meta["task"]["name"], "adapter": meta["adapter"],
         "metrics": meta["metrics"], "best_epoch": meta["training"]["best_epoch"],
+        "select_on": meta["training"].get("select_on", "loss"),  # what best_epoch is best at
         "examples_per_second": meta["training"]["examples_per_second"],
     }
     warning = _untrained_warning(meta)
