@@ -193,7 +193,16 @@ def deadline_at(hhmm: str, now: float) -> float:
 
 def expected_seconds(rows: list[dict], job: "Job") -> float | None:
     """The longest recorded wall time of runs like ``job`` (same stage, target, kind, method, variant and k, any
-    seed), or None when none is recorded. The longest, not the median: a run cut at the deadline is lost whole."""
+    seed), or None when none is recorded. The longest, not the median: a run cut at the deadline is lost whole.
+
+    A transfer's single-adapter row is its target's source of that seed: recorded, it is copied (no time); not
+    recorded, the source is trained first, so the source's like runs are what it takes."""
+    if job.stage == "transfer" and job.method == "single":
+        source = Job("source", job.target, job.kind, "single", None, job.seed, job.k)
+        if any(row_key(r) == row_key(source.key()) for r in rows):
+            return 0.0
+        job = source
+
     def like(key: tuple) -> tuple:  # row_key without the seed
         return key[:5] + key[6:]
 

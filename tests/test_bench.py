@@ -375,8 +375,15 @@ def test_fit_deadline_expects_the_longest_like_run_of_any_seed():
             {**job.key(), "stage": "few-shot", "k": 16, "wall_seconds": 900.0}]  # another stage and k
     assert quality.expected_seconds(rows, job) == 4800.0
     assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "lora", "adapterfusion", None, 0)) is None
-    single = quality.Job("transfer", "stsb", "lora", "single", None, 1)  # a copied source row (wall 0): no estimate
-    assert quality.expected_seconds([{**single.key(), "seed": 0, "wall_seconds": 0.0}], single) is None
+    # a transfer's single-adapter row copies its source's row (wall 0) when that seed's source is recorded, and
+    # trains the source first when it is not: the estimate is then the source's (this session's miss: a
+    # "0-minute" single-adapter job started a 24-minute source 8 minutes before the deadline)
+    single = quality.Job("transfer", "stsb", "lora", "single", None, 2)
+    copied = {**single.key(), "seed": 0, "wall_seconds": 0.0}
+    source = {**single.key(), "stage": "source", "seed": 0, "wall_seconds": 1425.0}
+    assert quality.expected_seconds([copied], single) is None
+    assert quality.expected_seconds([copied, source], single) == 1425.0
+    assert quality.expected_seconds([copied, source, {**source, "seed": 2, "wall_seconds": 1248.0}], single) == 0.0
 
 
 def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monkeypatch, caplog):
