@@ -41,6 +41,7 @@ DOCS = {
 METHODS = [("single", None), ("average", None), ("adaptersoup", None), ("peft-all-active", None), ("adapterfusion", None), ("adapterfusion-tuned", None),
            ("scalearn", "scalearn"), ("scalearn", "scalearn-uniform"), ("scalearn", "scalearn++"),
            ("scalearn", "scalearn-uniform++")]
+FEW_SHOT_METHODS = [("single", None)] + [m for m in METHODS if m[0] == "scalearn"]  # the target's own, then ScaLearn
 LABEL = {"single": "Single adapter (target's own)", "average": "Average (ω = 1/N, fixed)",
          "adaptersoup": "AdapterSoup (top-k similar sources, weight-averaged)",
          "peft-all-active": "PEFT, all N LoRAs active as separate branches, trained (peer)",
@@ -199,6 +200,15 @@ def few_shot_gaps(rows: list[dict]) -> list[tuple]:
     return out
 
 
+def few_shot_scores(rows: list[dict]) -> dict[tuple, list[float]]:
+    """Few-shot main scores over seeds by (target, kind, k, method, variant)."""
+    scores = defaultdict(list)
+    for r in rows:
+        if r["stage"] == "few-shot":
+            scores[(r["target"], r["kind"], r["k"], r["method"], r["variant"])].append(r["main_score"])
+    return scores
+
+
 def few_shot_above_majority(rows: list[dict], majority: dict) -> list[tuple]:
     """Per target, kind, k and method (the few-shot adapter, each ScaLearn variant) with >= 2 seeds: (target, kind,
     k, method, variant, mean score − the majority class, SE, p, seeds), a one-sample t-test against the constant
@@ -206,16 +216,13 @@ def few_shot_above_majority(rows: list[dict], majority: dict) -> list[tuple]:
     class where the other does not: this says whether it learned more than that."""
     from scipy import stats
 
-    scores = defaultdict(list)
-    for r in rows:
-        if r["stage"] == "few-shot":
-            scores[(r["target"], r["kind"], r["k"], r["method"], r["variant"])].append(r["main_score"])
+    scores = few_shot_scores(rows)
     out = []
     for t, kind, k in sorted({key[:3] for key in scores}):
         base = majority.get(t, {}).get("main_score")
         if base is None:
             continue
-        for method in [("single", None)] + [m for m in METHODS if m[0] == "scalearn"]:
+        for method in FEW_SHOT_METHODS:
             xs = scores.get((t, kind, k, *method), [])
             if len(xs) < 2:
                 continue
@@ -266,6 +273,11 @@ def p_value(test, gap: float, se: float) -> float:
         return float(test().pvalue)
 
 
+def beyond(p: float) -> str:
+    """The summary's short verdict of a two-sided test at the 5% level."""
+    return "beyond seed noise" if p < 0.05 else "within seed noise"
+
+
 def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[str],
                     majority: dict | None = None) -> list[str]:
     """Issue 12's question in one bullet: ScaLearn against the single adapter and against AdapterFusion, per target
@@ -278,14 +290,14 @@ def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[s
                 xa, xb = (g["scores"].get((kind, *m, t, None), []) for m in (("scalearn", "scalearn"), other))
                 if min(len(xa), len(xb)) >= 3:
                     gap, _, p = welch(xa, xb)
-                    cells.append(f"{t} {gap:+.2f} ({'beyond' if p < 0.05 else 'within'} seed noise, p {p:.2f})")
+                    cells.append(f"{t} {gap:+.2f} ({beyond(p)}, p {p:.2f})")
             if cells:
                 parts.append(f"ScaLearn − {label(*other).split(' (')[0]} ({kind}): {'; '.join(cells)}")
-    few = [f"{t} k={k} {gap:+.2f} ({'beyond' if p < 0.05 else 'within'} seed noise, p {p:.2f}, {n} seeds)"
+    few = [f"{t} k={k} {gap:+.2f} ({beyond(p)}, p {p:.2f}, {n} seeds)"
            for t, kind, k, v, gap, se, p, n in few_shot_gaps(rows) if v == "scalearn" and n >= 3]
     if few:
         parts.append("few-shot, ScaLearn − the target's own few-shot adapter (paired by seed): " + "; ".join(few))
-    above = [f"{t} k={k} {gap:+.2f} ({'beyond' if p < 0.05 else 'within'} seed noise, p {p:.2f})"
+    above = [f"{t} k={k} {gap:+.2f} ({beyond(p)}, p {p:.2f})"
              for t, kind, k, m, v, gap, se, p, n in few_shot_above_majority(rows, majority or {})
              if v == "scalearn" and n >= 3]
     if above:
@@ -319,10 +331,8 @@ def few_shot_table(rows: list[dict], majority: dict | None = None) -> list[str]:
     fs = [r for r in rows if r["stage"] == "few-shot"]
     if not fs:
         return ["*No few-shot rows finished.*"]
-    cols = [("single", None)] + [m for m in METHODS if m[0] == "scalearn"]
-    scores = defaultdict(list)
-    for r in fs:
-        scores[(r["target"], r["kind"], r["k"], r["method"], r["variant"])].append(r["main_score"])
+    cols = FEW_SHOT_METHODS
+    scores = few_shot_scores(fs)
     keys = sorted({(r["target"], r["kind"], r["k"]) for r in fs})
     out = ["| Target | Kind | k | " + " | ".join(label(*c) for c in cols) + " | Majority / mean |",
            "|" + "---|" * (4 + len(cols))]
