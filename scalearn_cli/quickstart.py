@@ -77,7 +77,7 @@ def _shelf(workdir: Path, data_root: Path, epochs: int, few_shot: int, registry:
     built = build(catalog, get_registry(registry), recipes, data_root, log=log)
     log(f"few-shot target {TARGET}: training a single LoRA on {few_shot} examples")
     own_dir = workdir / "sources" / f"{TARGET}-fewshot"
-    config = TrainConfig(epochs=epochs, lr=2e-3, max_length=64, patience=None, select_on="metric")  # as `auto`
+    config = TrainConfig(epochs=epochs, lr=2e-3, max_length=64, patience=None)  # select_on auto: metric (few-shot)
     own = train_source(DataOptions(task=TARGET, data_dir=data_root / "demo" / TARGET, few_shot=few_shot), own_dir,
                        "lora", None, config, catalog.base_model, overwrite=True,
                        pooling=recipes[0].pooling)  # the zoo sources' pooling
@@ -113,7 +113,7 @@ def _compose(workdir: Path, sources: list[str], target: DataOptions, method: str
     log(f"composing {len(sources)} sources with {label}")
     options = TransferOptions(tuple(sources), target, workdir / "transfer" / (variant or method), method, variant,
                               options={"k": 1} if method == "adaptersoup" else {},
-                              train=TrainConfig(epochs=epochs, lr=lr, max_length=64, patience=None, select_on="metric"),
+                              train=TrainConfig(epochs=epochs, lr=lr, max_length=64, patience=None),
                               resolver=Resolver(registry), overwrite=True)
     return _meta_row(transfer(options), label, method, variant, len(sources))
 

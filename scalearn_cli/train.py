@@ -2,8 +2,8 @@
 
 AdamW, linear decay with no warm-up, weight decay 0 (the paper's protocol); evaluation on the dev split after
 every epoch; early stopping on dev loss (or, ``select_on="metric"``, on the task's main dev metric, as the paper's
-few-shot runs); the best epoch's trainable tensors restored at the end. The same code
-runs on CPU, one GPU (``--precision bf16|fp16``) and under ``accelerate launch`` for several GPUs or nodes.
+few-shot runs; ``"auto"``, the default, picks one from the data: ``TrainConfig.resolved``); the best epoch's
+trainable tensors restored at the end. The same code runs on CPU, one GPU (``--precision bf16|fp16``) and under ``accelerate launch`` for several GPUs or nodes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
 
 import numpy as np
@@ -24,7 +24,7 @@ from scalearn_cli.errors import TrainingError, UsageError
 logger = logging.getLogger(__name__)
 
 Precision = Literal["no", "fp16", "bf16"]
-SelectOn = Literal["loss", "metric"]
+SelectOn = Literal["auto", "loss", "metric"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory, more time
     precision: Precision = "no"
     # which epoch is kept (and what early stopping watches): the lowest dev loss, or the best main dev metric
-    # (the transformers Trainer's metric_for_best_model; the paper's few-shot runs select on accuracy)
-    select_on: SelectOn = "loss"
+    # (the transformers Trainer's metric_for_best_model; the paper's few-shot runs select on accuracy); ``auto``:
+    # the stages resolve it from the data (``resolved``)
+    select_on: SelectOn = "auto"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
@@ -56,8 +57,16 @@ class TrainConfig:
             raise UsageError(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.precision not in ("no", "fp16", "bf16"):
             raise UsageError(f"--precision must be no, fp16 or bf16, got '{self.precision}'")
-        if self.select_on not in ("loss", "metric"):
-            raise UsageError(f"--select-on must be loss or metric, got '{self.select_on}'")
+        if self.select_on not in ("auto", "loss", "metric"):
+            raise UsageError(f"--select-on must be auto, loss or metric, got '{self.select_on}'")
+
+    def resolved(self, few_shot: bool, generation: bool = False) -> TrainConfig:
+        """This config with ``select_on="auto"`` made concrete: the best dev metric for a few-shot run (the paper's
+        run_few: a few-shot model memorises its k examples within a few steps, after which the dev loss only rises),
+        the lowest dev loss otherwise and for generation (whose per-epoch dev score is the answers' NLL)."""
+        if self.select_on != "auto":
+            return self
+        return replace(self, select_on="metric" if few_shot and not generation else "loss")
 
 
 @dataclass
@@ -80,7 +89,7 @@ class TrainResult:
     initial_dev_loss: float = math.nan  # of the weights before training
     improved_on_initial: bool = True  # False: no epoch beat the initial weights' dev loss/metric (a warning)
     initial_dev_metrics: dict[str, float] = field(default_factory=dict)
-    select_on: SelectOn = "loss"
+    select_on: SelectOn = "loss"  # what the kept epoch was best at (``auto`` resolved)
     best_dev_metrics: dict[str, float] = field(default_factory=dict)  # of the kept epoch
 
 
@@ -150,8 +159,12 @@ def fit(
     and a warning is logged (the stages record it; the CLI reports it). The best trained epoch is still kept.
 
     ``penalty`` (e.g. a group lasso on ω) is added to the training loss only, not to the dev loss.
+    ``select_on="auto"`` is the dev loss here (the loaders do not say whether a run is few-shot: the stages resolve
+    it first, ``TrainConfig.resolved``).
     """
     from transformers import get_linear_schedule_with_warmup
+
+    config = config.resolved(few_shot=False)
 
     if config.lr is None:
         raise UsageError("no learning rate: pass --lr (the stages fill in their default before training)")

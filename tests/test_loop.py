@@ -168,3 +168,26 @@ def test_select_on_is_recorded_and_a_bad_value_is_a_one_line_error(tmp_path, tin
         assert run.exit_code == 0, run.output
         assert json.loads((out / "scalearn.json").read_text())["training"]["select_on"] == want
         assert json.loads(run.stdout)["select_on"] == want
+
+
+def test_select_on_auto_resolves_from_the_data_for_library_callers():
+    """TrainConfig's default is auto, resolved by the stages (train_source, TransferOptions.train_config) from the
+    data: the paper's best dev metric for a few-shot run, the lowest dev loss otherwise and for generation."""
+    from scalearn_cli.stages.common import DataOptions
+    from scalearn_cli.stages.transfer import TransferOptions
+    from scalearn_cli.train import TrainConfig
+
+    assert TrainConfig().select_on == "auto"
+    assert TrainConfig().resolved(few_shot=True).select_on == "metric"
+    assert TrainConfig().resolved(few_shot=False).select_on == "loss"
+    assert TrainConfig().resolved(few_shot=True, generation=True).select_on == "loss"
+    assert TrainConfig(select_on="loss").resolved(few_shot=True).select_on == "loss"  # an explicit choice stays
+    for few_shot, want in ((16, "metric"), (None, "loss")):
+        options = TransferOptions(("a",), DataOptions(task="rte", few_shot=few_shot), Path("out"))
+        assert options.train_config().select_on == want
+
+
+def test_fit_reads_an_unresolved_auto_as_the_dev_loss(monkeypatch):
+    """fit() sees loaders, not whether a run is few-shot: auto there is the dev loss, and the result says so."""
+    result, _, _ = _scripted_fit(monkeypatch, "auto", None)
+    assert (result.best_epoch, result.select_on) == (1, "loss")

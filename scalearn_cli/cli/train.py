@@ -30,21 +30,8 @@ def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max
     )
 
 
-def _select_on(select_on: str, data) -> str:
-    """``auto``: the best dev metric for a few-shot run (the paper's run_few: a few-shot model memorises its k
-    examples within a few steps, after which the dev loss only rises), the lowest dev loss otherwise and for
-    generation (whose per-epoch dev score is the answers' NLL)."""
-    from scalearn_cli.errors import UsageError
-
-    if select_on not in ("auto", "loss", "metric"):
-        raise UsageError(f"--select-on must be auto, loss or metric, got '{select_on}'")
-    if select_on != "auto":
-        return select_on
-    return "metric" if data.few_shot is not None and data.spec().problem_type != "generation" else "loss"
-
-
 def _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision, eval_batch_size=128,
-            group_by_length=False, gradient_checkpointing=False, select_on="loss"):
+            group_by_length=False, gradient_checkpointing=False, select_on="auto"):
     from scalearn_cli.train import TrainConfig
 
     return TrainConfig(
@@ -177,7 +164,7 @@ def train_source(
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
                  max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))
     config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision,
-                     eval_batch_size, group_by_length, gradient_checkpointing, _select_on(select_on, data))
+                     eval_batch_size, group_by_length, gradient_checkpointing, select_on)
     with _summary_says_it():
         meta = run(data, out, adapter, settings, config, model, overwrite, _progress(f"{adapter} {task}"),
                    pooling=pooling)
@@ -246,7 +233,7 @@ def transfer(
                  max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))
     config = _config(epochs, lr, batch_size, max_length, seed,
                      combiner.default_patience if patience is None else patience, max_steps, precision,
-                     eval_batch_size, group_by_length, gradient_checkpointing, _select_on(select_on, data))
+                     eval_batch_size, group_by_length, gradient_checkpointing, select_on)
     options = TransferOptions(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config, data=data,
         options={"adaptersoup": {"k": soup_k}, "lorahub": {"budget": lorahub_budget}}.get(method, {}),

@@ -49,12 +49,12 @@ def train_source(
 
     kind = get_kind(adapter)
     settings = kind.settings(settings) if settings is None or isinstance(settings, dict) else settings
-    config = config or TrainConfig(patience=SOURCE_PATIENCE)
+    generative = data.spec().problem_type == "generation"  # the LM head scores answers: no task head
+    config = (config or TrainConfig(patience=SOURCE_PATIENCE)).resolved(data.few_shot is not None, generative)
     config = config if config.lr is not None else replace(config, lr=kind.default_lr)
     if pooling is not None:
         check_pooling(pooling)
     check_out_dir(out, overwrite)
-    generative = data.spec().problem_type == "generation"  # the LM head scores answers: no task head
     encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL, causal_lm=generative)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(encoder)

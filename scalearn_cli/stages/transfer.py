@@ -50,7 +50,8 @@ class TransferOptions:
 
     def train_config(self) -> TrainConfig:
         combiner = get_combiner(self.method)
-        config = self.train or TrainConfig(patience=combiner.default_patience)
+        config = (self.train or TrainConfig(patience=combiner.default_patience)).resolved(
+            self.data.few_shot is not None, self.data.spec().problem_type == "generation")
         return config if config.lr is not None else replace(config, lr=combiner.default_lr)
 
 
