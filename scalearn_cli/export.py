@@ -344,15 +344,13 @@ def sample_batch(
 ) -> tuple[dict[str, torch.Tensor], str]:
     """One batch of up to ``n`` test examples of the composition's task, or random tokens when no data is found."""
     from scalearn_cli.batches import make_loader
-    from scalearn_cli.stages.common import DataOptions, prepare
+    from scalearn_cli.stages.common import DataOptions, prepare, recorded_data
     from scalearn_cli.tasks import task_from_dict
     from scalearn_cli.train import TrainConfig
 
     spec = task_from_dict(meta["task"])
-    saved = meta.get("data") or {}
-    if data_dir is None and data_file is None:
-        data_dir = Path(saved["data_dir"]) if saved.get("data_dir") and Path(saved["data_dir"]).is_dir() else None
-        data_file = Path(saved["data_file"]) if saved.get("data_file") and Path(saved["data_file"]).is_file() else None
+    if data_dir is None and data_file is None:  # the recorded data; a custom task's that is gone: random tokens
+        data_dir, data_file = recorded_data(meta.get("data"), spec)
     max_length = int((meta.get("training") or {}).get("max_length", 128))
     if data_dir is not None or data_file is not None:
         options = DataOptions(task=spec.name, task_spec=spec, data_dir=data_dir, data_file=data_file)

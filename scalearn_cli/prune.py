@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scalearn_cli.artifacts import HeadSpec
-from scalearn_cli.errors import DataError, UsageError
+from scalearn_cli.errors import UsageError
 from scalearn_cli.resolve import Resolver
 from scalearn_cli.train import Progress, TrainConfig
 
@@ -88,21 +88,15 @@ def prune(
 
 
 def _data_options(meta: dict[str, Any]):  # -> DataOptions
-    """The task data recorded in a composition's scalearn.json (it must still be there)."""
-    from scalearn_cli.stages.common import DataOptions
+    """The task data recorded in a composition's scalearn.json (a custom task's must still be there)."""
+    from scalearn_cli.stages.common import DataOptions, recorded_data
     from scalearn_cli.tasks import task_from_dict
 
     spec = task_from_dict(meta["task"])
     saved = meta.get("data") or {}
-    for name in ("data_dir", "data_file"):
-        if saved.get(name) and not Path(saved[name]).exists():
-            raise DataError(f"the composition was trained on {saved[name]}, which is missing; restore it to prune")
-    return DataOptions(
-        task=spec.name, task_spec=spec,
-        data_dir=Path(saved["data_dir"]) if saved.get("data_dir") else None,
-        data_file=Path(saved["data_file"]) if saved.get("data_file") else None,
-        max_train_samples=saved.get("max_train_samples"), few_shot=saved.get("few_shot"),
-    )
+    data_dir, data_file = recorded_data(saved, spec, todo="restore it to prune", what="the composition")
+    return DataOptions(task=spec.name, task_spec=spec, data_dir=data_dir, data_file=data_file,
+                       max_train_samples=saved.get("max_train_samples"), few_shot=saved.get("few_shot"))
 
 
 def _train_config(meta: dict[str, Any], epochs: int) -> TrainConfig:

@@ -344,3 +344,26 @@ def test_a_demo_task_by_name_loads_without_a_data_folder(tmp_path, monkeypatch):
     assert not list((tmp_path / "scalearn-demo-data" / "demo" / "demo-nli").glob(".*"))  # no temp file left
     with pytest.raises(KeyError, match="not a demo task"):
         demo_folder("rte")
+
+
+def test_recorded_data_where_it_is_gone(tmp_path: Path) -> None:
+    """One policy for eval, export, AdapterSoup and prune: a built-in task's missing folder is read from the task
+    itself; a custom task's is a one-line error saying what to do, or None where the caller has a fallback."""
+    from scalearn_cli.errors import DataError
+    from scalearn_cli.prune import _data_options
+    from scalearn_cli.stages.common import recorded_data
+    from scalearn_cli.tasks import custom_task, get_task, task_to_dict
+
+    here = tmp_path / "task.jsonl"
+    here.write_text("{}\n")
+    custom = custom_task(["sentence"], "label", "classification", ["a", "b"])
+    assert recorded_data({"data_file": str(here)}, custom, todo="x") == (None, here)
+    gone = {"data_dir": str(tmp_path / "gone")}
+    assert recorded_data(gone, get_task("demo-sentiment"), todo="x") == (None, None)
+    assert recorded_data(gone, get_task("rte"), todo="x") == (None, None)  # the Hub dataset, for users online
+    assert recorded_data(gone, custom) == (None, None)  # export: random tokens instead
+    with pytest.raises(DataError, match=f"the composition was trained on {tmp_path / 'gone'}, which is missing; "
+                                        "restore it to prune"):
+        _data_options({"task": task_to_dict(custom), "data": gone})
+    options = _data_options({"task": task_to_dict(get_task("demo-sentiment")), "data": {**gone, "few_shot": 16}})
+    assert (options.data_dir, options.few_shot, options.spec().name) == (None, 16, "demo-sentiment")

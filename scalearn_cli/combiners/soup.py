@@ -115,12 +115,11 @@ def centroid(texts: list[str], target: TargetContext) -> torch.Tensor:
 
 def source_texts(source: Any) -> list[str]:
     """Up to SAMPLE training texts of a source's own task (its recorded data, else the task's dataset)."""
-    from pathlib import Path
-
     from scalearn_cli.batches import example_texts
     from scalearn_cli.data import load_raw
     from scalearn_cli.errors import ScaLearnError
-    from scalearn_cli.tasks import DEMO_TASKS, task_from_dict
+    from scalearn_cli.stages.common import recorded_data
+    from scalearn_cli.tasks import task_from_dict
 
     meta = source.meta
     if source.ref.format != "scalearn":  # a PEFT or AdapterHub folder names no task and keeps no data
@@ -128,15 +127,10 @@ def source_texts(source: Any) -> list[str]:
             f"AdapterSoup ranks sources by their training texts, and '{source.ref.ref}' (a {source.ref.format} "
             "folder) records none; leave it out, or pass --soup-k with the number of sources to average all"
         )
-    data = meta.data or {}
     spec = task_from_dict(meta.task)
-    data_dir = Path(data["data_dir"]) if data.get("data_dir") else None
-    data_file = Path(data["data_file"]) if data.get("data_file") else None
-    if data_dir is not None and not data_dir.is_dir() and (spec.name in DEMO_TASKS or spec.hub_id):
-        # a built-in task's rows do not depend on where they were once written: read them from the task itself
-        logger.info("%s: recorded data folder %s is gone; reading task %s's own data", source.ref.ref, data_dir,
-                    spec.name)
-        data_dir = None
+    data_dir, data_file = recorded_data(
+        meta.data, spec, todo="restore it, or pass --soup-k with the number of sources to average all",
+        what=f"AdapterSoup ranks sources by their training texts, and '{source.ref.ref}'")
     try:
         train = load_raw(spec, data_dir=data_dir, data_file=data_file)["train"]
     except (ScaLearnError, OSError, ConnectionError) as exc:

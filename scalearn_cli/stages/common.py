@@ -61,6 +61,32 @@ class DataOptions:
         return get_task(self.task)
 
 
+def recorded_data(saved: dict[str, Any] | None, spec, todo: str | None = None, what: str = "it"
+                  ) -> tuple[Path | None, Path | None]:
+    """The data folder and file a trained folder's scalearn.json recorded (``saved``: its ``data``), where they exist.
+
+    One recorded path that is gone: a built-in task (demo or Hub dataset) is read from the task itself, its rows
+    do not depend on where they were once written (None); a custom task's rows exist nowhere else: with ``todo``
+    a one-line DataError ("``what`` was trained on …, which is missing; ``todo``"), without one None (the caller
+    has its own fallback, e.g. export's random tokens).
+    """
+    from scalearn_cli.errors import DataError
+    from scalearn_cli.tasks import DEMO_TASKS
+
+    found: list[Path | None] = []
+    for name, exists in (("data_dir", Path.is_dir), ("data_file", Path.is_file)):
+        path = Path(saved[name]) if (saved or {}).get(name) else None
+        if path is not None and not exists(path):
+            builtin = spec.name in DEMO_TASKS or bool(spec.hub_id)
+            if not builtin and todo is not None:
+                raise DataError(f"{what} was trained on {path}, which is missing; {todo}")
+            logger.info("recorded %s %s is gone; %s", name.replace("_", " "), path,
+                        f"reading task {spec.name}'s own data" if builtin else "not using it")
+            path = None
+        found.append(path)
+    return found[0], found[1]
+
+
 @dataclass
 class Prepared:
     options: DataOptions

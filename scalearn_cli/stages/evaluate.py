@@ -9,7 +9,7 @@ from typing import Any
 from scalearn_cli.artifacts import read_metadata
 from scalearn_cli.errors import UsageError
 from scalearn_cli.resolve import Resolver
-from scalearn_cli.stages.common import DataOptions, prepare, score
+from scalearn_cli.stages.common import DataOptions, prepare, recorded_data, score
 from scalearn_cli.train import TrainConfig
 
 
@@ -58,15 +58,10 @@ def evaluate_folder(
         raise UsageError(f"--split must be test or dev, got '{split}'")
     model, tokenizer, meta = load_model(folder, resolver)
     saved_spec = task_from_dict(meta["task"])
-    saved_data = meta.get("data") or {}
-    if data is None:  # default: the data the adapter was trained on, when that folder is still there
-        data_dir = saved_data.get("data_dir")
-        data_file = saved_data.get("data_file")
-        data = DataOptions(
-            task=saved_spec.name,
-            data_dir=Path(data_dir) if data_dir and Path(data_dir).is_dir() else None,
-            data_file=Path(data_file) if data_file and Path(data_file).is_file() else None,
-        )
+    if data is None:  # default: the data the adapter was trained on (a built-in task's own when that is gone)
+        data_dir, data_file = recorded_data(meta.get("data"), saved_spec, what="the adapter",
+                                            todo="restore it, or pass --data-dir/--data-file with the task's data")
+        data = DataOptions(task=saved_spec.name, data_dir=data_dir, data_file=data_file)
     if data.task in (saved_spec.name, "custom") or data.task == "":
         data = replace(data, task=saved_spec.name, task_spec=saved_spec)
     spec = data.spec()
