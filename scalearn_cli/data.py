@@ -102,7 +102,7 @@ def _load_dir(spec: TaskSpec, data_dir: Path) -> datasets.DatasetDict:
 
 def _load_hub(spec: TaskSpec) -> datasets.DatasetDict:
     if spec.hub_id is None:
-        if spec.name in DEMO_TASKS:  # generated, deterministically, into a shared temp folder
+        if spec.name in DEMO_TASKS:  # generated, deterministically, into the per-user cache
             return _load_dir(spec, demo_folder(spec.name))
         raise DataError(f"task {spec.name} has no hub dataset; pass --data-file FILE or --data-dir DIR")
     try:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scalearn_cli.cache import cache_home
+
 N_TRAIN, N_VALIDATION = 600, 200
 Row = dict[str, Any]
 
@@ -166,14 +168,15 @@ def write_demo_tasks(out_dir: Path, seed: int = 0) -> dict[str, Path]:
 
 
 def demo_folder(name: str, root: Path | None = None, seed: int = 0) -> Path:
-    """The folder of demo task ``name`` under ``root/demo`` (default: a shared temp folder), written when missing.
+    """The folder of demo task ``name`` under ``root/demo`` (default: the per-user cache, ``~/.cache/scalearn/
+    demo-data``, not a temp folder other users of the machine could write first), written when missing.
 
     The generator is deterministic, so a folder written here holds the same rows as the quickstart's own: a demo
     source whose recorded data folder was deleted can be read again from this one.
     """
     if name not in _GENERATORS:
         raise KeyError(f"{name} is not a demo task (known: {', '.join(_GENERATORS)})")
-    base = Path(root) if root is not None else Path(tempfile.gettempdir()) / "scalearn-demo-data"
+    base = Path(root) if root is not None else cache_home() / "demo-data"
     folder = base / "demo" / name
     if not ((folder / "train.jsonl").is_file() and (folder / "validation.jsonl").is_file()):
         write_demo_tasks(base / "demo", seed=seed)

@@ -330,18 +330,17 @@ def test_demo_tasks_are_deterministic_and_loadable(tmp_path: Path) -> None:
 
 
 def test_a_demo_task_by_name_loads_without_a_data_folder(tmp_path, monkeypatch):
-    """Demo tasks are generated: by name they are written (once, atomically) to a temp folder, the same rows."""
-    import tempfile
-
+    """Demo tasks are generated: by name they are written (once, atomically) to the per-user cache, the same rows."""
     from scalearn_cli.demo_data import demo_folder
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     spec = get_task("demo-nli")
     raw = load_raw(spec)
-    assert demo_folder("demo-nli") == tmp_path / "scalearn-demo-data" / "demo" / "demo-nli"
+    folder = tmp_path / "cache" / "scalearn" / "demo-data" / "demo" / "demo-nli"
+    assert demo_folder("demo-nli") == folder
     written = write_demo_tasks(tmp_path / "own")["demo-nli"]
     assert raw["train"]["sentence1"] == load_raw(spec, data_dir=written)["train"]["sentence1"]
-    assert not list((tmp_path / "scalearn-demo-data" / "demo" / "demo-nli").glob(".*"))  # no temp file left
+    assert not list(folder.glob(".*"))  # no temp file left
     with pytest.raises(KeyError, match="not a demo task"):
         demo_folder("rte")
 

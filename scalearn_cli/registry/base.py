@@ -253,8 +253,9 @@ def default_local_root() -> Path:
     configured = os.environ.get("SCALEARN_REGISTRY")
     if configured:
         return Path(configured).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "scalearn" / "registry"
+    from scalearn_cli.cache import cache_home
+
+    return cache_home() / "registry"
 
 
 def get_registry(name_or_url: str | None = None, endpoint: str | None = None) -> Registry:

@@ -1,0 +1,11 @@
+"""Where scalearn keeps per-user files: ``$XDG_CACHE_HOME/scalearn``, else ``~/.cache/scalearn``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_home() -> Path:
+    """The per-user cache folder (not created here): the local registry's default root and the demo data live in it."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "scalearn"
