@@ -194,6 +194,8 @@ def deadline_at(hhmm: str, now: float) -> float:
 def expected_seconds(rows: list[dict], job: "Job") -> float | None:
     """The longest recorded wall time of runs like ``job`` (same stage, target, kind, method, variant and k, any
     seed), or None when none is recorded. The longest, not the median: a run cut at the deadline is lost whole.
+    A kind none of whose like runs is recorded yet (a new kind's first transfers) is estimated by the other kinds'
+    like runs: the composition and the encoder's passes cost about the same for every kind.
 
     A transfer's single-adapter row is its target's source of that seed: recorded, it is copied (no time); not
     recorded, the source is trained first, so the source's like runs are what it takes."""
@@ -203,11 +205,15 @@ def expected_seconds(rows: list[dict], job: "Job") -> float | None:
             return 0.0
         job = source
 
-    def like(key: tuple) -> tuple:  # row_key without the seed
-        return key[:5] + key[6:]
+    def like(key: tuple, any_kind: bool = False) -> tuple:  # row_key without the seed (and the kind)
+        return key[:2] + (() if any_kind else key[2:3]) + key[3:5] + key[6:]
 
-    walls = [r["wall_seconds"] for r in rows if like(row_key(r)) == like(row_key(job.key())) and r.get("wall_seconds")]
-    return max(walls) if walls else None
+    for any_kind in (False, True):
+        walls = [r["wall_seconds"] for r in rows
+                 if like(row_key(r), any_kind) == like(row_key(job.key()), any_kind) and r.get("wall_seconds")]
+        if walls:
+            return max(walls)
+    return None
 
 
 def csv(value: str) -> list[str]:

@@ -384,6 +384,12 @@ def test_fit_deadline_expects_the_longest_like_run_of_any_seed():
     assert quality.expected_seconds([copied], single) is None
     assert quality.expected_seconds([copied, source], single) == 1425.0
     assert quality.expected_seconds([copied, source, {**source, "seed": 2, "wall_seconds": 1248.0}], single) == 0.0
+    # a kind's first runs (bottleneck after LoRA): the other kinds' like runs, its own once it has some
+    bottleneck = quality.Job("transfer", "stsb", "bottleneck", "adapterfusion", None, 0)
+    assert quality.expected_seconds(rows, bottleneck) == 4800.0
+    own = {**bottleneck.key(), "wall_seconds": 3000.0}
+    assert quality.expected_seconds([*rows, own], bottleneck) == 3000.0
+    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "bottleneck", "average", None, 0)) is None
 
 
 def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monkeypatch, caplog):
