@@ -349,7 +349,7 @@ def sample_batch(
     from scalearn_cli.train import TrainConfig
 
     spec = task_from_dict(meta["task"])
-    if data_dir is None and data_file is None:  # the recorded data; a custom task's that is gone: random tokens
+    if data_dir is None and data_file is None:  # the recorded data where it is still there, else random tokens
         data_dir, data_file = recorded_data(meta.get("data"), spec)
     max_length = int((meta.get("training") or {}).get("max_length", 128))
     if data_dir is not None or data_file is not None:
