@@ -513,6 +513,8 @@ def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size:
                 f"{r['best_epoch']} (epochs run: {epochs_done(r, batch_size) or '–'} of {r.get('epochs', '–')}), with "
                 f"{r['train_examples']:,} training examples")
         text += f"; retrained with other seeds: {', '.join(others)}" if others else ""
+        kinds = sorted((x["kind"], x["main_score"]) for x in src if x["target"] == r["target"] and x["kind"] != r["kind"])
+        text += "; the " + ", the ".join(f"{k} source on the same rows scores {v:.2f}" for k, v in kinds) if kinds else ""
         if best is not None:
             text += (f". The best transfer onto {r['target']} in this run, {label(best['method'], best.get('variant'))} "
                      f"(seed {best['seed']}), scores {best['main_score']:.2f} on the same test rows: "

@@ -156,6 +156,11 @@ def test_source_bar_says_which_sources_are_below_it_and_why():
     assert why.startswith("- **rte (lora) is below the bar** (majority + 10 = 62.71)")
     assert "seed 1 56.68" in why and "AdapterFusion (seed 0), scores 64.98" in why
     assert "learnable from these sources beyond what its own adapter reached" in why
+    # the other kind's source on the same task, beside it
+    table = report.source_table([*rows, source_row("rte", 48.01, kind="bottleneck")], majority)
+    [bottleneck, lora] = [line for line in table if line.startswith("- ")]
+    assert "rte (bottleneck) is below the bar" in bottleneck and "the lora source on the same rows scores 50.54" in bottleneck
+    assert "the bottleneck source on the same rows scores 48.01" in lora
 
 
 def plan_args(tmp_path: Path, *extra: str) -> tuple[Namespace, quality.Runner]:
