@@ -163,6 +163,14 @@ def test_source_bar_says_which_sources_are_below_it_and_why():
     assert "the bottleneck source on the same rows scores 48.01" in lora
 
 
+def test_extra_source_scores_name_the_kind_when_a_run_has_two():
+    rows = [source_row("snli", 74.35), source_row("qnli", 78.61), source_row("rte", 50.54),
+            source_row("snli", 70.0, seed=1)]
+    assert report.extra_source_scores(rows, ["qnli", "snli"]) == "qnli 78.6, snli 74.3"
+    rows.append(source_row("snli", 77.65, kind="bottleneck"))
+    assert report.extra_source_scores(rows, ["qnli", "snli"]) == "qnli 78.6, snli 77.7 (bottleneck) / 74.3 (lora)"
+
+
 def plan_args(tmp_path: Path, *extra: str) -> tuple[Namespace, quality.Runner]:
     args = quality.parse_args(["--targets", "rte,mrpc", "--extra-sources", "snli", "--kinds", "lora",
                                "--methods", "single,average,scalearn", "--seeds", "0,1", "--multi-seed-targets", "rte",
