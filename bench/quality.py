@@ -195,7 +195,8 @@ def expected_seconds(rows: list[dict], job: "Job") -> float | None:
     """The longest recorded wall time of runs like ``job`` (same stage, target, kind, method, variant and k, any
     seed), or None when none is recorded. The longest, not the median: a run cut at the deadline is lost whole.
     A kind none of whose like runs is recorded yet (a new kind's first transfers) is estimated by the other kinds'
-    like runs: the composition and the encoder's passes cost about the same for every kind.
+    like runs: the composition and the encoder's passes cost about the same for every kind; a target none of whose
+    like runs is recorded (CoLA's first transfers) by the same method's runs on the other targets.
 
     A transfer's single-adapter row is its target's source of that seed: recorded, it is copied (no time); not
     recorded, the source is trained first, so the source's like runs are what it takes."""
@@ -205,12 +206,12 @@ def expected_seconds(rows: list[dict], job: "Job") -> float | None:
             return 0.0
         job = source
 
-    def like(key: tuple, any_kind: bool = False) -> tuple:  # row_key without the seed (and the kind)
-        return key[:2] + (() if any_kind else key[2:3]) + key[3:5] + key[6:]
+    def like(key: tuple, loose: int) -> tuple:  # row_key without the seed; loose 1: any kind, 2: any target too
+        return key[:1] + (key[1:2] if loose < 2 else ()) + (key[2:3] if loose < 1 else ()) + key[3:5] + key[6:]
 
-    for any_kind in (False, True):
+    for loose in (0, 1, 2):
         walls = [r["wall_seconds"] for r in rows
-                 if like(row_key(r), any_kind) == like(row_key(job.key()), any_kind) and r.get("wall_seconds")]
+                 if like(row_key(r), loose) == like(row_key(job.key()), loose) and r.get("wall_seconds")]
         if walls:
             return max(walls)
     return None

@@ -387,7 +387,7 @@ def test_fit_deadline_expects_the_longest_like_run_of_any_seed():
             {**job.key(), "seed": 0, "target": "mrpc", "wall_seconds": 2100.0},  # another target
             {**job.key(), "stage": "few-shot", "k": 16, "wall_seconds": 900.0}]  # another stage and k
     assert quality.expected_seconds(rows, job) == 4800.0
-    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "lora", "adapterfusion", None, 0)) is None
+    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "lora", "adapterfusion", None, 0)) == 4800.0
     # a transfer's single-adapter row copies its source's row (wall 0) when that seed's source is recorded, and
     # trains the source first when it is not: the estimate is then the source's (this session's miss: a
     # "0-minute" single-adapter job started a 24-minute source 8 minutes before the deadline)
@@ -402,7 +402,9 @@ def test_fit_deadline_expects_the_longest_like_run_of_any_seed():
     assert quality.expected_seconds(rows, bottleneck) == 4800.0
     own = {**bottleneck.key(), "wall_seconds": 3000.0}
     assert quality.expected_seconds([*rows, own], bottleneck) == 3000.0
-    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "bottleneck", "average", None, 0)) is None
+    # a target's first runs: the same method's on the other targets (CoLA's average started with no estimate)
+    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "bottleneck", "average", None, 0)) == 840.0
+    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "lora", "scalearn", "scalearn", 0)) is None
 
 
 def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monkeypatch, caplog):
