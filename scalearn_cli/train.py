@@ -3,7 +3,8 @@
 AdamW, linear decay with no warm-up, weight decay 0 (the paper's protocol); evaluation on the dev split after
 every epoch; early stopping on dev loss (or, ``select_on="metric"``, on the task's main dev metric, as the paper's
 few-shot runs; ``"auto"``, the default, picks one from the data: ``TrainConfig.resolved``); the best epoch's
-trainable tensors restored at the end. The same code runs on CPU, one GPU (``--precision bf16|fp16``) and under ``accelerate launch`` for several GPUs or nodes.
+trainable tensors restored at the end. The same code runs on CPU, one GPU (``--precision bf16|fp16``) and under
+``accelerate launch`` for several GPUs or nodes.
 """
 
 from __future__ import annotations
