@@ -127,6 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stages", default="source,transfer,few-shot", help="plan stages this process runs (split a plan "
                    "over two processes sharing --out: e.g. --stages few-shot)")
     p.add_argument("--job-seeds", default=None, help="run only the planned jobs of these seeds (e.g. 1,2), with --stages")
+    p.add_argument("--job-targets", default=None, help="run only the planned jobs of these targets (the composed "
+                   "sources stay those of --targets/--extra-sources: unlike narrowing --targets, no row changes)")
+    p.add_argument("--job-kinds", default=None, help="run only the planned jobs of these adapter kinds")
+    p.add_argument("--job-methods", default=None, help="run only the planned jobs of these methods (single, average, "
+                   "adaptersoup, adapterfusion, adapterfusion-tuned, or a ScaLearn variant), e.g. to take one "
+                   "comparison's rows first")
     p.add_argument("--deadline", default=None, help="UTC HH:MM after which no new run starts (finished rows are kept)")
     p.add_argument("--fit-deadline", action="store_true",
                    help="with --deadline: also skip (leave for a later session) a run whose like runs, recorded on "
@@ -676,6 +682,15 @@ def plan(args: argparse.Namespace, runner: Runner) -> Iterator[Job]:
                     yield from method_jobs("few-shot", target, kind, fs_methods, seed, k)
 
 
+def selected(args: argparse.Namespace, job: Job) -> bool:
+    """Whether this process runs a planned job: --stages and the --job-* filters pick jobs out of the one plan
+    without changing what any job composes (so a filtered worker's rows are the full run's rows)."""
+    picks = {"job_seeds": str(job.seed), "job_targets": job.target, "job_kinds": job.kind,
+             "job_methods": job.variant or job.method}
+    return job.stage in csv(args.stages) and all(
+        not getattr(args, name, None) or value in csv(getattr(args, name)) for name, value in picks.items())
+
+
 def write_config(args: argparse.Namespace) -> None:
     import torch
     import transformers
@@ -739,7 +754,7 @@ def main(argv: list[str] | None = None) -> None:
         write_config(args)
         write_majority(args, runner)
     for job in plan(args, runner):
-        if job.stage not in csv(args.stages) or (args.job_seeds and str(job.seed) not in csv(args.job_seeds)):
+        if not selected(args, job):
             continue
         if deadline is not None and time.time() >= deadline:
             logger.info("deadline %s UTC reached: stopping before %s", args.deadline, job)

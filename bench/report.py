@@ -1325,8 +1325,8 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
     # scheduling and storage options change no score; few-shot options only matter where the other run has few-shot
     few_shot = any(r["stage"] == "few-shot" for r in other.values())
     differs = {k: (config.get(k), other_config.get(k)) for k in sorted(set(config) | set(other_config))
-               if k not in ("started", "machine", "out", "work", "deadline", "fit_deadline", "job_seeds", "stages",
-                            "threads", "shard", "shard_index", "shard_count", "sources_from", "keep_sources",
+               if k not in ("started", "machine", "out", "work", "deadline", "fit_deadline", "stages", "job_seeds",
+                            "job_targets", "job_kinds", "job_methods", "threads", "shard", "shard_index", "shard_count", "sources_from", "keep_sources",
                             "publish_sources", "targets", "extra_sources", "methods", "seeds", "multi_seed_targets",
                             "fusion_tuned_lr")
                and (few_shot or not k.startswith("few_shot_")) and config.get(k) != other_config.get(k)}

@@ -196,6 +196,17 @@ def test_plan_runs_sources_then_each_target_fully_then_few_shot(tmp_path):
     assert len(set(jobs)) == len(jobs)
 
 
+def test_job_filters_pick_jobs_out_of_the_same_plan(tmp_path):
+    args, runner = plan_args(tmp_path, "--stages", "transfer", "--job-targets", "rte", "--job-seeds", "1",
+                             "--job-methods", "single,scalearn")
+    picked = [j for j in quality.plan(args, runner) if quality.selected(args, j)]
+    assert [(j.stage, j.target, j.method, j.variant, j.seed) for j in picked] == [
+        ("transfer", "rte", "single", None, 1), ("transfer", "rte", "scalearn", "scalearn", 1)]
+    assert runner.tasks == ["rte", "mrpc", "snli"]  # what a transfer composes is the unfiltered run's
+    args, runner = plan_args(tmp_path, "--job-kinds", "bottleneck")
+    assert not any(quality.selected(args, j) for j in quality.plan(args, runner))  # the plan has lora only
+
+
 def test_missing_rows_counts_the_planned_runs_without_a_record(tmp_path):
     args, runner = plan_args(tmp_path)
     config = {k: getattr(args, k) for k in ("targets", "extra_sources", "kinds", "methods", "seeds",
