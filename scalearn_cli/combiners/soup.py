@@ -121,22 +121,22 @@ def source_texts(source: Any) -> list[str]:
     from scalearn_cli.stages.common import recorded_data
     from scalearn_cli.tasks import task_from_dict
 
-    meta = source.meta
+    meta, average_all = source.meta, "pass --soup-k with the number of sources to average all"
     if source.ref.format != "scalearn":  # a PEFT or AdapterHub folder names no task and keeps no data
         raise UsageError(
             f"AdapterSoup ranks sources by their training texts, and '{source.ref.ref}' (a {source.ref.format} "
-            "folder) records none; leave it out, or pass --soup-k with the number of sources to average all"
+            f"folder) records none; leave it out, or {average_all}"
         )
     spec = task_from_dict(meta.task)
     data_dir, data_file = recorded_data(
-        meta.data, spec, todo="restore it, or pass --soup-k with the number of sources to average all",
+        meta.data, spec, todo=f"restore it, or {average_all}",
         what=f"AdapterSoup ranks sources by their training texts, and '{source.ref.ref}'")
     try:
         train = load_raw(spec, data_dir=data_dir, data_file=data_file)["train"]
     except (ScaLearnError, OSError, ConnectionError) as exc:
         raise UsageError(
             f"AdapterSoup ranks sources by their training texts, and those of '{source.ref.ref}' cannot be read "
-            f"({str(exc).splitlines()[0]}); restore them, or pass --soup-k with the number of sources to average all"
+            f"({str(exc).splitlines()[0]}); restore them, or {average_all}"
         ) from exc
     sample = train.shuffle(seed=0).select(range(min(SAMPLE, len(train))))
     return example_texts(sample, spec)
