@@ -1034,7 +1034,7 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         f"- Machine: `{m['platform']}`, {m['cpu_count']} CPUs, torch {m['torch']}, transformers {m['transformers']}, "
         f"Python {m['python']}; {m['threads']} torch thread(s) per process in the last invocation. The machine was "
         "shared with other jobs, the plan was split over concurrent processes (`--shard` workers, or `--stages` / "
-        "`--job-seeds`) and interrupted runs were resumed, so wall times and examples/s carry that load. Invocations started "
+        "`--job-*` filters) and interrupted runs were resumed, so wall times and examples/s carry that load. Invocations started "
         f"{', '.join(config['started'])} (UTC); {len(rows)} finished runs in `results.jsonl` "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(n_stage.items()))}).",
         f"- Accelerator: {m['gpu']}." if m.get("gpu") else "- Accelerator: none (CPU only). The full-size protocol "
