@@ -172,6 +172,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for key, value in PRESETS[name].items():
             if key not in given:
                 setattr(args, key, value)
+    known = {"job_targets": csv(args.targets), "job_kinds": csv(args.kinds),
+             "job_methods": [*ALL_METHODS, "adapterfusion-tuned"]}
+    for key, allowed in known.items():  # a misspelt filter would select nothing and end the worker silently
+        unknown = [v for v in csv(getattr(args, key) or "") if v not in allowed]
+        if unknown:
+            p.error(f"--{key.replace('_', '-')}: {', '.join(unknown)} not in the plan; use some of {','.join(allowed)}")
     args.out = args.out or REPO / "bench" / "results" / name
     # in the checkout (ignored by git), so a long run resumes in a later session with its trained sources
     args.work = args.work or REPO / ".bench-work" / args.out.name
@@ -688,7 +694,7 @@ def selected(args: argparse.Namespace, job: Job) -> bool:
     picks = {"job_seeds": str(job.seed), "job_targets": job.target, "job_kinds": job.kind,
              "job_methods": job.variant or job.method}
     return job.stage in csv(args.stages) and all(
-        not getattr(args, name, None) or value in csv(getattr(args, name)) for name, value in picks.items())
+        not getattr(args, name) or value in csv(getattr(args, name)) for name, value in picks.items())
 
 
 def write_config(args: argparse.Namespace) -> None:

@@ -203,8 +203,9 @@ def test_job_filters_pick_jobs_out_of_the_same_plan(tmp_path):
     assert [(j.stage, j.target, j.method, j.variant, j.seed) for j in picked] == [
         ("transfer", "rte", "single", None, 1), ("transfer", "rte", "scalearn", "scalearn", 1)]
     assert runner.tasks == ["rte", "mrpc", "snli"]  # what a transfer composes is the unfiltered run's
-    args, runner = plan_args(tmp_path, "--job-kinds", "bottleneck")
-    assert not any(quality.selected(args, j) for j in quality.plan(args, runner))  # the plan has lora only
+    for flag, value in (("--job-kinds", "bottleneck"), ("--job-methods", "scalern"), ("--job-targets", "cola")):
+        with pytest.raises(SystemExit):  # not in this plan: a one-line usage error, not a worker that runs nothing
+            plan_args(tmp_path, flag, value)
 
 
 def test_missing_rows_counts_the_planned_runs_without_a_record(tmp_path):
