@@ -46,6 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 EXTRA_SOURCES = ("qnli", "snli")
 VARIANTS = ("scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++")
 ALL_METHODS = ("single", "average", "adaptersoup", "adapterfusion", *VARIANTS)
+#: AdapterFusion at --fusion-tuned-lr: a method of the plan (its own rows), trained as "adapterfusion"
+FUSION_TUNED = "adapterfusion-tuned"
 QUICK = dict(
     targets="rte,mrpc", extra_sources="qnli,snli", seeds="0", source_max_train=64, target_max_train=64,
     test_max=96, source_epochs=1, epochs=1, max_length=48, few_shot_k="16", few_shot_targets="rte",
@@ -173,7 +175,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if key not in given:
                 setattr(args, key, value)
     known = {"job_targets": csv(args.targets), "job_kinds": csv(args.kinds),
-             "job_methods": [*ALL_METHODS, "adapterfusion-tuned"]}
+             "job_methods": [*ALL_METHODS, FUSION_TUNED],
+             "job_seeds": list(dict.fromkeys(csv(args.seeds) + csv(args.few_shot_seeds)))}
     for key, allowed in known.items():  # a misspelt filter would select nothing and end the worker silently
         unknown = [v for v in csv(getattr(args, key) or "") if v not in allowed]
         if unknown:
@@ -622,7 +625,7 @@ class Runner:
 
         sources = self.transfer_sources(job)
         method = "adapterfusion" if job.method.startswith("adapterfusion") else job.method
-        lr = {"adapterfusion": self.args.fusion_lr, "adapterfusion-tuned": self.args.fusion_tuned_lr}.get(
+        lr = {"adapterfusion": self.args.fusion_lr, FUSION_TUNED: self.args.fusion_tuned_lr}.get(
             job.method, self.args.scalearn_lr)
         config = self.config(lr, job.seed, self.args.epochs, self.args.patience, job.k)
         out = job.folder(self.args.work)
@@ -662,7 +665,7 @@ def plan(args: argparse.Namespace, runner: Runner) -> Iterator[Job]:
     """Sources first; then target by target, every method and every seed of it (a partial run gives whole answers
     for the targets it reached, the small ones first); few-shot last."""
     kinds, seeds = csv(args.kinds), [int(s) for s in csv(args.seeds)]
-    methods = csv(args.methods) + (["adapterfusion-tuned"] if args.fusion_tuned_lr > 0 else [])
+    methods = csv(args.methods) + ([FUSION_TUNED] if args.fusion_tuned_lr > 0 else [])
     if args.published:  # sources are published, not trained: transfers only (see --published)
         methods = [m for m in methods if m != "single"]
         for target in runner.targets:

@@ -203,7 +203,8 @@ def test_job_filters_pick_jobs_out_of_the_same_plan(tmp_path):
     assert [(j.stage, j.target, j.method, j.variant, j.seed) for j in picked] == [
         ("transfer", "rte", "single", None, 1), ("transfer", "rte", "scalearn", "scalearn", 1)]
     assert runner.tasks == ["rte", "mrpc", "snli"]  # what a transfer composes is the unfiltered run's
-    for flag, value in (("--job-kinds", "bottleneck"), ("--job-methods", "scalern"), ("--job-targets", "cola")):
+    for flag, value in (("--job-kinds", "bottleneck"), ("--job-methods", "scalern"), ("--job-targets", "cola"),
+                        ("--job-seeds", "7")):
         with pytest.raises(SystemExit):  # not in this plan: a one-line usage error, not a worker that runs nothing
             plan_args(tmp_path, flag, value)
 
