@@ -44,6 +44,11 @@ class TransferOptions:
     pooling: str | None = None  # of the fresh head; default: the one the sources' heads were trained with
     model: str | None = None  # the base model (hub id or folder); default: the one the sources name
 
+    @property
+    def generative(self) -> bool:
+        """A generation target: the frozen LM head scores answers (no fresh head, no pooling)."""
+        return self.data.spec().problem_type == "generation"
+
     def combiner_spec(self) -> CombinerSpec:
         combiner = get_combiner(self.method)
         return combiner.spec(self.variant if combiner.variants else None, self.options)
@@ -51,7 +56,7 @@ class TransferOptions:
     def train_config(self) -> TrainConfig:
         combiner = get_combiner(self.method)
         config = (self.train or TrainConfig(patience=combiner.default_patience)).resolved(
-            self.data.few_shot is not None, self.data.spec().problem_type == "generation")
+            self.data.few_shot is not None, self.generative)
         return config if config.lr is not None else replace(config, lr=combiner.default_lr)
 
 
@@ -92,7 +97,7 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     base = resolved[0].meta.base_model
     if options.model is None and not base.get("id"):
         raise UsageError(f"source '{resolved[0].name}' does not say which base model it adapts; pass --model")
-    generative = options.data.spec().problem_type == "generation"  # the frozen LM head scores answers
+    generative = options.generative
     encoder, tokenizer, ref = load_backbone(options.model or base["id"], causal_lm=generative)
     if config.gradient_checkpointing:
         from scalearn_cli.backbone import enable_gradient_checkpointing
