@@ -175,6 +175,14 @@ def test_adaptersoup_reads_a_demo_source_whose_data_folder_is_gone_and_says_what
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "movies-moved.jsonl, which is missing; restore it" in errors[0], result.stderr
 
+    moved.write_text("")  # there but unreadable: the same one line, with the reader's reason
+    result = invoke("transfer", *custom(target), "--method", "adaptersoup", "--soup-k", "1", "--source", own,
+                    "--source", soup_sources["numbers"], *TRAIN, "--out", root / "soup-custom-out")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert result.exit_code != 0 and len(errors) == 1, result.stderr
+    assert "has texts that cannot be read (data file" in errors[0] and "is empty" in errors[0], errors[0]
+    assert not (root / "soup-custom-out").exists()
+
 
 def test_adaptersoup_averages_bottleneck_weights(root, tiny_model_dir, batch):
     """For ReLU adapters the soup is one adapter with the k sources' weights averaged (weight space)."""

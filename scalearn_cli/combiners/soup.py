@@ -122,21 +122,15 @@ def source_texts(source: Any) -> list[str]:
     from scalearn_cli.tasks import task_from_dict
 
     meta, average_all = source.meta, "pass --soup-k with the number of sources to average all"
+    why = f"AdapterSoup ranks sources by their training texts, and '{source.ref.ref}'"  # every message's start
     if source.ref.format != "scalearn":  # a PEFT or AdapterHub folder names no task and keeps no data
-        raise UsageError(
-            f"AdapterSoup ranks sources by their training texts, and '{source.ref.ref}' (a {source.ref.format} "
-            f"folder) records none; leave it out, or {average_all}"
-        )
+        raise UsageError(f"{why} (a {source.ref.format} folder) records none; leave it out, or {average_all}")
     spec = task_from_dict(meta.task)
-    data_dir, data_file = recorded_data(
-        meta.data, spec, todo=f"restore it, or {average_all}",
-        what=f"AdapterSoup ranks sources by their training texts, and '{source.ref.ref}'")
+    data_dir, data_file = recorded_data(meta.data, spec, todo=f"restore it, or {average_all}", what=why)
     try:
         train = load_raw(spec, data_dir=data_dir, data_file=data_file)["train"]
     except (ScaLearnError, OSError, ConnectionError) as exc:
         raise UsageError(
-            f"AdapterSoup ranks sources by their training texts, and those of '{source.ref.ref}' cannot be read "
-            f"({str(exc).splitlines()[0]}); restore them, or {average_all}"
-        ) from exc
+            f"{why} has texts that cannot be read ({str(exc).splitlines()[0]}); restore them, or {average_all}") from exc
     sample = train.shuffle(seed=0).select(range(min(SAMPLE, len(train))))
     return example_texts(sample, spec)
