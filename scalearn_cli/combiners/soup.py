@@ -130,7 +130,7 @@ def source_texts(source: Any) -> list[str]:
     try:
         train = load_raw(spec, data_dir=data_dir, data_file=data_file)["train"]
     except (ScaLearnError, OSError, ConnectionError) as exc:
-        raise UsageError(
-            f"{why} has texts that cannot be read ({str(exc).splitlines()[0]}); restore them, or {average_all}") from exc
+        reason = str(exc).splitlines()[0]
+        raise UsageError(f"{why} has texts that cannot be read ({reason}); restore them, or {average_all}") from exc
     sample = train.shuffle(seed=0).select(range(min(SAMPLE, len(train))))
     return example_texts(sample, spec)
