@@ -624,7 +624,7 @@ class Runner:
         from scalearn_cli.stages.transfer import TransferOptions, transfer
 
         sources = self.transfer_sources(job)
-        method = "adapterfusion" if job.method.startswith("adapterfusion") else job.method
+        method = "adapterfusion" if job.method == FUSION_TUNED else job.method
         lr = {"adapterfusion": self.args.fusion_lr, FUSION_TUNED: self.args.fusion_tuned_lr}.get(
             job.method, self.args.scalearn_lr)
         config = self.config(lr, job.seed, self.args.epochs, self.args.patience, job.k)
