@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 import quality  # noqa: E402
 import report  # noqa: E402
+import report_common  # noqa: E402
+import report_quality  # noqa: E402
+import report_sources  # noqa: E402
 
 
 def test_committed_benchmark_docs_are_what_their_results_make():
@@ -61,7 +64,7 @@ def row_of(table: list[str], comparison: str) -> list[str]:
 
 def test_noise_table_is_welchs_test_with_a_verdict_only_from_three_seeds():
     single, scalearn, fusion = [50.5, 56.7, 50.2], [56.3, 57.4, 54.5], [65.0, 62.1, 64.3]
-    table = report.noise_table(groups({("single", None): single, ("scalearn", "scalearn"): scalearn,
+    table = report_quality.noise_table(groups({("single", None): single, ("scalearn", "scalearn"): scalearn,
                                        ("adapterfusion", None): fusion}), "lora", ["rte"])
     cells = row_of(table, "ScaLearn − Single adapter (target's own)")
     assert float(cells[2]) == pytest.approx(sum(scalearn) / 3 - sum(single) / 3, abs=0.006)
@@ -70,10 +73,10 @@ def test_noise_table_is_welchs_test_with_a_verdict_only_from_three_seeds():
     assert row_of(table, "ScaLearn − AdapterFusion")[-1] == "**lower**, beyond seed noise"
     assert row_of(table, "AdapterFusion − Single adapter (target's own)")[-1] == "**higher**, beyond seed noise"
 
-    two = report.noise_table(groups({("single", None): single[:2], ("scalearn", "scalearn"): [70.0, 71.0]}),
+    two = report_quality.noise_table(groups({("single", None): single[:2], ("scalearn", "scalearn"): [70.0, 71.0]}),
                              "lora", ["rte"])
     assert row_of(two, "ScaLearn − Single adapter (target's own)")[-1] == "too few seeds to test (3 each needed)"
-    assert report.noise_table(groups({("single", None): single}), "lora", ["rte"]) == [
+    assert report_quality.noise_table(groups({("single", None): single}), "lora", ["rte"]) == [
         "*No target has two or more seeds of both methods of a pair yet.*"]
 
 
@@ -85,13 +88,13 @@ def test_the_summary_answers_issue_12s_question_from_three_seed_targets_only():
     few = [{"stage": "few-shot", "target": "rte", "kind": "lora", "k": 16, "method": m, "variant": v, "seed": seed,
             "main_score": x} for m, v, xs in (("single", None, [49.8, 56.0, 52.7]), ("scalearn", "scalearn", [53.1, 58.8, 56.3]))
            for seed, x in enumerate(xs)]
-    [line] = report.question_answer(g, few, ["lora"], ["rte", "mrpc"])
+    [line] = report_quality.question_answer(g, few, ["lora"], ["rte", "mrpc"])
     p_single = stats.ttest_ind(scalearn, single, equal_var=False).pvalue
     gap = sum(scalearn) / 3 - sum(single) / 3
     assert f"ScaLearn − Single adapter (lora): rte {gap:+.2f} (within seed noise, p {p_single:.2f})." in line
     assert "ScaLearn − AdapterFusion (lora): rte -7.73 (beyond seed noise" in line and "mrpc" not in line
     assert "few-shot, ScaLearn − the target's own few-shot adapter (paired by seed): rte k=16 +3.23 (beyond" in line
-    assert report.question_answer(groups({("single", None): single}), [], ["lora"], ["rte"]) == []
+    assert report_quality.question_answer(groups({("single", None): single}), [], ["lora"], ["rte"]) == []
 
 
 def test_few_shot_gaps_are_paired_by_seed_the_same_k_examples():
@@ -103,7 +106,7 @@ def test_few_shot_gaps_are_paired_by_seed_the_same_k_examples():
         return [{"stage": "few-shot", "target": "rte", "kind": "lora", "k": 16, "method": method, "variant": variant,
                  "seed": seed, "main_score": v} for seed, v in enumerate(scores)]
 
-    table = report.few_shot_noise(fs("single", None, single) + fs("scalearn", "scalearn", scalearn)
+    table = report_quality.few_shot_noise(fs("single", None, single) + fs("scalearn", "scalearn", scalearn)
                                   + fs("scalearn", "scalearn++", [50.0, 51.0]))
     cells = row_of(table, "ScaLearn − Single adapter (target's own)")
     assert float(cells[4]) == pytest.approx(sum(scalearn) / 3 - sum(single) / 3, abs=0.006)
@@ -111,7 +114,7 @@ def test_few_shot_gaps_are_paired_by_seed_the_same_k_examples():
     assert stats.ttest_ind(scalearn, single, equal_var=False).pvalue > 0.05  # unpaired: within noise
     assert cells[-1] == "**higher**, beyond seed noise"
     assert row_of(table, "ScaLearn++ − Single adapter (target's own)")[-1] == "too few seeds to test (3 needed)"
-    assert report.few_shot_noise(fs("single", None, single)) == []
+    assert report_quality.few_shot_noise(fs("single", None, single)) == []
 
 
 def test_few_shot_scores_are_tested_against_the_majority_class():
@@ -122,7 +125,7 @@ def test_few_shot_scores_are_tested_against_the_majority_class():
              "main_score": x} for m, v, xs in (("single", None, single), ("scalearn", "scalearn", scalearn))
             for seed, x in enumerate(xs)]
     majority = {"mrpc": {"main_score": 66.49}}
-    table = report.few_shot_noise(rows, majority)
+    table = report_quality.few_shot_noise(rows, majority)
     cells = row_of(table, "ScaLearn")
     assert float(cells[4]) == pytest.approx(sum(scalearn) / 3 - 66.49, abs=0.006)
     assert float(cells[6]) == pytest.approx(stats.ttest_1samp(scalearn, 66.49).pvalue, abs=6e-4)
@@ -130,9 +133,9 @@ def test_few_shot_scores_are_tested_against_the_majority_class():
     assert row_of(table, "Single adapter (target's own)")[-1] == "within seed noise"
     assert row_of(table, "ScaLearn − Single adapter (target's own)")[-1] == "within seed noise"
     g = groups({("single", None): [1.0]})
-    [line] = report.question_answer(g, rows, ["lora"], ["mrpc"], majority)
+    [line] = report_quality.question_answer(g, rows, ["lora"], ["mrpc"], majority)
     assert "few-shot, ScaLearn − the majority class: mrpc k=16 +0.14 (within seed noise" in line
-    assert report.few_shot_above_majority(rows, {}) == []  # no majority recorded: no row, no error
+    assert report_quality.few_shot_above_majority(rows, {}) == []  # no majority recorded: no row, no error
 
 
 def source_row(target: str, score: float, seed: int = 0, **extra) -> dict:
@@ -143,13 +146,13 @@ def source_row(target: str, score: float, seed: int = 0, **extra) -> dict:
 
 def test_source_bar_says_which_sources_are_below_it_and_why():
     majority = {"rte": {"main_score": 52.71}, "sst2": {"main_score": 50.92}, "stsb": {"main_score": -3.0}}
-    assert report.source_bar("rte", majority) == pytest.approx(62.71)
-    assert report.source_bar("stsb", majority) == 80.0  # Pearson, whatever the train mean scores
-    assert report.source_bar("cola", majority) is None  # no baseline: no verdict
+    assert report_sources.source_bar("rte", majority) == pytest.approx(62.71)
+    assert report_sources.source_bar("stsb", majority) == 80.0  # Pearson, whatever the train mean scores
+    assert report_sources.source_bar("cola", majority) is None  # no baseline: no verdict
     rows = [source_row("rte", 50.54), source_row("rte", 56.68, seed=1), source_row("sst2", 85.78),
             source_row("stsb", 84.8),
             {**source_row("rte", 64.98), "stage": "transfer", "method": "adapterfusion"}]
-    table = report.source_table(rows, majority)
+    table = report_sources.source_table(rows, majority)
     assert [line.split("|")[-2].strip() for line in table if line.startswith("| ") and "Task" not in line] == [
         "**not met**", "met", "met"]
     [why] = [line for line in table if line.startswith("- ")]
@@ -157,7 +160,7 @@ def test_source_bar_says_which_sources_are_below_it_and_why():
     assert "seed 1 56.68" in why and "AdapterFusion (seed 0), scores 64.98" in why
     assert "learnable from these sources beyond what its own adapter reached" in why
     # the other kind's source on the same task, beside it
-    table = report.source_table([*rows, source_row("rte", 48.01, kind="bottleneck")], majority)
+    table = report_sources.source_table([*rows, source_row("rte", 48.01, kind="bottleneck")], majority)
     [bottleneck, lora] = [line for line in table if line.startswith("- ")]
     assert "rte (bottleneck) is below the bar" in bottleneck and "the lora source on the same rows scores 50.54" in bottleneck
     assert "the bottleneck source on the same rows scores 48.01" in lora
@@ -290,7 +293,7 @@ def test_a_worker_retrains_the_free_missing_sources_before_waiting_for_a_busy_on
     runner.ensure(sources[1])
     runner.ensure(sources[0])  # present: not trained twice
     assert trained == ["rte", "snli", "mrpc"]
-    assert [e["target"] for e in report.read_jsonl(tmp_path / "retrained.jsonl")] == ["rte", "snli", "mrpc"]
+    assert [e["target"] for e in report_common.read_jsonl(tmp_path / "retrained.jsonl")] == ["rte", "snli", "mrpc"]
 
 
 def test_a_retrained_source_is_recorded_beside_its_row_and_reported(tmp_path, monkeypatch):
@@ -304,17 +307,17 @@ def test_a_retrained_source_is_recorded_beside_its_row_and_reported(tmp_path, mo
 
     monkeypatch.setattr(runner, "train_source", train_source)
     runner.ensure(job)
-    [entry] = report.read_jsonl(tmp_path / "retrained.jsonl")
+    [entry] = report_common.read_jsonl(tmp_path / "retrained.jsonl")
     assert (entry["target"], entry["recorded"], entry["retrained"]) == ("rte", 50.54, 50.54)
-    [_, line] = report.retrained_sources(tmp_path)
+    [_, line] = report_sources.retrained_sources(tmp_path)
     assert "rte (lora, seed 0) 50.54 → 50.54" in line and "every one reproduces its recorded test score" in line
 
     shutil.rmtree(job.folder(args.work))  # another machine, another result
     monkeypatch.setattr(runner, "train_source", lambda job: train_source(job, 56.32))
     runner.ensure(job)
-    [_, line] = report.retrained_sources(tmp_path)
+    [_, line] = report_sources.retrained_sources(tmp_path)
     assert "**rte (lora, seed 0) differs**" in line and "50.54 → 50.54, 56.32" in line  # one value a retrain
-    assert report.retrained_sources(tmp_path / "elsewhere") == []
+    assert report_sources.retrained_sources(tmp_path / "elsewhere") == []
 
 
 def test_a_kept_source_is_pulled_verified_on_a_new_machine_instead_of_retrained(tmp_path, tiny_model_dir, monkeypatch):
@@ -333,7 +336,7 @@ def test_a_kept_source_is_pulled_verified_on_a_new_machine_instead_of_retrained(
     assert runner.publish_sources() == [f"{tmp_path.name}/rte-lora-single-s0"]
     assert not runner.keep(job)  # already kept: no second commit
     assert [e.repo_id for e in runner.registry().list()] == [f"{tmp_path.name}/rte-lora-single-s0"]
-    [_, line] = report.kept_sources(tmp_path)
+    [_, line] = report_sources.kept_sources(tmp_path)
     assert line.startswith(f"The 1 source adapters transfers compose are kept in `bench/results/{tmp_path.name}/sources`")
 
     shutil.rmtree(args.work)  # a new machine: rows and registry committed, adapters gone
