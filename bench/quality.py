@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXTRA_SOURCES = ("qnli", "snli")
 VARIANTS = ("scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++")
 ALL_METHODS = ("single", "average", "adaptersoup", "adapterfusion", *VARIANTS)
+STAGES = ("source", "transfer", "few-shot")  # the plan's order
 #: AdapterFusion at --fusion-tuned-lr: a method of the plan (its own rows), trained as "adapterfusion"
 FUSION_TUNED = "adapterfusion-tuned"
 QUICK = dict(
@@ -126,11 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--few-shot-select", default="loss", choices=("loss", "metric"), help="few-shot runs: keep the "
                    "epoch with the lowest dev loss or the best dev main metric (--strong: metric, the paper's)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--stages", default="source,transfer,few-shot", help="plan stages this process runs (split a plan "
+    p.add_argument("--stages", default=",".join(STAGES), help="plan stages this process runs (split a plan "
                    "over two processes sharing --out: e.g. --stages few-shot)")
     p.add_argument("--job-seeds", default=None, help="run only the planned jobs of these seeds (e.g. 1,2), with --stages")
-    p.add_argument("--job-targets", default=None, help="run only the planned jobs of these targets (the composed "
-                   "sources stay those of --targets/--extra-sources: unlike narrowing --targets, no row changes)")
+    p.add_argument("--job-targets", default=None, help="run only the planned jobs of these tasks (targets, or "
+                   "--extra-sources' sources; the composed sources stay those of --targets/--extra-sources: unlike "
+                   "narrowing --targets, no row changes)")
     p.add_argument("--job-kinds", default=None, help="run only the planned jobs of these adapter kinds")
     p.add_argument("--job-methods", default=None, help="run only the planned jobs of these methods (single, average, "
                    "adaptersoup, adapterfusion, adapterfusion-tuned, or a ScaLearn variant), e.g. to take one "
@@ -174,13 +176,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for key, value in PRESETS[name].items():
             if key not in given:
                 setattr(args, key, value)
-    known = {"job_targets": csv(args.targets), "job_kinds": csv(args.kinds),
+    known = {"stages": list(STAGES), "job_targets": plan_tasks(args)[1], "job_kinds": csv(args.kinds),
              "job_methods": [*ALL_METHODS, FUSION_TUNED],
              "job_seeds": list(dict.fromkeys(csv(args.seeds) + csv(args.few_shot_seeds)))}
     for key, allowed in known.items():  # a misspelt filter would select nothing and end the worker silently
         unknown = [v for v in csv(getattr(args, key) or "") if v not in allowed]
         if unknown:
             p.error(f"--{key.replace('_', '-')}: {', '.join(unknown)} not in the plan; use some of {','.join(allowed)}")
+    filters = [f"--{key.replace('_', '-')} {getattr(args, key)}" for key in known if getattr(args, key)]
+    if not any(selected(args, job) for job in plan(args)):  # each value is planned, but not together
+        p.error(f"no planned job matches {' '.join(filters)} (e.g. a few-shot seed with --stages transfer): "
+                "widen a filter, or see the plan's --seeds, --few-shot-seeds and --targets")
     args.out = args.out or REPO / "bench" / "results" / name
     # in the checkout (ignored by git), so a long run resumes in a later session with its trained sources
     args.work = args.work or REPO / ".bench-work" / args.out.name
@@ -407,8 +413,7 @@ class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.results = Results(args.out / "results.jsonl")
-        self.targets = csv(args.targets)
-        self.tasks = self.targets + [t for t in csv(args.extra_sources) if t not in self.targets]
+        self.targets, self.tasks = plan_tasks(args)
 
     def cap(self, task: str) -> int:
         """The task's train cap (0: all rows)."""
@@ -598,7 +603,7 @@ class Runner:
     def publish_sources(self) -> list[str]:
         """Push every trained source in ``--work`` that has a recorded row and is not kept yet (``--publish-sources``)."""
         kept = []
-        for job in plan(self.args, self):
+        for job in plan(self.args):
             if job.method == "single" and job.stage != "transfer" and self.results.has(**job.key()) \
                     and (job.folder(self.args.work) / "scalearn.json").is_file() and self.keep(job):
                 kept.append(self.repo_id(job))
@@ -661,22 +666,29 @@ def method_jobs(stage: str, target: str, kind: str, methods: list[str], seed: in
             yield Job(stage, target, kind, method, None, seed, k)
 
 
-def plan(args: argparse.Namespace, runner: Runner) -> Iterator[Job]:
+def plan_tasks(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The run's targets, and every task a source is trained for: the targets, then the extra sources."""
+    targets = csv(args.targets)
+    return targets, targets + [t for t in csv(args.extra_sources) if t not in targets]
+
+
+def plan(args: argparse.Namespace) -> Iterator[Job]:
     """Sources first; then target by target, every method and every seed of it (a partial run gives whole answers
     for the targets it reached, the small ones first); few-shot last."""
+    targets, tasks = plan_tasks(args)
     kinds, seeds = csv(args.kinds), [int(s) for s in csv(args.seeds)]
     methods = csv(args.methods) + ([FUSION_TUNED] if args.fusion_tuned_lr > 0 else [])
     if args.published:  # sources are published, not trained: transfers only (see --published)
         methods = [m for m in methods if m != "single"]
-        for target in runner.targets:
+        for target in targets:
             for kind in kinds:
                 yield from method_jobs("transfer", target, kind, methods, seeds[0])
         return
     for kind in kinds:
-        for task in runner.tasks:
+        for task in tasks:
             yield Job("source", task, kind, "single", None, 0)
     multi = csv(args.multi_seed_targets)
-    for target in runner.targets:  # target by target, every seed: a partial run answers some targets fully
+    for target in targets:  # target by target, every seed: a partial run answers some targets fully
         for kind in kinds:
             yield from method_jobs("transfer", target, kind, methods, seeds[0])
         for seed in seeds[1:] if target in multi else []:
@@ -762,7 +774,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.shard_index == 0:  # one writer for the run's records
         write_config(args)
         write_majority(args, runner)
-    for job in plan(args, runner):
+    for job in plan(args):
         if not selected(args, job):
             continue
         if deadline is not None and time.time() >= deadline:

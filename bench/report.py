@@ -67,13 +67,10 @@ def missing_rows(config: dict, rows: list[dict]) -> list[str]:
             if k in ("targets", "extra_sources", "kinds", "methods", "seeds", "multi_seed_targets", "multi_seed_kinds",
                      "few_shot_k", "few_shot_targets", "few_shot_kinds", "few_shot_seeds", "fusion_tuned_lr")]
     args = quality.parse_args(argv)
-    runner = quality.Runner.__new__(quality.Runner)
-    runner.args, runner.targets = args, quality.csv(args.targets)
-    runner.tasks = runner.targets + [t for t in quality.csv(args.extra_sources) if t not in runner.targets]
     done = {quality.row_key(r) for r in rows}
-    stages = set(quality.csv(config.get("stages", "source,transfer,few-shot"))) | {r["stage"] for r in rows}
+    stages = set(quality.csv(config.get("stages", ",".join(quality.STAGES)))) | {r["stage"] for r in rows}
     missing = defaultdict(int)
-    for job in quality.plan(args, runner):
+    for job in quality.plan(args):
         if job.stage in stages and quality.row_key(job.key()) not in done:
             what = f"{job.stage}: seed {job.seed}" + (f", k={job.k}" if job.k else "")
             missing[what] += 1

@@ -182,8 +182,8 @@ def plan_args(tmp_path: Path, *extra: str) -> tuple[Namespace, quality.Runner]:
 
 
 def test_plan_runs_sources_then_each_target_fully_then_few_shot(tmp_path):
-    args, runner = plan_args(tmp_path)
-    jobs = list(quality.plan(args, runner))
+    args, _ = plan_args(tmp_path)
+    jobs = list(quality.plan(args))
     first_transfer = next(i for i, j in enumerate(jobs) if j.stage == "transfer")
     assert all(j.stage == "source" and j.seed == 0 for j in jobs[:first_transfer])  # every seed-0 source first
     assert all(j.stage == "few-shot" for j in jobs[next(i for i, j in enumerate(jobs) if j.stage == "few-shot"):])
@@ -202,21 +202,36 @@ def test_plan_runs_sources_then_each_target_fully_then_few_shot(tmp_path):
 def test_job_filters_pick_jobs_out_of_the_same_plan(tmp_path):
     args, runner = plan_args(tmp_path, "--stages", "transfer", "--job-targets", "rte", "--job-seeds", "1",
                              "--job-methods", "single,scalearn")
-    picked = [j for j in quality.plan(args, runner) if quality.selected(args, j)]
+    picked = [j for j in quality.plan(args) if quality.selected(args, j)]
     assert [(j.stage, j.target, j.method, j.variant, j.seed) for j in picked] == [
         ("transfer", "rte", "single", None, 1), ("transfer", "rte", "scalearn", "scalearn", 1)]
     assert runner.tasks == ["rte", "mrpc", "snli"]  # what a transfer composes is the unfiltered run's
     for flag, value in (("--job-kinds", "bottleneck"), ("--job-methods", "scalern"), ("--job-targets", "cola"),
-                        ("--job-seeds", "7")):
+                        ("--job-seeds", "7"), ("--stages", "fewshot")):
         with pytest.raises(SystemExit):  # not in this plan: a one-line usage error, not a worker that runs nothing
             plan_args(tmp_path, flag, value)
+    args, _ = plan_args(tmp_path, "--stages", "source", "--job-targets", "snli")  # a source-only task is a target
+    assert [(j.stage, j.target) for j in quality.plan(args) if quality.selected(args, j)] == [("source", "snli")]
+
+
+def test_job_filters_that_each_name_a_planned_value_but_select_nothing_together_are_a_usage_error(tmp_path, capsys):
+    args, _ = plan_args(tmp_path, "--few-shot-seeds", "0,3", "--stages", "few-shot", "--job-seeds", "3")
+    assert {j.seed for j in quality.plan(args) if quality.selected(args, j)} == {3}
+    for extra in (("--stages", "transfer", "--job-seeds", "3"),  # seed 3 is a few-shot seed only
+                  ("--stages", "source", "--job-methods", "average"),  # sources are single adapters
+                  ("--stages", "few-shot", "--job-targets", "mrpc")):  # few-shot targets: rte only
+        with pytest.raises(SystemExit) as exc:
+            plan_args(tmp_path, "--few-shot-seeds", "0,3", *extra)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "no planned job matches" in err and " ".join(extra[2:]) in err
 
 
 def test_missing_rows_counts_the_planned_runs_without_a_record(tmp_path):
-    args, runner = plan_args(tmp_path)
+    args, _ = plan_args(tmp_path)
     config = {k: getattr(args, k) for k in ("targets", "extra_sources", "kinds", "methods", "seeds",
                                               "multi_seed_targets", "few_shot_k", "few_shot_targets")}
-    done = [dict(job.key()) for job in quality.plan(args, runner) if job.stage == "source"]
+    done = [dict(job.key()) for job in quality.plan(args) if job.stage == "source"]
     assert report.missing_rows(config, done) == ["- few-shot: seed 0, k=16: 2 run(s)", "- transfer: seed 0: 6 run(s)",
                                                  "- transfer: seed 1: 3 run(s)"]
 
