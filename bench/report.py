@@ -186,7 +186,6 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     majority = read_json(run_dir / "majority.json") or {}
     paper = paper_tables(reference)
     targets = config["targets"].split(",")
-    small = config["multi_seed_targets"].split(",")
     g = group(rows, "transfer")
     means_by_kind = {kind: quality_table(g, kind, targets, majority)[1] for kind in config["kinds"].split(",")}
     doc = ["# Benchmarks", "",
@@ -214,6 +213,20 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
            "*Transfer params* counts what stage 2 trains besides the head (the single adapter row: the adapter "
            "itself). *Avg* is the GLUE-style unweighted mean over targets (shown only when every target has a "
            "score).", ""]
+    doc += quality_sections(config, rows, g, majority, means_by_kind, run_dir, figures, link)
+    doc += comparison_sections(config, rows, majority, means_by_kind, run_dir, compare_runs)
+    doc += cost_sections(config, rows, run_dir, speed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(doc)
+    out.write_text(text)
+    return text, len(rows), run_dir
+
+
+def quality_sections(config: dict, rows: list[dict], g: dict, majority: dict, means_by_kind: dict, run_dir: Path,
+                     figures: Path, link: str) -> list[str]:
+    """Per kind the target × method table, the paper's ordering and the gaps against seed noise; the score vs
+    parameters figure; few-shot; ω (heatmaps, drift, per-source shares)."""
+    targets, doc = config["targets"].split(","), []
     for kind in config["kinds"].split(","):
         table, means = quality_table(g, kind, targets, majority)
         doc += [f"### {kind} sources", "", *table, "", "Does the paper's ordering hold (seed means)?", "",
@@ -229,7 +242,8 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     if figure:
         doc += ["### Score vs transfer parameters", "", f"![score vs transfer parameters]({link}{figure})", ""]
     doc += ["## Few-shot", "", "Main metric on the capped test split; the target's own adapter is trained on the "
-            "same k examples.", "", *few_shot_table(rows, majority), "", *few_shot_runs(rows), "", *few_shot_noise(rows, majority), ""]
+            "same k examples.", "", *few_shot_table(rows, majority), "", *few_shot_runs(rows), "",
+            *few_shot_noise(rows, majority), ""]
     heatmaps = plot_omega(run_dir, figures)
     if heatmaps:
         doc += ["## ω: which sources each layer uses", "",
@@ -244,10 +258,17 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
                 "some sources — e.g. RTE on the NLI ones, as the paper's analysis shows? The last column sets the "
                 "other NLI sources' summed share beside what a uniform ω would give them.", "",
                 *omega_shares(run_dir), ""]
-    doc += ["## Comparison with the paper", "", *agreement_summary(means_by_kind, targets, small), "",
-            *discussion(config, rows, majority, run_dir), ""]
+    return doc
+
+
+def comparison_sections(config: dict, rows: list[dict], majority: dict, means_by_kind: dict, run_dir: Path,
+                        compare_runs: list[str]) -> list[str]:
+    """Where we agree with the paper and why we may not; the compared runs side by side; what is still missing."""
+    targets, small = config["targets"].split(","), config["multi_seed_targets"].split(",")
+    doc = ["## Comparison with the paper", "", *agreement_summary(means_by_kind, targets, small), "",
+           *discussion(config, rows, majority, run_dir), ""]
     compared = {other: compare_section(run_dir.name, config, rows, other) for other in compare_runs}
-    checks = [summary for _, summary in compared.values() if summary]
+    checks = [line for _, line in compared.values() if line]
     if checks:
         doc += ["**Other runs on this run's rows** (the sections below; a run made with `--sources-from` composes the "
                 "same trained sources with one option changed): " + "; ".join(checks) + ".", ""]
@@ -258,33 +279,37 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     if missing:
         doc += ["These planned runs were not started before the session's deadline (CPU time on the shared machine). "
                 "Re-running `bench/quality.py` with the same flags resumes exactly them: finished rows are skipped.", ""]
-    doc += ["## Speed and memory", "", "### Training step time, measured round-robin", "",
-            *round_robin_section(read_json(speed.with_name("steps_round_robin.json"))), "",
-            "### Decoder LoRAs (random Llama), measured round-robin", "",
-            *decoder_section(read_json(speed.with_name("decoder_steps.json"))), "",
-            "### The training loop against a plain PEFT + PyTorch loop", "",
-            *loop_section(read_json(speed.with_name("loop.json"))), "",
-            "### Per-configuration subprocesses (memory; time as measured in sequence)", "",
-            *speed_section(read_json(speed)), "",
-            "#### Inference latency, measured round-robin", "", *latency_section(read_json(speed.with_name("latency.json"))), "",
-            "#### End-to-end throughput of the quality runs", "",
-            "Examples per second over each training loop of the run above (includes the per-epoch dev evaluation "
-            "and the machine's other load; the ratios above are the controlled measurement).", "",
-            *throughput_section(rows), "", "## Peer: the `adapters` library's AdapterFusion", "",
-            *peer_section(read_json(speed.with_name("peer.json")), read_json(speed),
-                          read_json(speed.with_name("steps_round_robin.json"))), "",
-            "### Score on the same sources and data", "",
-            *(peer_score_section(read_json(run_dir / "peer_score.json"), run_dir.name)
-              if "bottleneck" in config["kinds"].split(",") else
-              ["This run has no bottleneck sources, which is what the `adapters` library's fusion composes; its score "
-               "on the same sources is in the default run's report ([benchmarks.md](benchmarks.md))."]), ""]
+    return doc
+
+
+def cost_sections(config: dict, rows: list[dict], run_dir: Path, speed: Path) -> list[str]:
+    """Step time and memory, decoder LoRAs, the loop against plain PEFT, latency, throughput, the peer library,
+    the LoRA-defaults sweep and sparsity: each from its own result file beside ``speed``."""
+    doc = ["## Speed and memory", "", "### Training step time, measured round-robin", "",
+           *round_robin_section(read_json(speed.with_name("steps_round_robin.json"))), "",
+           "### Decoder LoRAs (random Llama), measured round-robin", "",
+           *decoder_section(read_json(speed.with_name("decoder_steps.json"))), "",
+           "### The training loop against a plain PEFT + PyTorch loop", "",
+           *loop_section(read_json(speed.with_name("loop.json"))), "",
+           "### Per-configuration subprocesses (memory; time as measured in sequence)", "",
+           *speed_section(read_json(speed)), "",
+           "#### Inference latency, measured round-robin", "",
+           *latency_section(read_json(speed.with_name("latency.json"))), "",
+           "#### End-to-end throughput of the quality runs", "",
+           "Examples per second over each training loop of the run above (includes the per-epoch dev evaluation "
+           "and the machine's other load; the ratios above are the controlled measurement).", "",
+           *throughput_section(rows), "", "## Peer: the `adapters` library's AdapterFusion", "",
+           *peer_section(read_json(speed.with_name("peer.json")), read_json(speed),
+                         read_json(speed.with_name("steps_round_robin.json"))), "",
+           "### Score on the same sources and data", "",
+           *(peer_score_section(read_json(run_dir / "peer_score.json"), run_dir.name)
+             if "bottleneck" in config["kinds"].split(",") else
+             ["This run has no bottleneck sources, which is what the `adapters` library's fusion composes; its score "
+              "on the same sources is in the default run's report ([benchmarks.md](benchmarks.md))."]), ""]
     doc += ["## LoRA defaults: the sweep", "", *sweep_section(read_jsonl(RESULTS / "lora_sweep.jsonl")), ""]
     doc += ["## Sparsity (`transfer --sparsity λ`) and pruning", "",
             *sparsity_section(read_json(speed.with_name("sparsity.json"))), ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(doc)
-    out.write_text(text)
-    return text, len(rows), run_dir
+    return doc
 
 
 def compare_section(name: str, config: dict, rows: list[dict], other_name: str) -> tuple[list[str], str | None]:
