@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: quality.py and the report_* parts
 import quality  # noqa: E402  (bench/quality.py: the plan and the run key; stdlib-only at import)
 from report_common import REPO, RESULTS, epochs_run, fmt, label, read_json, read_jsonl  # noqa: E402
-from report_quality import (agreement_summary, count_ge, few_shot_noise, few_shot_runs, few_shot_steps,  # noqa: E402
-                            few_shot_table, group, noise_table, ordering_table, paper_ordering, paper_section,
-                            plot_score_vs_params, quality_table, question_answer)
+from report_quality import (SCALEARN, agreement_summary, count_ge, few_shot_noise, few_shot_runs,  # noqa: E402
+                            few_shot_steps, few_shot_table, group, noise_table, ordering_table, paper_ordering,
+                            paper_section, plot_score_vs_params, quality_table, question_answer)
 from report_sources import (kept_sources, omega_drift, omega_drifts, omega_shares, plot_omega,  # noqa: E402
                             retrained_sources, source_table)
 from report_speed import (decoder_section, latency_section, loop_section, peer_score_section,  # noqa: E402
@@ -107,15 +107,14 @@ def summary(rows: list[dict], speed: dict | None, rr: dict | None, lat: dict | N
     near, total = near_majority(rows, majority, "transfer")
     held, cells = 0, 0
     for means in means_by_kind.values():
-        sl, af, single = (means.get(k, {}) for k in (("scalearn", "scalearn"), ("adapterfusion", None), ("single", None)))
+        sl, af, single = (means.get(k, {}) for k in (SCALEARN, ("adapterfusion", None), ("single", None)))
         for t in targets:
             if None not in (sl.get(t), af.get(t), single.get(t)):
                 cells += 1
                 held += sl[t] >= af[t] >= single[t]
     tuned_held, tuned_cells = 0, 0
     for means in means_by_kind.values():
-        held_t, cells_t = count_ge(means.get(("scalearn", "scalearn"), {}), means.get(("adapterfusion-tuned", None), {}),
-                                   targets)
+        held_t, cells_t = count_ge(means.get(SCALEARN, {}), means.get(("adapterfusion-tuned", None), {}), targets)
         tuned_held, tuned_cells = tuned_held + len(held_t), tuned_cells + len(cells_t)
     noisy = total and near / total >= 0.3
     out.append(f"- **Quality:** the paper's full ordering ScaLearn ≥ AdapterFusion ≥ single adapter holds on {held} of "
@@ -278,7 +277,8 @@ def comparison_sections(config: dict, rows: list[dict], majority: dict, means_by
     doc += ["## Missing from this run", ""] + (missing or ["Nothing: every planned run finished."]) + [""]
     if missing:
         doc += ["These planned runs were not started before the session's deadline (CPU time on the shared machine). "
-                "Re-running `bench/quality.py` with the same flags resumes exactly them: finished rows are skipped.", ""]
+                "Re-running `bench/quality.py` with the same flags resumes exactly them: finished rows are skipped.",
+                ""]
     return doc
 
 
@@ -325,9 +325,9 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
     few_shot = any(r["stage"] == "few-shot" for r in other.values())
     differs = {k: (config.get(k), other_config.get(k)) for k in sorted(set(config) | set(other_config))
                if k not in ("started", "machine", "out", "work", "deadline", "fit_deadline", "stages", "job_seeds",
-                            "job_targets", "job_kinds", "job_methods", "threads", "shard", "shard_index", "shard_count", "sources_from", "keep_sources",
-                            "publish_sources", "targets", "extra_sources", "methods", "seeds", "multi_seed_targets",
-                            "fusion_tuned_lr")
+                            "job_targets", "job_kinds", "job_methods", "threads", "shard", "shard_index", "shard_count",
+                            "sources_from", "keep_sources", "publish_sources", "targets", "extra_sources", "methods",
+                            "seeds", "multi_seed_targets", "fusion_tuned_lr")
                and (few_shot or not k.startswith("few_shot_")) and config.get(k) != other_config.get(k)}
     # a check run's --targets/--extra-sources only re-list the same tasks, unless it composes fewer sources
     counts = [sorted({r["n_sources"] for r in rs if r["stage"] != "source" and r["method"] != "single"})
@@ -396,7 +396,8 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         f"tasks {', '.join(config['extra_sources'].split(','))} (in the role of the paper's MNLI/QNLI). Train sets: "
         f"each target {cap_text(config['target_max_train'])} (its own source adapter and every transfer see exactly "
         f"these), each extra source {cap_text(config['source_max_train'])}"
-        + (f", except {', '.join(f'{t} {cap_text(int(c))}' for t, c in (i.split('=') for i in config['source_caps'].split(',')))}"
+        + (", except " + ", ".join(f"{t} {cap_text(int(c))}" for t, c in
+                                   (i.split("=") for i in config["source_caps"].split(",")))
            if config.get("source_caps") else "")
         + "; dev = 10% of a seeded train pool of ⌈cap/0.9⌉ rows (the paper's 10% split, seed 42); test = the "
         f"official validation split, capped at **{config['test_max']}** seeded rows.",
@@ -410,9 +411,11 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
                config.get("pooling", "first"), config.get("pooling", "first"))
         + " (transfers inherit it).",
         f"- Stage 2 (transfer, N = all {len(config['targets'].split(',')) + len(config['extra_sources'].split(','))} "
-        f"sources, target's own included): {'up to ' if config.get('patience') else ''}{config['epochs']} epochs; lr {config['scalearn_lr']:g} for ScaLearn "
+        f"sources, target's own included): {'up to ' if config.get('patience') else ''}{config['epochs']} epochs; lr "
+        f"{config['scalearn_lr']:g} for ScaLearn "
         f"and the average, {config['fusion_lr']:g} for AdapterFusion (the paper's)"
-        + (f", plus AdapterFusion at {config['fusion_tuned_lr']:g} (labelled *tuned lr*)" if config.get("fusion_tuned_lr") else "")
+        + (f", plus AdapterFusion at {config['fusion_tuned_lr']:g} (labelled *tuned lr*)"
+           if config.get("fusion_tuned_lr") else "")
         + f". Seeds {config['seeds']} for {config['multi_seed_targets']} ({config['multi_seed_kinds']} sources), "
         "the first seed elsewhere; only seed-0 sources are composed (as in the paper); a target's single-adapter "
         "row for seed s is its own adapter retrained with seed s.",
@@ -423,8 +426,8 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         f"- Machine: `{m['platform']}`, {m['cpu_count']} CPUs, torch {m['torch']}, transformers {m['transformers']}, "
         f"Python {m['python']}; {m['threads']} torch thread(s) per process in the last invocation. The machine was "
         "shared with other jobs, the plan was split over concurrent processes (`--shard` workers, or `--stages` / "
-        "`--job-*` filters) and interrupted runs were resumed, so wall times and examples/s carry that load. Invocations started "
-        f"{', '.join(config['started'])} (UTC); {len(rows)} finished runs in `results.jsonl` "
+        "`--job-*` filters) and interrupted runs were resumed, so wall times and examples/s carry that load. "
+        f"Invocations started {', '.join(config['started'])} (UTC); {len(rows)} finished runs in `results.jsonl` "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(n_stage.items()))}).",
         f"- Accelerator: {m['gpu']}." if m.get("gpu") else "- Accelerator: none (CPU only). The full-size protocol "
         "(bench/README.md, *Full scale elsewhere*) is meant for a GPU machine, which this run did not have.",
@@ -465,8 +468,8 @@ def discussion(config: dict, rows: list[dict], majority: dict, run_dir: Path) ->
         "source table above says how far above their majority baseline ours are.",
         "- **Encoder.** MiniLM-L6, a small sentence-embedding encoder, instead of RoBERTa-base, a larger "
         "MLM-pretrained one; the paper's absolute scores are out of reach here by design.",
-        f"- **Test sets.** At most {config['test_max']} test rows; on {smallest[0]} ({smallest[1]} rows) one example is "
-        f"{100 / smallest[1]:.2f} points, so differences of a few points between methods are within seed noise; the "
+        f"- **Test sets.** At most {config['test_max']} test rows; on {smallest[0]} ({smallest[1]} rows) one example "
+        f"is {100 / smallest[1]:.2f} points, so differences of a few points between methods are within seed noise; the "
         "± columns show it.",
         f"- **Steps.** A transfer run here is {'up to ' if config.get('patience') else ''}{config['epochs']} epochs "
         f"of ⌈train/{config['batch_size']}⌉ steps; "

@@ -8,6 +8,7 @@ import math
 import statistics
 from pathlib import Path
 
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 # every method in the order the tables list them: (method, ScaLearn variant)
@@ -30,14 +31,17 @@ PAPER_COL = {"mnli": "MNLI", "qqp": "QQP", "qnli": "QNLI", "sst2": "SST-2", "sts
 def label(method: str, variant: str | None) -> str:
     return LABEL[variant or method]
 
+
 def fmt(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
+
 
 def human(n: float) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= size:
             return f"{n / size:.1f}{unit}"
     return f"{n:.0f}"
+
 
 def mean_std(values: list[float]) -> str:
     if not values:
@@ -46,16 +50,20 @@ def mean_std(values: list[float]) -> str:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
 
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.open() if line.strip()] if path.is_file() else []
 
+
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
 
 def epochs_done(row: dict, batch_size: int) -> int | None:
     """Epochs a run trained before it stopped (steps per epoch from the train size and batch size)."""
     per_epoch = math.ceil(row["train_examples"] / batch_size) if row.get("train_examples") else 0
     return round(row["steps"] / per_epoch) if per_epoch and row.get("steps") else None
+
 
 def epochs_run(row: dict, batch_size: int) -> str:
     """'best of run' epochs, e.g. '3 of 6'."""

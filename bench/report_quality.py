@@ -22,9 +22,11 @@ def group(rows: list[dict], stage: str) -> dict:
         params[(r["kind"], r["method"], r["variant"])] = r["parameters"]
     return {"scores": scores, "params": params}
 
+
 def quality_table(g: dict, kind: str, targets: list[str], majority: dict) -> tuple[list[str], dict]:
     """Markdown rows (target × method, mean ± std (seeds)) and the per-method means used for the ordering."""
-    head = ["Method", "Transfer params", *[f"{t} ({majority.get(t, {}).get('main_metric', '')})" for t in targets], "Avg"]
+    metric = {t: majority.get(t, {}).get("main_metric", "") for t in targets}
+    head = ["Method", "Transfer params", *[f"{t} ({metric[t]})" for t in targets], "Avg"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     means: dict = {}
     for method, variant in METHODS:
@@ -42,6 +44,7 @@ def quality_table(g: dict, kind: str, targets: list[str], majority: dict) -> tup
         avg = statistics.mean(base) if all(b is not None for b in base) else None
         out.append("| *Majority class / train mean* | 0 | " + " | ".join(fmt(b) for b in base) + f" | {fmt(avg)} |")
     return out, means
+
 
 def ordering_table(means: dict, targets: list[str]) -> list[str]:
     """Per target: does ScaLearn ≥ AdapterFusion ≥ single adapter hold (seed means)?"""
@@ -64,17 +67,21 @@ def ordering_table(means: dict, targets: list[str]) -> list[str]:
                    + cells)
     return out
 
+
 # --------------------------------------------------------------------------------------------------------- seed noise
 
 
-NOISE_PAIRS = [(("scalearn", "scalearn"), ("single", None)), (("scalearn", "scalearn"), ("average", None)),
-               (("scalearn", "scalearn"), ("adapterfusion", None)), (("scalearn", "scalearn"), ("adapterfusion-tuned", None)),
-               (("adapterfusion", None), ("single", None)), (("adapterfusion-tuned", None), ("single", None))]
+SCALEARN = ("scalearn", "scalearn")
+NOISE_PAIRS = [(SCALEARN, ("single", None)), (SCALEARN, ("average", None)), (SCALEARN, ("adapterfusion", None)),
+               (SCALEARN, ("adapterfusion-tuned", None)), (("adapterfusion", None), ("single", None)),
+               (("adapterfusion-tuned", None), ("single", None))]
+
 
 def noise_verdict(gap: float, p: float, seeds: int, needed: str) -> str:
     if seeds < 3:  # two seeds give a variance estimate too unstable to test against
         return f"too few seeds to test ({needed})"
     return ("**higher**" if gap > 0 else "**lower**") + ", beyond seed noise" if p < 0.05 else "within seed noise"
+
 
 def few_shot_gaps(rows: list[dict]) -> list[tuple]:
     """Per target, kind, k and ScaLearn variant with >= 2 seeds of it and of the few-shot single adapter:
@@ -91,11 +98,13 @@ def few_shot_gaps(rows: list[dict]) -> list[tuple]:
                            and (t, kind, k, "single", None, key[5]) in score)
             if len(seeds) < 2:
                 continue
-            diffs = [score[(t, kind, k, "scalearn", variant, s)] - score[(t, kind, k, "single", None, s)] for s in seeds]
+            diffs = [score[(t, kind, k, "scalearn", variant, s)] - score[(t, kind, k, "single", None, s)]
+                     for s in seeds]
             gap, se = statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
             p = p_value(lambda: stats.ttest_1samp(diffs, 0.0), gap, se)
             out.append((t, kind, k, variant, gap, se, p, len(seeds)))
     return out
+
 
 def few_shot_scores(rows: list[dict]) -> dict[tuple, list[float]]:
     """Few-shot main scores over seeds by (target, kind, k, method, variant)."""
@@ -104,6 +113,7 @@ def few_shot_scores(rows: list[dict]) -> dict[tuple, list[float]]:
         if r["stage"] == "few-shot":
             scores[(r["target"], r["kind"], r["k"], r["method"], r["variant"])].append(r["main_score"])
     return scores
+
 
 def few_shot_above_majority(rows: list[dict], majority: dict) -> list[tuple]:
     """Per target, kind, k and method (the few-shot adapter, each ScaLearn variant) with >= 2 seeds: (target, kind,
@@ -127,6 +137,7 @@ def few_shot_above_majority(rows: list[dict], majority: dict) -> list[tuple]:
             out.append((t, kind, k, *method, gap, se, p, len(xs)))
     return out
 
+
 def few_shot_noise(rows: list[dict], majority: dict | None = None) -> list[str]:
     """The few-shot gaps against the target's own few-shot adapter, paired by seed, and against the majority class,
     as tables."""
@@ -136,8 +147,9 @@ def few_shot_noise(rows: list[dict], majority: dict | None = None) -> list[str]:
         out += ["Few-shot gaps against the target's own few-shot adapter, paired by seed (the same k examples):", "",
                 "| Target | Kind | k | Comparison | mean gap (points) | SE | paired p | seeds | verdict |",
                 "|---|---|---|---|---|---|---|---|---|",
-                *(f"| {t} | {kind} | {k} | {label('scalearn', v)} − {label('single', None)} | {gap:+.2f} | {se:.2f} | "
-                  f"{p:.3f} | {n} | {noise_verdict(gap, p, n, '3 needed')} |" for t, kind, k, v, gap, se, p, n in gaps)]
+                *(f"| {t} | {kind} | {k} | {label('scalearn', v)} − {label('single', None)} | {gap:+.2f} | "
+                  f"{se:.2f} | {p:.3f} | {n} | {noise_verdict(gap, p, n, '3 needed')} |"
+                  for t, kind, k, v, gap, se, p, n in gaps)]
     above = few_shot_above_majority(rows, majority or {})
     if above:
         out += [*([""] if out else []),
@@ -149,6 +161,7 @@ def few_shot_noise(rows: list[dict], majority: dict | None = None) -> list[str]:
                   f"{noise_verdict(gap, p, n, '3 needed')} |" for t, kind, k, m, v, gap, se, p, n in above)]
     return out
 
+
 def welch(xa: list[float], xb: list[float]) -> tuple[float, float, float]:
     """The gap of two methods' seed means, its standard error and Welch's two-sided p (>= 2 seeds each)."""
     from scipy import stats
@@ -156,6 +169,7 @@ def welch(xa: list[float], xb: list[float]) -> tuple[float, float, float]:
     gap = statistics.mean(xa) - statistics.mean(xb)
     se = (statistics.variance(xa) / len(xa) + statistics.variance(xb) / len(xb)) ** 0.5
     return gap, se, p_value(lambda: stats.ttest_ind(xa, xb, equal_var=False), gap, se)
+
 
 def p_value(test, gap: float, se: float) -> float:
     """A t-test's two-sided p; with no spread at all (SE 0) a gap is certain and no gap is none."""
@@ -165,9 +179,11 @@ def p_value(test, gap: float, se: float) -> float:
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(test().pvalue)
 
+
 def beyond(p: float) -> str:
     """The summary's short verdict of a two-sided test at the 5% level."""
     return "beyond seed noise" if p < 0.05 else "within seed noise"
+
 
 def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[str],
                     majority: dict | None = None) -> list[str]:
@@ -198,6 +214,7 @@ def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[s
     return ["- **Does ScaLearn beat the single adapter beyond seed noise, and where does it stand against "
             "AdapterFusion?** Targets with 3 seeds of both, mean gaps in points: " + ". ".join(parts) + "."]
 
+
 def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
     """Per target and method pair with >= 2 seeds each: the gap of the means against its seed noise (Welch's t-test)."""
     out = ["| Target | Comparison | gap (points) | SE of the gap | Welch p | seeds | verdict |",
@@ -209,11 +226,12 @@ def noise_table(g: dict, kind: str, targets: list[str]) -> list[str]:
                 continue
             gap, se, p = welch(xa, xb)
             verdict = noise_verdict(gap, p, min(len(xa), len(xb)), "3 each needed")
-            out.append(f"| {t} | {label(*a)} − {label(*b)} | {gap:+.2f} | {se:.2f} | {p:.3f} | {len(xa)} / {len(xb)} | "
-                       f"{verdict} |")
+            out.append(f"| {t} | {label(*a)} − {label(*b)} | {gap:+.2f} | {se:.2f} | {p:.3f} | "
+                       f"{len(xa)} / {len(xb)} | {verdict} |")
     if len(out) == 2:
         return ["*No target has two or more seeds of both methods of a pair yet.*"]
     return out
+
 
 # ----------------------------------------------------------------------------------------------------------- few-shot
 
@@ -234,6 +252,7 @@ def few_shot_table(rows: list[dict], majority: dict | None = None) -> list[str]:
                    + f" | {fmt(base)} |")
     return out
 
+
 def few_shot_steps(config: dict) -> str:
     """How long a few-shot run trains and which of its epochs it keeps (runs before these options: loss, no stop)."""
     patience, select = config.get("few_shot_patience") or 0, config.get("few_shot_select", "loss")
@@ -241,7 +260,9 @@ def few_shot_steps(config: dict) -> str:
     stop = f", early stopping after {patience} epochs without a gain" if patience else ""
     paper = " (the paper's run_few protocol)" if (config["few_shot_steps"], patience, select) == (1000, 20, "metric") \
         else " (the paper: up to 1,000 steps, best dev metric, patience 20)"
-    return f"{'up to ' if patience else ''}{config['few_shot_steps']} steps per run (an epoch is ⌈k/32⌉ steps), {kept}{stop}{paper}"
+    return (f"{'up to ' if patience else ''}{config['few_shot_steps']} steps per run (an epoch is ⌈k/32⌉ steps), "
+            f"{kept}{stop}{paper}")
+
 
 def few_shot_runs(rows: list[dict]) -> list[str]:
     """Per target and k: the steps the few-shot runs took and the epoch each kept (is the protocol's length used?)."""
@@ -253,6 +274,7 @@ def few_shot_runs(rows: list[dict]) -> list[str]:
     return ["Steps run (kept epoch) per target and k: " + "; ".join(
         f"{t} {kind} k={k}: {span([s for s, _ in v])} ({span([e for _, e in v])})"
         for (t, kind, k), v in sorted(spans.items())) + "."] if fs else []
+
 
 # ---------------------------------------------------------------------------------------------------------- the paper
 
@@ -269,6 +291,7 @@ def paper_section(paper: dict, targets: list[str]) -> list[str]:
         out.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + f" | {statistics.mean(vals):.2f} |")
     return out
 
+
 def paper_ordering(paper: dict, targets: list[str]) -> list[str]:
     """Where ScaLearn ≥ AdapterFusion ≥ Adapter holds in the paper's own table (our targets' columns)."""
     glue = paper.get("glue", {})
@@ -281,22 +304,24 @@ def paper_ordering(paper: dict, targets: list[str]) -> list[str]:
             continue
         sl, af, ad = glue["ScaLearn"][col], glue["AdapterFusion"][col], glue["Adapter"][col]
         best = max(v[col] for k, v in glue.items() if k.startswith("ScaLearn"))
-        parts.append(f"{col}: ScaLearn − Adapter {sl - ad:+.2f}, AdapterFusion − Adapter {af - ad:+.2f}, best ScaLearn "
-                     f"variant − AdapterFusion {best - af:+.2f} ({'holds' if sl >= af >= ad else 'does not hold'} for "
-                     "plain ScaLearn)")
+        holds = "holds" if sl >= af >= ad else "does not hold"
+        parts.append(f"{col}: ScaLearn − Adapter {sl - ad:+.2f}, AdapterFusion − Adapter {af - ad:+.2f}, best "
+                     f"ScaLearn variant − AdapterFusion {best - af:+.2f} ({holds} for plain ScaLearn)")
     return ["The paper's ordering ScaLearn ≥ AdapterFusion ≥ single adapter, column by column: " + "; ".join(parts)
             + ". The gains over a single adapter are largest on the small targets."]
+
 
 def count_ge(a: dict, b: dict, targets: list[str]) -> tuple[list[str], list[str]]:
     """(targets where a ≥ b, targets where both have a score), from two {target: seed mean} maps."""
     cells = [t for t in targets if a.get(t) is not None and b.get(t) is not None]
     return [t for t in cells if a[t] >= b[t]], cells
 
+
 def agreement_summary(means_by_kind: dict, targets: list[str], small: list[str]) -> list[str]:
     """Counts of (kind, target) cells where the paper's ordering holds, generated from the seed means."""
     out = []
     for kind, means in means_by_kind.items():
-        sl, af, single = (means.get(k, {}) for k in (("scalearn", "scalearn"), ("adapterfusion", None), ("single", None)))
+        sl, af, single = (means.get(k, {}) for k in (SCALEARN, ("adapterfusion", None), ("single", None)))
         checks = {"ScaLearn ≥ AdapterFusion": (sl, af), "AdapterFusion ≥ single adapter": (af, single),
                   "ScaLearn ≥ single adapter": (sl, single)}
         tuned = means.get(("adapterfusion-tuned", None), {})
@@ -309,7 +334,8 @@ def agreement_summary(means_by_kind: dict, targets: list[str], small: list[str])
             parts.append(f"{name} on {len(held)}/{len(cells)} targets "
                          f"({len([t for t in held if t in small])}/{len(small_cells)} small ones)")
         out.append(f"- **{kind}**: " + "; ".join(parts) + ".")
-        common = [t for t in targets if all(m.get(t) is not None for m in (sl, af, single, *([tuned] if tuned else [])))]
+        compared = (sl, af, single, *([tuned] if tuned else []))
+        common = [t for t in targets if all(m.get(t) is not None for m in compared)]
         if common and len(common) > 1:
             avg = {name: statistics.mean(m[t] for t in common) for name, m in
                    (("ScaLearn", sl), ("AdapterFusion", af), ("single adapter", single),
@@ -319,12 +345,14 @@ def agreement_summary(means_by_kind: dict, targets: list[str], small: list[str])
                        + " (the paper's GLUE average: ScaLearn > AdapterFusion > adapter).")
     return out
 
+
 # ------------------------------------------------------------------------------------------------------------- figure
 
 
 def common_targets(means: dict, targets: list[str]) -> list[str]:
     """Targets that every method of ``means`` has a score for (so averages compare like with like)."""
     return [t for t in targets if means and all(m.get(t) is not None for m in means.values())]
+
 
 def plot_score_vs_params(means_by_kind: dict, params: dict, targets: list[str], majority: dict,
                          figures: Path) -> str | None:

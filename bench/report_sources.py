@@ -18,6 +18,7 @@ def source_bar(target: str, majority: dict) -> float | None:
     base = majority.get(target, {}).get("main_score")
     return 80.0 if target == "stsb" else None if base is None else base + 10
 
+
 def source_table(rows: list[dict], majority: dict, batch_size: int = 32) -> list[str]:
     """Stage 1: how good the seed-0 source adapters are (the material ω has to work with)."""
     src = sorted((r for r in rows if r["stage"] == "source" and r["seed"] == 0), key=lambda r: (r["kind"], r["target"]))
@@ -29,11 +30,13 @@ def source_table(rows: list[dict], majority: dict, batch_size: int = 32) -> list
         base = majority.get(r["target"], {}).get("main_score")
         threshold = source_bar(r["target"], majority)
         bar = None if threshold is None else r["main_score"] >= threshold
-        out.append(f"| {r['target']} | {r['kind']} | {r['train_examples']} / {r['dev_examples']} / {r['test_examples']} | "
-                   f"{r['steps']} | {r['best_epoch']} of {r.get('epochs', '–')} | {r['task_main_metric']} | "
-                   f"{r['main_score']:.2f} | {fmt(base)} | {fmt(r['main_score'] - base if base is not None else None)} | "
+        above = None if base is None else r["main_score"] - base
+        out.append(f"| {r['target']} | {r['kind']} | {r['train_examples']} / {r['dev_examples']} / "
+                   f"{r['test_examples']} | {r['steps']} | {r['best_epoch']} of {r.get('epochs', '–')} | "
+                   f"{r['task_main_metric']} | {r['main_score']:.2f} | {fmt(base)} | {fmt(above)} | "
                    f"{'–' if bar is None else 'met' if bar else '**not met**'} |")
     return out + unmet_sources(rows, majority, src, batch_size)
+
 
 def retrained_sources(run_dir: Path) -> list[str]:
     """Sources retrained on a later machine (``retrained.jsonl``): do they reproduce their recorded test score?"""
@@ -57,6 +60,7 @@ def retrained_sources(run_dir: Path) -> list[str]:
     return ["", f"Sources retrained on a later machine (their folders were gone; `retrained.jsonl`; one value a "
                 f"retrain): {'; '.join(cells)} — {verdict}."]
 
+
 def kept_sources(run_dir: Path) -> list[str]:
     """The run's kept sources (``--keep-sources``): a local scalearn registry committed beside the results."""
     registry = quality.kept_registry(run_dir)
@@ -70,6 +74,7 @@ def kept_sources(run_dir: Path) -> list[str]:
                 f"--registry local:{where} --source {entries[0].repo_id} ...` composes them, and a new machine pulls "
                 "them (sha256-verified, test score checked against the row) instead of retraining them."]
 
+
 def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size: int) -> list[str]:
     """For each seed-0 source below issue 12's bar, what the run says about why: when its dev loss stopped
     improving, what its other seeds score, and the best transfer on the same test rows."""
@@ -78,27 +83,29 @@ def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size:
         bar = source_bar(r["target"], majority)
         if bar is None or r["main_score"] >= bar:
             continue
-        seeds = sorted((x["seed"], x["main_score"]) for x in rows
-                       if x["stage"] == "source" and x["target"] == r["target"] and x["kind"] == r["kind"] and not x.get("k"))
+        same = [x for x in rows if x["target"] == r["target"] and x["kind"] == r["kind"]]
+        seeds = sorted((x["seed"], x["main_score"]) for x in same if x["stage"] == "source" and not x.get("k"))
         others = [f"seed {s} {v:.2f}" for s, v in seeds if s != 0]
-        transfers = [x for x in rows if x["stage"] == "transfer" and x["target"] == r["target"] and x["kind"] == r["kind"]
-                     and x["method"] != "single"]
+        transfers = [x for x in same if x["stage"] == "transfer" and x["method"] != "single"]
         best = max(transfers, key=lambda x: x["main_score"], default=None)
         threshold = "Pearson 80" if r["target"] == "stsb" else f"majority + 10 = {bar:.2f}"
-        text = (f"- **{r['target']} ({r['kind']}) is below the bar** ({threshold}): its dev loss was lowest after epoch "
-                f"{r['best_epoch']} (epochs run: {epochs_done(r, batch_size) or '–'} of {r.get('epochs', '–')}), with "
-                f"{r['train_examples']:,} training examples")
+        text = (f"- **{r['target']} ({r['kind']}) is below the bar** ({threshold}): its dev loss was lowest after "
+                f"epoch {r['best_epoch']} (epochs run: {epochs_done(r, batch_size) or '–'} of "
+                f"{r.get('epochs', '–')}), with {r['train_examples']:,} training examples")
         text += f"; retrained with other seeds: {', '.join(others)}" if others else ""
-        kinds = sorted((x["kind"], x["main_score"]) for x in src if x["target"] == r["target"] and x["kind"] != r["kind"])
-        text += "; the " + ", the ".join(f"{k} source on the same rows scores {v:.2f}" for k, v in kinds) if kinds else ""
+        kinds = sorted((x["kind"], x["main_score"]) for x in src
+                       if x["target"] == r["target"] and x["kind"] != r["kind"])
+        text += "; the " + ", the ".join(f"{k} source on the same rows scores {v:.2f}" for k, v in kinds) \
+            if kinds else ""
         if best is not None:
-            text += (f". The best transfer onto {r['target']} in this run, {label(best['method'], best.get('variant'))} "
-                     f"(seed {best['seed']}), scores {best['main_score']:.2f} on the same test rows: "
+            text += (f". The best transfer onto {r['target']} in this run, "
+                     f"{label(best['method'], best.get('variant'))} (seed {best['seed']}), scores "
+                     f"{best['main_score']:.2f} on the same test rows: "
                      + ("the task is learnable from these sources beyond what its own adapter reached"
-                        if best["main_score"] >= bar else "no method here clears the bar either")
-                     )
+                        if best["main_score"] >= bar else "no method here clears the bar either"))
         out.append(text + ".")
     return ([""] + out) if out else []
+
 
 # ------------------------------------------------------------------------------------------------------------------ ω
 
@@ -121,8 +128,10 @@ def omega_matrix(path: Path) -> tuple[list[list[float]], list[str], list[int]]:
     layers = sorted(per_layer)
     return [torch.stack(per_layer[l]).mean(0).tolist() for l in layers], sources, layers
 
+
 def omega_drifts(run_dir: Path) -> dict[str, tuple[float, float]]:
-    """Per saved composition: (mean |ω − 2/N| ÷ 2/N, max ω − min ω), how far ω moved from its initialisation."""
+    """Per saved composition: (mean |ω − 2/N| ÷ 2/N, max ω − min ω), how far ω moved from its
+    initialisation."""
     from safetensors.torch import load_file
 
     out = {}
@@ -133,13 +142,15 @@ def omega_drifts(run_dir: Path) -> dict[str, tuple[float, float]]:
         out[path.stem] = (drift, max(float(t.max()) for t in tensors) - min(float(t.min()) for t in tensors))
     return out
 
+
 NLI_TASKS = ("mnli", "qnli", "rte", "snli", "wnli")
+
 
 def omega_shares(run_dir: Path) -> list[str]:
     """Each saved composition's per-source share of Σ|ω| over layers (uniform: 1/N), and the NLI sources' share."""
     drifts = omega_drifts(run_dir)
-    out = ["| Target | Kind | Variant | ω moved (mean relative) | shares of Σ\\|ω\\|, largest first | other NLI sources "
-           "(uniform share) |", "|---|---|---|---|---|---|"]
+    out = ["| Target | Kind | Variant | ω moved (mean relative) | shares of Σ\\|ω\\|, largest first | "
+           "other NLI sources (uniform share) |", "|---|---|---|---|---|---|"]
     for path in sorted((run_dir / "omega").glob("*.safetensors")):
         target, kind, variant = path.stem.split("-", 2)
         matrix, sources, _ = omega_matrix(path)
@@ -147,12 +158,14 @@ def omega_shares(run_dir: Path) -> list[str]:
         shares = {src: t / sum(totals) for src, t in zip(sources, totals)}
         nli = [src for src in sources if src in NLI_TASKS and src != target]
         order = ", ".join(f"{src} {share:.3f}" for src, share in sorted(shares.items(), key=lambda kv: -kv[1]))
-        out.append(f"| {target} | {kind} | {label('scalearn', variant)} | {100 * drifts[path.stem][0]:.1f}% | {order} | "
-                   f"{sum(shares[s] for s in nli):.3f} ({len(nli) / len(sources):.3f}) |")
+        out.append(f"| {target} | {kind} | {label('scalearn', variant)} | {100 * drifts[path.stem][0]:.1f}% | "
+                   f"{order} | {sum(shares[s] for s in nli):.3f} ({len(nli) / len(sources):.3f}) |")
     return out
+
 
 def omega_drift(run_dir: Path) -> list[str]:
     return [f"{stem}: {100 * d:.1f}% (range of ω {r:.3f})" for stem, (d, r) in omega_drifts(run_dir).items()]
+
 
 def plot_omega(run_dir: Path, figures: Path) -> list[tuple[str, str]]:
     """One figure per (kind, variant) in ``figures``: a layers × sources heatmap per target."""

@@ -14,8 +14,8 @@ def speed_section(speed: dict | None) -> list[str]:
     if not speed:
         return ["*bench/results/speed.json not found: run `python bench/speed.py`.*"]
     m = speed["machine"]
-    out = [f"Measured {speed['started']}–{speed['finished']} on `{m['platform']}`, {m['cpu']}, {m['cpu_count']} CPUs, "
-           f"**{m['threads']} torch thread(s)**, torch {m['torch']}, transformers {m['transformers']}; model "
+    out = [f"Measured {speed['started']}–{speed['finished']} on `{m['platform']}`, {m['cpu']}, {m['cpu_count']} "
+           f"CPUs, **{m['threads']} torch thread(s)**, torch {m['torch']}, transformers {m['transformers']}; model "
            f"`{speed['model']}`, batch {speed['batch']} × {speed['seq_len']} tokens, {speed['dtype']}, median of "
            f"{speed['repeats']} timed steps after {speed['warmup']} warm-up steps, one subprocess per configuration. "
            f"Load average at the end: {', '.join(f'{x:.1f}' for x in speed['load_average_at_end'])} (the machine "
@@ -44,11 +44,13 @@ def speed_section(speed: dict | None) -> list[str]:
                 f"{human(single['saved_bytes'])}B, {human(single['transfer_parameters'])} trainable adapter "
                 "parameters. (Forward latencies were measured here too and are kept in speed.json; quote the "
                 "round-robin latency table instead.)", ""]
-        ns = sorted({r["n"] for r in rows if r["kind"] == kind and r["n"] >= 1 and r["method"] not in ("single", "bare")})
+        ns = sorted({r["n"] for r in rows
+                     if r["kind"] == kind and r["n"] >= 1 and r["method"] not in ("single", "bare")})
         for title, field in (("training step time ÷ single adapter", "step_ratio"),
                              ("peak RSS growth ÷ single adapter", "memory_ratio"),
                              ("bytes saved for backward ÷ single adapter", "saved_ratio")):
-            out += [f"*{title}*", "", "| Method | " + " | ".join(f"N={n}" for n in ns) + " |", "|" + "---|" * (len(ns) + 1)]
+            out += [f"*{title}*", "", "| Method | " + " | ".join(f"N={n}" for n in ns) + " |",
+                    "|" + "---|" * (len(ns) + 1)]
             for method, variant in METHODS:
                 cells = []
                 for n in ns:
@@ -62,6 +64,7 @@ def speed_section(speed: dict | None) -> list[str]:
         out.append(f"- failed: {r['kind']} {r['method']} {r.get('variant')} N={r['n']}: {r['error']}")
     return out
 
+
 def spread_cell(r: dict | None, field: str, spread_field: str) -> str:
     """``median [min–max]`` of a per-round ratio, with ⚠ when its IQR is too wide to read."""
     if not r:
@@ -71,6 +74,7 @@ def spread_cell(r: dict | None, field: str, spread_field: str) -> str:
         return fmt(r.get(field))
     flag = " ⚠" if r.get("wide_spread") else ""
     return f"{sp['median']:.2f} [{sp['min']:.2f}–{sp['max']:.2f}]{flag}"
+
 
 def round_robin_section(rr: dict | None) -> list[str]:
     """Training-step ratios and bytes saved for backward, all configurations in one process (steps_round_robin.json)."""
@@ -108,7 +112,8 @@ def round_robin_section(rr: dict | None) -> list[str]:
                      for n in ns]
             if any(c != "–" for c in cells):
                 out.append(f"| {label(method, variant)} | " + " | ".join(cells) + " |")
-        out += ["", f"*{kind} sources: bytes saved for backward ÷ single adapter ({human(single['saved_bytes'])}B)*", "",
+        out += ["", f"*{kind} sources: bytes saved for backward ÷ single adapter "
+                f"({human(single['saved_bytes'])}B)*", "",
                 "| Method | " + " | ".join(f"N={n}" for n in ns) + " |", "|" + "---|" * (len(ns) + 1)]
         if dropout:
             out.append(f"| single LoRA with dropout 0.1 | {dropout['saved_ratio']:.2f} |" + " |" * (len(ns) - 1))
@@ -122,6 +127,7 @@ def round_robin_section(rr: dict | None) -> list[str]:
         out.append("")
     return out
 
+
 def decoder_section(data: dict | None) -> list[str]:
     """The round-robin table over decoder LoRA sources (bench/decoder_speed.py)."""
     if not data:
@@ -133,8 +139,10 @@ def decoder_section(data: dict | None) -> list[str]:
             *round_robin_section(data),
             *([f"One LoraHub search iteration (set N merge weights, one no-grad forward over a batch of "
                f"{d['batch']} few-shot rows) ÷ one ScaLearn training step at the same N: " + ", ".join(
-                  f"N={r['n']}: {r['vs_scalearn_step']:.2f}× ({r['iteration_s'] * 1000:.0f} ms)" for r in data["lorahub"])
+                  f"N={r['n']}: {r['vs_scalearn_step']:.2f}× ({r['iteration_s'] * 1000:.0f} ms)"
+                  for r in data["lorahub"])
                + f"; LoraHub's default budget is {40} iterations."] if data.get("lorahub") else [])]
+
 
 def loop_section(data: dict | None) -> list[str]:
     """``train.fit`` vs a plain PEFT loop, and a capped run before/after the faster loop (bench/loop.py)."""
@@ -143,7 +151,9 @@ def loop_section(data: dict | None) -> list[str]:
     t, c = data["throughput"], data["capped"]
     r = t["ratio"]
     before, now = statistics.median(c["seconds"]["before"]), statistics.median(c["seconds"]["now"])
-    return [f"**{data['machine']['threads']} torch thread(s)**, {data['machine']['cpu']}; finished {data['finished']}.", "",
+    steady = t.get("steady_ratio")
+    return [f"**{data['machine']['threads']} torch thread(s)**, {data['machine']['cpu']}; finished "
+            f"{data['finished']}.", "",
             f"- `train.fit` (the loop of `train-source` and `transfer`) vs a plain PEFT + PyTorch loop on the same "
             f"{t['steps']} batches of 32 (same model, AdamW, linear schedule), alternating, {t['rounds']} rounds: "
             f"examples/s of ours ÷ plain = **{r['median']:.2f}** [{r['min']:.2f}–{r['max']:.2f}] "
@@ -153,12 +163,14 @@ def loop_section(data: dict | None) -> list[str]:
             *([f"- Per step, {t['long_steps']} steps per round, step-level round robin (one plain step inside each "
                "of fit's progress callbacks; fit's step time is the interval between callbacks, so its per-step "
                "bookkeeping counts), the median per round, then the spread over rounds: "
-               f"**{t['steady_ratio']['median']:.2f}** [{t['steady_ratio']['min']:.2f}–{t['steady_ratio']['max']:.2f}]."] if "steady_ratio" in t else []),
+               f"**{steady['median']:.2f}** [{steady['min']:.2f}–{steady['max']:.2f}]."] if steady else []),
             f"- `{c['command']}` end to end (load, train, dev after each epoch, test), alternating "
             f"{len(c['seconds']['now'])} runs each: **{c['speedup']:.1f}× faster** than commit `{c['before']}` "
-            f"({before:.0f} s → {now:.0f} s median; test accuracy {c['test_accuracy'].get('before', float('nan')):.1f} "
-            f"→ {c['test_accuracy'].get('now', float('nan')):.1f}; the dev split is now 10% of the capped pool and "
+            f"({before:.0f} s → {now:.0f} s median; test accuracy "
+            f"{c['test_accuracy'].get('before', float('nan')):.1f} → "
+            f"{c['test_accuracy'].get('now', float('nan')):.1f}; the dev split is now 10% of the capped pool and "
             "evaluation runs length-sorted in inference mode)."]
+
 
 def latency_section(lat: dict | None) -> list[str]:
     """Inference latency of all models timed round-robin in one process (bench/results/latency.json)."""
@@ -185,8 +197,10 @@ def latency_section(lat: dict | None) -> list[str]:
                 r = next((x for x in rows if x["kind"] == kind and x["method"] == method and x["n"] == n), None)
                 cells.append(f"{spread_cell(r, 'infer_vs_bare', 'infer_vs_bare_spread')} ({r['infer_vs_single']:.2f})"
                              if r else "–")
-            out.append(f"| {kind} | {label(method, variant)} | {single['infer_vs_bare']:.2f} | " + " | ".join(cells) + " |")
+            out.append(f"| {kind} | {label(method, variant)} | {single['infer_vs_bare']:.2f} | "
+                       + " | ".join(cells) + " |")
     return out
+
 
 def throughput_section(rows: list[dict]) -> list[str]:
     """End-to-end examples/s of the quality runs (training loop incl. per-epoch dev evaluation, shared machine)."""
@@ -199,6 +213,7 @@ def throughput_section(rows: list[dict]) -> list[str]:
     for (name, kind), v in sorted(by.items()):
         out.append(f"| {name} | {kind} | {statistics.median(v):.1f} | {len(v)} |")
     return out
+
 
 # --------------------------------------------------------------------------------------------------------------- peer
 
@@ -215,11 +230,12 @@ def peer_section(peer: dict | None, speed: dict | None, rr: dict | None) -> list
     out = [f"`adapters` {peer['versions'].get('adapters')} with transformers {peer['versions'].get('transformers')}, "
            f"torch {peer['versions'].get('torch')}; {peer['setup']} **{peer['machine']['threads']} torch thread(s)**; "
            f"finished {peer.get('finished')}.", "",
-           "| Configuration | N | step (s) | step ÷ its own single [min–max] | saved for backward ÷ its own single |",
+           "| Configuration | N | step (s) | step ÷ its own single [min–max] | "
+           "saved for backward ÷ its own single |",
            "|---|---|---|---|---|"]
     for r in peer["rows"]:
-        out.append(f"| {r['name']} | {r['n']} | {r['step_s']:.3f} | {spread_cell(r, 'step_ratio', 'step_ratio_spread')} "
-                   f"| {r['saved_ratio']:.2f} |")
+        out.append(f"| {r['name']} | {r['n']} | {r['step_s']:.3f} | "
+                   f"{spread_cell(r, 'step_ratio', 'step_ratio_spread')} | {r['saved_ratio']:.2f} |")
     ours = {(r["method"], r.get("variant"), r["n"]): r for r in rr["rows"] if r["kind"] == "bottleneck"}
     out += ["", "Side by side with ours (bottleneck sources; both measured round-robin in one process, each ÷ its own "
             "single adapter):", "",
@@ -235,6 +251,7 @@ def peer_section(peer: dict | None, speed: dict | None, rr: dict | None) -> list
                    f"{fmt((af or {}).get('saved_ratio'))} | {fmt((sl or {}).get('saved_ratio'))} |")
     return out
 
+
 def peer_summary(data: dict | None) -> list[str]:
     """One headline line: the `adapters` library's fusion vs ours on the same sources (peer_score.json)."""
     rows = [r for r in (data or {}).get("rows", []) if r["ours"].get("adapterfusion")]
@@ -245,7 +262,9 @@ def peer_summary(data: dict | None) -> list[str]:
     scalearn = [r["ours"]["scalearn"]["main_score"] for r in rows if "scalearn" in r["ours"]]
     tail = f", our ScaLearn {statistics.mean(scalearn):.1f}" if len(scalearn) == len(rows) else ""
     return [f"- **Peer on the same bottleneck sources and data** ({len(rows)} targets, seed 0, mean main score): the "
-            f"`adapters` library's AdapterFusion {peer:.1f}, our AdapterFusion {ours:.1f}{tail} (details under *Peer*)."]
+            f"`adapters` library's AdapterFusion {peer:.1f}, our AdapterFusion {ours:.1f}{tail} (details under "
+            "*Peer*)."]
+
 
 def peer_score_section(data: dict | None, run: str) -> list[str]:
     """``adapters``' AdapterFusion over our converted bottleneck sources (bench/results/<run>/peer_score.json)."""
@@ -262,15 +281,17 @@ def peer_score_section(data: dict | None, run: str) -> list[str]:
            "*Parity*: max |difference| between its encoder output and ours with the first source alone (the "
            "conversion is exact up to float rounding when it is ~1e-6). Our rows are the same run's seed-0 "
            f"bottleneck transfers. One seed; {data['machine'].get('threads')} torch thread(s).", "",
-           "| Target | `adapters` AdapterFusion | our AdapterFusion | our ScaLearn | our ScaLearnUniform | our ScaLearn++ "
-           "| our ScaLearnUniform++ | single adapter | `adapters` fusion params | our fusion params | parity |",
+           "| Target | `adapters` AdapterFusion | our AdapterFusion | our ScaLearn | our ScaLearnUniform | "
+           "our ScaLearn++ | our ScaLearnUniform++ | single adapter | `adapters` fusion params | our fusion params | "
+           "parity |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ours = r["ours"]
         cells = [fmt(ours.get(m, {}).get("main_score"), 1) for m in
                  ("adapterfusion", "scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++", "single")]
-        out.append(f"| {r['target']} | {fmt(r['main_score'], 1)} | {' | '.join(cells)} | {r['transfer_parameters']:,} | "
-                   f"{(ours.get('adapterfusion', {}).get('parameters') or 0):,} | {r['parity_max_abs_diff']:.1e} |")
+        out.append(f"| {r['target']} | {fmt(r['main_score'], 1)} | {' | '.join(cells)} | "
+                   f"{r['transfer_parameters']:,} | {(ours.get('adapterfusion', {}).get('parameters') or 0):,} | "
+                   f"{r['parity_max_abs_diff']:.1e} |")
     both = [r for r in rows if r["ours"].get("adapterfusion")]
     if both:
         diff = [r["main_score"] - r["ours"]["adapterfusion"]["main_score"] for r in both]
@@ -279,9 +300,10 @@ def peer_score_section(data: dict | None, run: str) -> list[str]:
                 f"{statistics.median(r['step_s_median'] for r in rows):.2f} s for "
                 f"{len(first['sources'])} sources.",
                 "", "Both implementations train the same number of fusion parameters. Where this run's rows sit near "
-                "the majority-class predictor (see the signal check above), the differences between the two fusions are "
-                "noise, not evidence of which implementation is better."]
+                "the majority-class predictor (see the signal check above), the differences between the two "
+                "fusions are noise, not evidence of which implementation is better."]
     return out
+
 
 # ------------------------------------------------------------------------------------------------- sweep and sparsity
 
@@ -305,6 +327,7 @@ def choose_config(configs: dict[tuple, dict[str, dict]], tasks: list[str], incum
     se = math.sqrt(sum(per_task)) / len(tasks)
     better = [c for c in configs if dev_mean(c) > dev_mean(base) + se]
     return (max(better, key=dev_mean) if better else base), se
+
 
 def sweep_section(rows: list[dict]) -> list[str]:
     """The LoRA-defaults sweep (bench/lora_sweep.py): configurations chosen on dev, test beside it."""
@@ -346,8 +369,8 @@ def sweep_section(rows: list[dict]) -> list[str]:
                    + "/".join(str(by[t]["best_epoch"]) if t in by else "–" for t in tasks) + " |")
     if best:
         top = max(complete, key=lambda c: statistics.mean(complete[c][t]["dev"] for t in tasks))
-        out += ["", f"Rule: the library's defaults change only on evidence — another configuration must beat their dev "
-                f"mean by more than one standard error ({se:.1f} points: the dev sets are small). Best on dev: lr "
+        out += ["", "Rule: the library's defaults change only on evidence — another configuration must beat their "
+                f"dev mean by more than one standard error ({se:.1f} points: the dev sets are small). Best on dev: lr "
                 f"{top[0]:g}, r {top[1]}, {top[3]}. Chosen (**bold**): **lr {best[0]:g}, r {best[1]}, alpha "
                 f"{best[2]}, {best[3]}**" + (" (the defaults: no configuration beats them by more than one SE)."
                                              if best == library else ".")
@@ -356,6 +379,7 @@ def sweep_section(rows: list[dict]) -> list[str]:
                 f"{library[2]}, {library[3]}"
                 + (" — the same." if library == best else " — **they differ from the chosen configuration**.")]
     return out
+
 
 def sparsity_section(data: dict | None) -> list[str]:
     """The group-lasso penalty's effect on ω's concentration and on pruning (bench/results/sparsity.json)."""
@@ -368,7 +392,8 @@ def sparsity_section(data: dict | None) -> list[str]:
            f"penalty λ·Σ_i ||ω_i||₂ on each source's ω, then `prune --keep {first['keep']}` and a brief refit. "
            f"*Top share*: the largest source's share of Σ|ω| (1/N = {1 / len(first['sources']):.2f} is uniform). "
            f"Finished {data['finished']}.", "",
-           f"| λ | {first['metric']} before | after pruning | top share | shares | kept |", "|---|---|---|---|---|---|"]
+           f"| λ | {first['metric']} before | after pruning | top share | shares | kept |",
+           "|---|---|---|---|---|---|"]
     for r in rows:
         shares = " / ".join(f"{v:.2f}" for v in r["shares"])
         out.append(f"| {r['lambda']:g} | {fmt(r['score'])} | {fmt(r['pruned_score'])} | {max(r['shares']):.2f} | "

@@ -450,7 +450,7 @@ def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monk
     results.add({**short.key(), "seed": 0, "wall_seconds": 1.0})
     ran = []
     monkeypatch.setattr(quality, "parse_args", lambda argv=None: args)
-    monkeypatch.setattr(quality, "plan", lambda args, runner: iter([long, short]))
+    monkeypatch.setattr(quality, "plan", lambda args: iter([long, short]))
     monkeypatch.setattr(quality.Runner, "run", lambda self, job, wait=True: ran.append(job) or True)
     with caplog.at_level("INFO", logger="bench.quality"):
         quality.main([])
