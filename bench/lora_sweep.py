@@ -26,7 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (the benchmark's capped data copies)
+import quality  # noqa: E402  (--shard as the benchmark parses it)
+import quality_runner  # noqa: E402  (the benchmark's capped data copies)
 from speed import machine  # noqa: E402
 
 TARGETS = {"attention": ("query", "value"), "attention+ffn": ("query", "key", "value", "output.dense", "intermediate.dense")}
@@ -46,8 +47,8 @@ def key(run: dict) -> tuple:
 
 def capped_data(args: argparse.Namespace, task: str) -> Path:
     """quality.py's seeded train pool of ceil(cap / 0.9) rows (the library takes 10% as dev); the full test split."""
-    return quality.capped_data(argparse.Namespace(work=args.work, data_root=args.data_root, test_max=10**9), task,
-                               args.max_train)
+    run = argparse.Namespace(work=args.work, data_root=args.data_root, test_max=10**9)
+    return quality_runner.capped_data(run, task, args.max_train)
 
 
 def run_one(args: argparse.Namespace, run: dict) -> dict:

@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (bench/quality.py: the run's plan, data caps and folders)
+import quality  # noqa: E402  (bench/quality.py: the run's options)
+from quality_plan import Job, csv  # noqa: E402
+from quality_runner import Runner  # noqa: E402  (the run's data caps and folders)
 
 REPO = quality.REPO
 
@@ -55,7 +57,7 @@ def ours(out: Path, target: str) -> dict:
     return rows
 
 
-def prepare_job(args: argparse.Namespace, runner: quality.Runner, target: str, folder: Path) -> dict:
+def prepare_job(args: argparse.Namespace, runner: Runner, target: str, folder: Path) -> dict:
     import torch
 
     from scalearn_cli.backbone import resolve_model_path
@@ -64,7 +66,7 @@ def prepare_job(args: argparse.Namespace, runner: quality.Runner, target: str, f
     from scalearn_cli.sources import bottleneck
     from scalearn_cli.stages.source import load_source_model
 
-    job = quality.Job("transfer", target, "bottleneck", "adapterfusion", None, 0)
+    job = Job("transfer", target, "bottleneck", "adapterfusion", None, 0)
     sources = [Path(s) for s in runner.transfer_sources(job)]
     missing = [str(s) for s in sources if not (s / "scalearn.json").is_file()]
     if missing:
@@ -107,7 +109,7 @@ def main() -> None:
     if cli.threads:
         args.threads = cli.threads
     torch.set_num_threads(args.threads)
-    runner = quality.Runner(args)
+    runner = Runner(args)
     out_file = args.out / "peer_score.json"
     result = json.loads(out_file.read_text()) if out_file.is_file() else {"rows": []}
     versions = subprocess.run([cli.peer_python, "-c", "import adapters, transformers, torch; print(adapters.__version__,"
@@ -115,7 +117,7 @@ def main() -> None:
     if versions.returncode != 0:
         raise SystemExit(f"{cli.peer_python} cannot import adapters; install it: see bench/README.md (Peer)")
     result["versions"] = dict(zip(("adapters", "transformers", "torch"), versions.stdout.split()))
-    targets = quality.csv(cli.targets) if cli.targets else runner.targets
+    targets = csv(cli.targets) if cli.targets else runner.targets
     with tempfile.TemporaryDirectory(prefix="peer-score-") as tmp:
         for target in targets:
             prep = prepare_job(args, runner, target, Path(tmp))

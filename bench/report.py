@@ -20,7 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: quality.py and the report_* parts
-import quality  # noqa: E402  (bench/quality.py: the plan and the run key; stdlib-only at import)
+import quality  # noqa: E402  (bench/quality.py: its options, to rebuild a run's plan; stdlib-only at import)
+from quality_plan import STAGES, csv, plan, row_key  # noqa: E402
 from report_common import REPO, RESULTS, epochs_run, fmt, label, read_json, read_jsonl  # noqa: E402
 from report_quality import (SCALEARN, agreement_summary, count_ge, few_shot_noise, few_shot_runs,  # noqa: E402
                             few_shot_steps, few_shot_table, group, noise_table, ordering_table, paper_ordering,
@@ -62,16 +63,16 @@ def paper_tables(reference: Path) -> dict:
 
 
 def missing_rows(config: dict, rows: list[dict]) -> list[str]:
-    """Planned runs (from quality.plan with the recorded configuration) that have no row."""
+    """Planned runs (from quality_plan.plan with the recorded configuration) that have no row."""
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()
             if k in ("targets", "extra_sources", "kinds", "methods", "seeds", "multi_seed_targets", "multi_seed_kinds",
                      "few_shot_k", "few_shot_targets", "few_shot_kinds", "few_shot_seeds", "fusion_tuned_lr")]
     args = quality.parse_args(argv)
-    done = {quality.row_key(r) for r in rows}
-    stages = set(quality.csv(config.get("stages", ",".join(quality.STAGES)))) | {r["stage"] for r in rows}
+    done = {row_key(r) for r in rows}
+    stages = set(csv(config.get("stages", ",".join(STAGES)))) | {r["stage"] for r in rows}
     missing = defaultdict(int)
-    for job in quality.plan(args):
-        if job.stage in stages and quality.row_key(job.key()) not in done:
+    for job in plan(args):
+        if job.stage in stages and row_key(job.key()) not in done:
             what = f"{job.stage}: seed {job.seed}" + (f", k={job.k}" if job.k else "")
             missing[what] += 1
     return [f"- {what}: {n} run(s)" for what, n in sorted(missing.items())]
@@ -180,7 +181,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     config = read_json(run_dir / "config.json")
     if config is None:
         sys.exit(f"{run_dir}/config.json not found: run bench/quality.py first")
-    rows = list({quality.row_key(r): r
+    rows = list({row_key(r): r
                  for r in reversed(read_jsonl(run_dir / "results.jsonl"))}.values())[::-1]  # one row per run key
     majority = read_json(run_dir / "majority.json") or {}
     paper = paper_tables(reference)
@@ -320,7 +321,7 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
     other_config = read_json(other_dir / "config.json")
     if other_config is None:
         return [f"*bench/results/{other_name}/config.json not found.*"], None
-    other = {quality.row_key(r): r for r in read_jsonl(other_dir / "results.jsonl")}
+    other = {row_key(r): r for r in read_jsonl(other_dir / "results.jsonl")}
     # scheduling and storage options change no score; few-shot options only matter where the other run has few-shot
     few_shot = any(r["stage"] == "few-shot" for r in other.values())
     differs = {k: (config.get(k), other_config.get(k)) for k in sorted(set(config) | set(other_config))
@@ -343,9 +344,9 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
            "|---|---|---|---|---|---|---|---|---|---|"]
     diffs: dict[str, list[float]] = {}
     for r in rows:
-        if r.get("k") or quality.row_key(r) not in other:
+        if r.get("k") or row_key(r) not in other:
             continue
-        o = other[quality.row_key(r)]
+        o = other[row_key(r)]
         method = label(r["method"], r.get("variant"))
         diffs.setdefault(f"{r['stage']} · {r['target']} · {method}", []).append(o["main_score"] - r["main_score"])
         out.append(f"| {r['stage']} | {r['target']} | {r['kind']} | {method} | {r['seed']} | {r['main_score']:.2f} | "

@@ -9,7 +9,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import quality
+from quality_plan import REPRODUCED
+from quality_runner import kept_registry
 from report_common import LABEL, epochs_done, fmt, label, read_jsonl
 
 
@@ -52,7 +53,7 @@ def retrained_sources(run_dir: Path) -> list[str]:
         cells.append(f"{target} ({kind}, seed {seed}{f', k={k}' if k else ''}) {runs[0]['recorded']:.2f} → {scores}")
     gaps = [abs(e["retrained"] - e["recorded"]) for e in entries]
     differ = list(dict.fromkeys(f"{e['target']} ({e['kind']}, seed {e['seed']})" for e, gap in zip(entries, gaps)
-                                if gap > quality.REPRODUCED))
+                                if gap > REPRODUCED))
     verdict = (f"**{', '.join(differ)} differ{'s' if len(differ) == 1 else ''}**: transfers run after that retrain "
                "compose a different adapter than the recorded row describes" if differ else
                f"every one reproduces its recorded test score (largest |Δ| {max(gaps):.4f} points), so transfers run "
@@ -63,7 +64,7 @@ def retrained_sources(run_dir: Path) -> list[str]:
 
 def kept_sources(run_dir: Path) -> list[str]:
     """The run's kept sources (``--keep-sources``): a local scalearn registry committed beside the results."""
-    registry = quality.kept_registry(run_dir)
+    registry = kept_registry(run_dir)
     if not registry.exists():
         return []
     entries = registry.list()

@@ -18,6 +18,8 @@ from scipy import stats
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 import quality  # noqa: E402
+import quality_plan  # noqa: E402
+import quality_runner  # noqa: E402
 import report  # noqa: E402
 import report_common  # noqa: E402
 import report_quality  # noqa: E402
@@ -174,16 +176,16 @@ def test_extra_source_scores_name_the_kind_when_a_run_has_two():
     assert report.extra_source_scores(rows, ["qnli", "snli"]) == "qnli 78.6, snli 77.7 (bottleneck) / 74.3 (lora)"
 
 
-def plan_args(tmp_path: Path, *extra: str) -> tuple[Namespace, quality.Runner]:
+def plan_args(tmp_path: Path, *extra: str) -> tuple[Namespace, quality_runner.Runner]:
     args = quality.parse_args(["--targets", "rte,mrpc", "--extra-sources", "snli", "--kinds", "lora",
                                "--methods", "single,average,scalearn", "--seeds", "0,1", "--multi-seed-targets", "rte",
                                "--few-shot-k", "16", "--few-shot-targets", "rte", "--out", str(tmp_path), *extra])
-    return args, quality.Runner(args)
+    return args, quality_runner.Runner(args)
 
 
 def test_plan_runs_sources_then_each_target_fully_then_few_shot(tmp_path):
     args, _ = plan_args(tmp_path)
-    jobs = list(quality.plan(args))
+    jobs = list(quality_plan.plan(args))
     first_transfer = next(i for i, j in enumerate(jobs) if j.stage == "transfer")
     assert all(j.stage == "source" and j.seed == 0 for j in jobs[:first_transfer])  # every seed-0 source first
     assert all(j.stage == "few-shot" for j in jobs[next(i for i, j in enumerate(jobs) if j.stage == "few-shot"):])
@@ -202,7 +204,7 @@ def test_plan_runs_sources_then_each_target_fully_then_few_shot(tmp_path):
 def test_job_filters_pick_jobs_out_of_the_same_plan(tmp_path):
     args, runner = plan_args(tmp_path, "--stages", "transfer", "--job-targets", "rte", "--job-seeds", "1",
                              "--job-methods", "single,scalearn")
-    picked = [j for j in quality.plan(args) if quality.selected(args, j)]
+    picked = [j for j in quality_plan.plan(args) if quality_plan.selected(args, j)]
     assert [(j.stage, j.target, j.method, j.variant, j.seed) for j in picked] == [
         ("transfer", "rte", "single", None, 1), ("transfer", "rte", "scalearn", "scalearn", 1)]
     assert runner.tasks == ["rte", "mrpc", "snli"]  # what a transfer composes is the unfiltered run's
@@ -211,12 +213,12 @@ def test_job_filters_pick_jobs_out_of_the_same_plan(tmp_path):
         with pytest.raises(SystemExit):  # not in this plan: a one-line usage error, not a worker that runs nothing
             plan_args(tmp_path, flag, value)
     args, _ = plan_args(tmp_path, "--stages", "source", "--job-targets", "snli")  # a source-only task is a target
-    assert [(j.stage, j.target) for j in quality.plan(args) if quality.selected(args, j)] == [("source", "snli")]
+    assert [(j.stage, j.target) for j in quality_plan.plan(args) if quality_plan.selected(args, j)] == [("source", "snli")]
 
 
 def test_job_filters_that_each_name_a_planned_value_but_select_nothing_together_are_a_usage_error(tmp_path, capsys):
     args, _ = plan_args(tmp_path, "--few-shot-seeds", "0,3", "--stages", "few-shot", "--job-seeds", "3")
-    assert {j.seed for j in quality.plan(args) if quality.selected(args, j)} == {3}
+    assert {j.seed for j in quality_plan.plan(args) if quality_plan.selected(args, j)} == {3}
     for extra in (("--stages", "transfer", "--job-seeds", "3"),  # seed 3 is a few-shot seed only
                   ("--stages", "source", "--job-methods", "average"),  # sources are single adapters
                   ("--stages", "few-shot", "--job-targets", "mrpc")):  # few-shot targets: rte only
@@ -231,7 +233,7 @@ def test_missing_rows_counts_the_planned_runs_without_a_record(tmp_path):
     args, _ = plan_args(tmp_path)
     config = {k: getattr(args, k) for k in ("targets", "extra_sources", "kinds", "methods", "seeds",
                                               "multi_seed_targets", "few_shot_k", "few_shot_targets")}
-    done = [dict(job.key()) for job in quality.plan(args) if job.stage == "source"]
+    done = [dict(job.key()) for job in quality_plan.plan(args) if job.stage == "source"]
     assert report.missing_rows(config, done) == ["- few-shot: seed 0, k=16: 2 run(s)", "- transfer: seed 0: 6 run(s)",
                                                  "- transfer: seed 1: 3 run(s)"]
 
@@ -254,15 +256,15 @@ def test_a_deadline_past_midnight_is_tomorrows_not_already_reached():
     """A run started at 23:40 with --deadline 02:10 (a session crossing midnight) works until 02:10 the next day;
     comparing "HH:MM" strings stopped it before its first job."""
     evening = datetime(2026, 12, 2, 23, 40, tzinfo=timezone.utc).timestamp()
-    assert quality.deadline_at("02:10", evening) == datetime(2026, 12, 3, 2, 10, tzinfo=timezone.utc).timestamp()
-    assert quality.deadline_at("23:50", evening) == datetime(2026, 12, 2, 23, 50, tzinfo=timezone.utc).timestamp()
-    assert quality.deadline_at("23:40", evening) == datetime(2026, 12, 3, 23, 40, tzinfo=timezone.utc).timestamp()
+    assert quality_plan.deadline_at("02:10", evening) == datetime(2026, 12, 3, 2, 10, tzinfo=timezone.utc).timestamp()
+    assert quality_plan.deadline_at("23:50", evening) == datetime(2026, 12, 2, 23, 50, tzinfo=timezone.utc).timestamp()
+    assert quality_plan.deadline_at("23:40", evening) == datetime(2026, 12, 3, 23, 40, tzinfo=timezone.utc).timestamp()
 
 
 def test_results_see_rows_another_worker_appended(tmp_path):
     path = tmp_path / "results.jsonl"
-    mine, theirs = quality.Results(path), quality.Results(path)
-    job = quality.Job("transfer", "rte", "lora", "scalearn", "scalearn", 1)
+    mine, theirs = quality_plan.Results(path), quality_plan.Results(path)
+    job = quality_plan.Job("transfer", "rte", "lora", "scalearn", "scalearn", 1)
     assert not mine.has(**job.key())
     theirs.add({**job.key(), "main_score": 56.0})
     assert mine.has(**job.key())  # read back from the file, not only from this process's memory
@@ -271,14 +273,14 @@ def test_results_see_rows_another_worker_appended(tmp_path):
 
 def test_job_lock_waits_for_a_live_owner_and_takes_over_a_dead_ones(tmp_path):
     path = tmp_path / "locks" / "rte.lock"
-    lock = quality.JobLock(path)
+    lock = quality_plan.JobLock(path)
     assert lock.acquire()
-    assert not quality.JobLock(path).acquire(wait=False)  # held by a live process (this one)
+    assert not quality_plan.JobLock(path).acquire(wait=False)  # held by a live process (this one)
     lock.release()
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     path.write_text(dead.stdout.strip())  # a killed worker's lock: its pid no longer runs
-    assert quality.JobLock(path).acquire(wait=False)
+    assert quality_plan.JobLock(path).acquire(wait=False)
     assert json.loads(path.read_text()) == os.getpid()
 
 
@@ -286,7 +288,7 @@ def test_a_worker_retrains_the_free_missing_sources_before_waiting_for_a_busy_on
     """A new machine has the run's records but not its adapters: each transfer retrains its missing sources,
     first those no other worker holds (two workers retrain in parallel instead of queueing on one)."""
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
-    sources = [quality.Job("source", t, "lora", "single", None, 0) for t in ("rte", "mrpc", "snli")]
+    sources = [quality_plan.Job("source", t, "lora", "single", None, 0) for t in ("rte", "mrpc", "snli")]
     for job in sources:  # recorded by an earlier session, folders gone
         runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 60.0, "test": {"accuracy": 60.0}})
     trained = []
@@ -313,7 +315,7 @@ def test_a_worker_retrains_the_free_missing_sources_before_waiting_for_a_busy_on
 
 def test_a_retrained_source_is_recorded_beside_its_row_and_reported(tmp_path, monkeypatch):
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
-    job = quality.Job("source", "rte", "lora", "single", None, 0)
+    job = quality_plan.Job("source", "rte", "lora", "single", None, 0)
     runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 50.54, "test": {"accuracy": 50.54}})
 
     def train_source(job, score=50.54):
@@ -344,7 +346,7 @@ def test_a_kept_source_is_pulled_verified_on_a_new_machine_instead_of_retrained(
     from scalearn_cli.errors import RegistryError
 
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"), "--keep-sources")
-    job = quality.Job("source", "rte", "lora", "single", None, 0)
+    job = quality_plan.Job("source", "rte", "lora", "single", None, 0)
     runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 50.0, "test": {"accuracy": 50.0}})
     folder = make_source(job.folder(args.work), tiny_model_dir)  # what train-source wrote (test accuracy 50.0)
     files = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -381,7 +383,7 @@ def test_without_keep_sources_nothing_is_pushed_or_pulled(tmp_path, tiny_model_d
     from conftest import make_source
 
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
-    job = quality.Job("source", "rte", "lora", "single", None, 0)
+    job = quality_plan.Job("source", "rte", "lora", "single", None, 0)
     make_source(job.folder(args.work), tiny_model_dir)
     assert not runner.keep(job) and not runner.restore(job)
     assert not (tmp_path / "sources").exists()
@@ -394,48 +396,48 @@ def test_a_single_adapter_row_is_its_recorded_source_row_not_a_retrain(tmp_path,
     from conftest import make_source
 
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"), "--keep-sources")
-    source = quality.Job("source", "rte", "lora", "single", None, 1)
+    source = quality_plan.Job("source", "rte", "lora", "single", None, 1)
     recorded = {**source.key(), "task_main_metric": "accuracy", "main_score": 56.68, "test": {"accuracy": 56.68},
                 "wall_seconds": 512.0}
     runner.results.add(recorded)
     monkeypatch.setattr(runner, "train_source", lambda job: pytest.fail("retrained a recorded source for its row"))
-    single = quality.Job("transfer", "rte", "lora", "single", None, 1)
+    single = quality_plan.Job("transfer", "rte", "lora", "single", None, 1)
     assert runner.run(single)
     assert runner.results.row(**single.key()) == {**recorded, **single.key(), "wall_seconds": 0.0}
 
     make_source(source.folder(args.work), tiny_model_dir, seed=1)
     assert not runner.keep(source)  # seed 1: no transfer composes it
-    few_shot = quality.Job("few-shot", "rte", "lora", "single", None, 1, 16)
+    few_shot = quality_plan.Job("few-shot", "rte", "lora", "single", None, 1, 16)
     make_source(few_shot.folder(args.work), tiny_model_dir, seed=1)
     assert not runner.keep(few_shot)  # composed, but a seed-1 few-shot source retrains in minutes: not committed
     assert not (tmp_path / "sources").exists()
 
 
 def test_fit_deadline_expects_the_longest_like_run_of_any_seed():
-    job = quality.Job("transfer", "stsb", "lora", "adapterfusion", None, 1)
+    job = quality_plan.Job("transfer", "stsb", "lora", "adapterfusion", None, 1)
     rows = [{**job.key(), "seed": 0, "wall_seconds": 4800.0}, {**job.key(), "seed": 2, "wall_seconds": 3900.0},
             {**job.key(), "seed": 0, "method": "average", "wall_seconds": 840.0},  # another method
             {**job.key(), "seed": 0, "target": "mrpc", "wall_seconds": 2100.0},  # another target
             {**job.key(), "stage": "few-shot", "k": 16, "wall_seconds": 900.0}]  # another stage and k
-    assert quality.expected_seconds(rows, job) == 4800.0
-    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "lora", "adapterfusion", None, 0)) == 4800.0
+    assert quality_plan.expected_seconds(rows, job) == 4800.0
+    assert quality_plan.expected_seconds(rows, quality_plan.Job("transfer", "cola", "lora", "adapterfusion", None, 0)) == 4800.0
     # a transfer's single-adapter row copies its source's row (wall 0) when that seed's source is recorded, and
     # trains the source first when it is not: the estimate is then the source's (this session's miss: a
     # "0-minute" single-adapter job started a 24-minute source 8 minutes before the deadline)
-    single = quality.Job("transfer", "stsb", "lora", "single", None, 2)
+    single = quality_plan.Job("transfer", "stsb", "lora", "single", None, 2)
     copied = {**single.key(), "seed": 0, "wall_seconds": 0.0}
     source = {**single.key(), "stage": "source", "seed": 0, "wall_seconds": 1425.0}
-    assert quality.expected_seconds([copied], single) is None
-    assert quality.expected_seconds([copied, source], single) == 1425.0
-    assert quality.expected_seconds([copied, source, {**source, "seed": 2, "wall_seconds": 1248.0}], single) == 0.0
+    assert quality_plan.expected_seconds([copied], single) is None
+    assert quality_plan.expected_seconds([copied, source], single) == 1425.0
+    assert quality_plan.expected_seconds([copied, source, {**source, "seed": 2, "wall_seconds": 1248.0}], single) == 0.0
     # a kind's first runs (bottleneck after LoRA): the other kinds' like runs, its own once it has some
-    bottleneck = quality.Job("transfer", "stsb", "bottleneck", "adapterfusion", None, 0)
-    assert quality.expected_seconds(rows, bottleneck) == 4800.0
+    bottleneck = quality_plan.Job("transfer", "stsb", "bottleneck", "adapterfusion", None, 0)
+    assert quality_plan.expected_seconds(rows, bottleneck) == 4800.0
     own = {**bottleneck.key(), "wall_seconds": 3000.0}
-    assert quality.expected_seconds([*rows, own], bottleneck) == 3000.0
+    assert quality_plan.expected_seconds([*rows, own], bottleneck) == 3000.0
     # a target's first runs: the same method's on the other targets (CoLA's average started with no estimate)
-    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "bottleneck", "average", None, 0)) == 840.0
-    assert quality.expected_seconds(rows, quality.Job("transfer", "cola", "lora", "scalearn", "scalearn", 0)) is None
+    assert quality_plan.expected_seconds(rows, quality_plan.Job("transfer", "cola", "bottleneck", "average", None, 0)) == 840.0
+    assert quality_plan.expected_seconds(rows, quality_plan.Job("transfer", "cola", "lora", "scalearn", "scalearn", 0)) is None
 
 
 def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monkeypatch, caplog):
@@ -444,14 +446,14 @@ def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monk
     out = tmp_path / "out"
     args = quality.parse_args(["--strong", "--out", str(out), "--work", str(tmp_path / "work"), "--shard", "1/2",
                                "--deadline", "23:59", "--fit-deadline"])
-    long, short = (quality.Job("transfer", "stsb", "lora", m, None, 1) for m in ("adapterfusion", "average"))
-    results = quality.Results(out / "results.jsonl")
+    long, short = (quality_plan.Job("transfer", "stsb", "lora", m, None, 1) for m in ("adapterfusion", "average"))
+    results = quality_plan.Results(out / "results.jsonl")
     results.add({**long.key(), "seed": 0, "wall_seconds": 10 * 86400.0})  # longer than any time left
     results.add({**short.key(), "seed": 0, "wall_seconds": 1.0})
     ran = []
     monkeypatch.setattr(quality, "parse_args", lambda argv=None: args)
     monkeypatch.setattr(quality, "plan", lambda args: iter([long, short]))
-    monkeypatch.setattr(quality.Runner, "run", lambda self, job, wait=True: ran.append(job) or True)
+    monkeypatch.setattr(quality_runner.Runner, "run", lambda self, job, wait=True: ran.append(job) or True)
     with caplog.at_level("INFO", logger="bench.quality"):
         quality.main([])
     assert ran == [short]
