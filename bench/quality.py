@@ -54,7 +54,7 @@ STRONG = dict(
     targets="rte,mrpc,stsb,cola", extra_sources="qnli,snli,sst2", source_caps="snli=9800,qnli=4900,sst2=10000",
     source_max_train=0, target_max_train=0, test_max=2000, source_epochs=10, source_patience=2, epochs=10,
     patience=3, max_length=128, pooling="auto", source_lr=None, group_by_length=True, fusion_tuned_lr=1e-3,
-    multi_seed_kinds="lora",
+    multi_seed_kinds="lora,bottleneck",  # bottleneck seeds 1-2 once seed 0 is through (issue 12: 3 seeds, both kinds)
     # few-shot as the paper's run_few scripts: up to 1,000 steps, an evaluation per epoch, the epoch with the best
     # dev accuracy (metric_for_best_model) kept, early stopping after 20 evaluations without a gain; its 5 seeds
     few_shot_steps=1000, few_shot_patience=20, few_shot_select="metric", few_shot_seeds="0,1,2,3,4",
