@@ -302,5 +302,6 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Recompute each layer's activations during backward (transformers' own, non-reentrant: gradients reach the
     adapters and ω inside a frozen model, and the recomputation replays the same dropout masks)."""
     if not getattr(model, "supports_gradient_checkpointing", False):
-        raise ModelError(f"{type(model).__name__} does not support gradient checkpointing; drop --gradient-checkpointing")
+        raise ModelError(f"{type(model).__name__} does not support gradient checkpointing; "
+                         "drop --gradient-checkpointing")
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

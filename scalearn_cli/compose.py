@@ -58,7 +58,8 @@ def check_sources(sources: list[Resolved]) -> None:
     seen: dict[str, str] = {}
     for src in sources:
         if src.ref.content_hash in seen:
-            raise CompositionError(f"source '{src.name}' duplicates '{seen[src.ref.content_hash]}' (same weights); list it once")
+            raise CompositionError(f"source '{src.name}' duplicates '{seen[src.ref.content_hash]}' (same weights); "
+                                   "list it once")
         seen[src.ref.content_hash] = src.name
     first = sources[0]
     for src in sources[1:]:
@@ -83,7 +84,8 @@ def inject(encoder: nn.Module, sources: list[Resolved], spec: CombinerSpec) -> C
     combiner = get_combiner(spec.method)
     kind = sources[0].kind
     read = [kind.read_sites(src.folder) for src in sources]
-    mixes = {site: _mix(site, [r.get(site) for r in read], kind.activation) for site in sorted({s for r in read for s in r})}
+    sites = sorted({s for r in read for s in r})
+    mixes = {site: _mix(site, [r.get(site) for r in read], kind.activation) for site in sites}
     kind.install(encoder, mixes)
     return Composition(mixes, combiner, spec)
 

@@ -200,7 +200,8 @@ class LowRankMix(nn.Module):
 
     def foldable(self) -> bool:
         """Linear in x with input-independent weights (LoRA sources under ω or fixed weights): ΔW exists."""
-        return self.activation == "identity" and self.fusion is None and self.combine is None and self.weights is not None
+        return (self.activation == "identity" and self.fusion is None and self.combine is None
+                and self.weights is not None)
 
     @torch.no_grad()
     def delta_weight(self) -> torch.Tensor:

@@ -74,7 +74,8 @@ class Catalog:
             known = {r.task for r in self.recipes} | {r.name for r in self.recipes}
             unknown = sorted(set(tasks) - known)
             if unknown:
-                raise UsageError(f"the {self.prefix} catalog has no recipe for {', '.join(unknown)}; see `scalearn zoo list`")
+                raise UsageError(f"the {self.prefix} catalog has no recipe for {', '.join(unknown)}; "
+                                 "see `scalearn zoo list`")
         return chosen
 
 
@@ -164,11 +165,13 @@ def build(
         extra = {"recipe": {"name": recipe.name, "hash": row["recipe_hash"], "catalog": catalog.prefix}}
         with tempfile.TemporaryDirectory(prefix="scalearn-zoo-") as tmp:
             out = Path(tmp) / recipe.name
-            meta = train_source(data, out, recipe.adapter, recipe.settings, TrainConfig(**recipe.train), catalog.base_model,
-                                progress=progress_factory(recipe.name) if progress_factory else None, extra_meta=extra,
-                                pooling=recipe.pooling)
-            pushed = registry.push(out, row["repo_id"], commit_message=f"zoo build {recipe.name} ({row['recipe_hash'][:12]})")
-        row = {**row, "state": "built", "revision": pushed.commit, "metrics": meta["metrics"]["test"], "action": "built"}
+            meta = train_source(data, out, recipe.adapter, recipe.settings, TrainConfig(**recipe.train),
+                                catalog.base_model, progress=progress_factory(recipe.name) if progress_factory else None,
+                                extra_meta=extra, pooling=recipe.pooling)
+            message = f"zoo build {recipe.name} ({row['recipe_hash'][:12]})"
+            pushed = registry.push(out, row["repo_id"], commit_message=message)
+        row = {**row, "state": "built", "revision": pushed.commit, "metrics": meta["metrics"]["test"],
+               "action": "built"}
         rows.append(row)
         if record:
             _record(catalog, registry.location, recipe.name, row)

@@ -84,7 +84,8 @@ def verify_recorded(folder: Path, recorded: dict[str, str]) -> dict[str, str]:
         if name not in actual:
             raise ArtifactError(f"{folder}/{name} is missing; re-create or re-pull the adapter")
         if actual[name] != digest:
-            raise ArtifactError(f"{folder}/{name} changed since it was saved (sha256 mismatch); re-create or re-pull it")
+            raise ArtifactError(f"{folder}/{name} changed since it was saved (sha256 mismatch); "
+                                "re-create or re-pull it")
     return actual
 
 

@@ -34,7 +34,8 @@ class HeadSpec:
     def from_dict(cls, data: dict[str, Any], where: str = "the folder") -> "HeadSpec":
         pooling = data.get("pooling", "first")
         if pooling not in POOLINGS:
-            raise ArtifactError(f"{where} has a head with unknown pooling '{pooling}'; upgrade scalearn or re-create it")
+            raise ArtifactError(f"{where} has a head with unknown pooling '{pooling}'; "
+                                "upgrade scalearn or re-create it")
         return cls(int(data["hidden_size"]), int(data["num_outputs"]), pooling)
 
 
@@ -213,7 +214,8 @@ class Metadata:
                 extra={k: v for k, v in data.items() if k not in _CORE},
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{where}/scalearn.json lacks or mangles {exc}; re-create or re-pull the folder") from exc
+            raise ArtifactError(f"{where}/scalearn.json lacks or mangles {exc}; "
+                                "re-create or re-pull the folder") from exc
 
     def with_files(self, files: dict[str, str], content_hash: str) -> "Metadata":
         return replace(self, files=dict(files), content_hash=content_hash)

@@ -84,7 +84,8 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an exis
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 RegistryOpt = Annotated[
     Optional[str],
-    typer.Option("--registry", help="'local' (default), 'local:/path' or 'hub' (HF_ENDPOINT).", envvar="SCALEARN_REGISTRY_KIND"),
+    typer.Option("--registry", help="'local' (default), 'local:/path' or 'hub' (HF_ENDPOINT).",
+                 envvar="SCALEARN_REGISTRY_KIND"),
 ]
 EndpointOpt = Annotated[
     Optional[str],

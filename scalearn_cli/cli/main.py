@@ -70,7 +70,8 @@ def _unexpected(exc: BaseException) -> tuple[int, str]:  # library errors we did
 def _error_table() -> tuple[tuple[type[BaseException], Callable[[BaseException], tuple[int, str]]], ...]:
     from scalearn_cli.errors import ScaLearnError
 
-    return ((ScaLearnError, _domain), (KeyboardInterrupt, _interrupted), ((OSError, ValueError, RuntimeError), _unexpected))
+    return ((ScaLearnError, _domain), (KeyboardInterrupt, _interrupted),
+            ((OSError, ValueError, RuntimeError), _unexpected))
 
 
 def _debug() -> bool:

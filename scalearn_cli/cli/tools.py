@@ -106,7 +106,8 @@ def prune(
     from scalearn_cli.cli.progress import RichProgress
     from scalearn_cli.prune import prune as run
 
-    result = run(composition, out, keep, threshold, epochs, overwrite, RichProgress("prune"), resolver(registry, endpoint))
+    result = run(composition, out, keep, threshold, epochs, overwrite, RichProgress("prune"),
+                 resolver(registry, endpoint))
     if as_json:
         print_json(result)
         return

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from scalearn_cli.cli.common import (
-    BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, EvalBatchOpt, FewShotOpt, GradCheckpointOpt, GroupByLengthOpt, JsonOpt,
+    BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, EvalBatchOpt, FewShotOpt, GradCheckpointOpt,
+    GroupByLengthOpt, JsonOpt,
     LabelFieldOpt, LrOpt, MaxDevOpt, MaxLenOpt, PromptFieldOpt, PromptTemplateOpt, AnswerFieldOpt, ChoiceFieldsOpt,
     MaxStepsOpt, MaxTrainOpt, ModelOpt, OutOpt, OverwriteOpt, PatienceOpt, PrecisionOpt, ProblemOpt, RegistryOpt,
     SeedOpt, SelectOnOpt, TaskOpt, TextFieldsOpt, console, print_json, resolver, split_csv,

@@ -41,8 +41,10 @@ def zoo_list(
 
 def zoo_build(
     model: ZooModelOpt = None,
-    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks or recipe names (default: all).")] = None,
-    adapter: Annotated[Optional[str], typer.Option("--adapter", help="Only recipes of this kind (lora, bottleneck).")] = None,
+    tasks: Annotated[Optional[str], typer.Option(
+        "--tasks", help="Comma-separated tasks or recipe names (default: all).")] = None,
+    adapter: Annotated[Optional[str], typer.Option(
+        "--adapter", help="Only recipes of this kind (lora, bottleneck).")] = None,
     registry: RegistryOpt = None,
     data_root: Annotated[
         Optional[Path], typer.Option("--data-root", help="Folder with the recipes' local data (glue/<task>/, snli/).")

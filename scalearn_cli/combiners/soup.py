@@ -44,7 +44,8 @@ class AdapterSoup(WeightedCombiner):
         if k == n:  # every source is in the soup: nothing to rank
             return CombinerSpec(self.name, None, {"k": k, "selected": list(range(n)), "similarity": None})
         anchor = centroid(target.texts, target)
-        sims = [float(F.cosine_similarity(anchor, centroid(source_texts(src), target), dim=0)) for src in target.sources]
+        sims = [float(F.cosine_similarity(anchor, centroid(source_texts(src), target), dim=0))
+                for src in target.sources]
         ranked = sorted(range(n), key=lambda i: (-sims[i], i))
         selected = sorted(ranked[:k])
         logger.info("AdapterSoup keeps sources %s (similarity %s)", selected, [round(s, 4) for s in sims])

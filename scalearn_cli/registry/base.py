@@ -186,9 +186,10 @@ def is_pullable_file(name: str) -> bool:
 def collect_push_files(folder: Path) -> dict[str, Path]:
     """The files of an adapter folder to push, by name; refuse anything that is not safetensors/JSON/README.
 
-    The folder must pass its own record (``artifacts.folders.check_record``), so an edited weight file or scalearn.json is never
-    published under a name others trust. Hidden entries (``.cache``, ``.DS_Store``...) are skipped. Pickle files and sub-folders are refused with a
-    one-line error rather than silently left behind, so what is pushed is exactly what loads.
+    The folder must pass its own record (``artifacts.folders.check_record``), so an edited weight file or
+    scalearn.json is never published under a name others trust. Hidden entries (``.cache``, ``.DS_Store``...) are
+    skipped. Pickle files and sub-folders are refused with a one-line error rather than silently left behind, so
+    what is pushed is exactly what loads.
     """
     folder = Path(folder)
     if not folder.is_dir():

@@ -28,7 +28,8 @@ Activation = Literal["relu", "identity"]
 
 @dataclass(frozen=True)
 class SiteWeights:
-    """One source at one site: ``down (r, D_in)``, ``up (D_out, r)``, optional ``down_bias (r,)``, ``up_bias (D_out,)``."""
+    """One source at one site: ``down (r, D_in)``, ``up (D_out, r)``, optional ``down_bias (r,)``,
+    ``up_bias (D_out,)``."""
 
     down: torch.Tensor
     up: torch.Tensor

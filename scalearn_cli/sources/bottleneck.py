@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalearn_cli.artifacts import BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, load_tensors, read_json, save_tensors, write_json
+from scalearn_cli.artifacts import (BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, load_tensors, read_json,
+                                    save_tensors, write_json)
 from scalearn_cli.backbone import ffn_output_modules
 from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
 from scalearn_cli.sources import Attached, SiteWeights
@@ -122,8 +123,10 @@ def load(encoder: nn.Module, folder: Path) -> list[BottleneckAdapter]:
     """Insert a saved adapter into ``encoder`` (frozen) and return its modules."""
     config, layers = load_weights(folder)
     settings = BottleneckSettings(int(config["reduction_factor"]), str(config["non_linearity"]))
-    if int(config["num_layers"]) != len(encoder.encoder.layer) or int(config["hidden_size"]) != encoder.config.hidden_size:
-        raise ArtifactError(f"{folder} was trained for a different encoder shape; use its base model (see scalearn.json)")
+    shape = (int(config["num_layers"]), int(config["hidden_size"]))
+    if shape != (len(encoder.encoder.layer), encoder.config.hidden_size):
+        raise ArtifactError(f"{folder} was trained for a different encoder shape; "
+                            "use its base model (see scalearn.json)")
     adapters = attach(encoder, settings)
     for adapter, state in zip(adapters, layers):
         adapter.load_state_dict(state)

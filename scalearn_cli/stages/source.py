@@ -113,7 +113,8 @@ def _card_body(meta: Metadata, usage: str) -> str:
 
 
 def load_source_model(folder: Path, encoder: nn.Module | None = None) -> tuple[TaskModel, Any, dict[str, Any]]:
-    """(task model, tokenizer, metadata) for a saved source, verified; loads the base model unless ``encoder`` is given."""
+    """(task model, tokenizer, metadata) for a saved source, verified; loads the base model unless ``encoder`` is
+    given."""
     from scalearn_cli.resolve import read_source
 
     found = read_source(Path(folder))

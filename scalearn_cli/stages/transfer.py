@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 import torch
 
-from scalearn_cli.artifacts import AdapterSpec, COMPOSITION_FILE, CompositionRecord, Metadata, check_out_dir, save_tensors, write_folder, write_json
+from scalearn_cli.artifacts import (AdapterSpec, COMPOSITION_FILE, CompositionRecord, Metadata, check_out_dir,
+                                    save_tensors, write_folder, write_json)
 from scalearn_cli.cards import metrics_table
 from scalearn_cli.combiners import CombinerSpec, TargetContext, get_combiner
 from scalearn_cli.compose import Composition, check_sources, composition_record, inject
@@ -91,7 +92,8 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     check_out_dir(options.out, options.overwrite)
     refs = list(options.sources)
     if len(set(refs)) != len(refs):
-        raise UsageError(f"source '{next(s for s in refs if refs.count(s) > 1)}' is listed twice; list each source once")
+        twice = next(s for s in refs if refs.count(s) > 1)
+        raise UsageError(f"source '{twice}' is listed twice; list each source once")
     resolved = [options.resolver.source(ref) for ref in refs]
     check_sources(resolved)
     base = resolved[0].meta.base_model
@@ -167,7 +169,8 @@ def sources_pooling(sources: list[Resolved], default: str = "first") -> str:
         return default
     if len(set(found.values())) > 1:
         listing = ", ".join(f"{ref}: {p}" for ref, p in found.items())
-        raise UsageError(f"the sources' heads were trained with different pooling ({listing}); pass --pooling first|mean|last")
+        raise UsageError(f"the sources' heads were trained with different pooling ({listing}); "
+                         "pass --pooling first|mean|last")
     return next(iter(found.values()))
 
 
@@ -187,7 +190,8 @@ def _save(options: TransferOptions, comp: Composition, head: TaskHead | None, re
     with write_folder(options.out, options.overwrite) as folder:
         name = comp.impl.weights_file
         if name:
-            save_tensors(folder.path / name, comp.state(), metadata={"method": comp.method, "variant": str(comp.variant)})
+            save_tensors(folder.path / name, comp.state(),
+                         metadata={"method": comp.method, "variant": str(comp.variant)})
         if head is not None:
             save_tensors(folder.path / "head.safetensors", head.state_dict())
         write_json(folder.path / COMPOSITION_FILE, record.to_dict())
