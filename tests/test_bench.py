@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 import quality  # noqa: E402
 import quality_plan  # noqa: E402
+from quality_plan import Job, expected_seconds, plan, selected  # noqa: E402
 import quality_runner  # noqa: E402
 import report  # noqa: E402
 import report_common  # noqa: E402
@@ -88,7 +89,8 @@ def test_the_summary_answers_issue_12s_question_from_three_seed_targets_only():
     g["scores"][("lora", "scalearn", "scalearn", "mrpc", None)] = [77.0, 76.0]  # two seeds: no verdict, not listed
     g["scores"][("lora", "single", None, "mrpc", None)] = [77.0, 76.5, 78.0]
     few = [{"stage": "few-shot", "target": "rte", "kind": "lora", "k": 16, "method": m, "variant": v, "seed": seed,
-            "main_score": x} for m, v, xs in (("single", None, [49.8, 56.0, 52.7]), ("scalearn", "scalearn", [53.1, 58.8, 56.3]))
+            "main_score": x}
+           for m, v, xs in (("single", None, [49.8, 56.0, 52.7]), ("scalearn", "scalearn", [53.1, 58.8, 56.3]))
            for seed, x in enumerate(xs)]
     [line] = report_quality.question_answer(g, few, ["lora"], ["rte", "mrpc"])
     p_single = stats.ttest_ind(scalearn, single, equal_var=False).pvalue
@@ -164,7 +166,8 @@ def test_source_bar_says_which_sources_are_below_it_and_why():
     # the other kind's source on the same task, beside it
     table = report_sources.source_table([*rows, source_row("rte", 48.01, kind="bottleneck")], majority)
     [bottleneck, lora] = [line for line in table if line.startswith("- ")]
-    assert "rte (bottleneck) is below the bar" in bottleneck and "the lora source on the same rows scores 50.54" in bottleneck
+    assert "rte (bottleneck) is below the bar" in bottleneck
+    assert "the lora source on the same rows scores 50.54" in bottleneck
     assert "the bottleneck source on the same rows scores 48.01" in lora
 
 
@@ -185,7 +188,7 @@ def plan_args(tmp_path: Path, *extra: str) -> tuple[Namespace, quality_runner.Ru
 
 def test_plan_runs_sources_then_each_target_fully_then_few_shot(tmp_path):
     args, _ = plan_args(tmp_path)
-    jobs = list(quality_plan.plan(args))
+    jobs = list(plan(args))
     first_transfer = next(i for i, j in enumerate(jobs) if j.stage == "transfer")
     assert all(j.stage == "source" and j.seed == 0 for j in jobs[:first_transfer])  # every seed-0 source first
     assert all(j.stage == "few-shot" for j in jobs[next(i for i, j in enumerate(jobs) if j.stage == "few-shot"):])
@@ -194,7 +197,8 @@ def test_plan_runs_sources_then_each_target_fully_then_few_shot(tmp_path):
     rest = [(j.stage, j.target, j.method, j.seed) for j in jobs if j.stage != "source" or j.seed]
     assert rest[:4] == [("transfer", "rte", "single", 0), ("transfer", "rte", "average", 0),
                         ("transfer", "rte", "scalearn", 0), ("source", "rte", "single", 1)]
-    assert [r for r in rest if r[1] == "mrpc"] == [("transfer", "mrpc", m, 0) for m in ("single", "average", "scalearn")]
+    assert [r for r in rest if r[1] == "mrpc"] == [("transfer", "mrpc", m, 0)
+                                                   for m in ("single", "average", "scalearn")]
     assert max(i for i, r in enumerate(rest) if r[1] == "rte" and r[0] == "transfer") < rest.index(
         ("transfer", "mrpc", "single", 0))
     assert {(j.method, j.k) for j in jobs if j.stage == "few-shot"} == {("single", 16), ("scalearn", 16)}
@@ -204,7 +208,7 @@ def test_plan_runs_sources_then_each_target_fully_then_few_shot(tmp_path):
 def test_job_filters_pick_jobs_out_of_the_same_plan(tmp_path):
     args, runner = plan_args(tmp_path, "--stages", "transfer", "--job-targets", "rte", "--job-seeds", "1",
                              "--job-methods", "single,scalearn")
-    picked = [j for j in quality_plan.plan(args) if quality_plan.selected(args, j)]
+    picked = [j for j in plan(args) if selected(args, j)]
     assert [(j.stage, j.target, j.method, j.variant, j.seed) for j in picked] == [
         ("transfer", "rte", "single", None, 1), ("transfer", "rte", "scalearn", "scalearn", 1)]
     assert runner.tasks == ["rte", "mrpc", "snli"]  # what a transfer composes is the unfiltered run's
@@ -213,12 +217,12 @@ def test_job_filters_pick_jobs_out_of_the_same_plan(tmp_path):
         with pytest.raises(SystemExit):  # not in this plan: a one-line usage error, not a worker that runs nothing
             plan_args(tmp_path, flag, value)
     args, _ = plan_args(tmp_path, "--stages", "source", "--job-targets", "snli")  # a source-only task is a target
-    assert [(j.stage, j.target) for j in quality_plan.plan(args) if quality_plan.selected(args, j)] == [("source", "snli")]
+    assert [(j.stage, j.target) for j in plan(args) if selected(args, j)] == [("source", "snli")]
 
 
 def test_job_filters_that_each_name_a_planned_value_but_select_nothing_together_are_a_usage_error(tmp_path, capsys):
     args, _ = plan_args(tmp_path, "--few-shot-seeds", "0,3", "--stages", "few-shot", "--job-seeds", "3")
-    assert {j.seed for j in quality_plan.plan(args) if quality_plan.selected(args, j)} == {3}
+    assert {j.seed for j in plan(args) if selected(args, j)} == {3}
     for extra in (("--stages", "transfer", "--job-seeds", "3"),  # seed 3 is a few-shot seed only
                   ("--stages", "source", "--job-methods", "average"),  # sources are single adapters
                   ("--stages", "few-shot", "--job-targets", "mrpc")):  # few-shot targets: rte only
@@ -233,7 +237,7 @@ def test_missing_rows_counts_the_planned_runs_without_a_record(tmp_path):
     args, _ = plan_args(tmp_path)
     config = {k: getattr(args, k) for k in ("targets", "extra_sources", "kinds", "methods", "seeds",
                                               "multi_seed_targets", "few_shot_k", "few_shot_targets")}
-    done = [dict(job.key()) for job in quality_plan.plan(args) if job.stage == "source"]
+    done = [dict(job.key()) for job in plan(args) if job.stage == "source"]
     assert report.missing_rows(config, done) == ["- few-shot: seed 0, k=16: 2 run(s)", "- transfer: seed 0: 6 run(s)",
                                                  "- transfer: seed 1: 3 run(s)"]
 
@@ -264,7 +268,7 @@ def test_a_deadline_past_midnight_is_tomorrows_not_already_reached():
 def test_results_see_rows_another_worker_appended(tmp_path):
     path = tmp_path / "results.jsonl"
     mine, theirs = quality_plan.Results(path), quality_plan.Results(path)
-    job = quality_plan.Job("transfer", "rte", "lora", "scalearn", "scalearn", 1)
+    job = Job("transfer", "rte", "lora", "scalearn", "scalearn", 1)
     assert not mine.has(**job.key())
     theirs.add({**job.key(), "main_score": 56.0})
     assert mine.has(**job.key())  # read back from the file, not only from this process's memory
@@ -288,9 +292,10 @@ def test_a_worker_retrains_the_free_missing_sources_before_waiting_for_a_busy_on
     """A new machine has the run's records but not its adapters: each transfer retrains its missing sources,
     first those no other worker holds (two workers retrain in parallel instead of queueing on one)."""
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
-    sources = [quality_plan.Job("source", t, "lora", "single", None, 0) for t in ("rte", "mrpc", "snli")]
+    sources = [Job("source", t, "lora", "single", None, 0) for t in ("rte", "mrpc", "snli")]
     for job in sources:  # recorded by an earlier session, folders gone
-        runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 60.0, "test": {"accuracy": 60.0}})
+        runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 60.0,
+                            "test": {"accuracy": 60.0}})
     trained = []
 
     def train_source(job):
@@ -315,7 +320,7 @@ def test_a_worker_retrains_the_free_missing_sources_before_waiting_for_a_busy_on
 
 def test_a_retrained_source_is_recorded_beside_its_row_and_reported(tmp_path, monkeypatch):
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
-    job = quality_plan.Job("source", "rte", "lora", "single", None, 0)
+    job = Job("source", "rte", "lora", "single", None, 0)
     runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 50.54, "test": {"accuracy": 50.54}})
 
     def train_source(job, score=50.54):
@@ -346,7 +351,7 @@ def test_a_kept_source_is_pulled_verified_on_a_new_machine_instead_of_retrained(
     from scalearn_cli.errors import RegistryError
 
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"), "--keep-sources")
-    job = quality_plan.Job("source", "rte", "lora", "single", None, 0)
+    job = Job("source", "rte", "lora", "single", None, 0)
     runner.results.add({**job.key(), "task_main_metric": "accuracy", "main_score": 50.0, "test": {"accuracy": 50.0}})
     folder = make_source(job.folder(args.work), tiny_model_dir)  # what train-source wrote (test accuracy 50.0)
     files = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -354,7 +359,8 @@ def test_a_kept_source_is_pulled_verified_on_a_new_machine_instead_of_retrained(
     assert not runner.keep(job)  # already kept: no second commit
     assert [e.repo_id for e in runner.registry().list()] == [f"{tmp_path.name}/rte-lora-single-s0"]
     [_, line] = report_sources.kept_sources(tmp_path)
-    assert line.startswith(f"The 1 source adapters transfers compose are kept in `bench/results/{tmp_path.name}/sources`")
+    where = f"bench/results/{tmp_path.name}/sources"
+    assert line.startswith(f"The 1 source adapters transfers compose are kept in `{where}`")
 
     shutil.rmtree(args.work)  # a new machine: rows and registry committed, adapters gone
     monkeypatch.setattr(runner, "train_source", lambda job: pytest.fail("retrained a kept source"))
@@ -383,7 +389,7 @@ def test_without_keep_sources_nothing_is_pushed_or_pulled(tmp_path, tiny_model_d
     from conftest import make_source
 
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"))
-    job = quality_plan.Job("source", "rte", "lora", "single", None, 0)
+    job = Job("source", "rte", "lora", "single", None, 0)
     make_source(job.folder(args.work), tiny_model_dir)
     assert not runner.keep(job) and not runner.restore(job)
     assert not (tmp_path / "sources").exists()
@@ -396,48 +402,48 @@ def test_a_single_adapter_row_is_its_recorded_source_row_not_a_retrain(tmp_path,
     from conftest import make_source
 
     args, runner = plan_args(tmp_path, "--work", str(tmp_path / "work"), "--keep-sources")
-    source = quality_plan.Job("source", "rte", "lora", "single", None, 1)
+    source = Job("source", "rte", "lora", "single", None, 1)
     recorded = {**source.key(), "task_main_metric": "accuracy", "main_score": 56.68, "test": {"accuracy": 56.68},
                 "wall_seconds": 512.0}
     runner.results.add(recorded)
     monkeypatch.setattr(runner, "train_source", lambda job: pytest.fail("retrained a recorded source for its row"))
-    single = quality_plan.Job("transfer", "rte", "lora", "single", None, 1)
+    single = Job("transfer", "rte", "lora", "single", None, 1)
     assert runner.run(single)
     assert runner.results.row(**single.key()) == {**recorded, **single.key(), "wall_seconds": 0.0}
 
     make_source(source.folder(args.work), tiny_model_dir, seed=1)
     assert not runner.keep(source)  # seed 1: no transfer composes it
-    few_shot = quality_plan.Job("few-shot", "rte", "lora", "single", None, 1, 16)
+    few_shot = Job("few-shot", "rte", "lora", "single", None, 1, 16)
     make_source(few_shot.folder(args.work), tiny_model_dir, seed=1)
     assert not runner.keep(few_shot)  # composed, but a seed-1 few-shot source retrains in minutes: not committed
     assert not (tmp_path / "sources").exists()
 
 
 def test_fit_deadline_expects_the_longest_like_run_of_any_seed():
-    job = quality_plan.Job("transfer", "stsb", "lora", "adapterfusion", None, 1)
+    job = Job("transfer", "stsb", "lora", "adapterfusion", None, 1)
     rows = [{**job.key(), "seed": 0, "wall_seconds": 4800.0}, {**job.key(), "seed": 2, "wall_seconds": 3900.0},
             {**job.key(), "seed": 0, "method": "average", "wall_seconds": 840.0},  # another method
             {**job.key(), "seed": 0, "target": "mrpc", "wall_seconds": 2100.0},  # another target
             {**job.key(), "stage": "few-shot", "k": 16, "wall_seconds": 900.0}]  # another stage and k
-    assert quality_plan.expected_seconds(rows, job) == 4800.0
-    assert quality_plan.expected_seconds(rows, quality_plan.Job("transfer", "cola", "lora", "adapterfusion", None, 0)) == 4800.0
+    assert expected_seconds(rows, job) == 4800.0
+    assert expected_seconds(rows, Job("transfer", "cola", "lora", "adapterfusion", None, 0)) == 4800.0
     # a transfer's single-adapter row copies its source's row (wall 0) when that seed's source is recorded, and
     # trains the source first when it is not: the estimate is then the source's (this session's miss: a
     # "0-minute" single-adapter job started a 24-minute source 8 minutes before the deadline)
-    single = quality_plan.Job("transfer", "stsb", "lora", "single", None, 2)
+    single = Job("transfer", "stsb", "lora", "single", None, 2)
     copied = {**single.key(), "seed": 0, "wall_seconds": 0.0}
     source = {**single.key(), "stage": "source", "seed": 0, "wall_seconds": 1425.0}
-    assert quality_plan.expected_seconds([copied], single) is None
-    assert quality_plan.expected_seconds([copied, source], single) == 1425.0
-    assert quality_plan.expected_seconds([copied, source, {**source, "seed": 2, "wall_seconds": 1248.0}], single) == 0.0
+    assert expected_seconds([copied], single) is None
+    assert expected_seconds([copied, source], single) == 1425.0
+    assert expected_seconds([copied, source, {**source, "seed": 2, "wall_seconds": 1248.0}], single) == 0.0
     # a kind's first runs (bottleneck after LoRA): the other kinds' like runs, its own once it has some
-    bottleneck = quality_plan.Job("transfer", "stsb", "bottleneck", "adapterfusion", None, 0)
-    assert quality_plan.expected_seconds(rows, bottleneck) == 4800.0
+    bottleneck = Job("transfer", "stsb", "bottleneck", "adapterfusion", None, 0)
+    assert expected_seconds(rows, bottleneck) == 4800.0
     own = {**bottleneck.key(), "wall_seconds": 3000.0}
-    assert quality_plan.expected_seconds([*rows, own], bottleneck) == 3000.0
+    assert expected_seconds([*rows, own], bottleneck) == 3000.0
     # a target's first runs: the same method's on the other targets (CoLA's average started with no estimate)
-    assert quality_plan.expected_seconds(rows, quality_plan.Job("transfer", "cola", "bottleneck", "average", None, 0)) == 840.0
-    assert quality_plan.expected_seconds(rows, quality_plan.Job("transfer", "cola", "lora", "scalearn", "scalearn", 0)) is None
+    assert expected_seconds(rows, Job("transfer", "cola", "bottleneck", "average", None, 0)) == 840.0
+    assert expected_seconds(rows, Job("transfer", "cola", "lora", "scalearn", "scalearn", 0)) is None
 
 
 def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monkeypatch, caplog):
@@ -446,7 +452,7 @@ def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monk
     out = tmp_path / "out"
     args = quality.parse_args(["--strong", "--out", str(out), "--work", str(tmp_path / "work"), "--shard", "1/2",
                                "--deadline", "23:59", "--fit-deadline"])
-    long, short = (quality_plan.Job("transfer", "stsb", "lora", m, None, 1) for m in ("adapterfusion", "average"))
+    long, short = (Job("transfer", "stsb", "lora", m, None, 1) for m in ("adapterfusion", "average"))
     results = quality_plan.Results(out / "results.jsonl")
     results.add({**long.key(), "seed": 0, "wall_seconds": 10 * 86400.0})  # longer than any time left
     results.add({**short.key(), "seed": 0, "wall_seconds": 1.0})
