@@ -164,6 +164,30 @@ def test_option_help_keeps_its_default_text() -> None:
     assert "(default: the paper's for the method)" in helped
     assert "(default: the one the sources' heads were trained with)" in helped
 
+def test_command_reference_names_every_command_and_option() -> None:
+    """docs/cli.md keeps step with the CLI: every command, and every long option of each, appears in it."""
+    import re
+
+    import typer
+
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+
+    def leaves(command, path: tuple[str, ...]):
+        if hasattr(command, "commands"):  # a group: its visible subcommands
+            for name, sub in command.commands.items():
+                if not sub.hidden:
+                    yield from leaves(sub, (*path, name))
+        else:
+            yield " ".join(path), command
+
+    found = list(leaves(typer.main.get_command(app), ()))
+    assert {"train-source", "transfer", "eval", "export", "zoo list", "zoo build"} <= {name for name, _ in found}
+    missing = [f"scalearn {name}" for name, _ in found if f"`scalearn {name}" not in reference]
+    missing += [f"scalearn {name} {opt}" for name, command in found for param in command.params for opt in param.opts
+                if opt.startswith("--") and opt != "--help" and not re.search(re.escape(opt) + r"(?![\w-])", reference)]
+    assert not missing, f"docs/cli.md does not mention: {missing}"
+
+
 
 # ---- train-source ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind, files", [("lora", LORA_FILES), ("bottleneck", BOTTLENECK_FILES)])
