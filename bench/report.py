@@ -70,12 +70,13 @@ def missing_rows(config: dict, rows: list[dict]) -> list[str]:
     args = quality.parse_args(argv)
     done = {row_key(r) for r in rows}
     stages = set(csv(config.get("stages", ",".join(STAGES)))) | {r["stage"] for r in rows}
-    missing = defaultdict(int)
+    missing: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # stage, seed -> target kind -> runs
     for job in plan(args):
         if job.stage in stages and row_key(job.key()) not in done:
             what = f"{job.stage}: seed {job.seed}" + (f", k={job.k}" if job.k else "")
-            missing[what] += 1
-    return [f"- {what}: {n} run(s)" for what, n in sorted(missing.items())]
+            missing[what][f"{job.target} {job.kind}"] += 1  # in plan order: what to pick with --job-targets/-kinds
+    return [f"- {what}: {sum(by.values())} run(s) ({', '.join(f'{tk} {n}' for tk, n in by.items())})"
+            for what, by in sorted(missing.items())]
 
 
 def summary(rows: list[dict], speed: dict | None, rr: dict | None, lat: dict | None, majority: dict,

@@ -238,8 +238,9 @@ def test_missing_rows_counts_the_planned_runs_without_a_record(tmp_path):
     config = {k: getattr(args, k) for k in ("targets", "extra_sources", "kinds", "methods", "seeds",
                                               "multi_seed_targets", "few_shot_k", "few_shot_targets")}
     done = [dict(job.key()) for job in plan(args) if job.stage == "source"]
-    assert report.missing_rows(config, done) == ["- few-shot: seed 0, k=16: 2 run(s)", "- transfer: seed 0: 6 run(s)",
-                                                 "- transfer: seed 1: 3 run(s)"]
+    assert report.missing_rows(config, done) == [
+        "- few-shot: seed 0, k=16: 2 run(s) (rte lora 2)", "- transfer: seed 0: 6 run(s) (rte lora 3, mrpc lora 3)",
+        "- transfer: seed 1: 3 run(s) (rte lora 3)"]
 
 
 @pytest.mark.parametrize("bad", ["2/2", "1", "a/b", "-1/2"])
