@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: quality.py and the report_* parts
 import quality  # noqa: E402  (bench/quality.py: its options, to rebuild a run's plan; stdlib-only at import)
-from quality_plan import STAGES, csv, plan, row_key  # noqa: E402
+from quality_plan import STAGES, csv, expected_seconds, plan, row_key  # noqa: E402
 from report_common import REPO, RESULTS, epochs_run, fmt, label, read_json, read_jsonl  # noqa: E402
 from report_quality import (SCALEARN, agreement_summary, count_ge, few_shot_noise, few_shot_runs,  # noqa: E402
                             few_shot_steps, few_shot_table, group, noise_table, ordering_table, paper_ordering,
@@ -62,21 +62,38 @@ def paper_tables(reference: Path) -> dict:
     return paper
 
 
-def missing_rows(config: dict, rows: list[dict]) -> list[str]:
-    """Planned runs (from quality_plan.plan with the recorded configuration) that have no row."""
+def missing_jobs(config: dict, rows: list[dict]) -> list:
+    """Planned runs (from quality_plan.plan with the recorded configuration) that have no row, in plan order."""
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()
             if k in ("targets", "extra_sources", "kinds", "methods", "seeds", "multi_seed_targets", "multi_seed_kinds",
                      "few_shot_k", "few_shot_targets", "few_shot_kinds", "few_shot_seeds", "fusion_tuned_lr")]
     args = quality.parse_args(argv)
     done = {row_key(r) for r in rows}
     stages = set(csv(config.get("stages", ",".join(STAGES)))) | {r["stage"] for r in rows}
+    return [job for job in plan(args) if job.stage in stages and row_key(job.key()) not in done]
+
+
+def missing_rows(config: dict, rows: list[dict]) -> list[str]:
+    """The missing runs counted by stage and seed, each with its targets and kinds."""
     missing: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # stage, seed -> target kind -> runs
-    for job in plan(args):
-        if job.stage in stages and row_key(job.key()) not in done:
-            what = f"{job.stage}: seed {job.seed}" + (f", k={job.k}" if job.k else "")
-            missing[what][f"{job.target} {job.kind}"] += 1  # in plan order: what to pick with --job-targets/-kinds
+    for job in missing_jobs(config, rows):
+        what = f"{job.stage}: seed {job.seed}" + (f", k={job.k}" if job.k else "")
+        missing[what][f"{job.target} {job.kind}"] += 1  # in plan order: what to pick with --job-targets/-kinds
     return [f"- {what}: {sum(by.values())} run(s) ({', '.join(f'{tk} {n}' for tk, n in by.items())})"
             for what, by in sorted(missing.items())]
+
+
+def missing_hours(config: dict, rows: list[dict]) -> tuple[float, int]:
+    """Worker hours the missing runs take by their like runs' longest recorded wall time (expected_seconds, as
+    --fit-deadline estimates them), and how many have no like run to go by. A transfer's single-adapter row
+    costs nothing of its own: it copies its source's, which is counted under the source stage."""
+    seconds, unknown = 0.0, 0
+    for job in missing_jobs(config, rows):
+        if job.stage == "transfer" and job.method == "single":
+            continue
+        estimate = expected_seconds(rows, job)
+        seconds, unknown = (seconds, unknown + 1) if estimate is None else (seconds + estimate, unknown)
+    return seconds / 3600, unknown
 
 
 def summary(rows: list[dict], speed: dict | None, rr: dict | None, lat: dict | None, majority: dict,
@@ -278,7 +295,12 @@ def comparison_sections(config: dict, rows: list[dict], majority: dict, means_by
     missing = missing_rows(config, rows)
     doc += ["## Missing from this run", ""] + (missing or ["Nothing: every planned run finished."]) + [""]
     if missing:
+        hours, unknown = missing_hours(config, rows)
+        threads = f" ({config['threads']} torch thread(s), as recorded)" if config.get("threads") else ""
+        unknown_note = f"; {unknown} have no like run to go by" if unknown else ""
         doc += ["These planned runs were not started before the session's deadline (CPU time on the shared machine). "
+                "By the longest recorded run like each (same stage, target, kind, method and k; any seed), they take "
+                f"about **{hours:.1f} hours of one worker**{threads}, to split over `--shard` workers{unknown_note}. "
                 "Re-running `bench/quality.py` with the same flags resumes exactly them: finished rows are skipped.",
                 ""]
     return doc

@@ -243,6 +243,21 @@ def test_missing_rows_counts_the_planned_runs_without_a_record(tmp_path):
         "- transfer: seed 1: 3 run(s) (rte lora 3)"]
 
 
+def test_missing_hours_go_by_the_longest_like_run(tmp_path):
+    args, _ = plan_args(tmp_path)
+    config = {k: getattr(args, k) for k in ("targets", "extra_sources", "kinds", "methods", "seeds",
+                                              "multi_seed_targets", "few_shot_k", "few_shot_targets")}
+    wall = {"source": 600.0, "single": 0.0, "average": 300.0, "scalearn": 900.0}
+    done = [{**dict(job.key()), "wall_seconds": wall["source" if job.stage == "source" else job.method]}
+            for job in plan(args) if job.seed == 0 and (job.stage == "source" or job.stage == "transfer"
+                                                         and job.target == "rte")]
+    done.append({**done[-1], "wall_seconds": 60.0, "seed": 7})  # a shorter like run: the longest one counts
+    # left: rte's seed-1 source (600) and transfers (average 300, scalearn 900; single copies its source: 0),
+    # mrpc's transfers by rte's (300 + 900); the two few-shot runs have no like run at all
+    hours, unknown = report.missing_hours(config, done)
+    assert hours == pytest.approx(3000 / 3600) and unknown == 2
+
+
 @pytest.mark.parametrize("bad", ["2/2", "1", "a/b", "-1/2"])
 def test_a_malformed_shard_is_a_usage_error(bad, capsys):
     with pytest.raises(SystemExit) as exc:
