@@ -211,14 +211,15 @@ class JobLock:
 
 
 def deadline_at(hhmm: str, now: float) -> float:
-    """The next UTC ``HH:MM`` after ``now`` (epoch seconds): a run started at 23:40 with ``--deadline 02:10`` stops
-    at 02:10 the next day, not at once."""
+    """The occurrence of UTC ``HH:MM`` nearest to ``now`` (epoch seconds), so within 12 hours either way: a run
+    started at 23:40 with ``--deadline 02:10`` stops at 02:10 the next day, not at once; one started at 10:46 with
+    ``--deadline 10:45`` (a chained invocation that began after its session's deadline) finds it reached and starts
+    nothing, rather than running until 10:45 the next day."""
     hours, minutes = (int(part) for part in hhmm.split(":"))
     today = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
     at = today.replace(hour=hours, minute=minutes, second=0, microsecond=0)
-    if at.timestamp() <= now:
-        at += datetime.timedelta(days=1)
-    return at.timestamp()
+    nearest = min((at + datetime.timedelta(days=days) for days in (-1, 0, 1)), key=lambda t: abs(t.timestamp() - now))
+    return nearest.timestamp()
 
 
 def expected_seconds(rows: list[dict], job: "Job") -> float | None:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from argparse import Namespace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -278,7 +279,10 @@ def test_a_deadline_past_midnight_is_tomorrows_not_already_reached():
     evening = datetime(2026, 12, 2, 23, 40, tzinfo=timezone.utc).timestamp()
     assert quality_plan.deadline_at("02:10", evening) == datetime(2026, 12, 3, 2, 10, tzinfo=timezone.utc).timestamp()
     assert quality_plan.deadline_at("23:50", evening) == datetime(2026, 12, 2, 23, 50, tzinfo=timezone.utc).timestamp()
-    assert quality_plan.deadline_at("23:40", evening) == datetime(2026, 12, 3, 23, 40, tzinfo=timezone.utc).timestamp()
+    # a deadline just passed is reached, not tomorrow's: a chained worker started after it must start nothing
+    assert quality_plan.deadline_at("23:40", evening) == evening
+    assert quality_plan.deadline_at("22:45", evening) == datetime(2026, 12, 2, 22, 45, tzinfo=timezone.utc).timestamp()
+    assert quality_plan.deadline_at("10:00", evening) == datetime(2026, 12, 3, 10, 0, tzinfo=timezone.utc).timestamp()
 
 
 def test_results_see_rows_another_worker_appended(tmp_path):
@@ -467,7 +471,7 @@ def test_fit_deadline_skips_only_the_runs_that_would_end_after_it(tmp_path, monk
     the worker goes on to shorter runs instead of stopping (a run cut at the session's end is lost whole)."""
     out = tmp_path / "out"
     args = quality.parse_args(["--strong", "--out", str(out), "--work", str(tmp_path / "work"), "--shard", "1/2",
-                               "--deadline", "23:59", "--fit-deadline"])
+                               "--deadline", time.strftime("%H:%M", time.gmtime(time.time() + 7200)), "--fit-deadline"])
     long, short = (Job("transfer", "stsb", "lora", m, None, 1) for m in ("adapterfusion", "average"))
     results = quality_plan.Results(out / "results.jsonl")
     results.add({**long.key(), "seed": 0, "wall_seconds": 10 * 86400.0})  # longer than any time left
