@@ -164,6 +164,7 @@ def test_option_help_keeps_its_default_text() -> None:
     assert "(default: the paper's for the method)" in helped
     assert "(default: the one the sources' heads were trained with)" in helped
 
+
 def test_command_reference_names_every_command_and_option() -> None:
     """docs/cli.md keeps step with the CLI: every command, and every long option of each, appears in it."""
     import re
@@ -186,7 +187,6 @@ def test_command_reference_names_every_command_and_option() -> None:
     missing += [f"scalearn {name} {opt}" for name, command in found for param in command.params for opt in param.opts
                 if opt.startswith("--") and opt != "--help" and not re.search(re.escape(opt) + r"(?![\w-])", reference)]
     assert not missing, f"docs/cli.md does not mention: {missing}"
-
 
 
 # ---- train-source ----------------------------------------------------------------------------------------
