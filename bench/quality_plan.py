@@ -241,8 +241,8 @@ def expected_seconds(rows: list[dict], job: "Job") -> float | None:
         return key[:1] + (key[1:2] if loose < 2 else ()) + (key[2:3] if loose < 1 else ()) + key[3:5] + key[6:]
 
     for loose in (0, 1, 2):
-        walls = [r["wall_seconds"] for r in rows
-                 if like(row_key(r), loose) == like(row_key(job.key()), loose) and r.get("wall_seconds")]
+        walls = [r["wall_seconds"] for r in rows if r.get("device", "cpu") == "cpu"  # GPU rows: not this loop's time
+                 and like(row_key(r), loose) == like(row_key(job.key()), loose) and r.get("wall_seconds")]
         if walls:
             return max(walls)
     return None

@@ -137,7 +137,7 @@ class Runner:
             return
         t0 = time.perf_counter()
         meta = self.train_source(job) if job.method == "single" else self.train_transfer(job)
-        row = summary_row(meta, time.perf_counter() - t0, **job.key())
+        row = {**summary_row(meta, time.perf_counter() - t0, **job.key()), **run_device()}
         self.results.add(row)
         if job.method == "single":
             self.keep(job)
@@ -307,6 +307,16 @@ class Runner:
         shutil.copyfile(folder / "omega.safetensors", dest)
         sources = json.loads((folder / "composition.json").read_text())["sources"]
         dest.with_suffix(".json").write_text(json.dumps({"sources": [s["task"] for s in sources]}, indent=2) + "\n")
+
+
+def run_device() -> dict:
+    """Where a row was computed: ``device`` ("cpu", or the GPU's name) and the torch/transformers versions (rows of
+    one run can come from several machines; config.json only keeps the last invocation's)."""
+    import torch
+    import transformers
+
+    return {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def kept_registry(out: Path):

@@ -453,9 +453,31 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         "`--job-*` filters) and interrupted runs were resumed, so wall times and examples/s carry that load. "
         f"Invocations started {', '.join(config['started'])} (UTC); {len(rows)} finished runs in `results.jsonl` "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(n_stage.items()))}).",
-        f"- Accelerator: {m['gpu']}." if m.get("gpu") else "- Accelerator: none (CPU only). The full-size protocol "
-        "(bench/README.md, *Full scale elsewhere*) is meant for a GPU machine, which this run did not have.",
+        accelerator_line(m, rows),
     ]
+
+
+def accelerator_line(machine: dict, rows: list[dict]) -> str:
+    """Which rows ran on a GPU (each row records its ``device``; rows without one predate it and ran on the CPU)."""
+    gpu = [r for r in rows if r.get("device", "cpu") != "cpu" and r.get("wall_seconds")]
+    if not gpu:
+        return (f"- Accelerator: {machine['gpu']}." if machine.get("gpu") else "- Accelerator: none (CPU only). The "
+                "full-size protocol (bench/README.md, *Full scale elsewhere*) is meant for a GPU machine, which this "
+                "run did not have.")
+    names = sorted({f"{r['device']} (torch {r.get('torch')}, transformers {r.get('transformers')})" for r in gpu})
+    runs = "; ".join(f"{t} {k} seed {s}: " + ", ".join(sorted(ms)) for (t, k, s), ms in sorted(
+        _group(gpu).items()))
+    return (f"- Accelerator: {len(gpu)} of {len(rows)} runs were computed on {' and '.join(names)}, fp32, same "
+            f"protocol, data and seeds; the rest on the CPU above. On the GPU: {runs}. Their wall times are left out "
+            "of the throughput table and of the worker-hour estimates.")
+
+
+def _group(rows: list[dict]) -> dict:
+    out = defaultdict(set)
+    for r in rows:
+        out[(r["target"], r["kind"], r["seed"])].add(r["stage"] if r["method"] == "single" else
+                                                     r["method"] + (f" ({r['variant']})" if r.get("variant") else ""))
+    return out
 
 
 def extra_source_scores(rows: list[dict], extra: list[str]) -> str:

@@ -203,10 +203,11 @@ def latency_section(lat: dict | None) -> list[str]:
 
 
 def throughput_section(rows: list[dict]) -> list[str]:
-    """End-to-end examples/s of the quality runs (training loop incl. per-epoch dev evaluation, shared machine)."""
+    """End-to-end examples/s of the quality runs (training loop incl. per-epoch dev evaluation, shared machine); CPU
+    rows only (a row computed on a GPU says nothing about this machine's loop)."""
     by = defaultdict(list)
     for r in rows:
-        if r["stage"] in ("source", "transfer") and r["wall_seconds"] > 0:
+        if r["stage"] in ("source", "transfer") and r["wall_seconds"] > 0 and r.get("device", "cpu") == "cpu":
             name = "source training" if r["stage"] == "source" else f"transfer: {label(r['method'], r['variant'])}"
             by[(name, r["kind"])].append(r["examples_per_second"])
     out = ["| Run | Kind | median examples/s | runs |", "|---|---|---|---|"]

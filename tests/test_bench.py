@@ -490,3 +490,26 @@ def test_fit_deadline_without_a_deadline_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         quality.parse_args(["--fit-deadline"])
     assert exc.value.code == 2 and "--fit-deadline needs --deadline" in capsys.readouterr().err
+
+
+def test_rows_computed_on_a_gpu_are_named_and_kept_out_of_cpu_timings():
+    """A row records its device; the report says which ran on a GPU and keeps their times out of CPU figures."""
+    import report_speed
+
+    def row(seed, device=None, wall=100.0):
+        r = {"stage": "transfer", "target": "mrpc", "kind": "bottleneck", "method": "scalearn",
+             "variant": "scalearn", "seed": seed, "k": None, "wall_seconds": wall, "examples_per_second": 10.0}
+        return {**r, "device": device, "torch": "2.11.0+cu130", "transformers": "5.17.0"} if device else r
+
+    rows = [row(0), row(1, "cpu", 300.0), row(2, "NVIDIA H200", 5.0)]
+    rows[2]["examples_per_second"] = 900.0
+    line = report.accelerator_line({"gpu": None}, rows)
+    assert line.startswith("- Accelerator: 1 of 3 runs were computed on NVIDIA H200 (torch 2.11.0+cu130")
+    assert "mrpc bottleneck seed 2: scalearn (scalearn)" in line
+    assert report.accelerator_line({"gpu": None}, rows[:2]).startswith("- Accelerator: none (CPU only)")
+    table = report_speed.throughput_section(rows)
+    assert table[-1] == "| transfer: ScaLearn | bottleneck | 10.0 | 2 |"
+    job = Job("transfer", "mrpc", "bottleneck", "scalearn", "scalearn", 1, None)
+    assert expected_seconds(rows, job) == 300.0
+    assert expected_seconds(rows[2:], job) is None  # only a GPU's time: no CPU estimate
+    assert set(quality_runner.run_device()) == {"device", "torch", "transformers"}
