@@ -217,7 +217,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
                     read_json(speed.with_name("latency.json")), majority, means_by_kind, targets),
            *question_answer(g, rows, config["kinds"].split(","), targets, majority),
            *peer_summary(read_json(run_dir / "peer_score.json")), "",
-           "## Configuration that produced these numbers", "", *config_section(config, rows), "",
+           "## Configuration that produced these numbers", "", *config_section(config, rows, read_jsonl(run_dir / "device_repeats.jsonl")), "",
            "## Reference: the paper's numbers", "", *paper_section(paper, targets), "",
            *paper_ordering(paper, targets), "",
            "## Stage 1: the source adapters", "",
@@ -403,7 +403,7 @@ def lora_default_lr() -> float:
     return LoraKind.default_lr
 
 
-def config_section(config: dict, rows: list[dict]) -> list[str]:
+def config_section(config: dict, rows: list[dict], repeats: list[dict] = ()) -> list[str]:
     m = config["machine"]
     n_stage = defaultdict(int)
     for r in rows:
@@ -453,12 +453,15 @@ def config_section(config: dict, rows: list[dict]) -> list[str]:
         "`--job-*` filters) and interrupted runs were resumed, so wall times and examples/s carry that load. "
         f"Invocations started {', '.join(config['started'])} (UTC); {len(rows)} finished runs in `results.jsonl` "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(n_stage.items()))}).",
-        accelerator_line(m, rows),
+        accelerator_line(m, rows, repeats),
     ]
 
 
-def accelerator_line(machine: dict, rows: list[dict]) -> str:
-    """Which rows ran on a GPU (each row records its ``device``; rows without one predate it and ran on the CPU)."""
+def accelerator_line(machine: dict, rows: list[dict], repeats: list[dict] = ()) -> str:
+    """Which rows ran on a GPU (each row records its ``device``; rows without one predate it and ran on the CPU).
+
+    ``repeats``: rows a GPU computed for runs the CPU had already recorded (``device_repeats.jsonl``, not in the
+    tables): each is set beside the CPU's score, what changing the machine alone does to a score."""
     gpu = [r for r in rows if r.get("device", "cpu") != "cpu" and r.get("wall_seconds")]
     if not gpu:
         return (f"- Accelerator: {machine['gpu']}." if machine.get("gpu") else "- Accelerator: none (CPU only). The "
@@ -467,9 +470,17 @@ def accelerator_line(machine: dict, rows: list[dict]) -> str:
     names = sorted({f"{r['device']} (torch {r.get('torch')}, transformers {r.get('transformers')})" for r in gpu})
     runs = "; ".join(f"{t} {k} seed {s}: " + ", ".join(sorted(ms)) for (t, k, s), ms in sorted(
         _group(gpu).items()))
-    return (f"- Accelerator: {len(gpu)} of {len(rows)} runs were computed on {' and '.join(names)}, fp32, same "
+    line = (f"- Accelerator: {len(gpu)} of {len(rows)} runs were computed on {' and '.join(names)}, fp32, same "
             f"protocol, data and seeds; the rest on the CPU above. On the GPU: {runs}. Their wall times are left out "
             "of the throughput table and of the worker-hour estimates.")
+    cpu = {row_key(r): r for r in rows if r.get("device", "cpu") == "cpu"}
+    both = [(cpu[row_key(r)], r) for r in repeats if row_key(r) in cpu]
+    if both:
+        line += " The same run on both machines (the CPU row is the one in the tables): " + "; ".join(
+            f"{r['target']} {r['kind']} {label(r['method'], r.get('variant'))} seed {r['seed']}: CPU "
+            f"{c['main_score']:.2f}, GPU {r['main_score']:.2f} (best epoch {c['best_epoch']} and {r['best_epoch']})"
+            for c, r in both) + "."
+    return line
 
 
 def _group(rows: list[dict]) -> dict:

@@ -507,9 +507,33 @@ def test_rows_computed_on_a_gpu_are_named_and_kept_out_of_cpu_timings():
     assert line.startswith("- Accelerator: 1 of 3 runs were computed on NVIDIA H200 (torch 2.11.0+cu130")
     assert "mrpc bottleneck seed 2: scalearn (scalearn)" in line
     assert report.accelerator_line({"gpu": None}, rows[:2]).startswith("- Accelerator: none (CPU only)")
+    repeat = {**row(1, "NVIDIA H200"), "main_score": 71.5, "best_epoch": 4}
+    rows[1].update(main_score=70.25, best_epoch=4)
+    assert line + (" The same run on both machines (the CPU row is the one in the tables): mrpc bottleneck ScaLearn "
+                   "seed 1: CPU 70.25, GPU 71.50 (best epoch 4 and 4).") == report.accelerator_line({}, rows, [repeat])
     table = report_speed.throughput_section(rows)
     assert table[-1] == "| transfer: ScaLearn | bottleneck | 10.0 | 2 |"
     job = Job("transfer", "mrpc", "bottleneck", "scalearn", "scalearn", 1, None)
     assert expected_seconds(rows, job) == 300.0
     assert expected_seconds(rows[2:], job) is None  # only a GPU's time: no CPU estimate
     assert set(quality_runner.run_device()) == {"device", "torch", "transformers"}
+
+
+def test_merge_rows_adds_new_runs_and_keeps_repeats_apart(tmp_path):
+    """Rows from another machine: new runs are appended, an already recorded run goes to device_repeats.jsonl."""
+    import merge_rows
+
+    def row(seed, device, score):
+        return {"stage": "transfer", "target": "rte", "kind": "lora", "method": "average", "variant": None,
+                "seed": seed, "k": None, "main_score": score, **({"device": device} if device else {})}
+
+    (tmp_path / "results.jsonl").write_text(json.dumps(row(0, None, 50.0)) + "\n")
+    assert merge_rows.merge([row(0, "NVIDIA H200", 51.0), row(1, "NVIDIA H200", 52.0)], tmp_path) == (1, 1)
+    results = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["main_score"]) for r in results] == [(0, 50.0), (1, 52.0)]
+    repeats = [json.loads(x) for x in (tmp_path / "device_repeats.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["main_score"]) for r in repeats] == [(0, 51.0)]
+    with pytest.raises(SystemExit, match="do not record their device"):
+        merge_rows.merge([row(2, None, 1.0)], tmp_path)
+    with pytest.raises(SystemExit, match="pass --out"):
+        merge_rows.merge([row(2, "cpu", 1.0)], tmp_path / "nowhere")

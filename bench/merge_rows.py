@@ -1,0 +1,59 @@
+"""Merge result rows computed on another machine (a GPU, a colleague's box) into a run's ``results.jsonl``.
+
+The other machine runs the same plan (``bench/quality.py`` with the same options, on a copy of this tree) and returns
+the rows it appended. Each row records its ``device`` (``quality_runner.run_device``). A row whose run this file
+already records is not added: the first recorded row stays the run's row (the tables read one row per run), and the
+newcomer goes to ``device_repeats.jsonl`` beside it, where the report sets the two scores side by side — what the
+machine alone changes.
+
+    python bench/merge_rows.py new_rows.jsonl [--out bench/results/strong]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_plan import row_key  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def merge(new: list[dict], out: Path) -> tuple[int, int]:
+    """Append the rows of runs ``out/results.jsonl`` lacks; the others to ``out/device_repeats.jsonl``.
+    Returns (added, repeated). Rows without a ``device`` are refused: a merged row must say where it ran."""
+    unlabelled = [row_key(r) for r in new if not r.get("device")]
+    if unlabelled:
+        raise SystemExit(f"{len(unlabelled)} row(s) do not record their device (first: {unlabelled[0]}): produce "
+                         "them with this tree's bench/quality.py, which records it")
+    results = out / "results.jsonl"
+    if not results.is_file():
+        raise SystemExit(f"{results} not found: pass --out the run folder the rows belong to")
+    have = {row_key(json.loads(line)) for line in results.open() if line.strip()}
+    added, repeated = [], []
+    for row in new:
+        (repeated if row_key(row) in have else added).append(row)
+        have.add(row_key(row))
+    for path, rows in ((results, added), (out / "device_repeats.jsonl", repeated)):
+        if rows:
+            with path.open("a") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return len(added), len(repeated)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("rows", type=Path, help="a JSONL file of rows from the other machine")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "strong", help="the run folder")
+    args = p.parse_args(argv)
+    new = [json.loads(line) for line in args.rows.open() if line.strip()]
+    added, repeated = merge(new, args.out)
+    print(f"added {added} row(s) to {args.out / 'results.jsonl'}; {repeated} already recorded there "
+          f"(kept beside it in device_repeats.jsonl)")
+
+
+if __name__ == "__main__":
+    main()
