@@ -486,8 +486,8 @@ def accelerator_line(machine: dict, rows: list[dict], repeats: list[dict] = ()) 
 def _group(rows: list[dict]) -> dict:
     out = defaultdict(set)
     for r in rows:
-        out[(r["target"], r["kind"], r["seed"])].add(r["stage"] if r["method"] == "single" else
-                                                     r["method"] + (f" ({r['variant']})" if r.get("variant") else ""))
+        out[(r["target"], r["kind"], r["seed"])].add("own adapter" if r["method"] == "single" else
+                                                     label(r["method"], r.get("variant")))
     return out
 
 

@@ -505,7 +505,7 @@ def test_rows_computed_on_a_gpu_are_named_and_kept_out_of_cpu_timings():
     rows[2]["examples_per_second"] = 900.0
     line = report.accelerator_line({"gpu": None}, rows)
     assert line.startswith("- Accelerator: 1 of 3 runs were computed on NVIDIA H200 (torch 2.11.0+cu130")
-    assert "mrpc bottleneck seed 2: scalearn (scalearn)" in line
+    assert "mrpc bottleneck seed 2: ScaLearn." in line
     assert report.accelerator_line({"gpu": None}, rows[:2]).startswith("- Accelerator: none (CPU only)")
     repeat = {**row(1, "NVIDIA H200"), "main_score": 71.5, "best_epoch": 4}
     rows[1].update(main_score=70.25, best_epoch=4)
