@@ -27,7 +27,7 @@ from report_quality import (SCALEARN, agreement_summary, count_ge, few_shot_nois
                             few_shot_steps, few_shot_table, group, noise_table, ordering_table, paper_ordering,
                             paper_section, plot_score_vs_params, quality_table, question_answer)
 from report_sources import (kept_sources, omega_drift, omega_drifts, omega_shares, plot_omega,  # noqa: E402
-                            retrained_sources, source_table)
+                            retrained_sources, source_alternates, source_table)
 from report_speed import (decoder_section, latency_section, loop_section, peer_score_section,  # noqa: E402
                           peer_section, peer_summary, round_robin_section, speed_section, sparsity_section,
                           sweep_section, throughput_section)
@@ -36,7 +36,8 @@ DOC_DIR = REPO / "docs"
 # Every committed benchmark doc: its run under bench/results and the runs compared beside it. `--all` regenerates
 # them all; `--all --check` (run by the test suite) fails when one differs from what its results make.
 DOCS = {
-    "benchmarks-strong.md": ("strong", ["strong-nostop", "strong-lr1e-3", "strong-af-own"]),
+    "benchmarks-strong.md": ("strong", ["strong-nostop", "strong-lr1e-3", "strong-af-own", "strong-bn-lr1e-3",
+                                        "strong-bn-lr3e-3"]),
     "benchmarks.md": ("default", []),
     "benchmarks-medium.md": ("medium", ["medium-mean"]),
     "benchmarks-medium-mean.md": ("medium-mean", ["medium"]),
@@ -217,14 +218,16 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
                     read_json(speed.with_name("latency.json")), majority, means_by_kind, targets),
            *question_answer(g, rows, config["kinds"].split(","), targets, majority),
            *peer_summary(read_json(run_dir / "peer_score.json")), "",
-           "## Configuration that produced these numbers", "", *config_section(config, rows, read_jsonl(run_dir / "device_repeats.jsonl")), "",
+           "## Configuration that produced these numbers", "",
+           *config_section(config, rows, read_jsonl(run_dir / "device_repeats.jsonl")), "",
            "## Reference: the paper's numbers", "", *paper_section(paper, targets), "",
            *paper_ordering(paper, targets), "",
            "## Stage 1: the source adapters", "",
            "Seed-0 sources on their own task's (capped) test split (majority: the constant predictor on the same "
            "rows; STS-B: the train mean). These are what every composition below combines. Issue 12's bar: every "
            "classification source at least 10 points above its majority baseline, STS-B Pearson at least 0.80.", "",
-           *source_table(rows, majority, config["batch_size"]), *retrained_sources(run_dir), *kept_sources(run_dir), "",
+           *source_table(rows, majority, config["batch_size"], source_alternates(config, compare_runs, RESULTS)),
+           *retrained_sources(run_dir), *kept_sources(run_dir), "",
            "## Quality: target × method", "",
            "Main metric ×100 on the (capped) test split: CoLA Matthews correlation, STS-B Pearson, accuracy "
            "otherwise. Cells are mean ± standard deviation (number of seeds) when there is more than one seed. "

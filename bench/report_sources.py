@@ -4,6 +4,7 @@ they are kept, and how far ω moved from its initialisation and which sources it
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from collections import defaultdict
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from quality_plan import REPRODUCED
 from quality_runner import kept_registry
-from report_common import LABEL, epochs_done, fmt, label, read_jsonl
+from report_common import LABEL, epochs_done, fmt, label, read_json, read_jsonl
 
 
 def source_bar(target: str, majority: dict) -> float | None:
@@ -20,8 +21,16 @@ def source_bar(target: str, majority: dict) -> float | None:
     return 80.0 if target == "stsb" else None if base is None else base + 10
 
 
-def source_table(rows: list[dict], majority: dict, batch_size: int = 32) -> list[str]:
-    """Stage 1: how good the seed-0 source adapters are (the material ω has to work with)."""
+#: the options that change how a source adapter trains (another run differing in these retrains the same sources)
+SOURCE_OPTIONS = ("source_lr", "source_epochs", "source_patience", "max_length", "pooling", "batch_size",
+                  "group_by_length", "model")
+
+
+def source_table(rows: list[dict], majority: dict, batch_size: int = 32,
+                 alternates: list[tuple[str, str, list[dict]]] = ()) -> list[str]:
+    """Stage 1: how good the seed-0 source adapters are (the material ω has to work with). ``alternates``: other
+    runs (name, config, rows) whose seed-0 sources of a task below the bar are named beside it, with the source
+    options they changed (e.g. an lr sweep on the weak sources)."""
     src = sorted((r for r in rows if r["stage"] == "source" and r["seed"] == 0), key=lambda r: (r["kind"], r["target"]))
     if not src:
         return ["*No source rows finished.*"]
@@ -36,7 +45,7 @@ def source_table(rows: list[dict], majority: dict, batch_size: int = 32) -> list
                    f"{r['test_examples']} | {r['steps']} | {r['best_epoch']} of {r.get('epochs', '–')} | "
                    f"{r['task_main_metric']} | {r['main_score']:.2f} | {fmt(base)} | {fmt(above)} | "
                    f"{'–' if bar is None else 'met' if bar else '**not met**'} |")
-    return out + unmet_sources(rows, majority, src, batch_size)
+    return out + unmet_sources(rows, majority, src, batch_size, alternates)
 
 
 def retrained_sources(run_dir: Path) -> list[str]:
@@ -76,9 +85,11 @@ def kept_sources(run_dir: Path) -> list[str]:
                 "them (sha256-verified, test score checked against the row) instead of retraining them."]
 
 
-def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size: int) -> list[str]:
+def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size: int,
+                  alternates: list[tuple[str, str, list[dict]]] = ()) -> list[str]:
     """For each seed-0 source below issue 12's bar, what the run says about why: when its dev loss stopped
-    improving, what its other seeds score, and the best transfer on the same test rows."""
+    improving, what its other seeds score, the same source trained with other options (``alternates``), and the
+    best transfer on the same test rows."""
     out = []
     for r in src:
         bar = source_bar(r["target"], majority)
@@ -92,12 +103,14 @@ def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size:
         threshold = "Pearson 80" if r["target"] == "stsb" else f"majority + 10 = {bar:.2f}"
         text = (f"- **{r['target']} ({r['kind']}) is below the bar** ({threshold}): its dev loss was lowest after "
                 f"epoch {r['best_epoch']} (epochs run: {epochs_done(r, batch_size) or '–'} of "
-                f"{r.get('epochs', '–')}), with {r['train_examples']:,} training examples")
+                f"{r.get('epochs', '–')}, with {r['train_examples']:,} training examples"
+                + chance_loss(r) + ")")
         text += f"; retrained with other seeds: {', '.join(others)}" if others else ""
         kinds = sorted((x["kind"], x["main_score"]) for x in src
                        if x["target"] == r["target"] and x["kind"] != r["kind"])
         text += "; the " + ", the ".join(f"{k} source on the same rows scores {v:.2f}" for k, v in kinds) \
             if kinds else ""
+        text += "".join(alternate_sources(r, alternates, batch_size))
         if best is not None:
             text += (f". The best transfer onto {r['target']} in this run, "
                      f"{label(best['method'], best.get('variant'))} (seed {best['seed']}), scores "
@@ -106,6 +119,45 @@ def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size:
                         if best["main_score"] >= bar else "no method here clears the bar either"))
         out.append(text + ".")
     return ([""] + out) if out else []
+
+
+def chance_loss(r: dict) -> str:
+    """A classification source's kept dev loss beside ln C, the cross-entropy of a uniform guess over C classes: a
+    loss near it says the adapter learned next to nothing on this encoder (whatever its accuracy)."""
+    from scalearn_cli.tasks import get_task
+
+    task = get_task(r["target"])
+    loss = (r.get("dev") or {}).get("loss")
+    if task.problem_type != "classification" or loss is None:
+        return ""
+    return f"; kept dev loss {loss:.3f} against ln {task.num_labels} = {math.log(task.num_labels):.3f} for a uniform guess"
+
+
+def alternate_sources(r: dict, alternates: list[tuple[str, str, list[dict]]], batch_size: int) -> list[str]:
+    """The seed-0 source of ``r``'s task and kind in each other run that trained it with other source options."""
+    out = []
+    for name, changed, other_rows in alternates:
+        same = next((x for x in other_rows if x["stage"] == "source" and x["target"] == r["target"]
+                     and x["kind"] == r["kind"] and x["seed"] == 0 and not x.get("k")), None)
+        if same is not None:
+            loss = (same.get("dev") or {}).get("loss")
+            out.append(f"; trained with {changed} (the `{name}` run; here lr {r['lr']:g}): {same['main_score']:.2f}, "
+                       f"best epoch {same['best_epoch']} of {epochs_done(same, batch_size) or '–'} run"
+                       + (f", kept dev loss {loss:.3f}" if loss is not None else ""))
+    return out
+
+
+def source_alternates(config: dict, runs: list[str], results: Path) -> list[tuple[str, str, list[dict]]]:
+    """(name, the source options it changed, rows) of each run in ``runs`` whose source training differs."""
+    out = []
+    for name in runs:
+        other = read_json(results / name / "config.json")
+        if other is None:
+            continue
+        changed = [f"`{k}` {other.get(k)}" for k in SOURCE_OPTIONS if other.get(k) != config.get(k)]
+        if changed:
+            out.append((name, ", ".join(changed), read_jsonl(results / name / "results.jsonl")))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------------ ω

@@ -537,3 +537,28 @@ def test_merge_rows_adds_new_runs_and_keeps_repeats_apart(tmp_path):
         merge_rows.merge([row(2, None, 1.0)], tmp_path)
     with pytest.raises(SystemExit, match="pass --out"):
         merge_rows.merge([row(2, "cpu", 1.0)], tmp_path / "nowhere")
+
+
+def test_a_source_below_the_bar_names_the_same_source_from_runs_that_trained_it_otherwise(tmp_path):
+    """An lr sweep on a weak source (another run, other source options) is named beside it in the source notes."""
+    import report_sources
+
+    def source(lr, score, epoch):
+        return {"stage": "source", "target": "rte", "kind": "bottleneck", "method": "single", "variant": None,
+                "seed": 0, "k": None, "main_score": score, "best_epoch": epoch, "epochs": 10, "lr": lr,
+                "steps": 71 * 4, "train_examples": 2241, "dev_examples": 249, "test_examples": 277,
+                "task_main_metric": "accuracy"}
+
+    config = {"source_lr": None, "source_epochs": 10, "batch_size": 32, "threads": 1}
+    for name, lr, score in (("sweep", 1e-3, 58.12), ("same", None, 50.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({**config, "source_lr": lr, "threads": 2}))
+        (tmp_path / name / "results.jsonl").write_text(json.dumps(source(lr or 3e-4, score, 3)) + "\n")
+    alternates = report_sources.source_alternates(config, ["sweep", "same", "absent"], tmp_path)
+    assert [(name, changed) for name, changed, _ in alternates] == [("sweep", "`source_lr` 0.001")]
+    notes = report_sources.source_table([source(3e-4, 48.01, 2)], {"rte": {"main_score": 52.71}}, 32, alternates)
+    assert "; trained with `source_lr` 0.001 (the `sweep` run; here lr 0.0003): 58.12, best epoch 3 of 4 run" \
+        in notes[-1]
+    source_row = {**source(3e-4, 48.01, 2), "dev": {"loss": 0.688}}
+    assert report_sources.chance_loss(source_row) == "; kept dev loss 0.688 against ln 2 = 0.693 for a uniform guess"
+    assert report_sources.chance_loss({**source_row, "target": "stsb"}) == ""  # regression: no chance loss
