@@ -21,14 +21,18 @@ cp .gpu/c/part2 /root/parts/ 2>/dev/null
 cat /root/parts/part0 /root/parts/part1 /root/parts/part2 > "$MODEL/model.safetensors" || exit 3
 cp -r .gpu/minilm/. "$MODEL/"
 echo "$(cat .gpu/minilm.sha256)  $MODEL/model.safetensors" | sha256sum -c - || exit 4
-[ -n "${SKIP_WHEELS:-}" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .gpu/whl/*.whl || exit 5
+[ -n "${SKIP_WHEELS:-}" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" .gpu/whl/*.whl || exit 5
 export MODEL; export PYTHONPATH="$SITE:$PWD/.gpu/shim:$PWD" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-{ date -u; nvidia-smi -L; $PY -c "import torch, transformers, peft, datasets, huggingface_hub as h; print(torch.__version__, torch.cuda.is_available(), transformers.__version__, peft.__version__, datasets.__version__, h.__version__)"; } > "$OUT/env.txt" 2>&1
+{ date -u; nvidia-smi -L; $PY -c "import torch, transformers, peft, datasets, huggingface_hub as h
+print(torch.__version__, torch.cuda.is_available(), transformers.__version__, peft.__version__,
+      datasets.__version__, h.__version__)"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 R=bench/results/strong/results.jsonl; N0=$(wc -l < $R)
 mkdir -p /tmp/wlogs
 for i in $(seq 0 $((K-1))); do
-  timeout $T $PY bench/quality.py --strong --kinds lora,bottleneck --threads 2 --shard $i/$K $JOBS > /tmp/wlogs/w$i.log 2>&1 &
+  timeout $T $PY bench/quality.py --strong --kinds lora,bottleneck --threads 2 --shard $i/$K $JOBS \
+    > /tmp/wlogs/w$i.log 2>&1 &
 done
 wait
 tail -n +$((N0+1)) $R > "$OUT/new_rows.jsonl"

@@ -137,9 +137,9 @@ def summary(rows: list[dict], speed: dict | None, rr: dict | None, lat: dict | N
         held_t, cells_t = count_ge(means.get(SCALEARN, {}), means.get(("adapterfusion-tuned", None), {}), targets)
         tuned_held, tuned_cells = tuned_held + len(held_t), tuned_cells + len(cells_t)
     noisy = total and near / total >= 0.3
-    out.append(f"- **Quality:** the paper's full ordering ScaLearn ≥ AdapterFusion ≥ single adapter holds on {held} of "
-               f"{cells} (target, kind) pairs with all three; {near} of {total} seed-0 transfer runs score within 2 "
-               "points of the majority-class predictor. "
+    out.append("- **Quality:** the paper's full ordering ScaLearn ≥ AdapterFusion ≥ single adapter holds on "
+               f"{held} of {cells} (target, kind) pairs with all three; {near} of {total} seed-0 transfer runs score "
+               "within 2 points of the majority-class predictor. "
                + ("At this CPU scale the quality numbers are mostly noise around that baseline (reasons below), so "
                   "they neither confirm nor refute the paper." if noisy else
                   "Compare the gaps with the ± seed standard deviations in the quality table before reading an "
@@ -275,8 +275,8 @@ def quality_sections(config: dict, rows: list[dict], g: dict, majority: dict, me
         doc += [f"![ω {stem}]({link}{name})" for stem, name in heatmaps] + [""]
         doc += ["Mean relative distance of the learned ω from its initialisation 2/N: "
                 + "; ".join(omega_drift(run_dir)) + ".", "",
-                "Per-source shares of Σ|ω| (all layers; a source's vector ω as its mean |ω|): does a target lean on "
-                "some sources — e.g. RTE on the NLI ones, as the paper's analysis shows? The last column sets the "
+                "Per-source shares of Σ|ω| (all layers; a source's vector ω as its mean |ω|): does a target lean "
+                "on some sources — e.g. RTE on the NLI ones, as the paper's analysis shows? The last column sets the "
                 "other NLI sources' summed share beside what a uniform ω would give them.", "",
                 *omega_shares(run_dir), ""]
     return doc
@@ -383,8 +383,9 @@ def compare_section(name: str, config: dict, rows: list[dict], other_name: str) 
                 "| Stage · target · method | seeds | mean difference | min | max |", "|---|---|---|---|---|"]
         out += [f"| {key} | {len(d)} | {statistics.fmean(d):+.2f} | {min(d):+.2f} | {max(d):+.2f} |"
                 for key, d in diffs.items()]
-    moved = [f"{key.removeprefix('transfer · ')} {statistics.fmean(d):+.2f} ({len(d)} seed{'s' if len(d) > 1 else ''}, "
-             f"{min(d):+.2f} to {max(d):+.2f})" for key, d in diffs.items() if key.startswith("transfer · ")]
+    moved = [f"{key.removeprefix('transfer · ')} {statistics.fmean(d):+.2f} "
+             f"({len(d)} seed{'s' if len(d) > 1 else ''}, {min(d):+.2f} to {max(d):+.2f})"
+             for key, d in diffs.items() if key.startswith("transfer · ")]
     off = lambda k, v: "off" if "patience" in k and not v else v  # noqa: E731  (patience 0: no early stopping)
     change = ", ".join(f"`{k}` {off(k, a)} → {off(k, b)}" for k, (a, b) in differs.items()) or "no option changed"
     summary = f"`{other_name}` ({change}): " + ", ".join(moved) if moved else None

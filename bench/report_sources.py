@@ -130,7 +130,8 @@ def chance_loss(r: dict) -> str:
     loss = (r.get("dev") or {}).get("loss")
     if task.problem_type != "classification" or loss is None:
         return ""
-    return f"; kept dev loss {loss:.3f} against ln {task.num_labels} = {math.log(task.num_labels):.3f} for a uniform guess"
+    return (f"; kept dev loss {loss:.3f} against ln {task.num_labels} = {math.log(task.num_labels):.3f} for a "
+            "uniform guess")
 
 
 def alternate_sources(r: dict, alternates: list[tuple[str, str, list[dict]]], batch_size: int) -> list[str]:
