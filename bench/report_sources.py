@@ -29,8 +29,8 @@ SOURCE_OPTIONS = ("source_lr", "source_epochs", "source_patience", "max_length",
 def source_table(rows: list[dict], majority: dict, batch_size: int = 32,
                  alternates: list[tuple[str, str, list[dict]]] = ()) -> list[str]:
     """Stage 1: how good the seed-0 source adapters are (the material ω has to work with). ``alternates``: other
-    runs (name, config, rows) whose seed-0 sources of a task below the bar are named beside it, with the source
-    options they changed (e.g. an lr sweep on the weak sources)."""
+    runs (name, the source options they changed, rows) whose sources of a task below the bar are named beside it
+    (e.g. an lr sweep on the weak sources; ``source_alternates`` builds them)."""
     src = sorted((r for r in rows if r["stage"] == "source" and r["seed"] == 0), key=lambda r: (r["kind"], r["target"]))
     if not src:
         return ["*No source rows finished.*"]
@@ -142,9 +142,12 @@ def alternate_sources(r: dict, alternates: list[tuple[str, str, list[dict]]], ba
                      and x["kind"] == r["kind"] and x["seed"] == 0 and not x.get("k")), None)
         if same is not None:
             loss = (same.get("dev") or {}).get("loss")
+            seeds = sorted((x["seed"], x["main_score"]) for x in other_rows if x["stage"] == "source"
+                           and x["target"] == r["target"] and x["kind"] == r["kind"] and x["seed"] and not x.get("k"))
             out.append(f"; trained with {changed} (the `{name}` run; here lr {r['lr']:g}): {same['main_score']:.2f}, "
                        f"best epoch {same['best_epoch']} of {epochs_done(same, batch_size) or '–'} run"
-                       + (f", kept dev loss {loss:.3f}" if loss is not None else ""))
+                       + (f", kept dev loss {loss:.3f}" if loss is not None else "")
+                       + "".join(f", seed {seed} {v:.2f}" for seed, v in seeds))
     return out
 
 

@@ -553,12 +553,14 @@ def test_a_source_below_the_bar_names_the_same_source_from_runs_that_trained_it_
     for name, lr, score in (("sweep", 1e-3, 58.12), ("same", None, 50.0)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps({**config, "source_lr": lr, "threads": 2}))
-        (tmp_path / name / "results.jsonl").write_text(json.dumps(source(lr or 3e-4, score, 3)) + "\n")
+        other_seed = {**source(lr or 3e-4, score + 1, 3), "seed": 1}
+        (tmp_path / name / "results.jsonl").write_text(json.dumps(source(lr or 3e-4, score, 3)) + "\n"
+                                                       + json.dumps(other_seed) + "\n")
     alternates = report_sources.source_alternates(config, ["sweep", "same", "absent"], tmp_path)
     assert [(name, changed) for name, changed, _ in alternates] == [("sweep", "`source_lr` 0.001")]
     notes = report_sources.source_table([source(3e-4, 48.01, 2)], {"rte": {"main_score": 52.71}}, 32, alternates)
-    assert "; trained with `source_lr` 0.001 (the `sweep` run; here lr 0.0003): 58.12, best epoch 3 of 4 run" \
-        in notes[-1]
+    assert "; trained with `source_lr` 0.001 (the `sweep` run; here lr 0.0003): 58.12, best epoch 3 of 4 run, " \
+        "seed 1 59.12" in notes[-1]
     source_row = {**source(3e-4, 48.01, 2), "dev": {"loss": 0.688}}
     assert report_sources.chance_loss(source_row) == "; kept dev loss 0.688 against ln 2 = 0.693 for a uniform guess"
     assert report_sources.chance_loss({**source_row, "target": "stsb"}) == ""  # regression: no chance loss
