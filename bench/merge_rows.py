@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality_plan import row_key  # noqa: E402
+from quality_plan import Results, row_key  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,19 +29,17 @@ def merge(new: list[dict], out: Path) -> tuple[int, int]:
     if unlabelled:
         raise SystemExit(f"{len(unlabelled)} row(s) do not record their device (first: {unlabelled[0]}): produce "
                          "them with this tree's bench/quality.py, which records it")
-    results = out / "results.jsonl"
-    if not results.is_file():
-        raise SystemExit(f"{results} not found: pass --out the run folder the rows belong to")
-    have = {row_key(json.loads(line)) for line in results.open() if line.strip()}
-    added, repeated = [], []
+    if not (out / "results.jsonl").is_file():
+        raise SystemExit(f"{out / 'results.jsonl'} not found: pass --out the run folder the rows belong to")
+    results, repeats = Results(out / "results.jsonl"), Results(out / "device_repeats.jsonl")
+    added = 0
     for row in new:
-        (repeated if row_key(row) in have else added).append(row)
-        have.add(row_key(row))
-    for path, rows in ((results, added), (out / "device_repeats.jsonl", repeated)):
-        if rows:
-            with path.open("a") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in rows)
-    return len(added), len(repeated)
+        if results.has(**row):
+            repeats.add(row)
+        else:
+            results.add(row)
+            added += 1
+    return added, len(new) - added
 
 
 def main(argv: list[str] | None = None) -> None:

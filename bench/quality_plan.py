@@ -113,6 +113,11 @@ def row_key(row: dict) -> tuple:
     return tuple(row.get(k) for k in ("stage", "target", "kind", "method", "variant", "seed", "k"))
 
 
+def ran_on_cpu(row: dict) -> bool:
+    """Whether a row was computed on a CPU (rows record their ``device``; those from before it all were)."""
+    return row.get("device", "cpu") == "cpu"
+
+
 class Results:
     """results.jsonl: appended one finished run at a time; finished keys are skipped on re-run."""
 
@@ -241,7 +246,7 @@ def expected_seconds(rows: list[dict], job: "Job") -> float | None:
         return key[:1] + (key[1:2] if loose < 2 else ()) + (key[2:3] if loose < 1 else ()) + key[3:5] + key[6:]
 
     for loose in (0, 1, 2):
-        walls = [r["wall_seconds"] for r in rows if r.get("device", "cpu") == "cpu"  # GPU rows: not this loop's time
+        walls = [r["wall_seconds"] for r in rows if ran_on_cpu(r)  # a GPU row's time says nothing of a CPU's
                  and like(row_key(r), loose) == like(row_key(job.key()), loose) and r.get("wall_seconds")]
         if walls:
             return max(walls)

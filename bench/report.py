@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: quality.py and the report_* parts
 import quality  # noqa: E402  (bench/quality.py: its options, to rebuild a run's plan; stdlib-only at import)
-from quality_plan import STAGES, csv, expected_seconds, plan, row_key  # noqa: E402
+from quality_plan import STAGES, csv, expected_seconds, plan, ran_on_cpu, row_key  # noqa: E402
 from report_common import REPO, RESULTS, epochs_run, fmt, label, read_json, read_jsonl  # noqa: E402
 from report_quality import (SCALEARN, agreement_summary, count_ge, few_shot_noise, few_shot_runs,  # noqa: E402
                             few_shot_steps, few_shot_table, group, noise_table, ordering_table, paper_ordering,
@@ -466,7 +466,7 @@ def accelerator_line(machine: dict, rows: list[dict], repeats: list[dict] = ()) 
 
     ``repeats``: rows a GPU computed for runs the CPU had already recorded (``device_repeats.jsonl``, not in the
     tables): each is set beside the CPU's score, what changing the machine alone does to a score."""
-    gpu = [r for r in rows if r.get("device", "cpu") != "cpu" and r.get("wall_seconds")]
+    gpu = [r for r in rows if not ran_on_cpu(r) and r.get("wall_seconds")]
     if not gpu:
         return (f"- Accelerator: {machine['gpu']}." if machine.get("gpu") else "- Accelerator: none (CPU only). The "
                 "full-size protocol (bench/README.md, *Full scale elsewhere*) is meant for a GPU machine, which this "
@@ -477,7 +477,7 @@ def accelerator_line(machine: dict, rows: list[dict], repeats: list[dict] = ()) 
     line = (f"- Accelerator: {len(gpu)} of {len(rows)} runs were computed on {' and '.join(names)}, fp32, same "
             f"protocol, data and seeds; the rest on the CPU above. On the GPU: {runs}. Their wall times are left out "
             "of the throughput table and of the worker-hour estimates.")
-    cpu = {row_key(r): r for r in rows if r.get("device", "cpu") == "cpu"}
+    cpu = {row_key(r): r for r in rows if ran_on_cpu(r)}
     both = [(cpu[row_key(r)], r) for r in repeats if row_key(r) in cpu]
     if both:
         line += " The same run on both machines (the CPU row is the one in the tables): " + "; ".join(

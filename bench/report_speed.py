@@ -7,6 +7,7 @@ import math
 import statistics
 from collections import defaultdict
 
+from quality_plan import ran_on_cpu
 from report_common import METHODS, fmt, human, label
 
 
@@ -207,7 +208,7 @@ def throughput_section(rows: list[dict]) -> list[str]:
     rows only (a row computed on a GPU says nothing about this machine's loop)."""
     by = defaultdict(list)
     for r in rows:
-        if r["stage"] in ("source", "transfer") and r["wall_seconds"] > 0 and r.get("device", "cpu") == "cpu":
+        if r["stage"] in ("source", "transfer") and r["wall_seconds"] > 0 and ran_on_cpu(r):
             name = "source training" if r["stage"] == "source" else f"transfer: {label(r['method'], r['variant'])}"
             by[(name, r["kind"])].append(r["examples_per_second"])
     out = ["| Run | Kind | median examples/s | runs |", "|---|---|---|---|"]
