@@ -1,8 +1,9 @@
 """Task table: where each task's rows come from, which fields hold text and labels, and how it is scored.
 
 A :class:`TaskSpec` is a small frozen value object. The built-in table :data:`TASKS` covers GLUE, SuperGLUE,
-SNLI and the quickstart's synthetic demo tasks; :func:`custom_task` builds a spec for the user's own files.
-Specs are stored in JSON metadata through :func:`task_to_dict` / :func:`task_from_dict`.
+SNLI, the shelf's public tasks (:mod:`scalearn_cli.shelf_tasks`) and the quickstart's synthetic demo tasks;
+:func:`custom_task` builds a spec for the user's own files. Specs are stored in JSON metadata through
+:func:`task_to_dict` / :func:`task_from_dict`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 from scalearn_cli.errors import TaskError, UsageError
+from scalearn_cli.shelf_tasks import SHELF_ROWS
 
 ProblemType = Literal["classification", "regression", "multiple_choice", "generation"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
@@ -237,6 +239,9 @@ _ALL: tuple[TaskSpec, ...] = (
     _demo("demo-sentiment", (("sentence",),), ("negative", "positive"), ("accuracy",)),
     _demo("demo-paraphrase", _S1_S2, ("not_equivalent", "equivalent"), ("accuracy", "f1")),
     _demo("demo-nli", _S1_S2, _NLI3, ("accuracy",)),
+    # the shelf's other public tasks (scalearn_cli/shelf_tasks.py): scored on their files' test split
+    *(TaskSpec(name, hub, config, text, labels, "regression" if labels is None else "classification", metrics,
+               metrics[0], test_split="test", **kw) for name, hub, config, text, labels, metrics, kw in SHELF_ROWS),
 )
 
 #: Built-in tasks by name.
