@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from quality_plan import FUSION_TUNED, REPRODUCED, Job, JobLock, Results, csv, plan, plan_tasks, summary_row
+from bench.quality_plan import FUSION_TUNED, REPRODUCED, Job, JobLock, Results, csv, plan, plan_tasks, summary_row
 
 logger = logging.getLogger("bench.quality")
 
