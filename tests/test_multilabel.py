@@ -269,3 +269,28 @@ def test_go_emotions_loads_from_the_shelf() -> None:
     assert spec.num_labels == 28 and spec.label_names[-1] == "neutral"
     assert len(splits.test) == sum(1 for _ in (folder / "test.jsonl").open())  # scored on the files' test split
     assert np.asarray(splits.train["labels"]).shape == (200, 28)
+
+
+def test_bench_runner_takes_go_emotions_as_a_target(tmp_path: Path) -> None:
+    import sys
+    from argparse import Namespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import quality_runner
+
+    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.metrics import majority_baseline
+
+    shelf = tmp_path / "root" / "shelf" / "go_emotions"
+    shelf.mkdir(parents=True)
+    write_jsonl(shelf / "train.jsonl", [{"text": f"w{i}", "labels": [i % 28, 27]} for i in range(40)])
+    write_jsonl(shelf / "validation.jsonl", [{"text": "other", "labels": [0]}] * 3)
+    write_jsonl(shelf / "test.jsonl", [{"text": f"t{i}", "labels": [i % 3] if i else []} for i in range(12)])
+    args = Namespace(work=tmp_path / "work", data_root=tmp_path / "root", test_max=8)
+    folder = quality_runner.capped_data(args, "go_emotions", 18)
+    assert quality_runner.task_dir(args.data_root, "go_emotions") == shelf
+    assert quality_runner.task_dir(args.data_root, "rte") == args.data_root / "glue" / "rte"
+    spec = get_task("go_emotions")
+    splits = make_splits(spec, load_raw(spec, data_dir=folder), max_train_samples=18)
+    assert len(splits.test) == 8 and all(t.startswith("t") for t in splits.test["text"])  # the shelf's test rows
+    assert majority_baseline(spec, splits.train["labels"], splits.test["labels"])["macro_f1"] == 0.0  # always neutral: never right
