@@ -211,6 +211,8 @@ def test_threshold_options_are_checked_before_training(tiny_model_dir: Path, tmp
                    tiny_model_dir, "--out", out, "--threshold", "tune", *TRAIN), out, "--threshold", "multi-label")
     refused(invoke("train-source", "--task", "custom", "--data-file", single, "--text-fields", "text", "--model",
                    tiny_model_dir, "--out", out, "--label-separator", ",", *TRAIN), out, "--label-separator")
+    refused(invoke("train-source", "--task", "go_emotions", "--data-file", single, "--model", tiny_model_dir,
+                   "--out", out, "--label-separator", ",", *TRAIN), out, "--label-separator", "--task custom")
 
 
 # ---- end to end ----------------------------------------------------------------------------------------------------
@@ -242,6 +244,34 @@ def test_cli_train_transfer_eval_export_verify(tiny_model_dir: Path, tmp_path: P
     assert parity["ok"] is True and parity["max_abs_diff"] <= 1e-5
     merged = ok_json(invoke("eval", exported, "--json"))
     assert merged["metrics"]["macro_f1"] == pytest.approx(report["metrics"]["macro_f1"], abs=1e-6)
+
+
+def test_cli_push_pull_inspect_prune_and_few_shot(tiny_model_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCALEARN_REGISTRY_KIND", raising=False)
+    data = write_jsonl(tmp_path / "ml.jsonl", rows())
+    source = tmp_path / "src"
+    ok_json(invoke("train-source", *custom(data, tiny_model_dir), "--out", source, "--threshold", "tune", *TRAIN,
+                   "--json"))
+    registry = f"local:{tmp_path / 'registry'}"
+    pushed = invoke("push", source, "org/ml", "--registry", registry)
+    assert pushed.exit_code == 0, pushed.output
+    pulled = invoke("pull", pushed.stdout.strip(), "--registry", registry)
+    assert pulled.exit_code == 0, pulled.output
+    ours, theirs = (ok_json(invoke("eval", folder, "--json")) for folder in (source, Path(pulled.stdout.strip())))
+    assert theirs["thresholds"] == ours["thresholds"] and theirs["metrics"] == ours["metrics"]
+    other = tmp_path / "other"
+    ok_json(invoke("train-source", *custom(data, tiny_model_dir), "--out", other, "--seed", 1, *TRAIN, "--json"))
+    target = tmp_path / "t"
+    few = ok_json(invoke("transfer", *custom(data, tiny_model_dir)[:-2], "--out", target, "-s", other,
+                         "-s", "org/ml", "--registry", registry, "--few-shot", 12, *TRAIN, "--json"))
+    assert few["select_on"] == "metric"  # few-shot: the best dev macro-F1
+    assert json.loads((target / "scalearn.json").read_text())["training"]["train_examples"] == 12
+    shares = ok_json(invoke("inspect", target, "--json"))["sources"]
+    assert len(shares) == 2
+    pruned = invoke("prune", target, "--keep", 1, "--out", tmp_path / "pruned", "--epochs", 1)
+    assert pruned.exit_code == 0, pruned.output
+    assert ok_json(invoke("eval", tmp_path / "pruned", "--json"))["main_metric"] == "macro_f1"
 
 
 @pytest.mark.parametrize("method", ["average", "adaptersoup", "adapterfusion", "lorahub"])

@@ -68,6 +68,8 @@ class DataOptions:
                 list(self.label_names) if self.label_names else None,
                 label_separator=self.label_separator,
             )
+        if self.label_separator is not None:  # a built-in task's labels are read as its dataset holds them
+            raise UsageError(f"--label-separator is for --task custom; task {self.task} reads its own label column")
         return get_task(self.task)
 
 
