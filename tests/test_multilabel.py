@@ -231,12 +231,13 @@ def test_cli_train_transfer_eval_export_verify(tiny_model_dir: Path, tmp_path: P
     assert "type: multi-label" in (tmp_path / "src0" / "README.md").read_text()
     target = tmp_path / "scalearn"
     meta = ok_json(invoke("transfer", *custom(data, tiny_model_dir)[:-2], "--out", target, *sources, *TRAIN,
-                          "--select-on", "metric", "--json"))
+                          "--select-on", "metric", "--threshold", "tune", "--json"))
     assert meta["select_on"] == "metric"
     report = ok_json(invoke("eval", target, "--json"))
     assert report["main_metric"] == "macro_f1"
     assert report["metrics"]["macro_f1"] == pytest.approx(meta["metrics"]["test"]["macro_f1"], abs=1e-6)
-    assert list(report["per_label"]) == list(LABELS) and report["thresholds"] == [0.5] * 3
+    tuned = json.loads((target / "scalearn.json").read_text())["head"]["thresholds"]
+    assert list(report["per_label"]) == list(LABELS) and report["thresholds"] == tuned
     assert sum(v["support"] for v in report["per_label"].values()) > 0 and "macro_f1" in report["baseline"]
     exported = tmp_path / "merged"
     assert invoke("export", target, "--format", "merged", "--out", exported).exit_code == 0
@@ -244,6 +245,7 @@ def test_cli_train_transfer_eval_export_verify(tiny_model_dir: Path, tmp_path: P
     assert parity["ok"] is True and parity["max_abs_diff"] <= 1e-5
     merged = ok_json(invoke("eval", exported, "--json"))
     assert merged["metrics"]["macro_f1"] == pytest.approx(report["metrics"]["macro_f1"], abs=1e-6)
+    assert merged["thresholds"] == tuned  # the export carries the head's thresholds
 
 
 def test_cli_push_pull_inspect_prune_and_few_shot(tiny_model_dir: Path, tmp_path: Path,
@@ -262,6 +264,7 @@ def test_cli_push_pull_inspect_prune_and_few_shot(tiny_model_dir: Path, tmp_path
     assert theirs["thresholds"] == ours["thresholds"] and theirs["metrics"] == ours["metrics"]
     other = tmp_path / "other"
     ok_json(invoke("train-source", *custom(data, tiny_model_dir), "--out", other, "--seed", 1, *TRAIN, "--json"))
+    assert json.loads((other / "scalearn.json").read_text())["head"]["thresholds"] == [0.5] * 3  # the default
     target = tmp_path / "t"
     few = ok_json(invoke("transfer", *custom(data, tiny_model_dir)[:-2], "--out", target, "-s", other,
                          "-s", "org/ml", "--registry", registry, "--few-shot", 12, *TRAIN, "--json"))
