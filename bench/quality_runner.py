@@ -92,10 +92,14 @@ class Runner:
     def data(self, task: str, few_shot: int | None = None):
         from scalearn_cli.stages.common import DataOptions
 
+        from scalearn_cli.tasks import MULTI_LABEL, get_task
+
         folder = capped_data(self.args, task, self.cap(task))
+        multi = get_task(task).problem_type == MULTI_LABEL  # --threshold: the multi-label decisions only
+        threshold = {"threshold": getattr(self.args, "threshold", None)} if multi else {}
         if few_shot:
-            return DataOptions(task=task, data_dir=folder, few_shot=few_shot)
-        return DataOptions(task=task, data_dir=folder, max_train_samples=self.cap(task) or None)
+            return DataOptions(task=task, data_dir=folder, few_shot=few_shot, **threshold)
+        return DataOptions(task=task, data_dir=folder, max_train_samples=self.cap(task) or None, **threshold)
 
     def config(self, lr: float, seed: int, epochs: int, patience: int = 0, k: int | None = None):
         """A run's TrainConfig; few-shot (``k``): the few-shot steps, patience and selection instead."""
