@@ -77,8 +77,8 @@ def make_loader(
     ``LengthGroupedSampler``, random mega-batches sorted by length, as the Trainer's ``group_by_length``.
 
     Batches hold the tokenizer's tensors (``input_ids``, ``attention_mask``, maybe ``token_type_ids``) of shape
-    ``(batch, seq)``, and ``labels`` (long; float for regression, float rows for multi-label) when the label column is present. Two text
-    segments are encoded as a pair, truncated to ``max_length``. Multiple choice: each row becomes
+    ``(batch, seq)``, and ``labels`` (long; float for regression, float rows for multi-label) when the label
+    column is present. Two text segments are encoded as a pair, truncated to ``max_length``. Multiple choice: each row becomes
     ``num_labels`` (context, choice) encodings, so tensors are ``(batch, n_choices, seq)``; the model flattens
     them. Shuffling uses a ``torch.Generator`` seeded with ``seed``, so a new loader replays the same order.
     """

@@ -121,7 +121,7 @@ def multi_hot(
                 shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
                 raise DataError(
                     f"row {row} of {split} has label {value!r}, which is not in task {task}'s label set (ids "
-                    f"0..{len(names) - 1}: {shown}); fix the row (a custom task's label set is what its train rows hold)"
+                    f"0..{len(names) - 1}: {shown}); fix the row (a custom task's labels are those its train rows hold)"
                 )
             out[index] = 1.0
         rows.append(out)

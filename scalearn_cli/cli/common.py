@@ -28,7 +28,8 @@ TextFieldsOpt = Annotated[
 LabelFieldOpt = Annotated[str, typer.Option("--label-field", help="--task custom: the label column.")]
 ProblemOpt = Annotated[
     str, typer.Option("--problem-type", help="--task custom: classification, regression, multi_label_classification "
-                                             "(a list of labels per row) or generation (decoder LMs: prompt -> answer).")
+                                             "(a list of labels per row) or generation (decoder LMs: prompt -> "
+                                             "answer).")
 ]
 LabelSeparatorOpt = Annotated[
     Optional[str], typer.Option("--label-separator", help="--task custom, multi-label: the string joining a row's "
