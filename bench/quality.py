@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Every option of a run (``config.json`` records them all)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data",
-                   help="folder with glue/<task>/ and snli/ (train.jsonl, validation.jsonl)")
+                   help="folder with glue/<task>/ and snli/ (train.jsonl, validation.jsonl), and shelf/<task>/ "
+                        "(train.jsonl, test.jsonl) for the shelf's tasks")
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="encoder id or folder")
     p.add_argument("--targets", default="rte,mrpc,stsb,cola,sst2")
     p.add_argument("--extra-sources", default=",".join(EXTRA_SOURCES),
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="head pooling of sources (transfers inherit it): first token (the paper's), token mean, or "
                         "auto (the encoder's own sentence-transformers pooling: mean for MiniLM)")
     p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--threshold", default=None, help="multi-label targets (go_emotions): predict a label above this "
+                   "probability (default 0.5), or 'tune' (one threshold per label, on dev)")
     p.add_argument("--group-by-length", action="store_true", help="length-grouped training batches (less padding)")
     p.add_argument("--few-shot-k", default="16,32,100")
     p.add_argument("--few-shot-targets", default="rte,mrpc")
