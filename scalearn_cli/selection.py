@@ -134,6 +134,7 @@ def select_sources(options, pool: list[Resolved], select: SelectOptions,
         "criterion": CRITERION, "variant": VARIANT, "k": select.k, "n_candidates": n, "sparsity": select.sparsity,
         "lr": config.lr, "budget": {"steps": config.max_steps, "epochs": None if config.max_steps else config.epochs},
         "steps": meta["training"]["steps"], "seconds": round(seconds, 3),
+        "train_seconds": round(float(meta["training"]["train_seconds"]), 3),  # the rest: loading, dev/test scoring
         "chosen": [pool[i].name for i in kept], "scores": scores,
     }
     logger.info("selection: kept %s of %d sources (%d steps, %.1f s)", ", ".join(record["chosen"]), n,

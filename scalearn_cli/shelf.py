@@ -174,8 +174,9 @@ def open_shelves(specs: tuple[str, ...], filters: ShelfFilter, resolver: Resolve
     fits, skipped = [], []
     for cand in kept:
         if not _same_base(cand.base, base):
-            logger.warning("shelf: skipping %s: trained on %s, not the target's base model %s", cand.id, cand.base, base)
-            skipped.append({"id": cand.id, "reason": f"base model {cand.base}"})
+            logger.warning("shelf: skipping %s: trained on %s, not the target's base model %s", cand.id, cand.base,
+                           base)
+            skipped.append({"id": cand.id, "reason": f"base model {cand.base}" if cand.base else "names no base model"})
         else:
             fits.append(cand)
     if not fits:

@@ -111,6 +111,7 @@ def select(
     if out is not None:
         from scalearn_cli.artifacts import write_json
 
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
     if as_json:
         print_json(result)
