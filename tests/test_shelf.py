@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import WORDS, make_source
 from scalearn_cli.cli.main import app
+from test_registry import hf_env, hub_server  # noqa: F401 - fixtures: a Hub-protocol server, an isolated HF cache
 
 TRAIN = ["--epochs", "1", "--batch-size", "16", "--max-length", "16"]
 
@@ -97,6 +98,25 @@ def test_a_registry_shelf_records_each_source_by_commit_and_eval_keeps_that_set(
                    tmp_path / "late", *TRAIN, "--out", tmp_path / "again")
     assert again.exit_code == 0, again.output
     assert [s["id"] for s in record(tmp_path / "again")["sources"]] == [str(tmp_path / "late"), "org/rte-lora"]
+
+
+def test_a_hub_shelf_is_filtered_on_its_listing_and_recorded_on_its_endpoint(hub_server, tmp_path, tiny_model_dir,
+                                                                              task_file):
+    from scalearn_cli.registry import get_registry
+
+    hub = get_registry(hub_server.url)
+    for seed, task in enumerate(("sst2", "rte")):
+        hub.push(make_source(tmp_path / task, tiny_model_dir, "lora", seed=seed, task=task), f"org/{task}-lora")
+    out = tmp_path / "comp"
+    result = invoke("transfer", *data(task_file), "--shelf", "hub", "--endpoint", hub_server.url, "--shelf-family",
+                    "nli", *TRAIN, "--out", out)
+    assert result.exit_code == 0, result.output
+    [source] = record(out)["sources"]
+    assert (source["id"], source["registry"]) == ("org/rte-lora", hub_server.url)
+    assert source["revision"] == hub.resolve("org/rte-lora")
+    assert invoke("eval", out, "--endpoint", hub_server.url, "--json").exit_code == 0
+    untrusted = invoke("eval", out)  # HF_ENDPOINT is another endpoint: a record never chooses where a token goes
+    assert untrusted.exit_code == 1 and "--endpoint" in untrusted.stderr
 
 
 def test_a_folder_shelf_composes_its_adapter_folders_and_filters_them(folder_shelf, tmp_path, task_file):
