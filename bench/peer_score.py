@@ -1,8 +1,8 @@
 """Peer score: the ``adapters`` library's own AdapterFusion over *our* trained bottleneck sources, same data.
 
-Run from the project's venv once a quality run has its seed-0 bottleneck sources (``bench/quality.py``):
+Run from the project's venv once a quality run has its seed-0 bottleneck sources (``python -m bench run``):
 
-    python bench/peer_score.py --run default [--targets rte,mrpc] [--peer-python /tmp/peer/bin/python]
+    python -m bench peer-score --run default [--targets rte,mrpc] [--peer-python /tmp/peer/bin/python]
 
 For every target it rebuilds the run's exact transfer inputs with our code (the same capped data, splits,
 tokenisation and batches per epoch, and the same source list: the target's own adapter first), converts the
@@ -20,15 +20,13 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (bench/quality.py: the run's options)
-from quality_plan import Job, csv  # noqa: E402
-from quality_runner import Runner  # noqa: E402  (the run's data caps and folders)
+from bench import quality  # bench/quality.py: the run's options
+from bench.quality_plan import Job, csv
+from bench.quality_runner import Runner  # the run's data caps and folders
 
 REPO = quality.REPO
 
@@ -70,7 +68,7 @@ def prepare_job(args: argparse.Namespace, runner: Runner, target: str, folder: P
     sources = [Path(s) for s in runner.transfer_sources(job)]
     missing = [str(s) for s in sources if not (s / "scalearn.json").is_file()]
     if missing:
-        raise SystemExit(f"sources missing: {missing}; run bench/quality.py for this run first")
+        raise SystemExit(f"sources missing: {missing}; run `python -m bench run` for this run first")
     model, tokenizer, meta = load_source_model(sources[0])
     config = runner.config(args.fusion_lr, 0, args.epochs)
     prepared = prepare(runner.data(target), tokenizer, config)
@@ -122,8 +120,8 @@ def main() -> None:
         for target in targets:
             prep = prepare_job(args, runner, target, Path(tmp))
             t0 = time.perf_counter()
-            proc = subprocess.run([cli.peer_python, str(REPO / "bench" / "peer_adapters.py"), "--score-worker",
-                                   json.dumps(prep["job"])], capture_output=True, text=True)
+            proc = subprocess.run([cli.peer_python, "-m", "bench.peer_adapters", "--score-worker",
+                                   json.dumps(prep["job"])], capture_output=True, text=True, cwd=REPO)
             if proc.returncode != 0:
                 raise SystemExit(f"peer worker failed on {target}: {proc.stderr.strip().splitlines()[-1:]}")
             peer = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -15,13 +15,13 @@ instead of retraining them for an hour. A source whose row is recorded but which
 that registry is retrained before a transfer uses it, and ``<out>/retrained.jsonl`` records its new test score
 beside the recorded one (the report shows whether transfers run after it compose the same adapter).
 
-    python bench/quality.py --quick            # < ~10 minutes on 2 CPU cores
-    python bench/quality.py                    # the default configuration (about an hour on 2 CPU cores)
-    python bench/quality.py --deadline 17:45   # stop starting new runs at 17:45 UTC (re-run later to resume)
-    python bench/quality.py --deadline 17:45 --fit-deadline   # ... and start only runs expected to end by then
-    python bench/quality.py --strong --kinds lora --shard 0/2 --threads 1 & \
-    python bench/quality.py --strong --kinds lora --shard 1/2 --threads 1      # issue 12's benchmark (CPU-hours)
-    python bench/quality.py --strong --publish-sources   # push the trained sources in --work not yet kept
+    python -m bench run --quick            # < ~10 minutes on 2 CPU cores
+    python -m bench run                    # the default configuration (about an hour on 2 CPU cores)
+    python -m bench run --deadline 17:45   # stop starting new runs at 17:45 UTC (re-run later to resume)
+    python -m bench run --deadline 17:45 --fit-deadline   # ... and start only runs expected to end by then
+    python -m bench run --strong --kinds lora --shard 0/2 --threads 1 & \
+    python -m bench run --strong --kinds lora --shard 1/2 --threads 1      # the strong benchmark (CPU-hours)
+    python -m bench run --strong --publish-sources   # push the trained sources in --work not yet kept
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the plan and the worker beside this file
-from quality_plan import (ALL_METHODS, FUSION_TUNED, STAGES, csv, deadline_at, expected_seconds, plan,  # noqa: E402
+from bench.quality_plan import (ALL_METHODS, FUSION_TUNED, STAGES, csv, deadline_at, expected_seconds, plan,
                           plan_tasks, selected)
-from quality_runner import Runner  # noqa: E402
+from bench.quality_runner import Runner
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_SOURCES = ("qnli", "snli")
@@ -48,19 +47,23 @@ QUICK = dict(
     test_max=96, source_epochs=1, epochs=1, max_length=48, few_shot_k="16", few_shot_targets="rte",
     few_shot_steps=4, few_shot_kinds="lora", fusion_tuned_lr=0.0,
 )
-#: issue 12's benchmark: sources at the sizes the data allows, trained to convergence (early stopping on dev loss),
+#: the strong benchmark: sources at the sizes the data allows, trained to convergence (early stopping on dev loss),
 #: targets at full size, max length 128, the encoder's own pooling, the paper's transfer protocol otherwise
 STRONG = dict(
     targets="rte,mrpc,stsb,cola", extra_sources="qnli,snli,sst2", source_caps="snli=9800,qnli=4900,sst2=10000",
     source_max_train=0, target_max_train=0, test_max=2000, source_epochs=10, source_patience=2, epochs=10,
     patience=3, max_length=128, pooling="auto", source_lr=None, group_by_length=True, fusion_tuned_lr=1e-3,
-    multi_seed_kinds="lora,bottleneck",  # bottleneck seeds 1-2 once seed 0 is through (issue 12: 3 seeds, both kinds)
+    multi_seed_kinds="lora,bottleneck",  # bottleneck seeds 1-2 once seed 0 is through (3 seeds, both kinds)
     # few-shot as the paper's run_few scripts: up to 1,000 steps, an evaluation per epoch, the epoch with the best
     # dev accuracy (metric_for_best_model) kept, early stopping after 20 evaluations without a gain; its 5 seeds
     few_shot_steps=1000, few_shot_patience=20, few_shot_select="metric", few_shot_seeds="0,1,2,3,4",
     multi_seed_targets="rte,mrpc,stsb", kinds="lora,bottleneck", keep_sources=True,
 )
 PRESETS = {"quick": QUICK, "strong": STRONG}
+#: options one worker process chooses for itself: not part of the run a config.json describes
+PROCESS_OPTIONS = {"out", "work", "threads", "shard", "shard_index", "shard_count", "stages", "job_seeds",
+                   "job_targets", "job_kinds", "job_methods", "deadline", "fit_deadline", "baselines_only",
+                   "publish_sources", "quick", "strong", "from_config"}
 
 logger = logging.getLogger("bench.quality")
 
@@ -69,9 +72,22 @@ logger = logging.getLogger("bench.quality")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The run's options; with ``--from-config`` a results folder's recorded options are the defaults."""
+    p = build_parser()
+    recorded, _ = p.parse_known_args(argv)
+    if recorded.from_config:
+        if recorded.quick or recorded.strong:
+            p.error("--from-config takes the run's recorded options: drop --quick/--strong")
+        p.set_defaults(**config_defaults(p, recorded.from_config))
+    return check_args(p, p.parse_args(argv), argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of a run (``config.json`` records them all)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data",
-                   help="folder with glue/<task>/ and snli/ (train.jsonl, validation.jsonl)")
+                   help="folder with glue/<task>/ and snli/ (train.jsonl, validation.jsonl), and shelf/<task>/ "
+                        "(train.jsonl, test.jsonl) for the shelf's tasks")
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="encoder id or folder")
     p.add_argument("--targets", default="rte,mrpc,stsb,cola,sst2")
     p.add_argument("--extra-sources", default=",".join(EXTRA_SOURCES),
@@ -109,6 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="head pooling of sources (transfers inherit it): first token (the paper's), token mean, or "
                         "auto (the encoder's own sentence-transformers pooling: mean for MiniLM)")
     p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--threshold", default=None, help="multi-label targets (go_emotions): predict a label above this "
+                   "probability (default 0.5), or 'tune' (one threshold per label, on dev)")
     p.add_argument("--group-by-length", action="store_true", help="length-grouped training batches (less padding)")
     p.add_argument("--few-shot-k", default="16,32,100")
     p.add_argument("--few-shot-targets", default="rte,mrpc")
@@ -137,7 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "other seeds, took longer than the time left; shorter runs later in the plan still start")
     p.add_argument("--baselines-only", action="store_true", help="only write majority.json (constant predictor scores)")
     p.add_argument("--quick", action="store_true", help="tiny caps: a smoke run in < ~10 minutes on 2 CPU cores")
-    p.add_argument("--strong", action="store_true", help="issue 12's benchmark: sources at full size trained to "
+    p.add_argument("--strong", action="store_true", help="the strong benchmark: sources at full size trained to "
                    "convergence, full-size targets, length 128 (many CPU hours: resumable, see --deadline/--shard)")
     p.add_argument("--shard", default="0/1", help="i/n: worker i of n processes sharing --out; each walks the plan "
                    "and takes the next job no other worker holds (a transfer whose sources are still training waits "
@@ -154,7 +172,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "instead of retraining it on a new machine (--strong: on)")
     p.add_argument("--publish-sources", action="store_true",
                    help="only push the trained sources in --work that <out>/sources does not hold yet, then exit")
-    args = p.parse_args(argv)
+    p.add_argument("--from-config", type=Path, default=None,
+                   help="a run's config.json (bench/results/<run>/config.json): its recorded plan and options are the "
+                        "defaults (flags given here still win), --out is its folder: resumes exactly that run")
+    return p
+
+
+def config_defaults(parser: argparse.ArgumentParser, path: Path) -> dict:
+    """The plan and options ``path`` (a run's config.json) records, as parser defaults. What one process of the run
+    chose for itself (threads, shard, job filters, deadline, folders) is not the run's: those keep their defaults.
+    Stages: the recorded invocation's and every stage the run has rows of (as the report's Missing section)."""
+    if not path.is_file():
+        parser.error(f"--from-config: {path} not found; pass a run's bench/results/<run>/config.json")
+    config = json.loads(path.read_text())
+    options = set(vars(parser.parse_args([]))) - PROCESS_OPTIONS
+    defaults = {k: v for k, v in config.items() if k in options}
+    for key in ("data_root", "sources_from"):  # recorded relative to the checkout
+        if defaults.get(key) and not Path(defaults[key]).is_absolute():
+            defaults[key] = str(REPO / defaults[key])
+    rows = path.with_name("results.jsonl")
+    done = {json.loads(line)["stage"] for line in rows.read_text().splitlines() if line} if rows.is_file() else set()
+    stages = set(csv(config.get("stages") or ",".join(STAGES))) | done
+    return {**defaults, "stages": ",".join(s for s in STAGES if s in stages), "out": path.parent}
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
+    """Validate the parsed options, apply a preset's values to the options not given, and set the folders."""
     args.shard_index, args.shard_count = parse_shard(p, args.shard)
     if args.deadline and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", args.deadline):
         p.error(f"--deadline must be UTC HH:MM (e.g. 02:10), got '{args.deadline}'")

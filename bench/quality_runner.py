@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from quality_plan import FUSION_TUNED, REPRODUCED, Job, JobLock, Results, csv, plan, plan_tasks, summary_row
+from bench.quality_plan import FUSION_TUNED, REPRODUCED, Job, JobLock, Results, csv, plan, plan_tasks, summary_row
 
 logger = logging.getLogger("bench.quality")
 
@@ -23,7 +23,19 @@ logger = logging.getLogger("bench.quality")
 
 
 def task_dir(data_root: Path, task: str) -> Path:
-    return data_root / "snli" if task == "snli" else data_root / "glue" / task
+    """The task's folder under the data root: snli/, shelf/<task> for a shelf task (scored on its test file), else
+    glue/<task>."""
+    if task == "snli":
+        return data_root / "snli"
+    return data_root / ("shelf" if scored_split(task) == "test" else "glue") / task
+
+
+def scored_split(task: str) -> str:
+    """The raw split a task is scored on: ``test`` for the shelf's tasks (e.g. go_emotions), else ``validation``."""
+    from scalearn_cli.tasks import TASKS
+
+    spec = TASKS.get(task)
+    return "test" if spec is not None and spec.test_split == "test" else "validation"
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -45,19 +57,19 @@ def capped_data(args: argparse.Namespace, task: str, train_cap: int) -> Path:
     the dev set, evaluated every epoch, stays proportional to the cap instead of 10% of the full train file.
     """
     out = args.work / "data" / f"{task}-{train_cap}-{args.test_max}"
-    if (out / "validation.jsonl").is_file():
+    if (out / f"{scored_split(task)}.jsonl").is_file():
         return out
     src = task_dir(args.data_root, task)
     rng = random.Random(0)
     train = [r for r in _read_jsonl(src / "train.jsonl") if r.get("label", 0) != -1]
-    test = [r for r in _read_jsonl(src / "validation.jsonl") if r.get("label", 0) != -1]
+    test = [r for r in _read_jsonl(src / f"{scored_split(task)}.jsonl") if r.get("label", 0) != -1]
     pool = math.ceil(train_cap / 0.9) if train_cap else len(train)
     if len(train) > pool:
         train = rng.sample(train, pool)
     if len(test) > args.test_max:
         test = rng.sample(test, args.test_max)
     _write_jsonl(out / "train.jsonl", train)
-    _write_jsonl(out / "validation.jsonl", test)
+    _write_jsonl(out / f"{scored_split(task)}.jsonl", test)
     return out
 
 
@@ -80,10 +92,14 @@ class Runner:
     def data(self, task: str, few_shot: int | None = None):
         from scalearn_cli.stages.common import DataOptions
 
+        from scalearn_cli.tasks import MULTI_LABEL, get_task
+
         folder = capped_data(self.args, task, self.cap(task))
+        multi = get_task(task).problem_type == MULTI_LABEL  # --threshold: the multi-label decisions only
+        threshold = {"threshold": getattr(self.args, "threshold", None)} if multi else {}
         if few_shot:
-            return DataOptions(task=task, data_dir=folder, few_shot=few_shot)
-        return DataOptions(task=task, data_dir=folder, max_train_samples=self.cap(task) or None)
+            return DataOptions(task=task, data_dir=folder, few_shot=few_shot, **threshold)
+        return DataOptions(task=task, data_dir=folder, max_train_samples=self.cap(task) or None, **threshold)
 
     def config(self, lr: float, seed: int, epochs: int, patience: int = 0, k: int | None = None):
         """A run's TrainConfig; few-shot (``k``): the few-shot steps, patience and selection instead."""

@@ -4,9 +4,10 @@ Inputs: ``bench/results/<run>/{config.json,results.jsonl,majority.json,omega/*}`
 ``bench/results/peer.json`` and the paper's tables, parsed from the project's reference notes (SCALEARN.md) and
 cached in ``bench/results/paper.json``. No number in the generated document is typed by hand.
 
-    python bench/report.py --all            # every committed doc (DOCS below), from its results
-    python bench/report.py --all --check    # fail if a committed doc is not what its results make
-    python bench/report.py [--run default] [--out docs/benchmarks.md] [--compare-run other]   # one report
+    python -m bench report --all            # every committed doc (bench/runs.json), from its results
+    python -m bench report --all --check    # fail if a committed doc is not what its results make
+    python -m bench report --list           # each doc, its runs and the commands that make them
+    python -m bench report [--run default] [--out docs/benchmarks.md] [--compare-run other]   # one report
 """
 
 from __future__ import annotations
@@ -19,29 +20,24 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: quality.py and the report_* parts
-import quality  # noqa: E402  (bench/quality.py: its options, to rebuild a run's plan; stdlib-only at import)
-from quality_plan import STAGES, csv, expected_seconds, plan, ran_on_cpu, row_key  # noqa: E402
-from report_common import REPO, RESULTS, epochs_run, fmt, label, read_json, read_jsonl  # noqa: E402
-from report_quality import (SCALEARN, agreement_summary, count_ge, few_shot_noise, few_shot_runs,  # noqa: E402
+from bench import quality  # bench/quality.py: its options, to rebuild a run's plan; stdlib-only at import
+from bench import runs
+from bench.quality_plan import STAGES, csv, expected_seconds, plan, ran_on_cpu, row_key
+from bench.report_common import REPO, RESULTS, epochs_run, fmt, label, read_json, read_jsonl
+from bench.report_quality import (SCALEARN, agreement_summary, count_ge, few_shot_noise, few_shot_runs,
                             few_shot_steps, few_shot_table, group, noise_table, ordering_table, paper_ordering,
                             paper_section, plot_score_vs_params, quality_table, question_answer)
-from report_sources import (kept_sources, omega_drift, omega_drifts, omega_shares, plot_omega,  # noqa: E402
+from bench.report_sources import (kept_sources, omega_drift, omega_drifts, omega_shares, plot_omega,
                             retrained_sources, source_alternates, source_table)
-from report_speed import (decoder_section, latency_section, loop_section, peer_score_section,  # noqa: E402
+from bench.report_speed import (decoder_section, latency_section, loop_section, peer_score_section,
                           peer_section, peer_summary, round_robin_section, speed_section, sparsity_section,
                           sweep_section, throughput_section)
 
 DOC_DIR = REPO / "docs"
-# Every committed benchmark doc: its run under bench/results and the runs compared beside it. `--all` regenerates
-# them all; `--all --check` (run by the test suite) fails when one differs from what its results make.
-DOCS = {
-    "benchmarks-strong.md": ("strong", ["strong-nostop", "strong-lr1e-3", "strong-af-own", "strong-bn-lr1e-3",
-                                        "strong-bn-lr3e-3"]),
-    "benchmarks.md": ("default", []),
-    "benchmarks-medium.md": ("medium", ["medium-mean"]),
-    "benchmarks-medium-mean.md": ("medium-mean", ["medium"]),
-}
+# Every committed benchmark doc: its run under bench/results and the runs compared beside it (bench/runs.json).
+# `--all` regenerates them all; `--all --check` (run by the test suite) fails when one differs from what its results
+# make; `--list` prints each doc's runs and the commands that make them.
+DOCS = runs.docs()
 
 
 def paper_tables(reference: Path) -> dict:
@@ -165,10 +161,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compare-run", action="append", default=[],
                    help="another run under bench/results (e.g. the same plan with --pooling mean, or a protocol check "
                         "made with --sources-from): rows side by side; repeat for several")
-    p.add_argument("--all", action="store_true", help="regenerate every committed doc of DOCS (docs/benchmarks*.md)")
+    p.add_argument("--all", action="store_true", help="regenerate every committed doc of bench/runs.json "
+                   "(docs/benchmarks*.md)")
     p.add_argument("--check", action="store_true", help="with --all: regenerate into a temporary folder and fail if a "
                    "committed doc differs (edited by hand, or behind its results)")
+    p.add_argument("--list", action="store_true", help="print each committed doc, its runs and the commands that "
+                   "regenerate it (bench/runs.json), then exit")
     args = p.parse_args(argv)
+    if args.list:
+        print("\n".join(runs.listing()))
+        return
     if args.check and not args.all:
         p.error("--check goes with --all (it checks every committed doc)")
     if not args.all:
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{'checked' if args.check else 'wrote'} docs/{name} ({n_rows} result rows from {run_dir.name})")
     if stale:
         sys.exit(f"docs/{', docs/'.join(stale)} differ from what bench/report.py makes of bench/results/: "
-                 "run `python bench/report.py --all` and commit the docs with their results")
+                 "run `python -m bench report --all` and commit the docs with their results")
 
 
 def render(run: str | None, out: Path, speed: Path, reference: Path, compare_runs: list[str]) -> tuple[str, int, Path]:
@@ -199,7 +201,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     run_dir = Path(run) if Path(run).is_dir() else RESULTS / run
     config = read_json(run_dir / "config.json")
     if config is None:
-        sys.exit(f"{run_dir}/config.json not found: run bench/quality.py first")
+        sys.exit(f"{run_dir}/config.json not found: run `python -m bench run` first")
     rows = list({row_key(r): r
                  for r in reversed(read_jsonl(run_dir / "results.jsonl"))}.values())[::-1]  # one row per run key
     majority = read_json(run_dir / "majority.json") or {}
@@ -210,7 +212,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     doc = ["# Benchmarks", "",
            f"*Generated by `bench/report.py` from `bench/results/{run_dir.name}/` and `bench/results/{speed.name}`, "
            "`peer.json`, `paper.json`; do not edit by "
-           "hand — re-run `python bench/report.py --all` (after new results) or `bench/run_all.sh`.*", "",
+           "hand — re-run `python -m bench report --all` (after new results) or `bench/run_all.sh`.*", "",
            "Two questions, following the paper's protocol (Frohmann et al., arXiv 2310.01217) at a scale a 2-core "
            "CPU can run: does ScaLearn order against its baselines as in the paper, and what does it cost in step "
            "time and memory?", "", "## Summary", "",
@@ -224,7 +226,8 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
            *paper_ordering(paper, targets), "",
            "## Stage 1: the source adapters", "",
            "Seed-0 sources on their own task's (capped) test split (majority: the constant predictor on the same "
-           "rows; STS-B: the train mean). These are what every composition below combines. Issue 12's bar: every "
+           "rows; STS-B: the train mean). These are what every composition below combines. The strong benchmark's "
+           "bar: every "
            "classification source at least 10 points above its majority baseline, STS-B Pearson at least 0.80.", "",
            *source_table(rows, majority, config["batch_size"], source_alternates(config, compare_runs, RESULTS)),
            *retrained_sources(run_dir), *kept_sources(run_dir), "",
@@ -304,7 +307,9 @@ def comparison_sections(config: dict, rows: list[dict], majority: dict, means_by
         doc += ["These planned runs were not started before the session's deadline (CPU time on the shared machine). "
                 "By the longest recorded run like each (same stage, target, kind, method and k; any seed), they take "
                 f"about **{hours:.1f} hours of one worker**{threads}, to split over `--shard` workers{unknown_note}. "
-                "Re-running `bench/quality.py` with the same flags resumes exactly them: finished rows are skipped.",
+                f"`python -m bench run --from-config bench/results/{run_dir.name}/config.json` resumes exactly them "
+                f"(finished rows are skipped); `python -m bench device --run {run_dir.name}` computes them on a GPU "
+                "machine.",
                 ""]
     return doc
 

@@ -8,7 +8,7 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from report_common import FEW_SHOT_METHODS, METHODS, PAPER_COL, fmt, human, label, mean_std
+from bench.report_common import FEW_SHOT_METHODS, METHODS, PAPER_COL, fmt, human, label, mean_std
 
 
 def group(rows: list[dict], stage: str) -> dict:
@@ -187,7 +187,7 @@ def beyond(p: float) -> str:
 
 def question_answer(g: dict, rows: list[dict], kinds: list[str], targets: list[str],
                     majority: dict | None = None) -> list[str]:
-    """Issue 12's question in one bullet: ScaLearn against the single adapter and against AdapterFusion, per target
+    """The question in one bullet: ScaLearn against the single adapter and against AdapterFusion, per target
     with three or more seeds of both, each gap with its Welch verdict."""
     parts = []
     for kind in kinds:

@@ -1,4 +1,4 @@
-"""The source and ω sections of bench/report.py: how good the composed sources are (against issue 12's bar), where
+"""The source and ω sections of bench/report.py: how good the composed sources are (against the bar), where
 they are kept, and how far ω moved from its initialisation and which sources it leans on (tables, heatmaps)."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from quality_plan import REPRODUCED
-from quality_runner import kept_registry
-from report_common import LABEL, epochs_done, fmt, label, read_json, read_jsonl
+from bench.quality_plan import REPRODUCED
+from bench.quality_runner import kept_registry
+from bench.report_common import LABEL, epochs_done, fmt, label, read_json, read_jsonl
 
 
 def source_bar(target: str, majority: dict) -> float | None:
-    """Issue 12's bar for a source: STS-B Pearson 80; classification majority + 10 points (None: no majority)."""
+    """The bar a source must clear: STS-B Pearson 80; classification majority + 10 points (None: no majority)."""
     base = majority.get(target, {}).get("main_score")
     return 80.0 if target == "stsb" else None if base is None else base + 10
 
@@ -35,7 +35,7 @@ def source_table(rows: list[dict], majority: dict, batch_size: int = 32,
     if not src:
         return ["*No source rows finished.*"]
     out = ["| Task | Kind | train / dev / test rows | steps | best epoch | main metric | score | majority | "
-           "above majority | issue 12's bar |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "above majority | the bar |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in src:
         base = majority.get(r["target"], {}).get("main_score")
         threshold = source_bar(r["target"], majority)
@@ -87,7 +87,7 @@ def kept_sources(run_dir: Path) -> list[str]:
 
 def unmet_sources(rows: list[dict], majority: dict, src: list[dict], batch_size: int,
                   alternates: list[tuple[str, str, list[dict]]] = ()) -> list[str]:
-    """For each seed-0 source below issue 12's bar, what the run says about why: when its dev loss stopped
+    """For each seed-0 source below the bar, what the run says about why: when its dev loss stopped
     improving, what its other seeds score, the same source trained with other options (``alternates``), and the
     best transfer on the same test rows."""
     out = []

@@ -7,8 +7,8 @@ import math
 import statistics
 from collections import defaultdict
 
-from quality_plan import ran_on_cpu
-from report_common import METHODS, fmt, human, label
+from bench.quality_plan import ran_on_cpu
+from bench.report_common import METHODS, fmt, human, label
 
 
 def speed_section(speed: dict | None) -> list[str]:

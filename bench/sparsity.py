@@ -3,9 +3,10 @@
 For each λ, compose the quality run's seed-0 LoRA sources for one target with ScaLearnUniform (one scalar per
 layer, site and source, so each source's share of Σ|ω| is easy to read), then ``prune --keep K`` and refit
 briefly. Reported per λ: the test score before and after pruning, the sources' shares of Σ|ω| (how concentrated
-ω became), and the kept sources. Results go to ``bench/results/sparsity.json``; ``bench/report.py`` renders them.
+ω became), and the kept sources. Results go to ``bench/results/sparsity.json``; ``python -m bench report``
+renders them.
 
-    python bench/sparsity.py --run medium --target rte --lambdas 0,0.01,0.05 --keep 2
+    python -m bench sparsity --run medium --target rte --lambdas 0,0.01,0.05 --keep 2
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def main() -> None:
     sources = sorted(root.glob(f"runs/source/*-{args.kind}-single-s0"))
     own = root / "runs" / "source" / f"{args.target}-{args.kind}-single-s0"
     if own not in sources:
-        raise SystemExit(f"no {args.kind} source for {args.target} under {root}: run bench/quality.py --out {args.run}")
+        raise SystemExit(f"no {args.kind} source for {args.target} under {root}: run "
+                         f"`python -m bench run --out bench/results/{args.run}`")
     sources = [own] + [s for s in sources if s != own]  # the target's own adapter first, as in the quality run
     data_dir = next(root.glob(f"data/{args.target}-*"))
     data = DataOptions(task=args.target, data_dir=data_dir)

@@ -77,8 +77,8 @@ def make_loader(
     ``LengthGroupedSampler``, random mega-batches sorted by length, as the Trainer's ``group_by_length``.
 
     Batches hold the tokenizer's tensors (``input_ids``, ``attention_mask``, maybe ``token_type_ids``) of shape
-    ``(batch, seq)``, and ``labels`` (long; float for regression) when the label column is present. Two text
-    segments are encoded as a pair, truncated to ``max_length``. Multiple choice: each row becomes
+    ``(batch, seq)``, and ``labels`` (long; float for regression, float rows for multi-label) when the label
+    column is present. Two text segments are encoded as a pair, truncated to ``max_length``. Multiple choice: each row becomes
     ``num_labels`` (context, choice) encodings, so tensors are ``(batch, n_choices, seq)``; the model flattens
     them. Shuffling uses a ``torch.Generator`` seeded with ``seed``, so a new loader replays the same order.
     """
@@ -97,7 +97,8 @@ def make_loader(
     if spec.label_field in dataset.column_names:
         for feature, label in zip(features, dataset[spec.label_field]):
             feature["labels"] = label
-    label_dtype = torch.float32 if spec.problem_type == "regression" else torch.long
+    # regression values and multi-label 0/1 rows (batch, num_labels) are floats; class ids are longs
+    label_dtype = torch.float32 if spec.problem_type in ("regression", "multi_label_classification") else torch.long
     n_choices = len(spec.choice_fields) if spec.problem_type == "multiple_choice" else None
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     lengths = [_n_tokens(f["input_ids"]) for f in features]

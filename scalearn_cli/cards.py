@@ -12,7 +12,8 @@ def write_model_card(folder: Path, meta: dict[str, Any], title: str, body: str) 
 
     task = meta["task"]
     adapter_kind = meta.get("adapter", {}).get("kind", "")
-    problem = "text-classification" if task["problem_type"] != "multiple_choice" else "multiple-choice"
+    problem = {"multiple_choice": "multiple-choice", "multi_label_classification": "multi-label"}.get(
+        task["problem_type"], "text-classification")
     results = [
         EvalResult(
             task_type=problem,
@@ -28,7 +29,7 @@ def write_model_card(folder: Path, meta: dict[str, Any], title: str, body: str) 
     data = ModelCardData(
         library_name="peft" if adapter_kind == "lora" and meta["kind"] == "source" else "scalearn",
         base_model=meta["base_model"]["id"],
-        tags=["scalearn", meta["kind"], adapter_kind, task["name"]],
+        tags=["scalearn", meta["kind"], adapter_kind, task["name"], *([problem] if problem == "multi-label" else [])],
         datasets=[task["hub_id"]] if task.get("hub_id") else None,
         model_name=title,
         eval_results=results or None,

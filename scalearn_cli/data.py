@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 
 from scalearn_cli.demo_data import demo_folder, write_demo_tasks
 from scalearn_cli.errors import DataError, UsageError
-from scalearn_cli.tasks import DEMO_TASKS, TaskSpec
+from scalearn_cli.tasks import DEMO_TASKS, MULTI_LABEL, TaskSpec
 
 __all__ = ["Splits", "load_raw", "make_splits", "write_demo_tasks"]
 
@@ -195,6 +195,8 @@ def _convert_labels(
         from scalearn_cli.generation.data import check_answers
 
         return check_answers(spec, ds, split)
+    if spec.problem_type == MULTI_LABEL:
+        return _convert_label_sets(spec, ds, split, mapping)
     keep: list[int] = []
     converted: list[float | int] = []
     for row, value in enumerate(ds[spec.label_field]):
@@ -223,6 +225,19 @@ def _convert_labels(
     return out.remove_columns(spec.label_field).add_column(
         spec.label_field, converted, feature=datasets.Value(dtype)
     )
+
+
+def _convert_label_sets(
+    spec: TaskSpec, ds: datasets.Dataset, split: str, mapping: dict[Any, int] | None
+) -> datasets.Dataset:
+    """Multi-label: replace the label column by 0/1 rows of ``num_labels`` floats (every row kept: [] = no label)."""
+    from scalearn_cli.multilabel import multi_hot, parse_label_sets
+
+    names = spec.label_names or ()
+    sets = parse_label_sets(list(ds[spec.label_field]), spec.label_field, split, spec.label_separator)
+    rows = multi_hot(sets, names, lambda value: _label_id(value, names, mapping), split, spec.name)
+    feature = datasets.Sequence(datasets.Value("float32"), length=len(names))
+    return ds.remove_columns(spec.label_field).add_column(spec.label_field, rows, feature=feature)
 
 
 def _check_columns(spec: TaskSpec, ds: datasets.Dataset, split: str) -> None:
@@ -276,13 +291,17 @@ def _subsample(ds: datasets.Dataset, spec: TaskSpec, k: int, seed: int) -> datas
     """Keep ``k`` seeded rows of ``ds`` (stratified when possible); all rows when ``k >= len(ds)``."""
     if k >= len(ds):
         return ds
+    if spec.problem_type == MULTI_LABEL:  # label sets do not stratify: cover each label, rarest first
+        from scalearn_cli.multilabel import subsample
+
+        return ds.select(subsample(np.asarray(ds[spec.label_field]), k, seed))
     labels = _stratify_labels(spec, ds)
     _, keep = _split_indices(labels, len(ds), k, seed)
     return ds.select(keep)
 
 
 def _stratify_labels(spec: TaskSpec, ds: datasets.Dataset) -> list[Any] | None:
-    return None if spec.problem_type in ("regression", "generation") else list(ds[spec.label_field])
+    return None if spec.problem_type in ("regression", "generation", MULTI_LABEL) else list(ds[spec.label_field])
 
 
 def _resolve_spec(
@@ -291,6 +310,13 @@ def _resolve_spec(
     """Infer label names for a custom classification task; returns (spec, value -> id map or None)."""
     if spec.label_names is not None or spec.problem_type in ("regression", "generation"):
         return spec, None
+    if spec.problem_type == MULTI_LABEL:  # the label set is what train holds (recorded with the task)
+        from scalearn_cli.multilabel import infer_label_names, parse_label_sets
+
+        sets = parse_label_sets(list(train[spec.label_field]), spec.label_field, "train", spec.label_separator)
+        names, mapping = infer_label_names(sets)
+        logger.info("task %s: labels from train %s", spec.name, ", ".join(names))
+        return replace(spec, label_names=names), mapping
     values = list(train[spec.label_field]) + (list(test[spec.label_field]) if test is not None else [])
     names, mapping = _infer_label_names(values)
     logger.info("task %s: inferred labels %s", spec.name, ", ".join(names))

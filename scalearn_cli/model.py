@@ -11,7 +11,7 @@ from torch import nn
 
 from scalearn_cli.artifacts.meta import POOLINGS, HeadSpec
 
-ProblemType = Literal["classification", "regression", "multiple_choice"]
+ProblemType = Literal["classification", "regression", "multiple_choice", "multi_label_classification"]
 #: how the head reads a sequence: the first token ([CLS]/<s>, the paper's), the mean over non-padding tokens
 #: (what sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with), or the last non-padding token
 #: (decoder LMs: under causal attention only it has seen the whole input); see ``artifacts.meta.POOLINGS``
@@ -29,6 +29,9 @@ class TaskHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, num_outputs)
+        #: multi-label: each label's decision threshold on its probability (recorded in scalearn.json's head entry);
+        #: None: the default 0.5 (and for every other problem type)
+        self.thresholds: tuple[float, ...] | None = None
 
     def pool(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, seq, hidden) -> (batch, hidden)."""
@@ -54,7 +57,7 @@ class TaskHead(nn.Module):
 
 def head_spec(head: TaskHead) -> HeadSpec:
     """The ``head`` entry of scalearn.json: enough to rebuild the head before loading its weights."""
-    return HeadSpec(head.dense.in_features, head.out_proj.out_features, head.pooling)
+    return HeadSpec(head.dense.in_features, head.out_proj.out_features, head.pooling, head.thresholds)
 
 
 def build_head(spec: HeadSpec, folder: Path) -> TaskHead:
@@ -67,6 +70,7 @@ def build_head(spec: HeadSpec, folder: Path) -> TaskHead:
         head.load_state_dict(load_tensors(Path(folder) / HEAD_FILE))
     except RuntimeError as exc:
         raise ArtifactError(f"{folder}/{HEAD_FILE} does not fit its metadata ({exc}); re-create the folder") from exc
+    head.thresholds = spec.thresholds
     return head
 
 
@@ -114,7 +118,11 @@ class TaskModel(nn.Module):
 
 
 def task_loss(problem_type: ProblemType, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """MSE for regression, cross-entropy otherwise (in fp32 for stability under mixed precision)."""
+    """MSE for regression, binary cross-entropy on each label's logit for multi-label (labels 0/1 rows, as
+    transformers' ``multi_label_classification``), cross-entropy otherwise (all in fp32 for stability under mixed
+    precision)."""
     if problem_type == "regression":
         return F.mse_loss(logits.float(), labels.float())
+    if problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
     return F.cross_entropy(logits.float(), labels.long())

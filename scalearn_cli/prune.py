@@ -96,7 +96,8 @@ def _data_options(meta: dict[str, Any]):  # -> DataOptions
     saved = meta.get("data") or {}
     data_dir, data_file = recorded_data(saved, spec, todo="restore it to prune", what="the composition")
     return DataOptions(task=spec.name, task_spec=spec, data_dir=data_dir, data_file=data_file,
-                       max_train_samples=saved.get("max_train_samples"), few_shot=saved.get("few_shot"))
+                       max_train_samples=saved.get("max_train_samples"), few_shot=saved.get("few_shot"),
+                       threshold=saved.get("threshold"))
 
 
 def _train_config(meta: dict[str, Any], epochs: int) -> TrainConfig:

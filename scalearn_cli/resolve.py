@@ -5,7 +5,9 @@ A reference is one of
 * a folder: a scalearn folder; a snapshot pulled from a registry (``…/models--org--name/snapshots/<commit>``,
   printed by ``scalearn pull``), which keeps its repo id, commit and registry; or any other folder;
 * ``org/name[@revision]``: pulled through the configured registry (``--registry``, ``--endpoint``);
-* ``hf://org/name[@revision]``: pulled from the configured Hub endpoint.
+* ``hf://org/name[@revision]``: pulled from the configured Hub endpoint;
+* ``zoo:NAME`` (``zoo:SLUG/NAME``): the zoo's built source for a task or recipe name — from the registry shipped
+  beside the catalog (recorded as ``zoo:SLUG``, so a composition re-resolves in any clone), else the user's.
 
 Recorded references (``composition.json``) are re-found exactly: same commit, same file hashes. A record never
 chooses where credentials go: a Hub endpoint it names must be the one the user configured (``--endpoint``,
@@ -24,6 +26,7 @@ from scalearn_cli.errors import ArtifactError, CompositionError, RegistryError
 from scalearn_cli.sources import SourceKind, get_kind
 
 HF_SCHEME = "hf://"
+ZOO_SCHEME = "zoo:"
 _SNAPSHOT = re.compile(r"^models--(?P<repo>[^/]+)$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -61,6 +64,8 @@ class Resolver:
             from scalearn_cli.registry.hub import HubRegistry
 
             return self._pull(ref, ref[len(HF_SCHEME):], HubRegistry(endpoint=self.hub_endpoint()))
+        if ref.startswith(ZOO_SCHEME):
+            return self._zoo(ref)
         if path.exists() or "/" not in ref or ref.startswith((".", "/", "~")):
             raise CompositionError(f"source '{ref}' is neither an adapter folder nor a registry id org/name[@rev]")
         from scalearn_cli.registry import get_registry
@@ -99,6 +104,14 @@ class Resolver:
         from scalearn_cli.registry.hub import HubRegistry
 
         where = record.registry or ""
+        if where.startswith(ZOO_SCHEME):
+            from scalearn_cli.zoo import load_catalog
+
+            shipped = load_catalog(where[len(ZOO_SCHEME):]).registry_for(record.id)
+            if shipped is None:
+                raise RegistryError(f"source '{record.ref}' is recorded in the registry shipped with the zoo catalog "
+                                    f"{where[len(ZOO_SCHEME):]}, which this installation lacks; use a source checkout")
+            return shipped
         if where == "local":  # written before registries were recorded by their root
             return get_registry(self.registry if (self.registry or "local").startswith("local") else None)
         if where.startswith("local:"):
@@ -124,6 +137,22 @@ class Resolver:
         commit = registry.resolve(repo_id, revision)
         folder = Path(registry.pull(repo_id, commit))
         return _resolved(ref, read_source(folder), repo_id, registry_location(registry), commit)
+
+    def _zoo(self, ref: str) -> Resolved:
+        from dataclasses import replace
+
+        from scalearn_cli.registry import get_registry
+        from scalearn_cli.zoo import load_catalog, zoo_source
+
+        name = ref[len(ZOO_SCHEME):]
+        local = (self.registry or "local").startswith("local")
+        registry, repo_id, commit = zoo_source(name, registry=get_registry(self.registry) if local else None)
+        found = self._pull(ref, f"{repo_id}@{commit}", registry)
+        catalog = load_catalog(name.split("/", 1)[0] if "/" in name else None)
+        shipped = catalog.registry_for(repo_id)
+        if shipped is not None and Path(registry.root) == Path(shipped.root):  # portable: any clone re-finds it
+            found.ref = replace(found.ref, registry=ZOO_SCHEME + catalog.prefix)
+        return found
 
     def _from_folder(self, ref: str, folder: Path) -> Resolved:
         found = snapshot_origin(folder, self)

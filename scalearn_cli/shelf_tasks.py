@@ -1,5 +1,6 @@
 """The shelf's public tasks beyond GLUE/SuperGLUE/SNLI: topic, sentiment, tweets, emotion, question type, NLI,
-similarity, paraphrase and QA, and every built-in task's *family* (``scalearn tasks`` groups by it).
+similarity, paraphrase and QA (go_emotions: multi-label), and every built-in task's *family* (``scalearn tasks``
+groups by it).
 
 Each spec names the Hub dataset closest to the shelf's files (``hub_id``/``hub_config``) and reads the columns the
 files hold; its test split is the files' ``test`` split (``dev`` stays 10% of train, as for every task). Where the
@@ -65,6 +66,11 @@ SHELF_ROWS: tuple[ShelfRow, ...] = (
            _TWEET),
     # emotion
     _shelf("emotion", "dair-ai/emotion", None, _TEXT, ("sadness", "joy", "love", "anger", "fear", "surprise"), _MULTI),
+    _shelf("go_emotions", "google-research-datasets/go_emotions", "simplified", _TEXT, (
+        "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion", "curiosity", "desire",
+        "disappointment", "disapproval", "disgust", "embarrassment", "excitement", "fear", "gratitude", "grief", "joy",
+        "love", "nervousness", "optimism", "pride", "realization", "relief", "remorse", "sadness", "surprise",
+        "neutral"), ("macro_f1", "micro_f1"), label_field="labels", problem_type="multi_label_classification"),
     # question type
     _shelf("trec", "CogComp/trec", None, _TEXT, ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"), _MULTI,
            label_field="coarse_label"),
@@ -105,6 +111,7 @@ SHELF_NOTES: dict[str, str] = {
     "yelp_review_stars": "another sample of Yelp reviews than Yelp/yelp_review_full; label = stars - 1",
     "tweet_eval_sentiment": "trained on the official test rows: never evaluate on tweet_eval/sentiment test",
     "trec": "coarse labels (column coarse_label)",
+    "go_emotions": "multi-label (column labels: a list of ids); capped samples of the official splits (10,000 train)",
     "anli": "the pool is ANLI's test rounds R1-R3 (column 'round' kept)",
     "mnli": "shelf folder: the pool is dev_matched; test = the folder's validation file",
     "scitail": "the pool is the tsv_format test split; labels entails/neutral",

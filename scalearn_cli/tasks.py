@@ -15,14 +15,18 @@ from typing import Any, Literal, get_args
 from scalearn_cli.errors import TaskError, UsageError
 from scalearn_cli.shelf_tasks import SHELF_ROWS
 
-ProblemType = Literal["classification", "regression", "multiple_choice", "generation"]
+ProblemType = Literal["classification", "regression", "multiple_choice", "generation", "multi_label_classification"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 
 #: Metric names understood by :mod:`scalearn_cli.metrics`.
-KNOWN_METRICS: tuple[str, ...] = ("accuracy", "f1", "macro_f1", "matthews", "pearson", "spearman", "exact_match")
+KNOWN_METRICS: tuple[str, ...] = (
+    "accuracy", "f1", "macro_f1", "micro_f1", "matthews", "pearson", "spearman", "exact_match")
 _REGRESSION_METRICS = frozenset({"pearson", "spearman"})
 #: generation targets: exact match of greedy-decoded answers, or (with choices) accuracy of the most likely choice
 _GENERATION_METRICS = frozenset({"exact_match", "accuracy"})
+#: multi-label targets: F1 over labels (macro: the paper's HumSet tables), or over all decisions; subset accuracy
+_MULTI_LABEL_METRICS = frozenset({"macro_f1", "micro_f1", "accuracy"})
+MULTI_LABEL = "multi_label_classification"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class TaskSpec:
     fields are ``text_fields``' one segment; ``label_field`` holds the answer text. With ``choice_fields`` the
     answer is one of the row's choices and scoring picks the choice of highest log-likelihood (accuracy);
     without, greedy-decoded answers are scored by exact match.
+
+    Multi-label (``multi_label_classification``): ``label_field`` holds each row's label *set* (a list of ids or
+    names; with ``label_separator``, one string of labels joined by it); one sigmoid output per label name.
     """
 
     name: str
@@ -53,6 +60,7 @@ class TaskSpec:
     choice_fields: tuple[str, ...] = ()
     test_split: str = "validation"
     prompt_template: str | None = None  # generation only
+    label_separator: str | None = None  # multi-label only: labels joined in one string ("joy,love")
 
     def __post_init__(self) -> None:
         # Normalise lists (from JSON or CLI options) to tuples so specs stay hashable and comparable.
@@ -94,6 +102,9 @@ class TaskSpec:
                 raise TaskError(f"{where}: field 'text_fields' must be one context segment for multiple choice")
         elif self.choice_fields and self.problem_type != "generation":
             raise TaskError(f"{where}: field 'choice_fields' is only used by multiple-choice tasks; leave it empty")
+        if self.label_separator is not None and (self.problem_type != MULTI_LABEL or not self.label_separator):
+            raise TaskError(f"{where}: field 'label_separator' is only used by multi-label tasks (a non-empty "
+                            "string); leave it empty")
 
     def _check_template(self) -> None:
         where = f"task {self.name}"
@@ -142,6 +153,9 @@ class TaskSpec:
             if self.main_metric not in self.metrics:
                 raise TaskError(f"{where}: field 'main_metric' {self.main_metric!r} is not one of {list(self.metrics)}")
             return
+        if self.problem_type == MULTI_LABEL and not set(self.metrics) <= _MULTI_LABEL_METRICS:
+            raise TaskError(f"{where}: field 'metrics' {list(self.metrics)} does not fit problem_type {MULTI_LABEL}; "
+                            f"use some of {', '.join(sorted(_MULTI_LABEL_METRICS))}")
         regression = self.problem_type == "regression"
         if any((m in _REGRESSION_METRICS) != regression for m in self.metrics):
             raise TaskError(
@@ -240,8 +254,9 @@ _ALL: tuple[TaskSpec, ...] = (
     _demo("demo-paraphrase", _S1_S2, ("not_equivalent", "equivalent"), ("accuracy", "f1")),
     _demo("demo-nli", _S1_S2, _NLI3, ("accuracy",)),
     # the shelf's other public tasks (scalearn_cli/shelf_tasks.py): scored on their files' test split
-    *(TaskSpec(name, hub, config, text, labels, "regression" if labels is None else "classification", metrics,
-               metrics[0], test_split="test", **kw) for name, hub, config, text, labels, metrics, kw in SHELF_ROWS),
+    *(TaskSpec(name, hub, config, text, labels, metrics=metrics, main_metric=metrics[0], test_split="test",
+               **{"problem_type": "regression" if labels is None else "classification", **kw})
+      for name, hub, config, text, labels, metrics, kw in SHELF_ROWS),
 )
 
 #: Built-in tasks by name.
@@ -268,12 +283,14 @@ def custom_task(
     problem_type: ProblemType,
     label_names: list[str] | None = None,
     choice_fields: list[str] | None = None,
+    label_separator: str | None = None,
 ) -> TaskSpec:
     """Build the spec of a user-defined task called ``custom``.
 
     Each text field is one segment (at most two). Label names may be ``None`` for classification; they are then
     inferred from the data by :func:`scalearn_cli.data.make_splits`. Multiple choice needs ``choice_fields``
-    (the single text field is the context).
+    (the single text field is the context). Multi-label tasks are scored by macro-F1 (and micro-F1); their labels
+    are lists, or strings joined by ``label_separator``.
     """
     if not text_fields:
         raise UsageError("no text fields given; pass --text-fields with one or two column names")
@@ -288,8 +305,12 @@ def custom_task(
         if label_names:
             raise UsageError("label names were given for a regression task; drop --label-names or use classification")
         label_names = None
+    elif problem_type == MULTI_LABEL:
+        metrics = ("macro_f1", "micro_f1")
     else:
         metrics = ("accuracy", "macro_f1")
+    if label_separator is not None and problem_type != MULTI_LABEL:
+        raise UsageError(f"--label-separator splits multi-label sets; pass --problem-type {MULTI_LABEL} or drop it")
     choices = tuple(choice_fields or ())
     if problem_type == "multiple_choice" and label_names is None:
         label_names = list(choices)
@@ -304,6 +325,7 @@ def custom_task(
         main_metric=metrics[0],
         label_field=label_field,
         choice_fields=choices,
+        label_separator=label_separator or None,
     )
 
 
@@ -361,8 +383,9 @@ def task_to_dict(spec: TaskSpec) -> dict[str, Any]:
     data["label_names"] = list(spec.label_names) if spec.label_names is not None else None
     data["metrics"] = list(spec.metrics)
     data["choice_fields"] = list(spec.choice_fields)
-    if spec.prompt_template is None:  # classification/regression metadata stays as it was before generation
-        del data["prompt_template"]
+    for optional in ("prompt_template", "label_separator"):  # other tasks' metadata stays as it was before them
+        if data[optional] is None:
+            del data[optional]
     return data
 
 

@@ -1,8 +1,10 @@
 """The adapter zoo: catalogs of source-adapter recipes per base model, built into a registry on demand.
 
-A catalog (``zoo/<slug>.json``) is data: base model, repo namespace, recipes, and published entries by registry.
-``build`` trains what the registry does not hold yet *with the same recipe hash* and pushes it, so an interrupted
-build resumes where it stopped.
+A catalog (``zoo/<slug>.json``) is data: base model, repo namespace, recipes, published entries by registry, each
+recipe's majority baseline, and optionally a *shipped registry* (a local registry committed beside the catalog, e.g.
+``zoo/registry``) that holds built sources, so a fresh clone composes them without training. ``build`` trains what
+the registry does not hold yet *with the same recipe hash* and pushes it, so an interrupted build resumes where it
+stopped. ``zoo:NAME`` references (:func:`zoo_source`) name a built source by its task or recipe name.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class Recipe:
     train: dict[str, Any]
     settings: dict[str, Any] = field(default_factory=dict)
     pooling: str = "first"  # the head's pooling (train-source --pooling)
+    # a source built elsewhere with these settings (e.g. by the benchmark): {"registry": folder relative to the
+    # catalog's, "repo_id": ...}; it is the recipe's built source, kept once, and not part of the recipe hash
+    prebuilt: dict[str, str] | None = None
 
     def hash(self, base_model: str) -> str:
         """sha256 over everything that determines the adapter (no absolute paths)."""
@@ -61,6 +66,44 @@ class Catalog:
     description: str
     recipes: list[Recipe]
     published: dict[str, dict[str, Any]]
+    registry: str | None = None  # the shipped registry, relative to the catalog file's folder
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> majority test metrics
+
+    @property
+    def shipped(self):  # -> LocalRegistry | None
+        """The registry committed beside the catalog (None when the catalog ships none or it is absent)."""
+        from scalearn_cli.registry.local import LocalRegistry
+
+        if not self.registry or not (self.path.parent / self.registry).is_dir():
+            return None
+        return LocalRegistry(self.path.parent / self.registry)
+
+    def prebuilt(self, recipe: Recipe):  # -> (LocalRegistry, RepoEntry) | None
+        """Where a recipe's prebuilt source lives, when the catalog names one and its registry holds it."""
+        from scalearn_cli.registry.local import LocalRegistry
+
+        if not recipe.prebuilt or not (self.path.parent / recipe.prebuilt["registry"]).is_dir():
+            return None
+        registry = LocalRegistry(self.path.parent / recipe.prebuilt["registry"])
+        entry = _entries(registry).get(recipe.prebuilt["repo_id"])
+        return (registry, entry) if entry is not None else None
+
+    def registry_for(self, repo_id: str):  # -> LocalRegistry | None
+        """The registry shipped with the catalog (its own or a prebuilt one) that holds ``repo_id``."""
+        for recipe in self.recipes:
+            found = self.prebuilt(recipe) if recipe.prebuilt and recipe.prebuilt["repo_id"] == repo_id else None
+            if found is not None:
+                return found[0]
+        return self.shipped
+
+    def recipe(self, name: str) -> Recipe:
+        """The recipe called ``name``, or the one LoRA (else only) recipe of task ``name``."""
+        named = [r for r in self.recipes if r.name == name]
+        by_task = sorted((r for r in self.recipes if r.task == name), key=lambda r: r.adapter != "lora")
+        found = named or by_task
+        if not found:
+            raise UsageError(f"the {self.prefix} catalog has no recipe or task '{name}'; see `scalearn zoo list`")
+        return found[0]
 
     def repo_id(self, recipe: Recipe) -> str:
         return f"{self.namespace}/{self.prefix}-{recipe.name}"
@@ -95,30 +138,94 @@ def load_catalog(model: str | None = None) -> Catalog:
             return Catalog(
                 path=path, base_model=data["base_model"], namespace=data["namespace"], prefix=data["prefix"],
                 description=data.get("description", ""), recipes=[Recipe(**r) for r in data["recipes"]],
-                published=data.get("published", {}),
+                published=data.get("published", {}), registry=data.get("registry"),
+                baselines=data.get("baselines", {}),
             )
     known = sorted({p.stem for d in catalog_dirs() for p in d.glob("*.json")})
     raise UsageError(f"no zoo catalog for model '{model}'; known: {', '.join(known) or 'none'} (or set SCALEARN_ZOO)")
 
 
 def status(catalog: Catalog, registry) -> list[dict[str, Any]]:
-    """One row per recipe: repo id, state (built / stale / missing), revision and test metrics."""
-    entries = {e.repo_id: e for e in registry.list(filter=catalog.namespace)} if registry.exists() else {}
+    """One row per recipe: repo id, family, state, where it is, revision, test metrics, majority baseline, size.
+
+    State: ``built`` (the registry holds it with this recipe's hash), ``shipped`` (the catalog's shipped registry
+    does), ``stale`` (built with another recipe hash) or ``missing``.
+    """
+    from scalearn_cli.shelf_tasks import family
+
+    entries = _entries(registry)
+    shipped = catalog.shipped
+    shipped_entries = _entries(shipped) if shipped is not None else {}
     recorded = catalog.published.get(registry.location, {})
     rows = []
     for recipe in catalog.recipes:
         repo_id = catalog.repo_id(recipe)
-        entry = entries.get(repo_id)
         want = recipe.hash(catalog.base_model)
+        entry, where = entries.get(repo_id), registry.location
+        prebuilt = catalog.prebuilt(recipe)
+        if not _matches(entry, want) and _matches(shipped_entries.get(repo_id), want):
+            entry, where = shipped_entries[repo_id], shipped.location
+        elif not _matches(entry, want) and prebuilt is not None:
+            (reg, entry), where, repo_id = prebuilt, prebuilt[0].location, prebuilt[1].repo_id
         meta = entry.metadata if entry else recorded.get(recipe.name, {})
-        have = (meta.get("recipe") or {}).get("hash") or meta.get("recipe_hash")
-        state = "missing" if not meta else ("built" if have == want else "stale")
+        state = ("missing" if not meta else "shipped" if prebuilt is not None and where == prebuilt[0].location
+                 else "stale" if not _matches_meta(meta, want)
+                 else "shipped" if shipped is not None and where == shipped.location else "built")
+        metrics = (meta.get("metrics") or {}).get("test", {})
         rows.append({
-            "name": recipe.name, "task": recipe.task, "adapter": recipe.adapter, "repo_id": repo_id, "state": state,
+            "name": recipe.name, "task": recipe.task, "family": family(recipe.task), "adapter": recipe.adapter,
+            "repo_id": repo_id, "state": state, "registry": where if entry else None,
             "revision": entry.commit if entry else meta.get("revision"),
-            "metrics": (meta.get("metrics") or {}).get("test", {}), "recipe_hash": want,
+            "metrics": metrics, "main_metric": _main_metric(recipe.task), "recipe_hash": want,
+            "baseline": catalog.baselines.get(recipe.task), "bytes": _size(entry),
         })
     return rows
+
+
+def _entries(registry) -> dict[str, Any]:
+    return {e.repo_id: e for e in registry.list()} if registry.exists() else {}
+
+
+def _matches_meta(meta: dict[str, Any], want: str) -> bool:
+    return ((meta.get("recipe") or {}).get("hash") or meta.get("recipe_hash")) == want
+
+
+def _matches(entry: Any, want: str) -> bool:
+    return entry is not None and _matches_meta(entry.metadata, want)
+
+
+def _main_metric(task: str) -> str | None:
+    from scalearn_cli.tasks import TASKS
+
+    return TASKS[task].main_metric if task in TASKS else None
+
+
+def _size(entry: Any) -> int | None:
+    """Bytes of the source's files (from its registry manifest), None when unknown."""
+    sizes = getattr(entry, "sizes", None)
+    return sum(sizes.values()) if sizes else None
+
+
+def zoo_source(name: str, model: str | None = None, registry=None) -> tuple[Any, str, str]:
+    """(registry, repo id, revision) of the built source ``zoo:NAME`` (``NAME`` a task or recipe name, optionally
+    ``slug/NAME`` for another catalog than the default model's): the shipped registry's copy when it holds this
+    recipe, else ``registry``'s (the user's)."""
+    if "/" in name:
+        model, name = name.split("/", 1)
+    catalog = load_catalog(model)
+    recipe = catalog.recipe(name)
+    repo_id, want = catalog.repo_id(recipe), recipe.hash(catalog.base_model)
+    prebuilt = catalog.prebuilt(recipe)
+    if prebuilt is not None:
+        return prebuilt[0], prebuilt[1].repo_id, prebuilt[1].commit
+    for reg in (catalog.shipped, registry):
+        if reg is None:
+            continue
+        entry = _entries(reg).get(repo_id)
+        if _matches(entry, want):
+            return reg, repo_id, entry.commit
+    raise UsageError(f"zoo source '{name}' ({repo_id}) is not built yet: run `scalearn zoo build --tasks "
+                     f"{recipe.name}` (see `scalearn zoo list`)")
 
 
 def _data_dir(recipe: Recipe, data_root: Path | None) -> Path | None:
@@ -155,8 +262,12 @@ def build(
     rows = []
     for recipe in recipes:
         row = done[recipe.name]
-        if row["state"] == "built":
-            log(f"{row['repo_id']}: already built with this recipe, skipped")
+        if row["baseline"] is None and recipe.data.get("source") != "hub":
+            row["baseline"] = _baseline(recipe, data_root)
+            if record:
+                _record_baseline(catalog, recipe.task, row["baseline"])
+        if row["state"] in ("built", "shipped"):
+            log(f"{row['repo_id']}: already {row['state']} with this recipe, skipped")
             rows.append({**row, "action": "skipped"})
             continue
         log(f"{row['repo_id']}: training {recipe.adapter} on {recipe.task}")
@@ -176,6 +287,37 @@ def build(
         if record:
             _record(catalog, registry.location, recipe.name, row)
     return rows
+
+
+def record_baselines(catalog: Catalog, recipes: list[Recipe], data_root: Path | None) -> dict[str, dict[str, float]]:
+    """Compute and write into the catalog the majority baseline of every recipe with local data; train nothing."""
+    done = {}
+    for recipe in recipes:
+        if recipe.data.get("source") != "hub":
+            done[recipe.task] = _baseline(recipe, data_root)
+            _record_baseline(catalog, recipe.task, done[recipe.task])
+    return done
+
+
+def _baseline(recipe: Recipe, data_root: Path | None) -> dict[str, float]:
+    """The majority baseline's test metrics for a recipe's data (the same splits its source is scored on)."""
+    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.metrics import majority_baseline
+    from scalearn_cli.tasks import get_task
+
+    spec = get_task(recipe.task)
+    splits = make_splits(spec, load_raw(spec, data_dir=_data_dir(recipe, data_root)),
+                         max_train_samples=recipe.data.get("max_train_samples"),
+                         sample_seed=int(recipe.train.get("seed", 42)))
+    field_ = splits.spec.label_field
+    return majority_baseline(splits.spec, splits.train[field_], splits.test[field_])
+
+
+def _record_baseline(catalog: Catalog, task: str, baseline: dict[str, float]) -> None:
+    data = read_json(catalog.path)
+    data.setdefault("baselines", {})[task] = {k: round(float(v), 4) for k, v in baseline.items()}
+    write_json(catalog.path, data)
+    catalog.baselines = data["baselines"]
 
 
 def _record(catalog: Catalog, location: str, name: str, row: dict[str, Any]) -> None:

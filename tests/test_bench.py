@@ -1,5 +1,5 @@
 """The benchmark's own logic (bench/): the committed docs are what their results make, the seed-noise verdicts,
-issue 12's source bar, and the resumable, sharded runner's plan, records and locks. No training here."""
+the strong benchmark's source bar, and the resumable, sharded runner's plan, records and locks. No training here."""
 
 from __future__ import annotations
 
@@ -16,22 +16,16 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
+from bench import quality, quality_plan, quality_runner, report, report_common, report_quality, report_sources
+from bench.quality_plan import Job, expected_seconds, plan, selected
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-import quality  # noqa: E402
-import quality_plan  # noqa: E402
-from quality_plan import Job, expected_seconds, plan, selected  # noqa: E402
-import quality_runner  # noqa: E402
-import report  # noqa: E402
-import report_common  # noqa: E402
-import report_quality  # noqa: E402
-import report_sources  # noqa: E402
 
 
 def test_committed_benchmark_docs_are_what_their_results_make():
     """No number in docs/benchmarks*.md is typed by hand or left behind its results: regenerating every doc
     from bench/results/ gives the committed text byte for byte."""
-    run = subprocess.run([sys.executable, "bench/report.py", "--all", "--check"], cwd=REPO, capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "bench", "report", "--all", "--check"], cwd=REPO, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("checked docs/") == len(report.DOCS)
@@ -49,7 +43,7 @@ def test_check_names_a_doc_that_differs_from_its_results(tmp_path, monkeypatch, 
     (tmp_path / name).write_text(edited)
     with pytest.raises(SystemExit) as exc:
         report.main(["--all", "--check"])
-    assert f"docs/{name} differ" in str(exc.value) and "python bench/report.py --all" in str(exc.value)
+    assert f"docs/{name} differ" in str(exc.value) and "python -m bench report --all" in str(exc.value)
     assert (tmp_path / name).read_text() == edited  # --check never writes the committed doc
 
     with pytest.raises(SystemExit) as exc:  # a usage error, not a silent full regeneration
@@ -494,7 +488,7 @@ def test_fit_deadline_without_a_deadline_is_a_usage_error(capsys):
 
 def test_rows_computed_on_a_gpu_are_named_and_kept_out_of_cpu_timings():
     """A row records its device; the report says which ran on a GPU and keeps their times out of CPU figures."""
-    import report_speed
+    from bench import report_speed
 
     def row(seed, device=None, wall=100.0):
         r = {"stage": "transfer", "target": "mrpc", "kind": "bottleneck", "method": "scalearn",
@@ -521,7 +515,7 @@ def test_rows_computed_on_a_gpu_are_named_and_kept_out_of_cpu_timings():
 
 def test_merge_rows_adds_new_runs_and_keeps_repeats_apart(tmp_path):
     """Rows from another machine: new runs are appended, an already recorded run goes to device_repeats.jsonl."""
-    import merge_rows
+    from bench import merge_rows
 
     def row(seed, device, score):
         return {"stage": "transfer", "target": "rte", "kind": "lora", "method": "average", "variant": None,
@@ -541,7 +535,7 @@ def test_merge_rows_adds_new_runs_and_keeps_repeats_apart(tmp_path):
 
 def test_a_source_below_the_bar_names_the_same_source_from_runs_that_trained_it_otherwise(tmp_path):
     """An lr sweep on a weak source (another run, other source options) is named beside it in the source notes."""
-    import report_sources
+    from bench import report_sources
 
     def source(lr, score, epoch):
         return {"stage": "source", "target": "rte", "kind": "bottleneck", "method": "single", "variant": None,

@@ -26,9 +26,14 @@ class HeadSpec:
     hidden_size: int
     num_outputs: int
     pooling: str = "first"  # folders written before the option read the first token
+    thresholds: tuple[float, ...] | None = None  # multi-label: each label's probability threshold
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hidden_size": self.hidden_size, "num_outputs": self.num_outputs, "pooling": self.pooling}
+        out: dict[str, Any] = {"hidden_size": self.hidden_size, "num_outputs": self.num_outputs,
+                               "pooling": self.pooling}
+        if self.thresholds is not None:  # other heads' entries stay as they were
+            out["thresholds"] = list(self.thresholds)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "the folder") -> "HeadSpec":
@@ -36,7 +41,13 @@ class HeadSpec:
         if pooling not in POOLINGS:
             raise ArtifactError(f"{where} has a head with unknown pooling '{pooling}'; "
                                 "upgrade scalearn or re-create it")
-        return cls(int(data["hidden_size"]), int(data["num_outputs"]), pooling)
+        thresholds = data.get("thresholds")
+        if thresholds is not None:
+            if len(thresholds) != int(data["num_outputs"]) or not all(0.0 < float(t) < 1.0 for t in thresholds):
+                raise ArtifactError(f"{where} has head thresholds {thresholds} that are not one probability per "
+                                    "output; re-create the folder")
+            thresholds = tuple(float(t) for t in thresholds)
+        return cls(int(data["hidden_size"]), int(data["num_outputs"]), pooling, thresholds)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,17 @@ TextFieldsOpt = Annotated[
 ]
 LabelFieldOpt = Annotated[str, typer.Option("--label-field", help="--task custom: the label column.")]
 ProblemOpt = Annotated[
-    str, typer.Option("--problem-type", help="--task custom: classification, regression or generation (decoder LMs: "
-                                             "prompt -> answer).")
+    str, typer.Option("--problem-type", help="--task custom: classification, regression, multi_label_classification "
+                                             "(a list of labels per row) or generation (decoder LMs: prompt -> "
+                                             "answer).")
+]
+LabelSeparatorOpt = Annotated[
+    Optional[str], typer.Option("--label-separator", help="--task custom, multi-label: the string joining a row's "
+                                                          "labels (e.g. ','), when they are not a JSON list.")
+]
+ThresholdOpt = Annotated[
+    Optional[str], typer.Option("--threshold", help="Multi-label: predict a label when its probability exceeds this "
+                                                    "(default 0.5), or 'tune' (one threshold per label, on dev).")
 ]
 PromptFieldOpt = Annotated[
     Optional[str], typer.Option("--prompt-field", help="Generation: the column holding each row's prompt.")

@@ -15,6 +15,7 @@ from scalearn_cli.cli.common import (
     LabelFieldOpt, LrOpt, MaxDevOpt, MaxLenOpt, PromptFieldOpt, PromptTemplateOpt, AnswerFieldOpt, ChoiceFieldsOpt,
     MaxStepsOpt, MaxTrainOpt, ModelOpt, OutOpt, OverwriteOpt, PatienceOpt, PrecisionOpt, ProblemOpt, RegistryOpt,
     SeedOpt, SelectOnOpt, TaskOpt, TextFieldsOpt, console, print_json, resolver, split_csv,
+    LabelSeparatorOpt, ThresholdOpt,
 )
 from scalearn_cli.cli.shelf import (
     ExcludeOpt, FamilyOpt, IncludeOpt, KindOpt, SelectEpochsOpt, SelectOpt, SelectSparsityOpt, SelectStepsOpt, ShelfOpt,
@@ -22,15 +23,17 @@ from scalearn_cli.cli.shelf import (
 
 
 def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
-          max_dev_samples=None, generation=(None, None, None, None)):
+          max_dev_samples=None, generation=(None, None, None, None), multi_label=(None, None)):
     from scalearn_cli.stages.common import DataOptions
 
     prompt_field, prompt_template, answer_field, choice_fields = generation
+    label_separator, threshold = multi_label
     return DataOptions(
         task=task, data_dir=data_dir, data_file=data_file, text_fields=split_csv(text_fields),
         label_field=label_field, problem_type=problem_type, max_train_samples=max_train_samples, few_shot=few_shot,
         max_dev_samples=max_dev_samples, prompt_field=prompt_field, prompt_template=prompt_template,
         answer_field=answer_field, choice_fields=split_csv(choice_fields),
+        label_separator=label_separator, threshold=threshold,
     )
 
 
@@ -123,6 +126,8 @@ def train_source(
     prompt_template: PromptTemplateOpt = None,
     answer_field: AnswerFieldOpt = None,
     choice_fields: ChoiceFieldsOpt = None,
+    label_separator: LabelSeparatorOpt = None,
+    threshold: ThresholdOpt = None,
     lora_r: Annotated[Optional[int], typer.Option("--lora-r", help="LoRA rank (default: the library's, see "
                                                                    "docs/cli.md).")] = None,
     lora_alpha: Annotated[Optional[int], typer.Option("--lora-alpha", help="LoRA alpha (scaling = alpha / r; "
@@ -166,7 +171,8 @@ def train_source(
     options = {key: value for key, value in options.items() if value is not None}
     settings = get_kind(adapter).settings(options)
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
-                 max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))
+                 max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields),
+                 (label_separator, threshold))
     config = _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision,
                      eval_batch_size, group_by_length, gradient_checkpointing, select_on)
     with _summary_says_it():
@@ -217,6 +223,8 @@ def transfer(
     prompt_template: PromptTemplateOpt = None,
     answer_field: AnswerFieldOpt = None,
     choice_fields: ChoiceFieldsOpt = None,
+    label_separator: LabelSeparatorOpt = None,
+    threshold: ThresholdOpt = None,
     epochs: EpochsOpt = 30,
     lr: LrOpt = None,
     batch_size: BatchOpt = 32,
@@ -244,7 +252,8 @@ def transfer(
 
     combiner = get_combiner(method)  # the library owns each method's defaults
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
-                 max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))
+                 max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields),
+                 (label_separator, threshold))
     config = _config(epochs, lr, batch_size, max_length, seed,
                      combiner.default_patience if patience is None else patience, max_steps, precision,
                      eval_batch_size, group_by_length, gradient_checkpointing, select_on)

@@ -50,16 +50,23 @@ def zoo_build(
         Optional[Path], typer.Option("--data-root", help="Folder with the recipes' local data (glue/<task>/, snli/).")
     ] = None,
     record: Annotated[bool, typer.Option("--record", help="Write published entries into the catalog file.")] = False,
+    baselines: Annotated[bool, typer.Option(
+        "--baselines", help="Only compute each recipe's majority baseline and write it into the catalog file "
+                            "(train nothing).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the catalog's missing sources and push them (already-built recipes are skipped: builds resume)."""
     from scalearn_cli.cli.progress import RichProgress
     from scalearn_cli.registry import get_registry
-    from scalearn_cli.zoo import build, load_catalog
+    from scalearn_cli.zoo import build, load_catalog, record_baselines
 
     catalog = load_catalog(model)
-    reg = get_registry(registry)
     recipes = catalog.select(list(split_csv(tasks)) or None, adapter)
+    if baselines:
+        done = record_baselines(catalog, recipes, data_root)
+        print_json(done) if as_json else console.print(f"majority baselines of {len(done)} recipes -> {catalog.path}")
+        return
+    reg = get_registry(registry)
     rows = build(catalog, reg, recipes, data_root, record, log=lambda m: err_console.print(f"[cyan]>[/] {m}"),
                  progress_factory=lambda name: RichProgress(name, quiet=as_json))
     if as_json:
@@ -88,10 +95,23 @@ def _table(title: str, rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col in ("recipe", "task", "adapter", "repo id", "state", "revision", "test"):
-        table.add_column(col)
+    for col in ("recipe", "task", "family", "adapter", "state", "revision", "test", "majority", "size"):
+        table.add_column(col, justify="right" if col in ("test", "majority", "size") else "left")
     for row in rows:
-        test = ", ".join(f"{k} {v:.2f}" for k, v in row["metrics"].items() if k != "loss")
-        table.add_row(row["name"], row["task"], row["adapter"], row["repo_id"], row.get("action", row["state"]),
-                      (row["revision"] or "")[:12], test)
+        table.add_row(row["name"], row["task"], row.get("family", ""), row["adapter"], row.get("action", row["state"]),
+                      (row["revision"] or "")[:12], _score(row, row["metrics"]), _score(row, row.get("baseline")),
+                      f"{row['bytes'] / 1e6:.1f} MB" if row.get("bytes") else "")
     console.print(table)
+    shipped = sum(r["state"] == "shipped" for r in rows)
+    if shipped:
+        console.print(f"{shipped} shipped with scalearn: compose one as --source zoo:TASK (sha256-verified)")
+
+
+def _score(row: dict, metrics: dict | None) -> str:
+    """The main metric of a metrics dict (test score or majority baseline), as the task table names it."""
+    if not metrics:
+        return ""
+    main = row.get("main_metric")
+    if main in metrics:
+        return f"{metrics[main]:.2f} {main}"
+    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "loss")

@@ -17,7 +17,8 @@ nevergrad's random state, so a run is repeatable. Generation targets use the ans
 nothing afterwards. Classification targets have no trained head during the search, so each candidate is scored by
 a leave-one-out nearest-centroid loss on the pooled features (cosine to each class's centroid, scale 10,
 cross-entropy; the row itself left out of its class centroid); with w fixed the fresh head then trains as for
-``average``. Regression targets are refused.
+``average``. Multi-label targets score each label's centroid likewise, with binary cross-entropy. Regression
+targets are refused.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def few_shot_loss(model: nn.Module, prepared: Any):  # -> Callable[[], float]
     from torch.utils.data import DataLoader
 
     spec = prepared.spec
-    if spec.problem_type not in ("generation", "classification"):
+    if spec.problem_type not in ("generation", "classification", "multi_label_classification"):
         raise UsageError(f"LoraHub searches weights for generation and classification targets, not {spec.problem_type}"
                          f"; use --method scalearn or average")
     loader = DataLoader(prepared.train.dataset, batch_size=prepared.train.batch_size,
@@ -166,6 +167,8 @@ def few_shot_loss(model: nn.Module, prepared: Any):  # -> Callable[[], float]
             hidden = model.encoder(**inputs, **extra).last_hidden_state
             feats.append(F.normalize(model.head.pool(hidden, inputs["attention_mask"]).float(), dim=-1).cpu())
             labels.append(batch["labels"].cpu())
+        if spec.problem_type == "multi_label_classification":
+            return label_prototype_loss(torch.cat(feats), torch.cat(labels))
         return prototype_loss(torch.cat(feats), torch.cat(labels), spec.num_labels)
 
     return generation if spec.problem_type == "generation" else classification
@@ -180,3 +183,14 @@ def prototype_loss(feats: torch.Tensor, labels: torch.Tensor, n_classes: int) ->
     centroids = (sums.unsqueeze(0) - own) / (counts.unsqueeze(0) - onehot).clamp_min(1.0).unsqueeze(-1)
     logits = PROTOTYPE_SCALE * F.cosine_similarity(feats.unsqueeze(1), centroids, dim=-1)  # (n, C)
     return float(F.cross_entropy(logits, labels.long()))
+
+
+def label_prototype_loss(feats: torch.Tensor, labels: torch.Tensor) -> float:
+    """Multi-label :func:`prototype_loss`: each label's leave-one-out centroid of the rows holding it, and binary
+    cross-entropy of the scaled cosines against the rows' 0/1 labels. feats (n, D) unit rows, labels (n, C)."""
+    hot = labels.float()  # (n, C)
+    sums, counts = hot.T @ feats, hot.sum(0)  # (C, D), (C,)
+    own = hot.unsqueeze(-1) * feats.unsqueeze(1)  # (n, C, D)
+    centroids = (sums.unsqueeze(0) - own) / (counts.unsqueeze(0) - hot).clamp_min(1.0).unsqueeze(-1)
+    logits = PROTOTYPE_SCALE * F.cosine_similarity(feats.unsqueeze(1), centroids, dim=-1)  # (n, C)
+    return float(F.binary_cross_entropy_with_logits(logits, hot))

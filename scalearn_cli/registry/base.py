@@ -52,6 +52,7 @@ class RepoEntry:
     repo_id: str
     commit: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # file -> bytes, where the backend knows them
 
 
 class Registry(abc.ABC):

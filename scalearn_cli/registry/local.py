@@ -329,12 +329,14 @@ class LocalRegistry(Registry):
         commit = self._read_ref(repo_dir, DEFAULT_BRANCH)
         if commit is None:
             return None
-        record = self._manifest(repo_dir, repo_id, commit)["files"].get(METADATA_FILE)
+        files = self._manifest(repo_dir, repo_id, commit)["files"]
+        record = files.get(METADATA_FILE)
         if record is None:
             return None
         blob = self._inside(repo_dir / "blobs" / record["sha256"])
         verify_files(blob.parent, {blob.name: record["sha256"]}, repo_id, commit)
-        return RepoEntry(repo_id=repo_id, commit=commit, metadata=read_json(blob))
+        sizes = {name: int(f["size"]) for name, f in files.items() if isinstance(f.get("size"), int)}
+        return RepoEntry(repo_id=repo_id, commit=commit, metadata=read_json(blob), sizes=sizes)
 
 
 def _mode(bits: int) -> int:

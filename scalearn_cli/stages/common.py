@@ -14,6 +14,7 @@ from scalearn_cli import __version__
 from scalearn_cli.artifacts import AdapterSpec, HeadSpec, Metadata
 from scalearn_cli.artifacts.meta import POOLINGS
 from scalearn_cli.errors import UsageError
+from scalearn_cli.tasks import MULTI_LABEL
 from scalearn_cli.train import TrainConfig, TrainResult, evaluate
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,14 @@ class DataOptions:
     few_shot: int | None = None
     max_dev_samples: int | None = None  # default: 10% of the train pool (capped runs: of the capped pool)
     task_spec: Any = None  # a resolved TaskSpec (e.g. read from an adapter's metadata) wins over ``task``
+    label_separator: str | None = None  # custom multi-label: labels joined in one string
+    threshold: str | None = None  # multi-label: a probability for every label, or "tune" (per label, on dev)
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None:
+            from scalearn_cli.multilabel import parse_threshold
+
+            parse_threshold(self.threshold)  # a bad value fails before any model loads
 
     def spec(self):  # -> TaskSpec
         from scalearn_cli.tasks import custom_task, get_task
@@ -57,7 +66,10 @@ class DataOptions:
                 self.label_field,
                 self.problem_type,
                 list(self.label_names) if self.label_names else None,
+                label_separator=self.label_separator,
             )
+        if self.label_separator is not None:  # a built-in task's labels are read as its dataset holds them
+            raise UsageError(f"--label-separator is for --task custom; task {self.task} reads its own label column")
         return get_task(self.task)
 
 
@@ -116,6 +128,8 @@ def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: i
         max_dev_samples=options.max_dev_samples,
     )
     spec = splits.spec
+    if options.threshold is not None and spec.problem_type != MULTI_LABEL:
+        raise UsageError(f"--threshold sets multi-label decisions; task {spec.name} is {spec.problem_type}: drop it")
     train = make_loader(splits.train, spec, tokenizer, config.batch_size, config.max_length, shuffle=True,
                         seed=config.seed, group_by_length=config.group_by_length, split="train")
 
@@ -140,9 +154,31 @@ def score(model: nn.Module, prepared: Prepared, splits: tuple[str, ...] = ("dev"
             metrics = score_generation(model, prepared.spec, getattr(prepared.splits, split), prepared.tokenizer,
                                        prepared.max_length, prepared.eval_batch_size)
         else:
-            metrics = compute_metrics(prepared.spec, logits, labels)
+            metrics = compute_metrics(prepared.spec, logits, labels, head_thresholds(model))
         out[split] = {**metrics, "loss": float(loss)}
     return out
+
+
+def head_thresholds(model: nn.Module) -> tuple[float, ...] | None:
+    """The multi-label decision thresholds recorded on a task model's head (None: 0.5, or no head)."""
+    return getattr(getattr(model, "head", None), "thresholds", None)
+
+
+def set_thresholds(model: nn.Module, prepared: Prepared) -> None:
+    """Multi-label: put the decision thresholds on the trained head (saved with it in scalearn.json): the
+    ``--threshold`` value for every label, or (``tune``) each label's best on the dev split."""
+    from scalearn_cli.multilabel import DEFAULT_THRESHOLD, parse_threshold, tune_thresholds
+
+    head = getattr(model, "head", None)
+    if head is None or prepared.spec.problem_type != MULTI_LABEL:
+        return
+    choice = parse_threshold(prepared.options.threshold or DEFAULT_THRESHOLD)
+    if choice == "tune":
+        _, logits, labels = evaluate(model, prepared.dev)
+        head.thresholds = tuple(tune_thresholds(logits, labels))
+        logger.info("thresholds tuned on %d dev rows: %s", len(labels), list(head.thresholds))
+    else:
+        head.thresholds = (float(choice),) * prepared.spec.num_labels
 
 
 def metric_fn(spec):  # -> Callable[[np.ndarray, np.ndarray], dict[str, float]]
@@ -183,6 +219,8 @@ def run_metadata(
             "max_train_samples": options.max_train_samples,
             "few_shot": options.few_shot,
             "max_dev_samples": options.max_dev_samples,
+            # multi-label: the --threshold asked for ("tune" or a probability; the values are on the head)
+            **({"threshold": options.threshold} if options.threshold is not None else {}),
         },
         training={
             **asdict(config),

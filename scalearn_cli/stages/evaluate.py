@@ -9,7 +9,8 @@ from typing import Any
 from scalearn_cli.artifacts import read_metadata
 from scalearn_cli.errors import UsageError
 from scalearn_cli.resolve import Resolver
-from scalearn_cli.stages.common import DataOptions, prepare, recorded_data, score
+from scalearn_cli.stages.common import DataOptions, head_thresholds, prepare, recorded_data, score
+from scalearn_cli.tasks import MULTI_LABEL
 from scalearn_cli.train import TrainConfig
 
 
@@ -70,7 +71,10 @@ def evaluate_folder(
     config = TrainConfig(batch_size=batch_size, eval_batch_size=batch_size,
                          max_length=max_length or int(training.get("max_length", 128)))
     prepared = prepare(data, tokenizer, config, sample_seed=int(training.get("seed", 42)))
-    metrics = score(model, prepared, splits=(split,))[split]
+    if spec.problem_type == MULTI_LABEL:
+        metrics, extra = multi_label_scores(model, prepared, split)
+    else:
+        metrics, extra = score(model, prepared, splits=(split,))[split], {}
     return {
         "adapter": str(Path(folder)),
         "kind": meta["kind"],
@@ -80,7 +84,25 @@ def evaluate_folder(
         "examples": len(getattr(prepared.splits, split)),
         "metrics": metrics,
         "main_metric": spec.main_metric,
+        **extra,
     }
+
+
+def multi_label_scores(model, prepared, split: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """A multi-label split's metrics (+ loss), and beside them each label's F1 and support, the thresholds used and
+    the baseline's metrics (each label held by more than half of the train rows)."""
+    from scalearn_cli.metrics import majority_baseline, per_label_scores, predictions, score_predictions
+    from scalearn_cli.multilabel import DEFAULT_THRESHOLD
+    from scalearn_cli.train import evaluate
+
+    spec = prepared.spec
+    loss, logits, labels = evaluate(model, getattr(prepared, split))
+    thresholds = head_thresholds(model) or (DEFAULT_THRESHOLD,) * spec.num_labels
+    preds = predictions(spec, logits, thresholds)
+    metrics = {**score_predictions(spec, preds, labels), "loss": float(loss)}
+    train_labels = prepared.splits.train[spec.label_field]
+    return metrics, {"per_label": per_label_scores(spec, preds, labels), "thresholds": list(thresholds),
+                     "baseline": majority_baseline(spec, train_labels, labels)}
 
 
 def _labels(spec) -> str:  # spec: TaskSpec

@@ -15,7 +15,7 @@ from scalearn_cli.cards import metrics_table
 from scalearn_cli.model import TaskHead, TaskModel, build_head, head_outputs, head_spec
 from scalearn_cli.sources import Attached, get_kind
 from scalearn_cli.stages.common import (
-    DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score,
+    DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score, set_thresholds,
 )
 from scalearn_cli.train import Progress, TrainConfig, count_parameters, fit, on_main_process
 
@@ -72,6 +72,7 @@ def train_source(
     params = attached.params + (list(head.parameters()) if head is not None else [])
     result = fit(task_model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress,
                  main_metric=prepared.spec.main_metric)
+    set_thresholds(task_model, prepared)
     spec = AdapterSpec(kind.name, count_parameters(attached.params), settings=asdict(settings))
     meta = run_metadata("source", prepared, ref, config, result, spec, head and head_spec(head),
                         score(task_model, prepared), {"pooling_choice": why, **(extra_meta or {})})

@@ -19,7 +19,7 @@ from scalearn_cli.model import TaskHead, head_outputs, head_spec
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.scaling import Omega
 from scalearn_cli.stages.common import (
-    DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score,
+    DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score, set_thresholds,
 )
 from scalearn_cli.stages.source import task_model_for
 from scalearn_cli.train import Progress, TrainConfig, TrainResult, fit, on_main_process
@@ -135,6 +135,7 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     penalty = group_lasso(comp, options.sparsity)
     result = fit(model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress,
                  penalty=penalty, main_metric=prepared.spec.main_metric) if params else untrained(model, prepared)
+    set_thresholds(model, prepared)
     record = replace(composition_record(resolved, comp, options.sparsity), shelf=options.provenance.get("shelf"),
                      selection=options.provenance.get("selection"))
     adapter = AdapterSpec(record.adapter_kind, n_transfer, method=spec.method, variant=spec.variant)
