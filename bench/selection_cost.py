@@ -18,8 +18,8 @@ its default on a split of 30 steps or more; on a split this small the default wo
 set by that floor, not by N. Results go to ``bench/results/selection_cost.json`` after every run; a stopped run
 is resumed (configurations already there are kept). The bar's runs (``epoch_all``, ``selection``) come first.
 
-    python bench/selection_cost.py                       # N = 35 and 256, K = 8, 1 thread
-    python bench/selection_cost.py --n 35 --rows 1024 --test-rows 277
+    python -m bench selection-cost                       # N = 35 and 256, K = 8, 1 thread
+    python -m bench selection-cost --n 35 --rows 1024 --test-rows 277
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.speed import machine, make_sources  # the speed tables' random sources and machine record
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
 
 
 def main() -> None:
@@ -53,8 +53,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from speed import machine, make_sources
-
     from scalearn_cli.backbone import DEFAULT_MODEL
 
     sizes = [int(v) for v in args.n.split(",")]
