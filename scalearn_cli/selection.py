@@ -50,15 +50,18 @@ class SelectOptions:
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise UsageError(f"--select must be >= 1 (how many sources to keep), got {self.k}")
+            raise UsageError(f"K (--select, or select --keep) must be >= 1: how many sources to keep; got {self.k}")
         if self.steps is not None and self.epochs is not None:
-            raise UsageError("pass one of --select-steps and --select-epochs (the selection run's budget)")
+            raise UsageError("pass one budget for the selection run: steps or epochs (--select-steps or "
+                             "--select-epochs; select: --steps or --epochs)")
         for name in ("steps", "epochs"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise UsageError(f"--select-{name} must be >= 1, got {value}")
+                raise UsageError(f"the selection run's {name} (--select-{name}, select --{name}) must be >= 1, got "
+                                 f"{value}")
         if not (math.isfinite(self.sparsity) and self.sparsity >= 0):
-            raise UsageError(f"--select-sparsity must be a finite number >= 0, got {self.sparsity}")
+            raise UsageError(f"the selection's λ (--select-sparsity, select --sparsity) must be a finite number >= 0, "
+                             f"got {self.sparsity}")
 
 
 def shelf_transfer(options, shelves: tuple[str, ...] = (), filters: ShelfFilter = ShelfFilter(),
@@ -115,7 +118,8 @@ def select_sources(options, pool: list[Resolved], select: SelectOptions,
 
     n = len(pool)
     if select.k >= n:
-        raise UsageError(f"--select {select.k} keeps all of the {n} candidate sources; pass K < {n}, or drop --select")
+        raise UsageError(f"K = {select.k} keeps all of the {n} candidate sources; pass K < {n} (--select, or select "
+                         f"--keep), or compose them all")
     config = _budget(options, select)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="scalearn-select-") as tmp:

@@ -173,6 +173,8 @@ def test_a_source_of_another_base_model_is_skipped_by_name(folder_shelf, tmp_pat
     (["-s", "SHELF/rte-lora", "--shelf-family", "nli"], 2, "filter a --shelf"),
     (["--shelf", "SHELF", "--select", "9"], 2, "keeps all of the 5 candidate sources"),
     (["-s", "SHELF/rte-lora", "--select-steps", "5"], 2, "pass --select"),
+    (["--shelf", "SHELF", "--select", "0"], 2, "must be >= 1"),
+    (["--shelf", "SHELF", "--select", "2", "--select-steps", "5", "--select-epochs", "1"], 2, "pass one budget"),
 ])
 def test_bad_shelf_inputs_are_one_line_errors_and_write_nothing(args, code, message, folder_shelf, tmp_path,
                                                                 task_file):
