@@ -35,6 +35,8 @@ COMMANDS = {
     "peer": Command("peer_adapters", "the `adapters` library's AdapterFusion step cost (run from the peer venv)"),
     "peer-score": Command("peer_score", "the `adapters` library's AdapterFusion scored on a run's own sources"),
     "sparsity": Command("sparsity", "transfer --sparsity λ, then prune --keep K: ω's concentration and the score"),
+    "selection-cost": Command("selection_cost", "transfer --select K: the selection run's cost against one "
+                              "ScaLearn epoch over all N candidates, N = 35 and 256"),
     "lora-sweep": Command("lora_sweep", "the LoRA defaults: lr × target modules (then rank), chosen on dev"),
     "merge-rows": Command("merge_rows", "merge rows computed on another machine into a run's results.jsonl"),
     "device": Command("device", "compute a run's missing rows on a GPU machine (and pack what that machine needs)"),

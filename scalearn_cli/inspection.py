@@ -66,6 +66,7 @@ def omega_table(folder: Path) -> dict[str, Any]:
         "composition": str(folder), "task": meta["task"]["name"], "method": record.method,
         "variant": record.variant, "adapter_kind": record.adapter_kind, "vector": vector,
         "share_of": SHARE_DEFINITION, "sources": sources, "rows": rows,
+        **{name: getattr(record, name) for name in ("shelf", "selection") if getattr(record, name) is not None},
     }
 
 

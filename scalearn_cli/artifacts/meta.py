@@ -131,6 +131,8 @@ class CompositionRecord:
     sparsity: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)  # combiner options (e.g. AdapterSoup's selection)
     format_version: int = FORMAT_VERSION
+    shelf: dict[str, Any] | None = None  # `transfer --shelf`: the shelves, filters and what was skipped
+    selection: dict[str, Any] | None = None  # `transfer --select K`: the criterion, each source's score, the cost
 
     @property
     def n_sources(self) -> int:
@@ -145,6 +147,9 @@ class CompositionRecord:
         }
         if self.options:
             out["options"] = self.options
+        for name in ("shelf", "selection"):  # written only when set: other records stay as they were
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
     @classmethod
@@ -155,7 +160,7 @@ class CompositionRecord:
             record = cls(str(data["method"]), data.get("variant"), str(data["adapter_kind"]), tuple(data["sites"]),
                          sources, int(data.get("transfer_parameters", 0)), data.get("dropout"),
                          float(data.get("sparsity") or 0.0), dict(data.get("options") or {}),
-                         int(data.get("format_version", FORMAT_VERSION)))
+                         int(data.get("format_version", FORMAT_VERSION)), data.get("shelf"), data.get("selection"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"composition.json is incomplete ({exc}); re-run transfer") from exc
         if "n_sources" in data and int(data["n_sources"]) != len(sources):

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Callable
 import typer
 
 from scalearn_cli import __version__
-from scalearn_cli.cli import quickstart, registry, tasks, tools, train, zoo
+from scalearn_cli.cli import quickstart, registry, shelf, tasks, tools, train, zoo
 
 app = typer.Typer(
     name="scalearn",
@@ -122,6 +122,7 @@ COMMANDS: tuple[tuple[typer.Typer | None, str, Callable[..., Any]], ...] = (
     (None, "verify", tools.verify),
     (None, "inspect", tools.inspect),
     (None, "prune", tools.prune),
+    (None, "select", shelf.select),
 )
 
 for _group, _name, _command in COMMANDS:

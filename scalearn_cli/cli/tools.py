@@ -143,3 +143,13 @@ def _print_table(table: dict) -> None:
     console.print(rows)
     if "plot" in table:
         console.print(f"heatmap written to [bold]{table['plot']}[/]")
+    if "shelf" in table:
+        shelf = table["shelf"]
+        console.print(f"shelf: {', '.join(shelf['shelves'])}: {len(shelf['from_shelf'])} sources "
+                      f"({len(shelf['skipped'])} skipped)")
+    if "selection" in table:
+        chosen = table["selection"]
+        console.print(f"selection: {chosen['k']} of {chosen['n_candidates']} by {chosen['criterion']}; "
+                      f"λ {chosen['sparsity']:g}, cost {chosen['steps']} steps, {chosen['seconds']:.1f} s")
+        top = sorted(chosen["scores"], key=lambda s: s["rank"])[:chosen["k"]]
+        console.print("  " + ", ".join(f"{s['ref']} ({100 * s['share']:.1f}%)" for s in top))

@@ -17,6 +17,9 @@ from scalearn_cli.cli.common import (
     SeedOpt, SelectOnOpt, TaskOpt, TextFieldsOpt, console, print_json, resolver, split_csv,
     LabelSeparatorOpt, ThresholdOpt,
 )
+from scalearn_cli.cli.shelf import (
+    ExcludeOpt, FamilyOpt, IncludeOpt, KindOpt, SelectEpochsOpt, SelectOpt, SelectSparsityOpt, SelectStepsOpt, ShelfOpt,
+)
 
 
 def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
@@ -197,6 +200,15 @@ def transfer(
     lorahub_budget: Annotated[int, typer.Option(
         "--lorahub-budget", help="lorahub: loss evaluations of its gradient-free weight search (LoraHub's 40).")] = 40,
     sparsity: Annotated[float, typer.Option(help="Group-lasso strength λ on per-source ω (helps `prune`).")] = 0.0,
+    shelf: ShelfOpt = None,
+    shelf_family: FamilyOpt = None,
+    shelf_kind: KindOpt = None,
+    shelf_include: IncludeOpt = None,
+    shelf_exclude: ExcludeOpt = None,
+    select: SelectOpt = None,
+    select_steps: SelectStepsOpt = None,
+    select_epochs: SelectEpochsOpt = None,
+    select_sparsity: SelectSparsityOpt = None,
     pooling: Annotated[Optional[str], typer.Option(
         help="Head pooling: auto, first, mean or last (default: the one the sources' heads were trained with).")
     ] = None,
@@ -233,9 +245,10 @@ def transfer(
     as_json: JsonOpt = False,
 ) -> None:
     """Compose source adapters for a target task: learn only ω (or a baseline combiner) and a new head."""
+    from scalearn_cli.cli.shelf import select_options, shelf_filter
     from scalearn_cli.combiners import get_combiner
+    from scalearn_cli.selection import shelf_transfer as run
     from scalearn_cli.stages.transfer import TransferOptions
-    from scalearn_cli.stages.transfer import transfer as run
 
     combiner = get_combiner(method)  # the library owns each method's defaults
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
@@ -251,7 +264,8 @@ def transfer(
         overwrite=overwrite, sparsity=sparsity, pooling=pooling, model=model,
     )
     with _summary_says_it():
-        meta = run(options, _progress(f"{method} {task}"))
+        meta = run(options, tuple(shelf or ()), shelf_filter(shelf_family, shelf_kind, shelf_include, shelf_exclude),
+                   select_options(select, select_steps, select_epochs, select_sparsity), _progress(f"{method} {task}"))
     _report(meta, out, as_json)
 
 

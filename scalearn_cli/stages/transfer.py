@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 class TransferOptions:
     """Everything one transfer needs. ``train.lr``/``train.patience`` None: the combiner's defaults."""
 
-    sources: tuple[str, ...]
+    sources: tuple[str | Resolved, ...]  # references, or sources already resolved (a shelf, a selection)
     data: DataOptions
     out: Path
     method: str = "scalearn"
@@ -44,6 +44,7 @@ class TransferOptions:
     init_omega: dict[str, torch.Tensor] | None = None  # by ω key; replaces the Normal(2/N, 0.001) init there
     pooling: str | None = None  # of the fresh head; default: the one the sources' heads were trained with
     model: str | None = None  # the base model (hub id or folder); default: the one the sources name
+    provenance: dict[str, Any] = field(default_factory=dict)  # where the sources came from: "shelf", "selection"
 
     @property
     def generative(self) -> bool:
@@ -90,11 +91,11 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     if options.sparsity < 0:
         raise UsageError(f"--sparsity must be >= 0 (0 turns the penalty off), got {options.sparsity}")
     check_out_dir(options.out, options.overwrite)
-    refs = list(options.sources)
+    refs = [s if isinstance(s, str) else s.name for s in options.sources]
     if len(set(refs)) != len(refs):
         twice = next(s for s in refs if refs.count(s) > 1)
         raise UsageError(f"source '{twice}' is listed twice; list each source once")
-    resolved = [options.resolver.source(ref) for ref in refs]
+    resolved = [options.resolver.source(s) if isinstance(s, str) else s for s in options.sources]
     check_sources(resolved)
     base = resolved[0].meta.base_model
     if options.model is None and not base.get("id"):
@@ -135,7 +136,8 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     result = fit(model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress,
                  penalty=penalty, main_metric=prepared.spec.main_metric) if params else untrained(model, prepared)
     set_thresholds(model, prepared)
-    record = composition_record(resolved, comp, options.sparsity)
+    record = replace(composition_record(resolved, comp, options.sparsity), shelf=options.provenance.get("shelf"),
+                     selection=options.provenance.get("selection"))
     adapter = AdapterSpec(record.adapter_kind, n_transfer, method=spec.method, variant=spec.variant)
     meta = run_metadata("composition", prepared, ref, config, result, adapter, head and head_spec(head),
                         score(model, prepared), {"sources": [s.ref.ref for s in resolved],
