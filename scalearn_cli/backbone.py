@@ -113,13 +113,19 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
-@functools.lru_cache(maxsize=16)
 def _local_revision(path: str) -> str:
-    """Content hash of a local model folder's weight files (cached per process)."""
+    """Content hash of a local model folder's weight files (cached per process while the files stay as they are:
+    a folder whose weights are rewritten gets a new revision, which ``check_base_revision`` then refuses)."""
     weights = sorted(p for p in Path(path).glob("*.safetensors")) or sorted(Path(path).glob("*.bin"))
-    if not weights:
+    stamps = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in weights)
+    return _weights_revision(stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_revision(stamps: tuple[tuple[str, int, int], ...]) -> str:
+    if not stamps:
         return "local"
-    digests = "".join(sha256_file(p) for p in weights)
+    digests = "".join(sha256_file(Path(name)) for name, _, _ in stamps)
     import hashlib
 
     return "sha256:" + hashlib.sha256(digests.encode()).hexdigest()[:40]

@@ -167,8 +167,9 @@ def staged_output(out_dir: Path, overwrite: bool = False, inputs: Iterable[Path 
                   registry: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``out_dir``; on success it takes ``out_dir``'s place in one rename.
 
-    On any error (Ctrl-C included) the temporary folder is removed and ``out_dir`` is untouched. The checks of
-    :func:`check_out_dir` run again just before the rename, as the folder may have changed during training.
+    On any error (Ctrl-C included) the temporary folder is removed and ``out_dir`` is untouched. With
+    ``overwrite`` the folder is verified again just before the rename (it may have changed during training);
+    without it the rename itself refuses a folder another writer created meanwhile.
     """
     inputs = tuple(inputs)
     out = check_out_dir(out_dir, overwrite, inputs, registry)
@@ -176,7 +177,8 @@ def staged_output(out_dir: Path, overwrite: bool = False, inputs: Iterable[Path 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
-        out = check_out_dir(out_dir, overwrite, inputs, registry)
+        if overwrite:  # what is there now (maybe written meanwhile) must still verify before it is replaced
+            out = check_out_dir(out_dir, overwrite, inputs, registry)
         publish(tmp, out, replace=overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -66,8 +66,8 @@ def root(
 
 
 def _escape_record(entry: logging.LogRecord) -> bool:
-    """Log lines quote untrusted text too (file and weight names): escape control characters, drop ANSI codes."""
-    entry.msg, entry.args = printable(strip_ansi(entry.getMessage())), None
+    """Log lines quote untrusted text too (file and weight names): their control characters are escaped."""
+    entry.msg, entry.args = printable(entry.getMessage()), None
     return True
 
 
@@ -129,13 +129,14 @@ def _error_table() -> tuple[tuple[type[BaseException] | tuple[type[BaseException
 def render_error(exc: BaseException) -> tuple[int, str] | None:
     """(exit code, the one line shown) for ``exc``, or None when no entry of the table catches it.
 
-    The line is printed as text, never as markup, with every control character escaped and ANSI codes removed:
-    it may quote file names, weight names or messages from a downloaded adapter or another library.
+    The line is printed as text, never as markup, with every control character escaped (an ANSI sequence in a
+    file name shows as ``\x1b[2J``): it may quote file, weight or config names of a downloaded adapter. Messages
+    of other libraries lose their own colour codes first (``_first_line``).
     """
     for types, render in _error_table():
         if isinstance(exc, types):
             code, line = render(exc)
-            return code, printable(strip_ansi(line))
+            return code, printable(line)
     return None
 
 
