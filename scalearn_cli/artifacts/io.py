@@ -1,4 +1,4 @@
-"""File names, JSON/safetensors I/O, hashing and atomic folder writes. File names are constants here only."""
+"""File names, JSON/safetensors I/O and hashing. File names are constants here only (folder writes: ``outputs``)."""
 
 from __future__ import annotations
 

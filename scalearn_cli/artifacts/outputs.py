@@ -111,6 +111,19 @@ def check_out_dir(out_dir: Path, overwrite: bool = False, inputs: Iterable[Path 
     return out
 
 
+def check_out_file(path: Path, option: str, inputs: Iterable[Path | str] = ()) -> Path:
+    """The resolved path of a single output file (a plot): not a folder, never inside an input or a registry."""
+    out = resolve_path(path)
+    if out.is_dir():
+        raise ArtifactError(f"{option} {path} is a folder; name a file")
+    repo = _registry_snapshot(out)
+    inside = repo or next((root for root, _ in protected_paths(inputs) if root in out.parents or out == root), None)
+    if inside is not None:
+        raise ArtifactError(f"{option} {path} lies inside {inside}, an input of this command or a registry; writing "
+                            "there would change it: choose another path")
+    return out
+
+
 def check_pull_dir(local_dir: Path, registry_root: Path | None = None) -> Path:
     """The resolved ``--local-dir`` of a pull: not a symlink, not a registry's own folder nor the working directory
     (or a parent of it). Whether it may hold files is the registry's call (an identical earlier pull may)."""

@@ -82,7 +82,9 @@ def inspect(
 
     table = omega_table(composition)
     if plot is not None:
-        table["plot"] = str(draw(table, plot))
+        from scalearn_cli.artifacts.outputs import check_out_file
+
+        table["plot"] = str(draw(table, check_out_file(plot, "--plot", [composition])))
     if as_json:
         print_json(table)
         return

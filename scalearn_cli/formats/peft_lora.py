@@ -92,7 +92,8 @@ def detect(folder: Path) -> bool:
     if "peft_type" in config:  # any PEFT adapter: a non-LoRA one is then refused by name (_check_config)
         return isinstance(config["peft_type"], str)
     # PEFT fills a missing peft_type from the config class; a LoRA config without it still names its LoRA fields
-    return not isinstance(config.get("config"), dict) and any(k in config for k in ("r", "lora_alpha", "target_modules"))
+    lora_fields = ("r", "lora_alpha", "target_modules")
+    return not isinstance(config.get("config"), dict) and any(k in config for k in lora_fields)
 
 
 def read_lora(folder: Path, module_names: set[str] | None = None) -> LoraRead:

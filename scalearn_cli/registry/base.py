@@ -207,7 +207,7 @@ def collect_push_files(folder: Path) -> dict[str, Path]:
         if name.startswith("."):
             continue
         if name == MODEL_CARD_FILE and not trusted_card:  # written before cards were recorded: never trusted
-            logger.warning("%s is in no record of %s: not pushed (re-save the folder to publish its card)", name, folder)
+            logger.warning("%s is in no record of %s: not pushed (re-create the folder to publish a card)", name, folder)
             continue
         if path.is_symlink() or not path.is_file():
             raise ArtifactError(
