@@ -148,3 +148,12 @@ def test_usage_errors_exit_2(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     one_line(transfer(data_dir, tmp_path / "T"), 2, "--source")
     result = invoke("train-source", "--task", "no-such-task", "--model", tiny_model_dir, "--out", tmp_path / "S")
     one_line(result, 2, "unknown task")
+
+
+def test_list_prints_others_metadata_as_escaped_text(tiny_model_dir: Path, tmp_path: Path) -> None:
+    registry = f"local:{tmp_path / 'reg'}"
+    source = make_source(tmp_path / "s", tiny_model_dir, task="\x1b[2J")
+    assert invoke("push", source, "org/s", "--registry", registry).exit_code == 0
+    listed = invoke("list", "--registry", registry)
+    assert listed.exit_code == 0 and ESC not in listed.stdout
+    assert "\\x1b" in listed.stdout  # the cell may be cut to the terminal's width, never printed raw
