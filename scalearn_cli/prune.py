@@ -13,6 +13,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scalearn_cli.artifacts import HeadSpec
 from scalearn_cli.errors import UsageError
 from scalearn_cli.resolve import Resolver
@@ -106,8 +108,6 @@ def _train_config(meta: dict[str, Any], epochs: int) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
     options = {k: v for k, v in recorded.items() if k in known}
     options.update(epochs=epochs, max_steps=None)
-    import torch
-
     if not torch.cuda.is_available():  # a GPU run's recorded mixed precision: this refit runs (and records) fp32
         options["precision"] = "no"
     return TrainConfig(**options)
