@@ -109,6 +109,7 @@ def test_export_into_its_own_composition_from_inside_it(comp_copy: Path, monkeyp
     refused(invoke("export", ".", "--out", "../C", "--overwrite"), "working directory")
     refused(invoke("export", ".", "--out", "sub/../../C", "--overwrite"))
     monkeypatch.chdir(comp_copy.parent)
+    refused(invoke("export", "C", "--out", "C", "--overwrite"), "is an input of this command")
     refused(invoke("export", "C", "--out", "C/../C", "--overwrite"), "is an input of this command")
     assert snapshot(comp_copy) == before
     assert [p.name for p in comp_copy.parent.iterdir() if p.name.startswith(".")] == []
@@ -208,6 +209,26 @@ def test_rename_noreplace_refuses_an_existing_target(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):  # an empty folder too: os.rename would silently replace it
         outputs.rename_noreplace(src, dst)
     assert src.is_dir() and dst.is_dir()
+
+
+def test_without_renameat2_a_lock_keeps_the_rename_from_replacing(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outputs, "_renameat2", lambda src, dst, flags: False)  # an old libc or another kernel
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (dst / "kept").mkdir(parents=True)
+    with pytest.raises(FileExistsError):
+        outputs.rename_noreplace(src, dst)
+    (dst / "kept").rmdir()
+    dst.rmdir()
+    outputs.rename_noreplace(src, dst)
+    assert dst.is_dir() and not src.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["dst"]
+
+
+def test_inspect_plot_never_writes_into_its_composition(comp_copy: Path) -> None:
+    before = snapshot(comp_copy)
+    refused(invoke("inspect", comp_copy, "--plot", comp_copy / "omega.png"), "--plot", "lies inside")
+    assert snapshot(comp_copy) == before
 
 
 # ---- leftovers of a killed run ----------------------------------------------------------------------------------
