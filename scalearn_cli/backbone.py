@@ -18,7 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from scalearn_cli.artifacts import sha256_file
-from scalearn_cli.errors import ModelError
+from scalearn_cli.errors import ModelError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +113,19 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
-@functools.lru_cache(maxsize=16)
 def _local_revision(path: str) -> str:
-    """Content hash of a local model folder's weight files (cached per process)."""
+    """Content hash of a local model folder's weight files (cached per process while the files stay as they are:
+    a folder whose weights are rewritten gets a new revision, which ``check_base_revision`` then refuses)."""
     weights = sorted(p for p in Path(path).glob("*.safetensors")) or sorted(Path(path).glob("*.bin"))
-    if not weights:
+    stamps = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in weights)
+    return _weights_revision(stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_revision(stamps: tuple[tuple[str, int, int], ...]) -> str:
+    if not stamps:
         return "local"
-    digests = "".join(sha256_file(p) for p in weights)
+    digests = "".join(sha256_file(Path(name)) for name, _, _ in stamps)
     import hashlib
 
     return "sha256:" + hashlib.sha256(digests.encode()).hexdigest()[:40]
@@ -221,6 +227,56 @@ def load_backbone(model: str = DEFAULT_MODEL, revision: str | None = None,
         num_layers=config.num_hidden_layers,
     )
     return encoder, tokenizer, ref
+
+
+#: set by the CLI's ``--allow-base-change`` (``allow_base_change``): accept a base model whose weights changed
+_ALLOW_BASE_CHANGE = False
+
+
+def allow_base_change(allow: bool = True) -> None:
+    """Accept (``True``) or refuse (the default) a base model whose weights changed since an adapter was trained."""
+    global _ALLOW_BASE_CHANGE
+    _ALLOW_BASE_CHANGE = bool(allow)
+
+
+def check_base_revision(ref: BaseModelRef, recorded: dict, what: str) -> None:
+    """Refuse a base model whose revision (commit, or sha256 of a folder's weights) is not the one ``what`` was
+    trained on: its adapters were fitted to other weights. ``allow_base_change(True)`` turns this into a warning."""
+    saved = recorded.get("revision")
+    if not saved or str(saved) in ("None", "local") or ref.revision in ("None", "local") or ref.revision == saved:
+        return
+    if _ALLOW_BASE_CHANGE:
+        logger.warning("base model %s is at revision %s; %s was trained on %s (accepted: --allow-base-change)",
+                       ref.id, ref.revision, what, saved)
+        return
+    raise ModelError(
+        f"base model {ref.id} is at revision {ref.revision} but {what} was trained on revision {saved}: its weights "
+        f"changed since; restore that revision, or pass --allow-base-change to use it anyway"
+    )
+
+
+def max_positions(model: nn.Module, tokenizer) -> int | None:
+    """How many tokens ``model`` can read: its position table (less RoBERTa's padding offset), or the tokenizer's
+    limit where that is smaller; None when neither says (rotary models without a recorded limit)."""
+    config = model.config
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        positions -= (config.pad_token_id or 0) + 1  # position ids start after the padding index
+    limit = getattr(tokenizer, "model_max_length", None)
+    candidates = [int(n) for n in (positions, limit) if isinstance(n, int) and 0 < n < 10**7]
+    return min(candidates) if candidates else None
+
+
+def check_max_length(max_length: int, model: nn.Module, tokenizer, name: str) -> None:
+    """Refuse a ``--max-length`` above the model's positions, or too short for its special tokens and some text."""
+    limit = max_positions(model, tokenizer)
+    if limit is not None and max_length > limit:
+        raise UsageError(f"--max-length {max_length} is above the {limit} positions base model {name} can read; pass "
+                         f"--max-length {limit} or less")
+    floor = tokenizer.num_special_tokens_to_add(pair=True) + 2  # the markers and one token of each text
+    if max_length < floor:
+        raise UsageError(f"--max-length {max_length} leaves no room for text with base model {name} (its special "
+                         f"tokens take {floor - 2}); pass --max-length {floor} or more (128 is the default)")
 
 
 def freeze(module: nn.Module) -> None:

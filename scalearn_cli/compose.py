@@ -16,7 +16,7 @@ from torch import nn
 
 from scalearn_cli.artifacts import COMPOSITION_FILE, CompositionRecord, load_tensors, read_folder, read_json
 from scalearn_cli.combiners import Combiner, CombinerSpec, get_combiner
-from scalearn_cli.errors import ArtifactError, CompositionError
+from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.scaling import LowRankMix, stack_sources
 from scalearn_cli.sources import SiteWeights
@@ -54,7 +54,7 @@ class Composition(nn.Module):
 def check_sources(sources: list[Resolved]) -> None:
     """At least one source, no duplicates, one base model and one adapter kind."""
     if not sources:
-        raise CompositionError("no sources given; pass at least one --source (an adapter folder or org/name@rev)")
+        raise UsageError("no sources given; pass at least one --source (an adapter folder or org/name@rev)")
     seen: dict[str, str] = {}
     for src in sources:
         if src.ref.content_hash in seen:
@@ -84,10 +84,21 @@ def inject(encoder: nn.Module, sources: list[Resolved], spec: CombinerSpec) -> C
     combiner = get_combiner(spec.method)
     kind = sources[0].kind
     read = [kind.read_sites(src.folder) for src in sources]
+    for src, per_site in zip(sources, read):
+        check_finite_sites(src.name, per_site)
     sites = sorted({s for r in read for s in r})
     mixes = {site: _mix(site, [r.get(site) for r in read], kind.activation) for site in sites}
     kind.install(encoder, mixes)
     return Composition(mixes, combiner, spec)
+
+
+def check_finite_sites(name: str, per_site: dict[str, SiteWeights]) -> None:
+    """Refuse a source whose weights hold NaN or infinity (training over it would only report a NaN loss)."""
+    from scalearn_cli.formats.checks import check_finite_tensors
+
+    for site, w in per_site.items():
+        tensors = {"down": w.down, "up": w.up, "down_bias": w.down_bias, "up_bias": w.up_bias}
+        check_finite_tensors(f"source '{name}' at {site}", {k: v for k, v in tensors.items() if v is not None})
 
 
 def _mix(site: str, per_source: list[SiteWeights | None], activation: str) -> LowRankMix:
@@ -119,7 +130,7 @@ def read_record(folder: Path) -> CompositionRecord:
 
 def load_composition(folder: Path, encoder: nn.Module | None = None, resolver: Resolver | None = None):
     """Rebuild a trained composition (its files and every source verified) as (TaskModel, tokenizer, meta dict)."""
-    from scalearn_cli.backbone import load_backbone
+    from scalearn_cli.backbone import check_base_revision, load_backbone
     from scalearn_cli.model import TaskModel, build_head
 
     found = read_folder(folder, kind="composition")
@@ -129,7 +140,8 @@ def load_composition(folder: Path, encoder: nn.Module | None = None, resolver: R
     tokenizer = None
     generative = found.meta.problem_type == "generation"  # ``encoder`` is then the causal LM, LM head included
     if encoder is None:
-        encoder, tokenizer, _ = load_backbone(found.meta.base_model["id"], causal_lm=generative)
+        encoder, tokenizer, ref = load_backbone(found.meta.base_model["id"], causal_lm=generative)
+        check_base_revision(ref, found.meta.base_model, f"the composition {folder}")
     spec = CombinerSpec(record.method, record.variant, record.options)
     comp = inject(encoder.base_model if generative else encoder, sources, spec)
     name = comp.impl.weights_file

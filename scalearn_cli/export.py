@@ -84,6 +84,15 @@ def folded_factors(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tens
     return out
 
 
+def check_rank(rank: int, factors: dict[str, tuple[torch.Tensor, torch.Tensor, list[int]]]) -> None:
+    """Refuse an svd ``--rank`` below 1 or above what any site's ΔW can have (min(Σ r_i, D_in, D_out))."""
+    possible = max(min(down.shape[0], down.shape[1], up.shape[0]) for down, up, _ in factors.values())
+    if not 1 <= rank <= possible:
+        raise UsageError(f"--rank {rank} is outside 1..{possible}: no site of this composition has a ΔW of rank "
+                         f"above {possible} (Σ source ranks, bounded by the layer sizes); pass --rank {possible} "
+                         f"or less")
+
+
 def svd_factors(
     factors: dict[str, tuple[torch.Tensor, torch.Tensor, list[int]]], rank: int
 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, Any]]:
@@ -148,11 +157,14 @@ def export(
         raise UsageError("--rank applies to --format svd only; drop it")
     folder = Path(folder)
     record = check_foldable(folder)
-    check_out_dir(out, overwrite)
+    registry = getattr(resolver, "registry", None)
+    inputs = [folder, *(Path(s.id) for s in record.sources if not s.registry)]
+    check_out_dir(out, overwrite, inputs, registry)
     model, tokenizer, meta = load_composition(folder, resolver=resolver)
     factors = folded_factors(model)
     errors = None
     if format == "svd":
+        check_rank(rank, factors)
         lora_factors, errors = svd_factors(factors, rank)
     else:
         lora_factors = {site: (down, up) for site, (down, up, _) in factors.items()}
@@ -168,7 +180,7 @@ def export(
     }
     if errors is not None:
         info["svd_error"] = errors
-    with write_folder(out, overwrite) as folder:
+    with write_folder(out, overwrite, inputs, registry) as folder:
         if format == "merged":
             _write_merged(folder.path, model, lora_factors, tokenizer, DTYPES[dtype])
             info["parameters"] = 0

@@ -13,6 +13,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scalearn_cli.artifacts import HeadSpec
 from scalearn_cli.errors import UsageError
 from scalearn_cli.resolve import Resolver
@@ -68,6 +70,7 @@ def prune(
         sources=tuple(str(src.folder) for src in kept_sources), data=_data_options(meta), out=Path(out),
         method="scalearn", variant=record.variant, train=_train_config(meta, epochs), resolver=resolver,
         overwrite=overwrite, init_omega=init, pooling=HeadSpec.from_dict(meta["head"], str(folder)).pooling,
+        inputs=(Path(folder),),
     )
     main = meta["task"]["main_metric"]
     report = {  # everything that can fail runs before training: the staged write of ``out`` is the last step
@@ -106,6 +109,8 @@ def _train_config(meta: dict[str, Any], epochs: int) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
     options = {k: v for k, v in recorded.items() if k in known}
     options.update(epochs=epochs, max_steps=None)
+    if not torch.cuda.is_available():  # a GPU run's recorded mixed precision: this refit runs (and records) fp32
+        options["precision"] = "no"
     return TrainConfig(**options)
 
 

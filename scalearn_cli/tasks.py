@@ -12,7 +12,7 @@ import difflib
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-from scalearn_cli.errors import TaskError, UsageError
+from scalearn_cli.errors import TaskError, UnknownTaskError, UsageError
 from scalearn_cli.shelf_tasks import SHELF_ROWS
 
 ProblemType = Literal["classification", "regression", "multiple_choice", "generation", "multi_label_classification"]
@@ -271,7 +271,7 @@ def get_task(name: str) -> TaskSpec:
         return TASKS[key]
     close = difflib.get_close_matches(key, TASKS, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    raise TaskError(
+    raise UnknownTaskError(  # a usage error (exit 2), still a TaskError for callers catching those
         f"unknown task {name!r}; {hint}known tasks: {', '.join(TASKS)}; "
         "for your own data use --task custom with --text-fields and --label-field"
     )

@@ -28,6 +28,9 @@ Precision = Literal["no", "fp16", "bf16"]
 SelectOn = Literal["auto", "loss", "metric"]
 
 
+MAX_SEED = 2**32 - 1
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training options shared by ``train-source`` and ``transfer``."""
@@ -60,6 +63,20 @@ class TrainConfig:
             raise UsageError(f"--precision must be no, fp16 or bf16, got '{self.precision}'")
         if self.select_on not in ("auto", "loss", "metric"):
             raise UsageError(f"--select-on must be auto, loss or metric, got '{self.select_on}'")
+        if not 0 <= self.seed <= MAX_SEED:  # numpy's seeds are 32-bit; torch's would overflow further on
+            raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if self.patience is not None and self.patience < 0:
+            raise UsageError(f"--patience must be >= 0 (0 disables early stopping), got {self.patience}")
+
+    def for_device(self, gpu: bool | None = None) -> TrainConfig:
+        """This config if its ``precision`` can run here; mixed precision without a GPU is refused (it would train
+        in fp32 and record fp16). ``gpu`` None: ask torch."""
+        if self.precision == "no":
+            return self
+        if not (torch.cuda.is_available() if gpu is None else gpu):
+            raise UsageError(f"--precision {self.precision} needs a GPU and none is available; drop --precision "
+                             "(a CPU trains in fp32)")
+        return self
 
     def resolved(self, few_shot: bool, generation: bool = False) -> TrainConfig:
         """This config with ``select_on="auto"`` made concrete: the best dev metric for a few-shot run (the paper's

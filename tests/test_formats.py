@@ -200,7 +200,7 @@ def test_peft_refuses_other_peft_types_and_pickles(tmp_path):
     folder = tmp_path / "ia3"
     ia3 = IA3Config(target_modules=["query"], feedforward_modules=[])
     get_peft_model(tiny_encoder("bert"), ia3).save_pretrained(folder)
-    assert not peft_lora.detect(folder)
+    assert peft_lora.detect(folder)  # a PEFT folder, refused by name (not "matches no adapter format")
     with pytest.raises(ArtifactError, match=r"IA3 adapter \(peft_type\)"):
         peft_lora.read_lora(folder)
     folder, _ = save_peft(tmp_path, tiny_encoder("bert"), safe=False, r=2, target_modules=["query"])

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hubserver import TOKEN, HubServer
+from scalearn_cli.artifacts.folders import record_folder
 from scalearn_cli.errors import ArtifactError, RegistryError, UsageError
 from scalearn_cli.registry import get_registry, parse_ref, validate_repo_id
 from scalearn_cli.registry.base import Registry
@@ -96,6 +97,7 @@ def make_adapter(folder: Path, seed: int = 0, task: str = "rte", extra: dict[str
     (folder / "README.md").write_text("---\ntags:\n- scalearn\nlibrary_name: peft\n---\n# adapter\n")
     for name, data in (extra or {}).items():
         (folder / name).write_bytes(data)
+    record_folder(folder)  # a folder without its record is never pushed
     return folder
 
 
@@ -439,6 +441,7 @@ def test_peft_loads_pushed_lora_with_vanilla_from_pretrained(
     folder = tmp_path / "lora"
     model.save_pretrained(folder)
     (folder / "scalearn.json").write_text(json.dumps({"kind": "source", "task": "rte", "adapter": {"kind": "lora"}}))
+    record_folder(folder)
     repo_id = unique("peft")
     commit = HubRegistry(endpoint=hub_server.url).push(folder, repo_id, tag="v1").commit
 
@@ -478,6 +481,7 @@ def test_local_registry_root_works_as_hf_hub_cache(tmp_path: Path, monkeypatch: 
                 param.normal_(std=0.5)
     model.save_pretrained(tmp_path / "lora")
     (tmp_path / "lora" / "scalearn.json").write_text(json.dumps({"kind": "source"}))
+    record_folder(tmp_path / "lora")
     registry = LocalRegistry(tmp_path / "registry")
     registry.push(tmp_path / "lora", "org/offline", tag="v1")
 

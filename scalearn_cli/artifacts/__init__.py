@@ -18,9 +18,10 @@ A *composition folder* holds:
 from scalearn_cli.artifacts.folders import Folder, FolderWriter, read_folder, read_metadata, write_folder
 from scalearn_cli.artifacts.io import (
     BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, COMPOSITION_FILE, FORMAT_VERSION, FUSION_FILE, HEAD_FILE,
-    LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, METADATA_FILE, MODEL_CARD_FILE, OMEGA_FILE, check_out_dir, content_hash,
-    folder_fingerprint, load_tensors, read_json, save_tensors, sha256_file, staged_output, write_json,
+    LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, METADATA_FILE, MODEL_CARD_FILE, OMEGA_FILE, content_hash, folder_fingerprint,
+    load_tensors, read_json, save_tensors, sha256_file, write_json,
 )
+from scalearn_cli.artifacts.outputs import check_out_dir, resolve_path, staged_output
 from scalearn_cli.artifacts.meta import AdapterSpec, CompositionRecord, HeadSpec, Metadata, SourceRef
 
 __all__ = [
@@ -28,5 +29,5 @@ __all__ = [
     "FORMAT_VERSION", "FUSION_FILE", "Folder", "FolderWriter", "HEAD_FILE", "HeadSpec", "LORA_CONFIG_FILE",
     "LORA_WEIGHTS_FILE", "METADATA_FILE", "MODEL_CARD_FILE", "Metadata", "OMEGA_FILE", "SourceRef", "check_out_dir",
     "content_hash", "folder_fingerprint", "load_tensors", "read_folder", "read_json", "read_metadata",
-    "save_tensors", "sha256_file", "staged_output", "write_folder", "write_json",
+    "resolve_path", "save_tensors", "sha256_file", "staged_output", "write_folder", "write_json",
 ]

@@ -1,9 +1,11 @@
 """One way to read and one way to write a scalearn folder (source, composition, merged export).
 
 ``read_folder`` parses ``scalearn.json`` into :class:`Metadata` and verifies, once, the sha256 of every file it
-records and the digest of ``scalearn.json`` itself, so an edited weight, ω, ``composition.json`` or metadata
-field is refused before use. ``write_folder`` stages everything in a temporary folder, fingerprints it, writes
-``scalearn.json`` and the model card, then renames it into place.
+records, of the model card, and the digest of ``scalearn.json`` itself, so an edited weight, ω,
+``composition.json``, card or metadata field is refused before use. The record is never optional: a
+``scalearn.json`` without ``files`` or ``metadata_sha256`` is refused too (deleting the record is an edit).
+``write_folder`` stages everything in a temporary folder, fingerprints it, writes the model card and
+``scalearn.json`` (which records the card's sha256), then renames it into place (see ``artifacts.outputs``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from scalearn_cli.artifacts.io import (
-    METADATA_FILE, content_hash, folder_fingerprint, read_json, staged_output, write_json,
+    METADATA_FILE, MODEL_CARD_FILE, content_hash, folder_fingerprint, read_json, sha256_file, write_json,
 )
 from scalearn_cli.artifacts.meta import Metadata, metadata_digest
+from scalearn_cli.artifacts.outputs import staged_output
 from scalearn_cli.errors import ArtifactError
 
 
@@ -45,12 +48,28 @@ def read_folder(folder: Path, kind: str | tuple[str, ...] | None = None) -> Fold
     """Parse and verify a scalearn folder; ``kind`` (source, composition, merged) is checked when given."""
     folder = Path(folder)
     data = read_metadata(folder)
-    check_digest(folder, data)
+    require_record(folder, data)
     meta = Metadata.from_dict(data, str(folder))
     wanted = (kind,) if isinstance(kind, str) else kind
     if wanted and meta.kind not in wanted:
         raise ArtifactError(f"{folder} is a {meta.kind}, not a {' or '.join(wanted)}; pass a {wanted[0]} folder")
-    return Folder(folder, meta, verify_recorded(folder, meta.files))
+    files = verify_recorded(folder, meta.files)
+    check_card(folder, data)
+    return Folder(folder, meta, files)
+
+
+#: what an unrecorded folder is told to do (folders written before records existed, or stripped of theirs)
+RESAVE = ("re-create it with the command that made it (train-source, transfer, export), re-pull it from its "
+          "registry, or, if you trust every file in it, re-save its record with `scalearn record FOLDER`")
+
+
+def require_record(folder: Path, data: dict) -> None:
+    """Refuse a scalearn.json without its record (``files`` and ``metadata_sha256``) or edited after writing."""
+    missing = [key for key in ("metadata_sha256", "files") if not data.get(key)]
+    if missing or not isinstance(data.get("files"), dict):
+        raise ArtifactError(f"{folder}/{METADATA_FILE} has no integrity record ({' and '.join(missing) or 'files'} "
+                            f"missing or malformed), so its files cannot be trusted; {RESAVE}")
+    check_digest(folder, data)
 
 
 def check_digest(folder: Path, data: dict) -> None:
@@ -64,17 +83,32 @@ def check_digest(folder: Path, data: dict) -> None:
 
 
 def check_record(folder: Path) -> dict[str, str]:
-    """Hold a folder to what its scalearn.json records (digest, file hashes) without parsing the rest of it.
+    """Hold a folder to what its scalearn.json records (digest, file hashes, card) without parsing the rest of it.
 
-    ``read_folder`` does this and more; ``push`` needs only this, so a hand-written folder that records no
-    hashes can still be shared, while an edited one never is.
+    ``read_folder`` does this and more; ``push`` needs only this. A folder without a record is refused, as is an
+    edited one.
     """
     data = read_metadata(folder)
-    check_digest(folder, data)
-    files = data.get("files") or {}
-    if not isinstance(files, dict):
-        raise ArtifactError(f"{folder}/{METADATA_FILE} has a malformed 'files' record; re-create the folder")
-    return verify_recorded(folder, {str(k): str(v) for k, v in files.items()})
+    require_record(folder, data)
+    files = verify_recorded(folder, {str(k): str(v) for k, v in data["files"].items()})
+    check_card(folder, data)
+    return files
+
+
+def card_covered(data: dict) -> bool:
+    """Whether scalearn.json records its model card's sha256 (folders written before that did not)."""
+    return isinstance(data.get("card_sha256"), str)
+
+
+def check_card(folder: Path, data: dict) -> None:
+    """Refuse a model card edited (or removed) since scalearn wrote it; an unrecorded card is simply never used."""
+    if not card_covered(data):
+        return
+    card = Path(folder) / MODEL_CARD_FILE
+    if not card.is_file():
+        raise ArtifactError(f"{card} is missing; re-create or re-pull the folder")
+    if sha256_file(card) != data["card_sha256"]:
+        raise ArtifactError(f"{card} changed since it was saved (sha256 mismatch); re-create or re-pull the folder")
 
 
 def verify_recorded(folder: Path, recorded: dict[str, str]) -> dict[str, str]:
@@ -89,13 +123,38 @@ def verify_recorded(folder: Path, recorded: dict[str, str]) -> dict[str, str]:
     return actual
 
 
+def record_folder(folder: Path) -> dict:
+    """Re-save the record of a folder that has none (written before records, or by hand): the sha256 of its files
+    and of its card, and the digest of scalearn.json. A folder whose record exists is never re-recorded: an edited
+    one must be re-created, not blessed. Returns the new scalearn.json."""
+    folder = Path(folder)
+    data = read_metadata(folder)
+    if data.get("metadata_sha256") or data.get("files"):
+        require_record(folder, data)  # an edited folder is refused here, with its own message
+        raise ArtifactError(f"{folder} already has its record and it verifies; nothing to re-save")
+    if data.get("kind") not in ("source", "composition", "merged"):
+        raise ArtifactError(f"{folder}/{METADATA_FILE} names no scalearn kind (source, composition or merged); "
+                            "re-create the folder with scalearn")
+    files = folder_fingerprint(folder)
+    if not files:
+        raise ArtifactError(f"{folder} holds no adapter files to record; re-create the folder with scalearn")
+    data.update(files=files, content_hash=content_hash(files))
+    if (folder / MODEL_CARD_FILE).is_file():
+        data["card_sha256"] = sha256_file(folder / MODEL_CARD_FILE)
+    data["metadata_sha256"] = metadata_digest(data)
+    write_json(folder / METADATA_FILE, data)
+    return data
+
+
 @contextmanager
-def write_folder(out: Path, overwrite: bool = False) -> Iterator["FolderWriter"]:
+def write_folder(out: Path, overwrite: bool = False, inputs: Iterable[Path | str] = (),
+                 registry: str | None = None) -> Iterator["FolderWriter"]:
     """Stage a folder: the caller writes its files into ``writer.path`` and calls ``writer.finish(meta, ...)``.
 
-    On success the staged folder replaces ``out`` atomically; on any error nothing is left behind.
+    ``inputs``: the command's inputs, which ``out`` may never be, contain or lie inside (``artifacts.outputs``).
+    On success the staged folder takes ``out``'s place atomically; on any error nothing is left behind.
     """
-    with staged_output(out, overwrite) as tmp:
+    with staged_output(out, overwrite, inputs, registry) as tmp:
         writer = FolderWriter(tmp)
         yield writer
         if writer.meta is None:
@@ -113,8 +172,8 @@ class FolderWriter:
         from scalearn_cli.cards import write_model_card
 
         files = folder_fingerprint(self.path)
-        self.meta = meta.with_files(files, content_hash(files))
-        data = self.meta.to_dict()
-        write_json(self.path / METADATA_FILE, data)
-        write_model_card(self.path, data, title, body)
+        meta = meta.with_files(files, content_hash(files))
+        write_model_card(self.path, meta.to_dict(), title, body)
+        self.meta = meta.with_card(sha256_file(self.path / MODEL_CARD_FILE))
+        write_json(self.path / METADATA_FILE, self.meta.to_dict())
         return self.meta

@@ -1,15 +1,12 @@
-"""File names, JSON/safetensors I/O, hashing and atomic folder writes. File names are constants here only."""
+"""File names, JSON/safetensors I/O and hashing. File names are constants here only (folder writes: ``outputs``)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -101,56 +98,3 @@ def content_hash(fingerprint: dict[str, str]) -> str:
     """One hash for a folder's fingerprint (stable: sorted by file name)."""
     joined = "\n".join(f"{name}:{digest}" for name, digest in sorted(fingerprint.items()))
     return hashlib.sha256(joined.encode()).hexdigest()
-
-
-
-def check_out_dir(out_dir: Path, overwrite: bool = False) -> Path:
-    """Refuse (before any work) an output folder that holds files, unless ``overwrite`` and scalearn wrote it.
-
-    ``--overwrite`` replaces only a folder whose ``scalearn.json`` says scalearn wrote it: never a project
-    folder, the working directory or one of its parents. Returns the absolute path.
-    """
-    out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ArtifactError(f"{out_dir} exists and is not a folder; choose another --out")
-    if not (out_dir.is_dir() and any(out_dir.iterdir())):
-        return out_dir
-    if not overwrite:
-        raise ArtifactError(f"{out_dir} already holds files; pass --overwrite to replace it or choose another --out")
-    cwd = Path.cwd().absolute()
-    if out_dir == cwd or out_dir in cwd.parents or not (out_dir / METADATA_FILE).is_file():
-        raise ArtifactError(
-            f"{out_dir} holds files that scalearn did not write (no {METADATA_FILE}); --overwrite replaces only "
-            f"adapter folders: choose another --out"
-        )
-    return out_dir
-
-
-@contextlib.contextmanager
-def staged_output(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``; on success it atomically replaces ``out_dir``.
-
-    On any error (Ctrl-C included) the temporary folder is removed and ``out_dir`` is untouched, so a
-    reader never sees a half-written adapter.
-    """
-    out_dir = check_out_dir(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    try:  # two renames: a Ctrl-C (or failure) between them puts the previous folder back
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None and not out_dir.exists():
-            os.replace(old, out_dir)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

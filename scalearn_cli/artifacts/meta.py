@@ -236,6 +236,10 @@ class Metadata:
     def with_files(self, files: dict[str, str], content_hash: str) -> "Metadata":
         return replace(self, files=dict(files), content_hash=content_hash)
 
+    def with_card(self, card_sha256: str) -> "Metadata":
+        """The same metadata recording the sha256 of its model card (README.md), covered by ``metadata_sha256``."""
+        return replace(self, extra={**self.extra, "card_sha256": card_sha256})
+
 
 def metadata_digest(data: dict[str, Any]) -> str:
     """sha256 of scalearn.json's canonical JSON without the digest itself: editing any field is detected."""

@@ -110,6 +110,16 @@ def resolver(registry: str | None, endpoint: str | None):  # -> scalearn_cli.res
     return Resolver(registry, endpoint)
 
 
+def shown(value: Any):  # -> rich.text.Text
+    """``value`` as a table cell or line that is never read as markup, its control characters escaped: registry
+    metadata, source names and file names come from files others wrote."""
+    from rich.text import Text
+
+    from scalearn_cli.errors import printable
+
+    return Text(printable(value))
+
+
 def print_json(data: Any) -> None:
     """JSON on stdout (sorted keys), nothing else there."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

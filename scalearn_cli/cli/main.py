@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import re
 from typing import Annotated, Any, Callable
 
 import typer
 
 from scalearn_cli import __version__
-from scalearn_cli.cli import quickstart, registry, shelf, tasks, tools, train, zoo
+from scalearn_cli.cli import quickstart, record, registry, shelf, tasks, tools, train, zoo
+from scalearn_cli.errors import printable, strip_ansi
 
 app = typer.Typer(
     name="scalearn",
@@ -33,24 +36,39 @@ def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    allow_base_change: Annotated[
+        bool, typer.Option("--allow-base-change", help="Use a base model whose weights changed since the adapters "
+                                                        "were trained (a warning instead of a refusal).")
+    ] = False,
 ) -> None:
     """Parameter-efficient task transfer with ScaLearn (arXiv 2310.01217)."""
+    import sys
+
     from rich.logging import RichHandler
 
     from scalearn_cli.cli.common import err_console
 
+    handler = RichHandler(console=err_console, show_time=False, show_path=False)
+    handler.addFilter(_escape_record)
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
-        force=True,
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler], force=True,
     )
+    if allow_base_change or "scalearn_cli.backbone" in sys.modules:  # the flag is process state: reset it too
+        from scalearn_cli.backbone import allow_base_change as allow
+
+        allow(allow_base_change)
     # huggingface_hub, transformers and datasets set their loggers' level when first imported, for most commands
     # after this callback: without these their warnings (e.g. a Hub answering 5xx) would print before the one line
     for library in ("HF_HUB", "TRANSFORMERS", "DATASETS"):
         os.environ.setdefault(f"{library}_VERBOSITY", "warning" if verbose else "error")
     for noisy in ("transformers", "datasets", "accelerate", "huggingface_hub", "peft"):
         logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.WARNING)
+
+
+def _escape_record(entry: logging.LogRecord) -> bool:
+    """Log lines quote untrusted text too (file and weight names): their control characters are escaped."""
+    entry.msg, entry.args = printable(entry.getMessage()), None
+    return True
 
 
 # ---- one error table: exception type -> (exit code, the one line shown); tracebacks only with SCALEARN_DEBUG=1
@@ -62,16 +80,64 @@ def _interrupted(exc: BaseException) -> tuple[int, str]:
     return 130, "nothing was written (outputs are staged, then renamed)."
 
 
+#: what to do about an OS error on a path, by errno: the path is named, never a bare "OSError"
+_OS_ADVICE = {
+    errno.ENOTDIR: "a folder was expected there but a file is in the way; check the path (and SCALEARN_REGISTRY)",
+    errno.EISDIR: "a file was expected there but it is a folder; check the path",
+    errno.ENOENT: "it does not exist; check the path",
+    errno.EACCES: "permission denied; choose a path you can write, or fix its permissions",
+    errno.EPERM: "permission denied; choose a path you can write, or fix its permissions",
+    errno.EBUSY: "it is busy (a mount point, or the working directory); choose another path",
+    errno.ENOSPC: "the disk is full; free space or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.ELOOP: "it is a loop of symbolic links; pass a plain path",
+    errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
+    errno.EXDEV: "it is on another file system than its temporary copy; choose a path on one disk",
+}
+
+
+def _os_error(exc: BaseException) -> tuple[int, str]:
+    assert isinstance(exc, OSError)
+    where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    advice = _OS_ADVICE.get(exc.errno or -1)
+    if not where or advice is None:
+        return _unexpected(exc)
+    return 1, f"{where}: {exc.strerror or type(exc).__name__}: {advice}"
+
+
+def _overflow(exc: BaseException) -> tuple[int, str]:
+    return 2, f"a number is out of range ({_first_line(exc)}); pass a smaller value (seeds: 0 to 4294967295)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = strip_ansi(str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _unexpected(exc: BaseException) -> tuple[int, str]:  # library errors we did not anticipate
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return 1, f"{type(exc).__name__}: {first} (set SCALEARN_DEBUG=1 for the traceback)"
+    return 1, f"{type(exc).__name__}: {_first_line(exc)} (set SCALEARN_DEBUG=1 for the traceback)"
 
 
-def _error_table() -> tuple[tuple[type[BaseException], Callable[[BaseException], tuple[int, str]]], ...]:
+def _error_table() -> tuple[tuple[type[BaseException] | tuple[type[BaseException], ...],
+                                  Callable[[BaseException], tuple[int, str]]], ...]:
     from scalearn_cli.errors import ScaLearnError
 
-    return ((ScaLearnError, _domain), (KeyboardInterrupt, _interrupted),
-            ((OSError, ValueError, RuntimeError), _unexpected))
+    return ((ScaLearnError, _domain), (KeyboardInterrupt, _interrupted), (OverflowError, _overflow),
+            (OSError, _os_error), ((ValueError, RuntimeError, re.error, LookupError, TypeError), _unexpected))
+
+
+def render_error(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, the one line shown) for ``exc``, or None when no entry of the table catches it.
+
+    The line is printed as text, never as markup, with every control character escaped (an ANSI sequence in a
+    file name shows as ``\x1b[2J``): it may quote file, weight or config names of a downloaded adapter. Messages
+    of other libraries lose their own colour codes first (``_first_line``).
+    """
+    for types, render in _error_table():
+        if isinstance(exc, types):
+            code, line = render(exc)
+            return code, printable(line)
+    return None
 
 
 def _debug() -> bool:
@@ -88,20 +154,18 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         except typer.Exit:
             raise
         except BaseException as exc:
-            for types, render in _error_table():
-                if isinstance(exc, types):
-                    interrupted = isinstance(exc, KeyboardInterrupt)
-                    if _debug() and not interrupted:
-                        raise
-                    from rich.markup import escape
+            rendered = render_error(exc)
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            if rendered is None or (_debug() and not interrupted):
+                raise
+            from rich.markup import escape
 
-                    from scalearn_cli.cli.common import err_console
+            from scalearn_cli.cli.common import err_console
 
-                    code, line = render(exc)
-                    label = "Interrupted:" if interrupted else "Error:"
-                    err_console.print(f"[bold red]{label}[/] {escape(line)}", highlight=False, soft_wrap=True)
-                    raise typer.Exit(code) from None
-            raise
+            code, line = rendered
+            label = "Interrupted:" if interrupted else "Error:"
+            err_console.print(f"[bold red]{label}[/] {escape(line)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
 
     return run
 
@@ -123,6 +187,7 @@ COMMANDS: tuple[tuple[typer.Typer | None, str, Callable[..., Any]], ...] = (
     (None, "inspect", tools.inspect),
     (None, "prune", tools.prune),
     (None, "select", shelf.select),
+    (None, "record", record.record),
 )
 
 for _group, _name, _command in COMMANDS:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from scalearn_cli.cli.common import EndpointOpt, JsonOpt, RegistryOpt, console, print_json
+from scalearn_cli.cli.common import EndpointOpt, JsonOpt, RegistryOpt, console, print_json, shown
 
 if TYPE_CHECKING:
     from scalearn_cli.registry import RepoEntry
@@ -74,7 +74,7 @@ def list_adapters(
 
     table = Table("Repo", "Commit", "Kind", "Task", "Base model", "Adapter", "Metrics")
     for entry in entries:
-        table.add_row(*_row(entry))
+        table.add_row(*(shown(cell) for cell in _row(entry)))  # metadata of others' repos: text, escaped
     console.print(table)
 
 

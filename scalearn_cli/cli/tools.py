@@ -9,6 +9,7 @@ import typer
 
 from scalearn_cli.cli.common import (
     DataDirOpt, DataFileOpt, EndpointOpt, JsonOpt, OutOpt, OverwriteOpt, RegistryOpt, console, print_json, resolver,
+    shown,
 )
 
 CompositionArg = Annotated[Path, typer.Argument(help="A composition folder written by `scalearn transfer`.")]
@@ -82,7 +83,9 @@ def inspect(
 
     table = omega_table(composition)
     if plot is not None:
-        table["plot"] = str(draw(table, plot))
+        from scalearn_cli.artifacts.outputs import check_out_file
+
+        table["plot"] = str(draw(table, check_out_file(plot, "--plot", [composition])))
     if as_json:
         print_json(table)
         return
@@ -130,7 +133,7 @@ def _print_table(table: dict) -> None:
     for name in ("#", "source", "task", "share"):
         sources.add_column(name, justify="right" if name in ("#", "share") else "left")
     for s in table["sources"]:
-        sources.add_row(str(s["index"]), s["ref"], str(s["task"]), f"{100 * s['share']:.1f}%")
+        sources.add_row(str(s["index"]), shown(s["ref"]), shown(s["task"]), f"{100 * s['share']:.1f}%")
     console.print(sources)
     console.print(f"share = {table['share_of']}")
     rows = Table(title="ω per site" + (" (mean / L2 norm)" if table["vector"] else ""), title_justify="left")

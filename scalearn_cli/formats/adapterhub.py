@@ -34,7 +34,8 @@ from scalearn_cli.artifacts import (
     save_tensors,
     write_json,
 )
-from scalearn_cli.errors import ArtifactError
+from scalearn_cli.errors import ArtifactError, printable
+from scalearn_cli.formats.checks import check_finite_tensors, same_weights
 from scalearn_cli.formats.common import load_torch_tensors
 
 CONFIG_FILE = "adapter_config.json"  # the library's names (adapters/utils.py)
@@ -114,9 +115,10 @@ def read_adapterhub(folder: Path, num_layers: int | None = None) -> AdapterHubRe
         raise ArtifactError(f"{folder}/{CONFIG_FILE} has no 'config' object: not an AdapterHub adapter")
     check_config(folder, config)
     tensors = _load_weights(folder)
+    check_finite_tensors(str(folder), tensors)
     notes = _check_invertible(folder, config, tensors)
     by_layer = _split_keys(folder, tensors)
-    leave_out = {int(i) for i in config.get("leave_out") or ()}
+    leave_out = _leave_out(folder, config, by_layer, num_layers)
     count = num_layers if num_layers is not None else max([*by_layer, *leave_out], default=-1) + 1
     layers: list[dict[str, torch.Tensor] | None] = []
     for layer in range(count):
@@ -128,6 +130,30 @@ def read_adapterhub(folder: Path, num_layers: int | None = None) -> AdapterHubRe
         raise ArtifactError(f"{folder} holds no adapter weights; re-create or re-download it")
     name = str(meta.get("name") or "")
     return AdapterHubRead(layers, meta.get("model_name") or None, name, config.get("reduction_factor"), notes)
+
+
+def _leave_out(folder: Path, config: dict[str, Any], by_layer: dict[int, Any], num_layers: int | None) -> set[int]:
+    """``config.leave_out`` as layer indices, each one a layer the model has: below ``num_layers`` when known,
+    else next to the adapter's own layers (a gap of layers neither adapted nor left out means a wrong index)."""
+    raw = config.get("leave_out") or []
+    if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in raw):
+        raise ArtifactError(f"{folder}: config.leave_out must be a list of layer indices, got "
+                            f"{printable(repr(raw))}; fix it")
+    leave_out = set(raw)
+    if num_layers is not None:
+        beyond = sorted(i for i in leave_out if i >= num_layers)
+        if beyond:
+            raise ArtifactError(f"{folder}: config.leave_out names layer {beyond[0]}, but the model has {num_layers} "
+                                f"layers (0-{num_layers - 1}); fix leave_out or use the model the adapter was made for")
+        return leave_out
+    end = max(by_layer, default=-1) + 1
+    while end in leave_out:
+        end += 1
+    stray = sorted(i for i in leave_out if i >= end)
+    if stray and by_layer:
+        raise ArtifactError(f"{folder}: config.leave_out names layer {stray[0]}, beyond the adapter's layers "
+                            f"0-{end - 1}: the model has no such layer; fix leave_out")
+    return leave_out
 
 
 def check_config(folder: Path, config: dict[str, Any]) -> None:
@@ -150,9 +176,13 @@ def check_config(folder: Path, config: dict[str, Any]) -> None:
 
 
 def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    if (folder / SAFE_WEIGHTS_FILE).is_file():
+    """The safetensors file, else the ``.bin`` (weights only); both: only when they hold the same tensors."""
+    if not (folder / WEIGHTS_FILE).is_file():
         return load_tensors(folder / SAFE_WEIGHTS_FILE)
-    return load_torch_tensors(folder / WEIGHTS_FILE)
+    if not (folder / SAFE_WEIGHTS_FILE).is_file():
+        return load_torch_tensors(folder / WEIGHTS_FILE)
+    return same_weights(folder, load_tensors(folder / SAFE_WEIGHTS_FILE), load_torch_tensors(folder / WEIGHTS_FILE),
+                        SAFE_WEIGHTS_FILE, WEIGHTS_FILE)
 
 
 def _check_invertible(folder: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> list[str]:

@@ -25,6 +25,7 @@ import torch
 
 from scalearn_cli.artifacts import LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, load_tensors, read_json
 from scalearn_cli.errors import ArtifactError
+from scalearn_cli.formats.checks import check_finite_tensors, check_layer, check_values, same_weights
 from scalearn_cli.formats.common import load_torch_tensors
 
 LORA_BIN_FILE = "adapter_model.bin"  # PEFT's pickle-free-by-us fallback: read only with weights_only=True
@@ -77,7 +78,8 @@ class LoraRead:
 
 
 def detect(folder: Path) -> bool:
-    """True when ``folder`` is a PEFT LoRA folder: its config says ``peft_type: LORA`` and a weights file is there."""
+    """True when ``folder`` is a PEFT folder: a weights file beside a config naming a ``peft_type`` (or, without one,
+    LoRA's fields); what is not plain LoRA, or lacks ``r``, is then refused by ``read_lora`` in one line."""
     folder = Path(folder)
     if not (folder / LORA_CONFIG_FILE).is_file():
         return False
@@ -87,7 +89,11 @@ def detect(folder: Path) -> bool:
         config = read_json(folder / LORA_CONFIG_FILE)
     except ArtifactError:
         return False
-    return config.get("peft_type") == "LORA"
+    if "peft_type" in config:  # any PEFT adapter: a non-LoRA one is then refused by name (_check_config)
+        return isinstance(config["peft_type"], str)
+    # PEFT fills a missing peft_type from the config class; a LoRA config without it still names its LoRA fields
+    lora_fields = ("r", "lora_alpha", "target_modules")
+    return not isinstance(config.get("config"), dict) and any(k in config for k in lora_fields)
 
 
 def read_lora(folder: Path, module_names: set[str] | None = None) -> LoraRead:
@@ -101,7 +107,9 @@ def read_lora(folder: Path, module_names: set[str] | None = None) -> LoraRead:
     folder = Path(folder)
     config = read_json(folder / LORA_CONFIG_FILE)
     _check_config(folder, config)
+    check_values(folder, config)
     tensors = _load_weights(folder)
+    check_finite_tensors(str(folder), tensors)
     pairs, notes = _split_keys(folder, config, tensors)
     prefix = _encoder_prefix(folder, list(pairs), module_names)
     sites: dict[str, LoraSite] = {}
@@ -114,6 +122,7 @@ def read_lora(folder: Path, module_names: set[str] | None = None) -> LoraRead:
             raise ArtifactError(f"{folder}: LoRA site '{raw}' is not a module of this encoder; use the base model "
                                 f"the adapter was trained on ({config.get('base_model_name_or_path')})")
         sites[path] = _site(folder, config, raw, a, b)
+        check_layer(folder, config, raw)
     if not sites:
         raise ArtifactError(f"{folder} holds no LoRA weights on the encoder; re-create or re-pull it")
     return LoraRead(sites, config.get("base_model_name_or_path"), bool(config.get("fan_in_fan_out")), notes)
@@ -144,10 +153,17 @@ def _check_config(folder: Path, config: dict[str, Any]) -> None:
 
 
 def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The safetensors file, else ``adapter_model.bin`` read with ``weights_only=True`` (a flat dict of tensors)."""
-    if (folder / LORA_WEIGHTS_FILE).is_file() or not (folder / LORA_BIN_FILE).is_file():
+    """The safetensors file, else ``adapter_model.bin`` read with ``weights_only=True`` (a flat dict of tensors).
+
+    A folder holding both is read only when they hold the same tensors: which one a tool reads differs (PEFT
+    prefers safetensors), so two different adapters under one name are refused rather than one picked silently.
+    """
+    if not (folder / LORA_BIN_FILE).is_file():
         return load_tensors(folder / LORA_WEIGHTS_FILE)
-    return load_torch_tensors(folder / LORA_BIN_FILE)
+    if not (folder / LORA_WEIGHTS_FILE).is_file():
+        return load_torch_tensors(folder / LORA_BIN_FILE)
+    return same_weights(folder, load_tensors(folder / LORA_WEIGHTS_FILE), load_torch_tensors(folder / LORA_BIN_FILE),
+                        LORA_WEIGHTS_FILE, LORA_BIN_FILE)
 
 
 def _split_keys(folder: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]
@@ -222,7 +238,7 @@ def _encoder_prefix(folder: Path, raws: list[str], module_names: set[str] | None
 
 def pattern_value(pattern: dict[str, Any], raw: str, default: float) -> float:
     """PEFT's rank_pattern/alpha_pattern lookup: the first key (a regex) matching the end of the module path."""
-    for key in pattern:
+    for key in pattern:  # keys were compiled by formats.checks.check_values: a bad regex was refused there
         if re.match(rf"(.*\.)?({key})$", raw):
             return float(pattern[key])
     return float(default)
@@ -233,7 +249,7 @@ def _site(folder: Path, config: dict[str, Any], raw: str, a: torch.Tensor, b: to
     if a.dim() != 2 or b.dim() != 2 or b.shape[1] != a.shape[0]:
         raise ArtifactError(f"{folder}: LoRA on {raw} has A {tuple(a.shape)} and B {tuple(b.shape)}, not a Linear "
                             "LoRA pair; only Linear layers are read")
-    r = int(pattern_value(config.get("rank_pattern") or {}, raw, config.get("r", 8)))
+    r = int(pattern_value(config.get("rank_pattern") or {}, raw, config["r"]))
     if r != a.shape[0]:
         raise ArtifactError(f"{folder}: LoRA on {raw} has rank {a.shape[0]} but its config says {r}; "
                             "re-create or re-pull it")

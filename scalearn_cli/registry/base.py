@@ -8,6 +8,7 @@ are pushed or pulled: no pickle ever crosses a registry.
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any, Iterable
 
 from scalearn_cli.artifacts import MODEL_CARD_FILE, sha256_file
 from scalearn_cli.errors import ArtifactError, RegistryError, UsageError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BRANCH = "main"
 #: what a registry ever stores or hands back (patterns in huggingface_hub's fnmatch syntax)
@@ -195,13 +198,17 @@ def collect_push_files(folder: Path) -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder} is not a folder: pass the adapter folder written by scalearn train/transfer")
-    from scalearn_cli.artifacts.folders import check_record
+    from scalearn_cli.artifacts.folders import card_covered, check_record, read_metadata
 
-    check_record(folder)  # valid metadata, unedited (metadata_sha256), every recorded file as hashed
+    check_record(folder)  # valid metadata, unedited (metadata_sha256), every recorded file and the card as hashed
+    trusted_card = card_covered(read_metadata(folder))
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         name = path.name
         if name.startswith("."):
+            continue
+        if name == MODEL_CARD_FILE and not trusted_card:  # written before cards were recorded: never trusted
+            logger.warning("%s is in no record of %s: not pushed (re-create the folder to publish a card)", name, folder)
             continue
         if path.is_symlink() or not path.is_file():
             raise ArtifactError(

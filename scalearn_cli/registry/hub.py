@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from scalearn_cli import __version__
 from scalearn_cli.artifacts import METADATA_FILE, read_json, sha256_file
+from scalearn_cli.artifacts.outputs import check_pull_dir, publish
 from scalearn_cli.errors import RegistryError, ScaLearnError
 from scalearn_cli.registry.base import (
     ALLOW_PATTERNS,
@@ -200,22 +201,19 @@ class HubRegistry(Registry):
             folder = self._download(repo_id, commit, None)
             _verify(folder, records, repo_id, commit, drop_bad=True)
             return folder
-        local_dir = Path(local_dir).absolute()
+        local_dir = check_pull_dir(local_dir)
         if existing_pull(local_dir, records):
             _verify(local_dir, records, repo_id, commit)  # already pulled: idempotent
             return local_dir
         local_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.tmp-", dir=local_dir.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.tmp-{os.getpid()}-", dir=local_dir.parent))
         try:
             self._download(repo_id, commit, tmp)
             shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping for local_dir
             _verify(tmp, records, repo_id, commit)
-            if local_dir.exists():
-                local_dir.rmdir()
-            os.replace(tmp, local_dir)
-        except BaseException:
+            publish(tmp, local_dir)  # never replaces: a concurrent pull that won keeps its folder
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return local_dir
 
     def _download(self, repo_id: str, commit: str, local_dir: Path | None) -> Path:

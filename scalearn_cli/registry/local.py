@@ -31,6 +31,7 @@ from typing import Any
 from filelock import FileLock
 
 from scalearn_cli.artifacts import METADATA_FILE, read_json
+from scalearn_cli.artifacts.outputs import check_pull_dir, publish
 from scalearn_cli.errors import RegistryError, ScaLearnError
 from scalearn_cli.registry.base import (
     DEFAULT_BRANCH,
@@ -61,6 +62,10 @@ class LocalRegistry(Registry):
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser().absolute()
         self.location = str(self.root)
+        blocker = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise RegistryError(f"the local registry root {self.root} is not a folder ({blocker} is a file): point "
+                                "SCALEARN_REGISTRY or --registry local:PATH at a folder")
 
     # ---- paths -------------------------------------------------------------------------------------------
     def _repo_dir(self, repo_id: str) -> Path:
@@ -296,8 +301,9 @@ class LocalRegistry(Registry):
                 self._inside(snapshot / name)  # a snapshot entry is a link into blobs/, never elsewhere
             verify_files(snapshot, expected, repo_id, commit)
             return snapshot
+        local_dir = check_pull_dir(local_dir, self.root)
         blobs = {name: self._inside(repo_dir / "blobs" / digest) for name, digest in expected.items()}
-        return _materialize(blobs, expected, Path(local_dir), repo_id, commit)
+        return _materialize(blobs, expected, local_dir, repo_id, commit)
 
     def exists(self) -> bool:
         """True once the root is a folder (a push creates it)."""
@@ -367,22 +373,18 @@ def _materialize(
     Copies, never hard links: a link shares the blob's inode, and read-only modes do not stop root (or a
     ``chmod``), so editing a pulled file would silently change the registry's blob and fail every later pull.
     """
-    local_dir = local_dir.absolute()
     if existing_pull(local_dir, expected):
         verify_files(local_dir, expected, repo_id, commit)  # already pulled: idempotent
         return local_dir
     local_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.tmp-", dir=local_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.tmp-{os.getpid()}-", dir=local_dir.parent))
     try:
         for name, blob in blobs.items():
             if not blob.is_file():
                 raise RegistryError(f"{repo_id}@{commit[:12]}: the blob of {name} is missing; re-push the adapter")
             shutil.copyfile(blob, tmp / name)  # a new, writable file owned by the user
         verify_files(tmp, expected, repo_id, commit)
-        if local_dir.exists():
-            local_dir.rmdir()
-        os.replace(tmp, local_dir)
-    except BaseException:
+        publish(tmp, local_dir)  # never replaces: a concurrent pull that won keeps its folder
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return local_dir

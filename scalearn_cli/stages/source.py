@@ -10,7 +10,10 @@ from typing import Any
 from torch import nn
 
 from scalearn_cli.artifacts import AdapterSpec, HEAD_FILE, Metadata, check_out_dir, save_tensors, write_folder
-from scalearn_cli.backbone import DEFAULT_MODEL, BaseModelRef, enable_gradient_checkpointing, load_backbone
+from scalearn_cli.artifacts.outputs import command_inputs
+from scalearn_cli.backbone import (
+    DEFAULT_MODEL, check_base_revision, check_max_length, enable_gradient_checkpointing, load_backbone,
+)
 from scalearn_cli.cards import metrics_table
 from scalearn_cli.model import TaskHead, TaskModel, build_head, head_outputs, head_spec
 from scalearn_cli.sources import Attached, get_kind
@@ -51,11 +54,13 @@ def train_source(
     settings = kind.settings(settings) if settings is None or isinstance(settings, dict) else settings
     generative = data.spec().problem_type == "generation"  # the LM head scores answers: no task head
     config = (config or TrainConfig(patience=SOURCE_PATIENCE)).resolved(data.few_shot is not None, generative)
-    config = config if config.lr is not None else replace(config, lr=kind.default_lr)
+    config = (config if config.lr is not None else replace(config, lr=kind.default_lr)).for_device()
     if pooling is not None:
         check_pooling(pooling)
-    check_out_dir(out, overwrite)
+    inputs = command_inputs(data.data_file, model, folders_of_files=[data.data_dir])
+    check_out_dir(out, overwrite, inputs)
     encoder, tokenizer, ref = load_backbone(model or DEFAULT_MODEL, causal_lm=generative)
+    check_max_length(config.max_length, encoder, tokenizer, ref.id)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(encoder)
     pooling, why = (None, "generation: no head") if generative else resolve_pooling(
@@ -77,7 +82,7 @@ def train_source(
     meta = run_metadata("source", prepared, ref, config, result, spec, head and head_spec(head),
                         score(task_model, prepared), {"pooling_choice": why, **(extra_meta or {})})
     written: list[Metadata] = []
-    on_main_process(lambda: written.append(save_source(out, attached, settings, head, meta, overwrite)))
+    on_main_process(lambda: written.append(save_source(out, attached, settings, head, meta, overwrite, inputs)))
     return (written[0] if written else meta).to_dict()
 
 
@@ -91,12 +96,15 @@ def task_model_for(encoder: nn.Module, head: TaskHead | None, problem_type: str)
 
 
 def save_source(
-    out: Path, attached: Attached, settings: Any, head: TaskHead | None, meta: Metadata | dict, overwrite: bool = False
+    out: Path, attached: Attached, settings: Any, head: TaskHead | None, meta: Metadata | dict, overwrite: bool = False,
+    inputs: tuple[Path, ...] | list[Path] = (),
 ) -> Metadata:
-    """Write a source folder atomically: the kind's files, the head, scalearn.json (with hashes), model card."""
+    """Write a source folder atomically: the kind's files, the head, scalearn.json (with hashes), model card.
+
+    ``inputs``: what the run read (data files, a local base model), never replaced by ``out``."""
     meta = meta if isinstance(meta, Metadata) else Metadata.from_dict(meta)
     kind = get_kind(meta.adapter.kind)
-    with write_folder(out, overwrite) as folder:
+    with write_folder(out, overwrite, inputs) as folder:
         kind.save(folder.path, attached, settings)
         if head is not None:
             save_tensors(folder.path / HEAD_FILE, head.state_dict())
@@ -124,14 +132,8 @@ def load_source_model(folder: Path, encoder: nn.Module | None = None) -> tuple[T
     generative = meta.problem_type == "generation"
     if encoder is None:
         encoder, tokenizer, ref = load_backbone(meta.base_model["id"], causal_lm=generative)
-        _warn_base_mismatch(ref, meta)
+        check_base_revision(ref, meta.base_model, f"the adapter {folder}")
     wrapped = get_kind(meta.adapter.kind).load(encoder, found.path)
     model = task_model_for(wrapped, None if generative else build_head(meta.head, found.path), meta.problem_type)
     model.eval()
     return model, tokenizer, meta.to_dict()
-
-
-def _warn_base_mismatch(ref: BaseModelRef, meta: Metadata) -> None:
-    saved = meta.base_model.get("revision")
-    if saved and ref.revision != saved:
-        logger.warning("base model %s is at revision %s, the adapter was trained on %s", ref.id, ref.revision, saved)

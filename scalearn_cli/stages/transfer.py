@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -11,6 +12,8 @@ import torch
 
 from scalearn_cli.artifacts import (AdapterSpec, COMPOSITION_FILE, CompositionRecord, Metadata, check_out_dir,
                                     save_tensors, write_folder, write_json)
+from scalearn_cli.artifacts.outputs import command_inputs
+from scalearn_cli.backbone import check_base_revision, check_max_length
 from scalearn_cli.cards import metrics_table
 from scalearn_cli.combiners import CombinerSpec, TargetContext, get_combiner
 from scalearn_cli.compose import Composition, check_sources, composition_record, inject
@@ -45,6 +48,7 @@ class TransferOptions:
     pooling: str | None = None  # of the fresh head; default: the one the sources' heads were trained with
     model: str | None = None  # the base model (hub id or folder); default: the one the sources name
     provenance: dict[str, Any] = field(default_factory=dict)  # where the sources came from: "shelf", "selection"
+    inputs: tuple[Path, ...] = ()  # what else the command read (e.g. the composition being pruned): never --out
 
     @property
     def generative(self) -> bool:
@@ -64,7 +68,7 @@ class TransferOptions:
 
 def group_lasso(comp: Composition, strength: float) -> Callable[[], torch.Tensor] | None:
     """Penalty λ·Σ_i ||ω_i||₂ over sources (all sites' ω of source i form its group): pushes whole sources to 0."""
-    if strength < 0:
+    if not (math.isfinite(strength) and strength >= 0):
         raise UsageError(f"--sparsity must be >= 0 (0 turns the penalty off), got {strength}")
     if strength == 0:
         return None
@@ -85,23 +89,28 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
 
     from scalearn_cli.backbone import load_backbone
 
-    spec, config = options.combiner_spec(), options.train_config()
+    spec, config = options.combiner_spec(), options.train_config().for_device()
     if options.pooling is not None:
         check_pooling(options.pooling)
-    if options.sparsity < 0:
-        raise UsageError(f"--sparsity must be >= 0 (0 turns the penalty off), got {options.sparsity}")
-    check_out_dir(options.out, options.overwrite)
+    if not (math.isfinite(options.sparsity) and options.sparsity >= 0):  # NaN would surface only as a NaN loss
+        raise UsageError(f"--sparsity must be a finite number >= 0 (0 turns the penalty off), got {options.sparsity}")
+    named = [s for s in options.sources if isinstance(s, str)]  # shelf sources come resolved: their folders below
+    inputs = [*options.inputs, *command_inputs(*named, options.model, options.data.data_file,
+                                               folders_of_files=[options.data.data_dir])]
+    check_out_dir(options.out, options.overwrite, inputs, options.resolver.registry)
     refs = [s if isinstance(s, str) else s.name for s in options.sources]
     if len(set(refs)) != len(refs):
         twice = next(s for s in refs if refs.count(s) > 1)
         raise UsageError(f"source '{twice}' is listed twice; list each source once")
     resolved = [options.resolver.source(s) if isinstance(s, str) else s for s in options.sources]
     check_sources(resolved)
+    options = replace(options, inputs=(*inputs, *(src.folder for src in resolved)))
     base = resolved[0].meta.base_model
     if options.model is None and not base.get("id"):
         raise UsageError(f"source '{resolved[0].name}' does not say which base model it adapts; pass --model")
     generative = options.generative
     encoder, tokenizer, ref = load_backbone(options.model or base["id"], causal_lm=generative)
+    check_max_length(config.max_length, encoder, tokenizer, ref.id)
     if config.gradient_checkpointing:
         from scalearn_cli.backbone import enable_gradient_checkpointing
 
@@ -113,8 +122,8 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     if options.model is not None and base.get("id") and options.model != base["id"]:
         logger.warning("composing sources trained on %s over --model %s (architecture and shapes match)",
                        base["id"], options.model)
-    elif base.get("revision") and ref.revision != base["revision"]:
-        logger.warning("base model %s is at %s; the sources were trained on %s", ref.id, ref.revision, base["revision"])
+    else:
+        check_base_revision(ref, base, "the sources")
     prepared = prepare(options.data, tokenizer, config)
     set_seed(config.seed)
     decoder = encoder.base_model if generative else encoder  # sites are the bare decoder's module paths
@@ -190,7 +199,7 @@ def untrained(model, prepared) -> TrainResult:
 def _save(options: TransferOptions, comp: Composition, head: TaskHead | None, record: CompositionRecord,
           meta: Metadata) -> Metadata:
     """Write the composition folder atomically (what the combiner learned, head, composition.json, metadata, card)."""
-    with write_folder(options.out, options.overwrite) as folder:
+    with write_folder(options.out, options.overwrite, options.inputs, options.resolver.registry) as folder:
         name = comp.impl.weights_file
         if name:
             save_tensors(folder.path / name, comp.state(),
