@@ -8,6 +8,11 @@ ScaLearn (paper, eq. for the Pfeiffer adapter):  out = Σ_i ω_i ⊙ a_i(x)
 Because ω_i ⊙ (U_i h) = (diag(ω_i) U_i) h, the weights fold into the up matrix each step, so all N sources
 are two GEMMs (down, up) and the (batch, seq, N, hidden) stack of source outputs is never materialised.
 AdapterFusion needs that stack (attention over sources), so it is computed only on the fusion path.
+
+When R is large (hundreds of LoRA sources) even the two GEMMs cost O(R) per token and save a rank-R activation
+for backward. A linear mix (LoRA sources) then runs *dense*: ΔW(ω) = (U · diag ω) D is formed once per forward
+and the site is one GEMM with W + ΔW; ω's gradient flows through ΔW. :func:`dense_is_cheaper` picks the path
+per site and call.
 """
 
 from __future__ import annotations
@@ -150,6 +155,36 @@ class FusionAttention(nn.Module):
         return (probs.unsqueeze(-1) * self.value(stack)).sum(-2)  # (batch, seq, D)
 
 
+#: how a linear mix runs when gradients are on: ``auto`` picks by :func:`dense_is_cheaper` per call; ``dense``
+#: (W + ΔW(ω), one GEMM) and ``low-rank`` (two thin GEMMs) force a path, for tests and benchmarks
+MixPath = Literal["auto", "dense", "low-rank"]
+MIX_PATHS: tuple[str, ...] = ("auto", "dense", "low-rank")
+
+
+def dense_is_cheaper(tokens: int, rank: int, d_in: int, d_out: int) -> bool:
+    """Whether a site runs cheaper as W + ΔW(ω) than as two low-rank GEMMs, counting the multiply-adds of one
+    forward + backward that the paths do not share (the site's own GEMM, with W or with W + ΔW, and its input
+    gradient cost the same on both):
+
+    * low-rank: ``tokens · R · (2·D_in + 3·D_out)`` — forward x·Dᵀ and h·(U·ω)ᵀ; backward h's gradient, (U·ω)'s
+      (from the rank-R activation h, which is kept for it) and the low-rank term of x's gradient;
+    * dense: ``(tokens + 2·R) · D_in · D_out`` — forward ΔW = (U·ω)·D; backward the weight's gradient gᵀ·x and
+      (U·ω)'s, (gᵀ·x)·Dᵀ; nothing of rank R is kept for backward.
+
+    MiniLM's 384 × 384 sites at 2,048 tokens a batch cross over at R ≈ 83 (N ≈ 10 LoRAs of rank 8).
+    """
+    return (tokens + 2 * rank) * d_in * d_out < tokens * rank * (2 * d_in + 3 * d_out)
+
+
+def set_mix_path(module: nn.Module, path: str) -> None:
+    """Force (or, with ``auto``, stop forcing) how every mix inside ``module`` runs under gradients."""
+    if path not in MIX_PATHS:
+        raise ValueError(f"mix path must be one of {', '.join(MIX_PATHS)}, got '{path}'")
+    for mix in module.modules():
+        if isinstance(mix, LowRankMix):
+            mix.path = path
+
+
 class LowRankMix(nn.Module):
     """N frozen low-rank sources at one site, combined by ``weights`` (ω, fixed 1/N) or by a fusion module.
 
@@ -181,6 +216,7 @@ class LowRankMix(nn.Module):
         self.fusion: FusionAttention | None = None
         #: any other combiner's forward at this site, ``(mix, x) -> output`` (e.g. AdapterSoup's weight averaging)
         self.combine: Callable[["LowRankMix", torch.Tensor], torch.Tensor] | None = None
+        self.path: str = "auto"  # see MixPath
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         h = F.linear(x, self.down, self.down_bias)  # (batch, seq, R)
@@ -203,6 +239,29 @@ class LowRankMix(nn.Module):
         return (self.activation == "identity" and self.fusion is None and self.combine is None
                 and self.weights is not None)
 
+    def scaled_up(self) -> torch.Tensor:
+        """U with each rank column scaled by its source's ω (dropout applied in training): (D_out, R)."""
+        w = self.weights.weights(self.site)  # (N, D_out) or (N, 1)
+        return self.up * w[self.src].transpose(0, 1)
+
+    def dense_for(self, x: torch.Tensor) -> bool:
+        """Whether this call (input ``x``, gradients on) runs as W + ΔW(ω): forced by ``path``, else by
+        :func:`dense_is_cheaper` for this site's shape and the batch's token count. Only linear mixes can."""
+        if self.path == "low-rank" or not self.foldable():
+            return False
+        rank, d_in = self.down.shape
+        return self.path == "dense" or dense_is_cheaper(x.numel() // d_in, rank, d_in, self.up.shape[0])
+
+    def delta(self) -> torch.Tensor:
+        """ΔW(ω) = (U · diag ω) D, shape (D_out, D_in), with ω's gradient (a fresh dropout mask in training).
+
+        Weights that cannot change (fixed, or ω frozen without dropout) reuse :meth:`delta_weight`'s cache.
+        """
+        fixed = not any(p.requires_grad for p in self.weights.parameters())
+        if fixed and not (self.weights.training and getattr(self.weights, "p_drop", 0.0) > 0):
+            return self.delta_weight()
+        return self.scaled_up() @ self.down
+
     @torch.no_grad()
     def delta_weight(self) -> torch.Tensor:
         """ΔW = (diag(ω) U) D, shape (D_out, D_in), in eval mode; cached until ω, U or D change in place.
@@ -213,8 +272,7 @@ class LowRankMix(nn.Module):
         tensors = [self.up, self.down, *self.weights.parameters(), *self.weights.buffers()]
         key = (id(self.weights), *(t._version for t in tensors), *(t.data_ptr() for t in tensors))
         if getattr(self, "_delta_key", None) != key:
-            w = self.weights.weights(self.site)  # (N, D_out) or (N, 1); no dropout in eval mode
-            self._delta = (self.up * w[self.src].transpose(0, 1)) @ self.down  # (D_out, D_in)
+            self._delta = self.scaled_up() @ self.down  # (D_out, D_in); no dropout in eval mode
             self._delta_key = key
         return self._delta
 
