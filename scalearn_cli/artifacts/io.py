@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
+from scalearn_cli.artifacts.digests import sha256_file
 from scalearn_cli.errors import ArtifactError
 
 FORMAT_VERSION = 1
@@ -70,15 +71,6 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises its own SafetensorError / OSError
         raise ArtifactError(f"{path} is corrupted ({exc}); re-create or re-pull the folder") from exc
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_fingerprint(folder: Path) -> dict[str, str]:
