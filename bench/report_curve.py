@@ -1,0 +1,179 @@
+"""The cost-over-N section of bench/report.py, from bench/results/speed_curve.json (bench/speed_curve.py)."""
+
+from __future__ import annotations
+
+from report_common import human, label
+
+#: the goals a composition over N LoRA sources is held to: step time ÷ one trainable LoRA's, by N; bytes saved
+STEP_GOALS = {64: 1.10, 256: 1.20}
+SAVED_GOAL = 1.05
+VARIANTS = ("scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++")
+
+
+def _cell(r: dict | None) -> str:
+    """Wall-time ratio ``median [min–max]``, ⚠ when its IQR is wide, and the CPU-time ratio's median."""
+    if not r:
+        return "–"
+    sp, cpu = r["step_ratio_spread"], r.get("step_cpu_ratio")
+    flag = " ⚠" if r.get("wide_spread") else ""
+    return f"{sp['median']:.2f} [{sp['min']:.2f}–{sp['max']:.2f}]{flag}" + (f" ({cpu['median']:.2f})" if cpu else "")
+
+
+def _load(part: dict) -> str:
+    start, end = part.get("load_average_at_start"), part.get("load_average_at_end")
+    return (f"{start[0]:.1f} → {end[0]:.1f}" if start else f"{end[0]:.1f} at the end") if end else "not recorded"
+
+
+def _find(rows: list[dict], kind: str, method: str, n: int, variant: str | None = None,
+          path: str | None = None) -> dict | None:
+    return next((r for r in rows if r["kind"] == kind and r["method"] == method and r["n"] == n
+                 and r.get("variant") == variant and r.get("path") == path), None)
+
+
+def _table(rows: list[dict], ns: list[int], lines: list[tuple[str, str, str, str | None, str | None]],
+           cell) -> list[str]:
+    out = ["| Method | " + " | ".join(f"N={n}" for n in ns) + " |", "|" + "---|" * (len(ns) + 1)]
+    for name, kind, method, variant, path in lines:
+        cells = [cell(_find(rows, kind, method, n, variant, path)) for n in ns]
+        if any(c != "–" for c in cells):
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def goals(lora: dict) -> list[str]:
+    """Which variant meets the step and memory goals at each N (read from the rows, never typed)."""
+    missed = []
+    for variant in VARIANTS:
+        for n, bar in STEP_GOALS.items():
+            r = _find(lora["rows"], "lora", "scalearn", n, variant)
+            if r is None:
+                missed.append(f"{label('scalearn', variant)} at N = {n}: not measured")
+                continue
+            if r["step_ratio"] > bar:
+                missed.append(f"{label('scalearn', variant)} at N = {n}: step {r['step_ratio']:.2f}× > {bar:.2f}×")
+            if r["saved_ratio"] > SAVED_GOAL:
+                missed.append(f"{label('scalearn', variant)} at N = {n}: saved {r['saved_ratio']:.2f}× > "
+                              f"{SAVED_GOAL:.2f}×")
+    head = (f"Goals: training step ≤ {STEP_GOALS[64]:.2f}× one trainable LoRA's at N = 64 and ≤ {STEP_GOALS[256]:.2f}× "
+            f"at N = 256, bytes saved for backward ≤ {SAVED_GOAL:.2f}× at both, for every variant (medians of the "
+            "wall-time ratios): ")
+    return [head + ("**met by all four variants**." if not missed else "**not met**: " + "; ".join(missed) + ".")]
+
+
+def curve_section(curve: dict | None) -> list[str]:
+    """Step time, bytes saved and inference over N sources, and loading the shelf."""
+    if not curve or "lora" not in curve:
+        return ["*bench/results/speed_curve.json not found: run `python bench/speed_curve.py --threads 1`.*"]
+    lora, m = curve["lora"], curve["machine"]
+    rows = lora["rows"]
+    ns = sorted({r["n"] for r in rows if r["method"] == "scalearn"})
+    single = _find(rows, "lora", "single", 1)
+    out = [f"`bench/speed_curve.py` at commit `{(curve.get('commit') or '?')[:10]}`: {curve['model']}, batch "
+           f"{curve['batch']} × {curve['seq_len']} tokens, fp32, **{m['threads']} torch thread(s)**, {m['cpu']}, "
+           f"{m['cpu_count']} CPUs, torch {m['torch']}. Random LoRA sources (r = 8 on query and value, as "
+           "`train-source` saves them). Every configuration is built in one process and stepped round-robin; a ratio "
+           "is taken per round against one trainable LoRA (no dropout) in the same round: median [min–max] of "
+           f"{lora['repeats']} rounds after {lora['warmup']} warm-up round(s), ⚠ where the interquartile range exceeds "
+           f"10% of the median, and in parentheses the median ratio of the process's CPU time per step, which other "
+           f"processes' load does not inflate. The machine was shared: load average {_load(lora)} (1-minute, start "
+           "→ end).", "",
+           "Each site picks its path by the cost model `scaling.dense_is_cheaper` (multiply-adds of forward + "
+           "backward): with few sources two low-rank GEMMs (rank Σr = N·r), with many ΔW(ω) = (U·diag ω)·D formed "
+           "once per step and the site run as one GEMM with W + ΔW, so nothing of rank Σr is saved for backward and "
+           "the per-token cost does not grow with N (forming ΔW and its gradient costs Σr·D_in·D_out per step, not "
+           "per token). *low-rank path forced* is ScaLearn kept on the two GEMMs: what every N cost without the "
+           "dense path.", "",
+           f"*LoRA sources: training step ÷ one trainable LoRA ({single['step_s']:.2f} s median here)*", "",
+           *_table(rows, ns, [(label("scalearn", v), "lora", "scalearn", v, None) for v in VARIANTS]
+                   + [("ScaLearn, low-rank path forced", "lora", "scalearn", "scalearn", "low-rank")], _cell), "",
+           f"*LoRA sources: bytes saved for backward ÷ one trainable LoRA ({human(single['saved_bytes'])}B)*", "",
+           *_table(rows, ns, [(label("scalearn", v), "lora", "scalearn", v, None) for v in VARIANTS]
+                   + [("ScaLearn, low-rank path forced", "lora", "scalearn", "scalearn", "low-rank")],
+                   lambda r: f"{r['saved_ratio']:.2f}" if r else "–"), "",
+           *goals(lora), ""]
+    out += others_section(curve.get("others"), ns) + latency_lines(curve.get("latency")) + shelf_lines(
+        curve.get("shelf"))
+    return out
+
+
+def others_section(others: dict | None, ns: list[int]) -> list[str]:
+    """Bottleneck sources (no fold) and AdapterFusion beside the LoRA curve."""
+    if not others:
+        return ["*The bottleneck and AdapterFusion curve was not run (`--parts others`).*", ""]
+    rows = others["rows"]
+    lines = [("ScaLearn, bottleneck sources", "bottleneck", "scalearn", "scalearn", None),
+             ("AdapterFusion, LoRA sources", "lora", "adapterfusion", None, None),
+             ("AdapterFusion, bottleneck sources", "bottleneck", "adapterfusion", None, None)]
+    fusion_max = others.get("fusion_max_n")
+    return [f"*Beside it: bottleneck sources and AdapterFusion* (its own round-robin, {others['repeats']} rounds, "
+            f"each ÷ its kind's single adapter in the same rounds; load average {_load(others)}). Training step:", "",
+            *_table(rows, ns, lines, _cell), "", "Bytes saved for backward:", "",
+            *_table(rows, ns, lines, lambda r: f"{r['saved_ratio']:.2f}" if r else "–"), "",
+            "What bounds the bottleneck curve: a ReLU sits between each source's down and up projection, so "
+            "Σ_i ω_i ⊙ U_i ReLU(D_i x) is not one matrix and cannot fold into W + ΔW; every token runs the rank-Σr "
+            "down projection, the ReLU and the up projection (Σr = N × hidden/16 here), and the rank-Σr ReLU output "
+            "is saved for backward, so its step time and memory grow linearly in N. AdapterFusion additionally "
+            "builds the (batch, seq, N, hidden) stack of source outputs for its attention"
+            + (f"; it is measured up to N = {fusion_max} (beyond, that stack alone is hundreds of MB per site)."
+               if fusion_max and fusion_max < max(ns) else "."), ""]
+
+
+def latency_lines(lat: dict | None) -> list[str]:
+    if not lat:
+        return []
+    rows = lat["rows"]
+    bare = next(r for r in rows if r["method"] == "bare")
+    cells = []
+    for r in rows:
+        if r["method"] == "bare":
+            continue
+        sp = r["infer_vs_bare_spread"]
+        name = {"single": "one LoRA (PEFT)", "scalearn": f"ScaLearn over N = {r['n']} LoRAs, unfolded",
+                "merged": f"the same folded into the base weights"}[r["method"]]
+        cells.append(f"{name} {sp['median']:.2f}× [{sp['min']:.2f}–{sp['max']:.2f}]")
+    return [f"*Inference* (eval mode, no grad, round-robin, {lat['repeats']} rounds; load average {_load(lat)}): "
+            f"forward ÷ the bare encoder's ({bare['infer_s'] * 1000:.0f} ms): " + "; ".join(cells) + ". Unfolded, "
+            "ω is folded lazily into W + ΔW once and cached until it changes, so N does not enter the forward.", ""]
+
+
+def shelf_lines(shelf: dict | None) -> list[str]:
+    if not shelf:
+        return []
+    return [f"*Loading the shelf* (a fresh process): resolving and verifying N = {shelf['n']} {shelf['kind']} folder "
+            f"sources ({shelf['files']} files, {human(shelf['bytes'])}B, every sha256 checked against its record) "
+            f"took **{shelf['resolve_verify_s']:.1f} s** (imports before it {shelf['import_s']:.1f} s), reading "
+            f"their weights {shelf['read_weights_s']:.1f} s, and re-finding all of them from their records (as eval "
+            f"or export does in the same run) {shelf['re_resolve_s']:.2f} s; {shelf['files_hashed']} file reads for "
+            f"hashing in all, {shelf['files_hashed'] / shelf['files']:.1f} per file (a file's digest is kept per "
+            "process while its size, times and inode are unchanged).", ""]
+
+
+def curve_summary(curve: dict | None) -> list[str]:
+    """One headline line for the summary: the largest N against one LoRA."""
+    if not curve or "lora" not in curve:
+        return []
+    rows = curve["lora"]["rows"]
+    n = max(r["n"] for r in rows)
+    cells = [(v, _find(rows, "lora", "scalearn", n, v)) for v in VARIANTS]
+    if not all(r for _, r in cells):
+        return []
+    steps = [r["step_ratio"] for _, r in cells]
+    saved = [r["saved_ratio"] for _, r in cells]
+    low = _find(rows, "lora", "scalearn", n, "scalearn", "low-rank")
+    return [f"- **A shelf of N = {n} LoRAs vs one trainable LoRA:** ScaLearn's training step "
+            f"{min(steps):.2f}–{max(steps):.2f}× over the four variants, bytes saved for backward "
+            f"{min(saved):.2f}–{max(saved):.2f}×"
+            + (f" (on the low-rank path alone: {low['step_ratio']:.2f}×, {low['saved_ratio']:.2f}×)" if low else "")
+            + " (details under *Cost over N sources*)."]
+
+
+def decoder_n64(data: dict | None) -> list[str]:
+    """The decoder round-robin at a shelf-sized N (bench/decoder_speed.py --out decoder_steps_n64.json)."""
+    if not data:
+        return []
+    from report_speed import decoder_section
+
+    n = max(r["n"] for r in data["rows"])
+    return [f"#### Decoder LoRAs at N = {n}", "", "The same measurement at a shelf-sized N (each site on the path "
+            "the cost model picks; AdapterFusion and PEFT with every LoRA active only up to the N they reach "
+            "above, where they already cost several steps).", "", *decoder_section(data), ""]
