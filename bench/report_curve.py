@@ -139,13 +139,17 @@ def latency_lines(lat: dict | None) -> list[str]:
 def shelf_lines(shelf: dict | None) -> list[str]:
     if not shelf:
         return []
-    return [f"*Loading the shelf* (a fresh process): resolving and verifying N = {shelf['n']} {shelf['kind']} folder "
-            f"sources ({shelf['files']} files, {human(shelf['bytes'])}B, every sha256 checked against its record) "
-            f"took **{shelf['resolve_verify_s']:.1f} s** (imports before it {shelf['import_s']:.1f} s), reading "
-            f"their weights {shelf['read_weights_s']:.1f} s, and re-finding all of them from their records (as eval "
-            f"or export does in the same run) {shelf['re_resolve_s']:.2f} s; {shelf['files_hashed']} file reads for "
-            f"hashing in all, {shelf['files_hashed'] / shelf['files']:.1f} per file (a file's digest is kept per "
-            "process while its size, times and inode are unchanged).", ""]
+    cpu = (lambda phase: f" ({shelf[phase + '_cpu_s']:.1f} s of CPU)") if "resolve_verify_cpu_s" in shelf else (
+        lambda phase: "")
+    load = f"; load average {shelf['load_average'][0]:.1f}" if shelf.get("load_average") else ""
+    return [f"*Loading the shelf* (a fresh process{load}): resolving and verifying N = {shelf['n']} {shelf['kind']} "
+            f"folder sources ({shelf['files']} files, {human(shelf['bytes'])}B, every sha256 checked against its "
+            f"record) took **{shelf['resolve_verify_s']:.1f} s**{cpu('resolve_verify')} (imports before it "
+            f"{shelf['import_s']:.1f} s), reading their weights {shelf['read_weights_s']:.1f} s{cpu('read_weights')}, "
+            f"and re-finding all of them from their records (as eval or export does in the same run) "
+            f"{shelf['re_resolve_s']:.1f} s{cpu('re_resolve')}; {shelf['files_hashed']} file reads for hashing in "
+            f"all, {shelf['files_hashed'] / shelf['files']:.1f} per file (a file's digest is kept per process while "
+            "its size, times and inode are unchanged).", ""]
 
 
 def curve_summary(curve: dict | None) -> list[str]:

@@ -71,25 +71,28 @@ def latency_specs(args: argparse.Namespace, sources: dict[str, list[Path]]) -> l
 
 
 def shelf_worker(folders: list[str]) -> dict:
-    """Resolve + verify every folder, read its weights, resolve again: seconds of each and files hashed."""
-    t0 = time.perf_counter()
+    """Resolve + verify every folder, read its weights, resolve again: wall and CPU seconds of each, files hashed."""
+    marks = [(time.perf_counter(), time.process_time())]
     from scalearn_cli.artifacts import digests
     from scalearn_cli.compose import check_sources
     from scalearn_cli.resolve import Resolver
 
-    imported = time.perf_counter()
+    marks.append((time.perf_counter(), time.process_time()))
     resolved = [Resolver().source(f) for f in folders]
     check_sources(resolved)
-    verified = time.perf_counter()
+    marks.append((time.perf_counter(), time.process_time()))
     for src in resolved:
         src.kind.read_sites(src.folder)
-    read = time.perf_counter()
+    marks.append((time.perf_counter(), time.process_time()))
     again = [Resolver().recorded(src.ref) for src in resolved]
-    done = time.perf_counter()
-    return {"n": len(folders), "import_s": imported - t0, "resolve_verify_s": verified - imported,
-            "read_weights_s": read - verified, "re_resolve_s": done - read, "sources": len(again),
-            "files": sum(len(src.ref.files) for src in resolved), "files_hashed": sum(digests.HASHED.values()),
-            "bytes": sum((Path(src.folder) / name).stat().st_size for src in resolved for name in src.ref.files)}
+    marks.append((time.perf_counter(), time.process_time()))
+    out = {"n": len(folders), "sources": len(again), "files": sum(len(src.ref.files) for src in resolved),
+           "files_hashed": sum(digests.HASHED.values()), "load_average": os.getloadavg(),
+           "bytes": sum((Path(src.folder) / name).stat().st_size for src in resolved for name in src.ref.files)}
+    for i, phase in enumerate(("import", "resolve_verify", "read_weights", "re_resolve")):
+        out[f"{phase}_s"] = marks[i + 1][0] - marks[i][0]
+        out[f"{phase}_cpu_s"] = marks[i + 1][1] - marks[i][1]
+    return out
 
 
 def shelf(folders: list[Path]) -> dict:
@@ -129,25 +132,25 @@ def main() -> None:
     args.ns = [int(v) for v in args.n.split(",")]
     args.low_rank_ns = {int(v) for v in args.low_rank_n.split(",") if v}
     sources = {kind: speed.make_sources(args.work, args.model, kind, max(args.ns)) for kind in ("lora", "bottleneck")}
-    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    result.update(machine=speed.machine(args.threads), model=args.model, batch=speed.BATCH, seq_len=speed.SEQ,
-                  commit=commit())
     for part in args.parts.split(","):
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if part == "shelf":
-            result["shelf"] = {**shelf(sources["lora"][:max(args.ns)]), "kind": "lora"}
+            measured = {**shelf(sources["lora"][:max(args.ns)]), "kind": "lora"}
         elif part == "latency":
             rr = argparse.Namespace(**{**vars(args), "repeats": args.latency_repeats, "warmup": 1})
-            result["latency"] = speed.latency(rr, sources, latency_specs(args, sources))
+            measured = speed.latency(rr, sources, latency_specs(args, sources))
         elif part in ("lora", "others"):
             rr = argparse.Namespace(**{**vars(args), "repeats": args.repeats if part == "lora" else args.other_repeats})
             specs = (lora_specs if part == "lora" else other_specs)(args, sources)
-            result[part] = speed.steps_round_robin(rr, sources, specs=specs)
-            result[part]["fusion_max_n"] = args.fusion_max_n
+            measured = {**speed.steps_round_robin(rr, sources, specs=specs), "fusion_max_n": args.fusion_max_n}
         else:
             raise SystemExit(f"unknown part '{part}': use shelf, latency, lora or others")
-        result[part]["started"] = started
-        args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")  # a stopped run keeps its parts
+        # re-read before writing: a stopped run keeps its parts, and runs of different parts can share the file
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        result.update(machine=speed.machine(args.threads), model=args.model, batch=speed.BATCH, seq_len=speed.SEQ,
+                      commit=commit())
+        result[part] = {**measured, "started": started, "commit": commit()}
+        args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         print(f"{part} done at {time.strftime('%H:%M:%S')}; wrote {args.out}", flush=True)
 
 

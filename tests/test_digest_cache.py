@@ -25,8 +25,8 @@ def age(folder: Path, seconds: float = 60.0) -> None:
 
 def hashed(folder: Path) -> dict[str, int]:
     """How many times each file of ``folder`` was read and hashed so far in this process."""
-    return {p.name: digests.HASHED[os.path.realpath(p)] for p in sorted(folder.iterdir())
-            if digests.HASHED[os.path.realpath(p)]}
+    return {p.name: digests.HASHED[os.path.abspath(p)] for p in sorted(folder.iterdir())
+            if digests.HASHED[os.path.abspath(p)]}
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ RACY_SECONDS = 2.0
 
 _Key = tuple[int, int, int, int, int]
 _DIGESTS: dict[str, tuple[_Key, str]] = {}
-#: how many times each file (resolved path) was read and hashed in this process: the cache's misses
+#: how many times each file (absolute path) was read and hashed in this process: the cache's misses
 HASHED: Counter[str] = Counter()
 
 
@@ -32,7 +32,7 @@ def _key(st: os.stat_result) -> _Key:
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes; read once per process while the file's stat key is unchanged."""
-    name = os.path.realpath(path)
+    name = os.path.abspath(path)  # no symlink walk: the key's device and inode tell files apart
     before = os.stat(name)
     cached = _DIGESTS.get(name)
     if cached is not None and cached[0] == _key(before):
@@ -41,9 +41,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     with open(name, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+        after = os.fstat(handle.fileno())
     HASHED[name] += 1
     hexdigest = digest.hexdigest()
-    after = os.stat(name)
     settled = time.time_ns() - after.st_mtime_ns > RACY_SECONDS * 1e9
     if _key(before) == _key(after) and settled:  # not written while read, nor too recently to tell
         _DIGESTS[name] = (_key(after), hexdigest)

@@ -80,13 +80,10 @@ def folder_fingerprint(folder: Path) -> dict[str, str]:
     ``metadata_sha256``), the model card and hidden files: adapter weights and configs in any format, the head,
     ω, ``composition.json``, a merged model's weights and tokenizer.
     """
-    folder = Path(folder)
     skip = {METADATA_FILE, MODEL_CARD_FILE}
-    return {
-        p.name: sha256_file(p)
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name not in skip and not p.name.startswith(".")
-    }
+    with os.scandir(folder) as entries:  # the directory's own file types: no stat per entry
+        files = sorted(e.path for e in entries if e.is_file() and e.name not in skip and not e.name.startswith("."))
+    return {os.path.basename(path): sha256_file(Path(path)) for path in files}
 
 
 def content_hash(fingerprint: dict[str, str]) -> str:
