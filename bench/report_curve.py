@@ -175,9 +175,26 @@ def decoder_n64(data: dict | None) -> list[str]:
     """The decoder round-robin at a shelf-sized N (bench/decoder_speed.py --out decoder_steps_n64.json)."""
     if not data:
         return []
-    from report_speed import decoder_section
-
-    n = max(r["n"] for r in data["rows"])
-    return [f"#### Decoder LoRAs at N = {n}", "", "The same measurement at a shelf-sized N (each site on the path "
-            "the cost model picks; AdapterFusion and PEFT with every LoRA active only up to the N they reach "
-            "above, where they already cost several steps).", "", *decoder_section(data), ""]
+    d, rows = data["decoder"], data["rows"]
+    ns = sorted({r["n"] for r in rows if r["method"] == "scalearn"})
+    single = _find(rows, "lora", "single", 1)
+    lines = [(label("scalearn", v), "lora", "scalearn", v, None) for v in VARIANTS]
+    kept = 2 * d["layers"] * d["hidden"] ** 2 * 4  # W + ΔW per q_proj / v_proj site, fp32
+    hub = [f"N={r['n']}: {r['vs_scalearn_step']:.2f}× ({r['iteration_s'] * 1000:.0f} ms)" for r in data.get("lorahub", [])]
+    return [f"#### Decoder LoRAs at N = {', '.join(map(str, ns))}", "",
+            f"The same random {d['arch']} ({d['layers']} layers × {d['hidden']} hidden, batch {d['batch']} × "
+            f"{d['seq_len']} tokens, {d['lora']}) at a shelf-sized N, each site on the path the cost model picks; "
+            f"{data['repeats']} rounds after {data['warmup']} warm-up round(s), **{data['machine']['threads']} torch "
+            f"thread(s)**, load average {_load(data)}; cells as in the curve above (wall-time ratio median [min–max], "
+            "CPU-time ratio in parentheses). AdapterFusion and PEFT with every LoRA active are left out at this N "
+            "(their cost up to N = 16 is in the table above).", "",
+            f"*Training step ÷ one trainable LoRA ({single['step_s']:.2f} s median here)*", "",
+            *_table(rows, ns, lines, _cell), "", "*Bytes saved for backward ÷ one trainable LoRA*", "",
+            *_table(rows, ns, lines, lambda r: f"{r['saved_ratio']:.3f}" if r else "–"), "",
+            f"On the dense path each site keeps W + ΔW (D_out × D_in) for its input's gradient and no rank-Σr "
+            f"activation: {human(kept)}B over the {2 * d['layers']} sites here, "
+            f"{kept / single['saved_bytes']:.3f}× the single LoRA's {human(single['saved_bytes'])}B — what a "
+            "hidden size this large against this few tokens per batch costs (recomputing ΔW in backward instead "
+            "would trade it for Σr·D_in·D_out more multiply-adds a step).", "",
+            *([f"One LoraHub search iteration ÷ one ScaLearn training step at the same N: " + ", ".join(hub) + "."]
+              if hub else []), ""]

@@ -217,6 +217,12 @@ class LowRankMix(nn.Module):
         #: any other combiner's forward at this site, ``(mix, x) -> output`` (e.g. AdapterSoup's weight averaging)
         self.combine: Callable[["LowRankMix", torch.Tensor], torch.Tensor] | None = None
         self.path: str = "auto"  # see MixPath
+        # equal ranks in column blocks (as stack_sources builds them): ω scales U through a view, without a gather
+        total = src.numel()
+        rank = total // n_sources if n_sources else 0
+        blocks = rank > 0 and total == rank * n_sources and torch.equal(
+            src.long(), torch.arange(n_sources).repeat_interleave(rank))
+        self.block_rank = rank if blocks else 0
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         h = F.linear(x, self.down, self.down_bias)  # (batch, seq, R)
@@ -230,7 +236,7 @@ class LowRankMix(nn.Module):
         if self.fusion is not None:
             return self.fusion(x if query is None else query, self.source_outputs(hid))
         w = self.weights.weights(self.site)  # (N, D_out) or (N, 1)
-        up = self.up * w[self.src].transpose(0, 1)  # fold ω into U: (D_out, R)
+        up = self.scaled_up(w)  # fold ω into U: (D_out, R)
         bias = None if self.up_bias is None else (w * self.up_bias).sum(0)  # (D_out,)
         return F.linear(hid, up, bias)
 
@@ -239,9 +245,12 @@ class LowRankMix(nn.Module):
         return (self.activation == "identity" and self.fusion is None and self.combine is None
                 and self.weights is not None)
 
-    def scaled_up(self) -> torch.Tensor:
-        """U with each rank column scaled by its source's ω (dropout applied in training): (D_out, R)."""
-        w = self.weights.weights(self.site)  # (N, D_out) or (N, 1)
+    def scaled_up(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        """U with each rank column scaled by its source's ω, ``w`` (drawn here, dropout and all, when None):
+        (D_out, R)."""
+        w = self.weights.weights(self.site) if w is None else w  # (N, D_out) or (N, 1)
+        if self.block_rank:  # (D_out, N, r) * (D_out or 1, N, 1): no (R, D_out) gather, nor its scatter in backward
+            return (self.up.view(-1, self.n_sources, self.block_rank) * w.transpose(0, 1).unsqueeze(-1)).flatten(1)
         return self.up * w[self.src].transpose(0, 1)
 
     def dense_for(self, x: torch.Tensor) -> bool:
@@ -278,10 +287,8 @@ class LowRankMix(nn.Module):
 
     def source_outputs(self, hid: torch.Tensor) -> torch.Tensor:
         """Each source's own output a_i, stacked: (batch, seq, N, D_out). Used by fusion only."""
-        n, total = self.n_sources, self.src.numel()
-        rank = total // n
-        if total == rank * n and torch.equal(self.src, torch.arange(n, device=self.src.device).repeat_interleave(rank)):
-            # equal ranks in column blocks (as stack_sources builds them): one batched product, no per-source copies
+        n, rank = self.n_sources, self.block_rank
+        if rank:  # equal ranks in column blocks: one batched product, no per-source copies
             out = torch.einsum("...nr,onr->...no", hid.unflatten(-1, (n, rank)), self.up.unflatten(1, (n, rank)))
             return out if self.up_bias is None else out + self.up_bias
         outs = []

@@ -178,3 +178,31 @@ def test_fusion_and_bottleneck_mixes_never_take_the_dense_path(lora_sources, tin
     for model in (bottleneck, fusion):
         mixes = [m for m in model.modules() if isinstance(m, LowRankMix)]
         assert mixes and not any(m.dense_for(x) for m in mixes)
+
+
+@pytest.mark.parametrize("ranks", [(3, 3, 3), (4, 2, 3)], ids=["equal-ranks", "ranks-differ"])
+@pytest.mark.parametrize("variant", ["scalearn", "scalearn-uniform"])
+def test_both_paths_equal_the_per_source_sum_with_its_omega_gradient(ranks, variant):
+    """ω scales U through a view when ranks are equal (no gather) and by a gather otherwise; either way both
+    paths compute y = W x + b + Σ_i ω_i ⊙ U_i D_i x, and ω's gradient is that formula's."""
+    torch.manual_seed(0)
+    d_in, d_out, n = 6, 5, len(ranks)
+    downs, ups = [torch.randn(r, d_in) for r in ranks], [torch.randn(d_out, r) for r in ranks]
+    base = torch.nn.Linear(d_in, d_out).requires_grad_(False)
+    x = torch.randn(2, 4, d_in)
+    omega = Omega({"s": d_out}, n, VARIANTS[variant]).eval()
+    with torch.no_grad():
+        omega.values[0].normal_()
+    w = omega.tensor("s") if omega.tensor("s").dim() == 2 else omega.tensor("s").unsqueeze(-1)
+    want = base(x) + sum(w[i] * (x @ downs[i].T @ ups[i].T) for i in range(n))
+    (want_grad,) = torch.autograd.grad(want.sum(), omega.values[0])
+    mix = LowRankMix("s", *stack_sources(downs, ups), n, "identity")
+    object.__setattr__(mix, "weights", omega)
+    assert mix.block_rank == (3 if len(set(ranks)) == 1 else 0)
+    layer = ComposedLinear(base, mix)
+    for path in ("dense", "low-rank"):
+        mix.path = path
+        got = layer(x)
+        (grad,) = torch.autograd.grad(got.sum(), omega.values[0])
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grad, want_grad, atol=1e-5, rtol=1e-5)
