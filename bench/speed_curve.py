@@ -119,7 +119,9 @@ def main() -> None:
     p.add_argument("--other-repeats", type=int, default=3, help="rounds of the bottleneck + AdapterFusion one")
     p.add_argument("--latency-repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--parts", default="shelf,latency,lora,others", help="which parts to run (a re-run keeps the rest)")
+    p.add_argument("--parts", default="shelf,latency,lora,others",
+                   help="which parts to run (a re-run keeps the rest); recheck: the LoRA round-robin again at --n, "
+                        "stored beside the curve (e.g. after a change, at the Ns that matter)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "speed_curve.json")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "scalearn-bench" / "speed-sources")
     args = p.parse_args()
@@ -139,12 +141,12 @@ def main() -> None:
         elif part == "latency":
             rr = argparse.Namespace(**{**vars(args), "repeats": args.latency_repeats, "warmup": 1})
             measured = speed.latency(rr, sources, latency_specs(args, sources))
-        elif part in ("lora", "others"):
-            rr = argparse.Namespace(**{**vars(args), "repeats": args.repeats if part == "lora" else args.other_repeats})
-            specs = (lora_specs if part == "lora" else other_specs)(args, sources)
+        elif part in ("lora", "recheck", "others"):  # recheck: the LoRA curve again at --n, kept beside it
+            rr = argparse.Namespace(**{**vars(args), "repeats": args.other_repeats if part == "others" else args.repeats})
+            specs = (other_specs if part == "others" else lora_specs)(args, sources)
             measured = {**speed.steps_round_robin(rr, sources, specs=specs), "fusion_max_n": args.fusion_max_n}
         else:
-            raise SystemExit(f"unknown part '{part}': use shelf, latency, lora or others")
+            raise SystemExit(f"unknown part '{part}': use shelf, latency, lora, recheck or others")
         # re-read before writing: a stopped run keeps its parts, and runs of different parts can share the file
         result = json.loads(args.out.read_text()) if args.out.is_file() else {}
         result.update(machine=speed.machine(args.threads), model=args.model, batch=speed.BATCH, seq_len=speed.SEQ,
