@@ -40,14 +40,16 @@ def _table(rows: list[dict], ns: list[int], lines: list[tuple[str, str, str, str
     return out
 
 
-def goals(lora: dict) -> list[str]:
-    """Which variant meets the step and memory goals at each N (read from the rows, never typed)."""
+def goals(lora: dict, measured_only: bool = False) -> list[str]:
+    """Which variant meets the step and memory goals at each N (read from the rows, never typed); with
+    ``measured_only`` an N the part did not measure is skipped instead of counted as missed."""
     missed = []
     for variant in VARIANTS:
         for n, bar in STEP_GOALS.items():
             r = _find(lora["rows"], "lora", "scalearn", n, variant)
             if r is None:
-                missed.append(f"{label('scalearn', variant)} at N = {n}: not measured")
+                if not measured_only:
+                    missed.append(f"{label('scalearn', variant)} at N = {n}: not measured")
                 continue
             if r["step_ratio"] > bar:
                 missed.append(f"{label('scalearn', variant)} at N = {n}: step {r['step_ratio']:.2f}× > {bar:.2f}×")
@@ -57,6 +59,8 @@ def goals(lora: dict) -> list[str]:
     head = (f"Goals: training step ≤ {STEP_GOALS[64]:.2f}× one trainable LoRA's at N = 64 and ≤ {STEP_GOALS[256]:.2f}× "
             f"at N = 256, bytes saved for backward ≤ {SAVED_GOAL:.2f}× at both, for every variant (medians of the "
             "wall-time ratios): ")
+    if measured_only:
+        head = head.replace("at N = 64 and", "at N = 64 (where measured) and")
     return [head + ("**met by all four variants**." if not missed else "**not met**: " + "; ".join(missed) + ".")]
 
 
@@ -68,7 +72,7 @@ def curve_section(curve: dict | None) -> list[str]:
     rows = lora["rows"]
     ns = sorted({r["n"] for r in rows if r["method"] == "scalearn"})
     single = _find(rows, "lora", "single", 1)
-    out = [f"`bench/speed_curve.py` at commit `{(curve.get('commit') or '?')[:10]}`: {curve['model']}, batch "
+    out = [f"`bench/speed_curve.py` at commit `{(lora.get('commit') or '?')[:10]}`: {curve['model']}, batch "
            f"{curve['batch']} × {curve['seq_len']} tokens, fp32, **{m['threads']} torch thread(s)**, {m['cpu']}, "
            f"{m['cpu_count']} CPUs, torch {m['torch']}. Random LoRA sources (r = 8 on query and value, as "
            "`train-source` saves them). Every configuration is built in one process and stepped round-robin; a ratio "
@@ -90,10 +94,26 @@ def curve_section(curve: dict | None) -> list[str]:
            *_table(rows, ns, [(label("scalearn", v), "lora", "scalearn", v, None) for v in VARIANTS]
                    + [("ScaLearn, low-rank path forced", "lora", "scalearn", "scalearn", "low-rank")],
                    lambda r: f"{r['saved_ratio']:.2f}" if r else "–"), "",
-           *goals(lora), ""]
+           *goals(lora), "", *recheck_lines(curve.get("recheck"), lora)]
     out += others_section(curve.get("others"), ns) + latency_lines(curve.get("latency")) + shelf_lines(
         curve.get("shelf"))
     return out
+
+
+def recheck_lines(recheck: dict | None, lora: dict) -> list[str]:
+    """The LoRA round-robin run again at some Ns after a later commit, beside (not mixed into) the curve."""
+    if not recheck:
+        return []
+    rows = recheck["rows"]
+    ns = sorted({r["n"] for r in rows if r["method"] == "scalearn"})
+    single = _find(rows, "lora", "single", 1)
+    return [f"*Re-measured at N = {', '.join(map(str, ns))}* at commit `{(recheck.get('commit') or '?')[:10]}` "
+            f"(the curve above: `{(lora.get('commit') or '?')[:10]}`), the same way: {recheck['repeats']} rounds "
+            f"after {recheck['warmup']} warm-up round(s), load average {_load(recheck)}; one trainable LoRA "
+            f"{single['step_s']:.2f} s median. Training step (bytes saved for backward):", "",
+            *_table(rows, ns, [(label("scalearn", v), "lora", "scalearn", v, None) for v in VARIANTS],
+                    lambda r: f"{_cell(r)} ({r['saved_ratio']:.2f}×)" if r else "–"), "",
+            *goals(recheck, measured_only=True), ""]
 
 
 def others_section(others: dict | None, ns: list[int]) -> list[str]:
@@ -105,8 +125,10 @@ def others_section(others: dict | None, ns: list[int]) -> list[str]:
              ("AdapterFusion, LoRA sources", "lora", "adapterfusion", None, None),
              ("AdapterFusion, bottleneck sources", "bottleneck", "adapterfusion", None, None)]
     fusion_max = others.get("fusion_max_n")
-    return [f"*Beside it: bottleneck sources and AdapterFusion* (its own round-robin, {others['repeats']} rounds, "
-            f"each ÷ its kind's single adapter in the same rounds; load average {_load(others)}). Training step:", "",
+    top = _find(rows, "lora", "adapterfusion", fusion_max) if fusion_max else None
+    return [f"*Beside it: bottleneck sources and AdapterFusion* (its own round-robin, {others['repeats']} rounds "
+            f"after {others['warmup']} warm-up round(s), each ÷ its kind's single adapter in the same rounds; load "
+            f"average {_load(others)}). Training step:", "",
             *_table(rows, ns, lines, _cell), "", "Bytes saved for backward:", "",
             *_table(rows, ns, lines, lambda r: f"{r['saved_ratio']:.2f}" if r else "–"), "",
             "What bounds the bottleneck curve: a ReLU sits between each source's down and up projection, so "
@@ -114,8 +136,9 @@ def others_section(others: dict | None, ns: list[int]) -> list[str]:
             "down projection, the ReLU and the up projection (Σr = N × hidden/16 here), and the rank-Σr ReLU output "
             "is saved for backward, so its step time and memory grow linearly in N. AdapterFusion additionally "
             "builds the (batch, seq, N, hidden) stack of source outputs for its attention"
-            + (f"; it is measured up to N = {fusion_max} (beyond, that stack alone is hundreds of MB per site)."
-               if fusion_max and fusion_max < max(ns) else "."), ""]
+            + (f"; it is measured up to N = {fusion_max}, where it already saves {top['saved_ratio']:.1f}× the "
+               f"single adapter's bytes for backward (over LoRA sources)."
+               if fusion_max and fusion_max < max(ns) and top else "."), ""]
 
 
 def latency_lines(lat: dict | None) -> list[str]:

@@ -27,3 +27,9 @@ def test_goals_are_met_only_when_every_variant_is_under_every_bar():
     assert "saved 1.08× > 1.05×" in memory
     unmeasured = report_curve.goals(rows({64: 1.0}))[0]
     assert "ScaLearn at N = 256: not measured" in unmeasured
+
+
+def test_a_recheck_at_some_ns_is_judged_only_where_it_measured():
+    part = rows({256: 1.15})
+    assert "**met by all four variants**" in report_curve.goals(part, measured_only=True)[0]
+    assert "at N = 64: not measured" in report_curve.goals(part)[0]
