@@ -134,6 +134,7 @@ def main() -> None:
     args.ns = [int(v) for v in args.n.split(",")]
     args.low_rank_ns = {int(v) for v in args.low_rank_n.split(",") if v}
     sources = {kind: speed.make_sources(args.work, args.model, kind, max(args.ns)) for kind in ("lora", "bottleneck")}
+    head = commit()  # the code that measures: taken once, before anything runs
     for part in args.parts.split(","):
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if part == "shelf":
@@ -150,8 +151,8 @@ def main() -> None:
         # re-read before writing: a stopped run keeps its parts, and runs of different parts can share the file
         result = json.loads(args.out.read_text()) if args.out.is_file() else {}
         result.update(machine=speed.machine(args.threads), model=args.model, batch=speed.BATCH, seq_len=speed.SEQ,
-                      commit=commit())
-        result[part] = {**measured, "started": started, "commit": commit()}
+                      commit=head)
+        result[part] = {**measured, "started": started, "commit": head}
         args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         print(f"{part} done at {time.strftime('%H:%M:%S')}; wrote {args.out}", flush=True)
 
