@@ -59,8 +59,10 @@ def goals(lora: dict, measured_only: bool = False) -> list[str]:
     head = (f"Goals: training step ≤ {STEP_GOALS[64]:.2f}× one trainable LoRA's at N = 64 and ≤ {STEP_GOALS[256]:.2f}× "
             f"at N = 256, bytes saved for backward ≤ {SAVED_GOAL:.2f}× at both, for every variant (medians of the "
             "wall-time ratios): ")
-    if measured_only:
-        head = head.replace("at N = 64 and", "at N = 64 (where measured) and")
+    unjudged = [n for n in STEP_GOALS if not any(r["n"] == n for r in lora["rows"])] if measured_only else []
+    if unjudged:
+        head = head.replace("for every variant", f"for every variant (not measured here: N = "
+                                                  f"{', '.join(map(str, unjudged))})")
     return [head + ("**met by all four variants**." if not missed else "**not met**: " + "; ".join(missed) + ".")]
 
 
@@ -110,9 +112,9 @@ def recheck_lines(recheck: dict | None, lora: dict) -> list[str]:
     return [f"*Re-measured at N = {', '.join(map(str, ns))}* at commit `{(recheck.get('commit') or '?')[:10]}` "
             f"(the curve above: `{(lora.get('commit') or '?')[:10]}`), the same way: {recheck['repeats']} rounds "
             f"after {recheck['warmup']} warm-up round(s), load average {_load(recheck)}; one trainable LoRA "
-            f"{single['step_s']:.2f} s median. Training step (bytes saved for backward):", "",
+            f"{single['step_s']:.2f} s median. Training step, and bytes saved for backward:", "",
             *_table(rows, ns, [(label("scalearn", v), "lora", "scalearn", v, None) for v in VARIANTS],
-                    lambda r: f"{_cell(r)} ({r['saved_ratio']:.2f}×)" if r else "–"), "",
+                    lambda r: f"{_cell(r)}; saved {r['saved_ratio']:.2f}×" if r else "–"), "",
             *goals(recheck, measured_only=True), ""]
 
 
@@ -191,7 +193,15 @@ def curve_summary(curve: dict | None) -> list[str]:
             f"{min(steps):.2f}–{max(steps):.2f}× over the four variants, bytes saved for backward "
             f"{min(saved):.2f}–{max(saved):.2f}×"
             + (f" (on the low-rank path alone: {low['step_ratio']:.2f}×, {low['saved_ratio']:.2f}×)" if low else "")
-            + " (details under *Cost over N sources*)."]
+            + recheck_summary(curve.get("recheck"), n) + " (details under *Cost over N sources*)."]
+
+
+def recheck_summary(recheck: dict | None, n: int) -> str:
+    rows = [_find(recheck["rows"], "lora", "scalearn", n, v) for v in VARIANTS] if recheck else []
+    if not rows or not all(rows):
+        return ""
+    steps = [r["step_ratio"] for r in rows]
+    return f"; re-measured at a later commit, {min(steps):.2f}–{max(steps):.2f}×"
 
 
 def decoder_n64(data: dict | None) -> list[str]:

@@ -176,7 +176,7 @@ def dense_is_cheaper(tokens: int, rank: int, d_in: int, d_out: int) -> bool:
     return (tokens + 2 * rank) * d_in * d_out < tokens * rank * (2 * d_in + 3 * d_out)
 
 
-def set_mix_path(module: nn.Module, path: str) -> None:
+def set_mix_path(module: nn.Module, path: MixPath) -> None:
     """Force (or, with ``auto``, stop forcing) how every mix inside ``module`` runs under gradients."""
     if path not in MIX_PATHS:
         raise ValueError(f"mix path must be one of {', '.join(MIX_PATHS)}, got '{path}'")
@@ -216,7 +216,7 @@ class LowRankMix(nn.Module):
         self.fusion: FusionAttention | None = None
         #: any other combiner's forward at this site, ``(mix, x) -> output`` (e.g. AdapterSoup's weight averaging)
         self.combine: Callable[["LowRankMix", torch.Tensor], torch.Tensor] | None = None
-        self.path: str = "auto"  # see MixPath
+        self.path: MixPath = "auto"
         # equal ranks in column blocks (as stack_sources builds them): ω scales U through a view, without a gather
         total = src.numel()
         rank = total // n_sources if n_sources else 0

@@ -33,3 +33,4 @@ def test_a_recheck_at_some_ns_is_judged_only_where_it_measured():
     part = rows({256: 1.15})
     assert "**met by all four variants**" in report_curve.goals(part, measured_only=True)[0]
     assert "at N = 64: not measured" in report_curve.goals(part)[0]
+    assert "not measured here: N = 64" in report_curve.goals(part, measured_only=True)[0]
