@@ -35,6 +35,8 @@ COMMANDS = {
     "peer": Command("peer_adapters", "the `adapters` library's AdapterFusion step cost (run from the peer venv)"),
     "peer-score": Command("peer_score", "the `adapters` library's AdapterFusion scored on a run's own sources"),
     "sparsity": Command("sparsity", "transfer --sparsity λ, then prune --keep K: ω's concentration and the score"),
+    "speed-curve": Command("speed_curve", "the cost over a shelf: step, bytes saved for backward and inference at "
+                           "N = 1, 16, 64, 256, and resolving 256 sources"),
     "selection-cost": Command("selection_cost", "transfer --select K: the selection run's cost against one "
                               "ScaLearn epoch over all N candidates, N = 35 and 256"),
     "lora-sweep": Command("lora_sweep", "the LoRA defaults: lr × target modules (then rank), chosen on dev"),

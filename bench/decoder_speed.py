@@ -9,6 +9,8 @@ all active as separate branches, head trained) with N = 1, 4, 8, 16 sources at b
 saved for backward. Writes ``bench/results/decoder_steps.json`` (read by ``report.py``).
 
     python -m bench decoder-speed [--n 1,4,8,16] [--repeats 10] [--threads 2]
+    python -m bench decoder-speed --n 1,64 --fusion-max-n 16 --peer-max-n 16 --threads 1 \
+        --out bench/results/decoder_steps_n64.json      # the shelf-sized N (dense path), without the slow peers
 """
 
 from __future__ import annotations
@@ -92,16 +94,19 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--fusion-max-n", type=int, default=None, help="AdapterFusion only up to this N (default: all)")
+    p.add_argument("--peer-max-n", type=int, default=None, help="PEFT all-active only up to this N (default: all)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "scalearn-bench" / "decoder")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "decoder_steps.json")
     args = p.parse_args()
     model = random_llama(args.work / f"llama-{args.layers}x{args.hidden}", args.layers, args.hidden)
     speed.BATCH, speed.SEQ = args.batch, args.seq_len  # the round-robin measures at these shapes
     rr_args = argparse.Namespace(model=str(model), kinds="lora", n=args.n, warmup=args.warmup,
-                                 repeats=args.repeats, threads=args.threads)
+                                 repeats=args.repeats, threads=args.threads, fusion_max_n=args.fusion_max_n)
     sources = {"lora": speed.make_sources(args.work / "sources", str(model), "lora", max(map(int, args.n.split(","))))}
     peers = [{"model": str(model), "threads": args.threads, "kind": "lora", "method": "peft-all-active", "n": n,
-              "sources": [str(p) for p in sources["lora"][:n]]} for n in map(int, args.n.split(","))]
+              "sources": [str(p) for p in sources["lora"][:n]]} for n in map(int, args.n.split(","))
+             if n <= (args.peer_max_n or n)]
     result = speed.steps_round_robin(rr_args, sources, extra_specs=peers)
     result.update(decoder={"arch": "llama", "layers": args.layers, "hidden": args.hidden, "vocab": 32000,
                            "lora": "PEFT default targets (q_proj, v_proj), r=8", "batch": args.batch,

@@ -29,6 +29,7 @@ from bench.report_quality import (SCALEARN, agreement_summary, count_ge, few_sho
                             paper_section, plot_score_vs_params, quality_table, question_answer)
 from bench.report_sources import (kept_sources, omega_drift, omega_drifts, omega_shares, plot_omega,
                             retrained_sources, source_alternates, source_table)
+from bench.report_curve import curve_section, curve_summary, decoder_n64
 from bench.report_speed import (decoder_section, latency_section, loop_section, peer_score_section,
                           peer_section, peer_summary, round_robin_section, speed_section, sparsity_section,
                           sweep_section, throughput_section)
@@ -218,6 +219,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
            "time and memory?", "", "## Summary", "",
            *summary(rows, read_json(speed), read_json(speed.with_name("steps_round_robin.json")),
                     read_json(speed.with_name("latency.json")), majority, means_by_kind, targets),
+           *curve_summary(read_json(speed.with_name("speed_curve.json"))),
            *question_answer(g, rows, config["kinds"].split(","), targets, majority),
            *peer_summary(read_json(run_dir / "peer_score.json")), "",
            "## Configuration that produced these numbers", "",
@@ -317,10 +319,13 @@ def comparison_sections(config: dict, rows: list[dict], majority: dict, means_by
 def cost_sections(config: dict, rows: list[dict], run_dir: Path, speed: Path) -> list[str]:
     """Step time and memory, decoder LoRAs, the loop against plain PEFT, latency, throughput, the peer library,
     the LoRA-defaults sweep and sparsity: each from its own result file beside ``speed``."""
-    doc = ["## Speed and memory", "", "### Training step time, measured round-robin", "",
+    doc = ["## Speed and memory", "", "### Cost over N sources: a shelf of hundreds", "",
+           *curve_section(read_json(speed.with_name("speed_curve.json"))),
+           "### Training step time, measured round-robin", "",
            *round_robin_section(read_json(speed.with_name("steps_round_robin.json"))), "",
            "### Decoder LoRAs (random Llama), measured round-robin", "",
            *decoder_section(read_json(speed.with_name("decoder_steps.json"))), "",
+           *decoder_n64(read_json(speed.with_name("decoder_steps_n64.json"))),
            "### The training loop against a plain PEFT + PyTorch loop", "",
            *loop_section(read_json(speed.with_name("loop.json"))), "",
            "### Per-configuration subprocesses (memory; time as measured in sequence)", "",

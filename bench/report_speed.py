@@ -13,7 +13,7 @@ from bench.report_common import METHODS, fmt, human, label
 
 def speed_section(speed: dict | None) -> list[str]:
     if not speed:
-        return ["*bench/results/speed.json not found: run `python bench/speed.py`.*"]
+        return ["*bench/results/speed.json not found: run `python -m bench speed`.*"]
     m = speed["machine"]
     out = [f"Measured {speed['started']}–{speed['finished']} on `{m['platform']}`, {m['cpu']}, {m['cpu_count']} "
            f"CPUs, **{m['threads']} torch thread(s)**, torch {m['torch']}, transformers {m['transformers']}; model "
@@ -80,9 +80,9 @@ def spread_cell(r: dict | None, field: str, spread_field: str) -> str:
 def round_robin_section(rr: dict | None) -> list[str]:
     """Training-step ratios and bytes saved for backward, all configurations in one process (steps_round_robin.json)."""
     if not rr:
-        return ["*bench/results/steps_round_robin.json not found: run `python bench/speed.py --steps-round-robin`.*"]
+        return ["*bench/results/steps_round_robin.json not found: run `python -m bench steps`.*"]
     if rr.get("method") != "round-robin" or "step_ratio_spread" not in rr["rows"][0]:
-        return ["*bench/results/steps_round_robin.json predates per-round spreads: re-run `python bench/speed.py "
+        return ["*bench/results/steps_round_robin.json predates per-round spreads: re-run `python -m bench speed "
                 "--steps-round-robin` (this report does not mix measuring methods).*"]
     rows = rr["rows"]
     ns = sorted({r["n"] for r in rows if not r["method"].startswith("single")})
@@ -132,7 +132,7 @@ def round_robin_section(rr: dict | None) -> list[str]:
 def decoder_section(data: dict | None) -> list[str]:
     """The round-robin table over decoder LoRA sources (bench/decoder_speed.py)."""
     if not data:
-        return ["*bench/results/decoder_steps.json not found: run `python bench/decoder_speed.py`.*"]
+        return ["*bench/results/decoder_steps.json not found: run `python -m bench decoder-speed`.*"]
     d = data["decoder"]
     return [f"A random {d['arch']} with {d['layers']} layers × {d['hidden']} hidden (vocabulary {d['vocab']:,}), "
             f"{d['lora']} sources, batch {d['batch']} × {d['seq_len']} tokens — the shape of a decoder a CPU can "
@@ -148,7 +148,7 @@ def decoder_section(data: dict | None) -> list[str]:
 def loop_section(data: dict | None) -> list[str]:
     """``train.fit`` vs a plain PEFT loop, and a capped run before/after the faster loop (bench/loop.py)."""
     if not data:
-        return ["*bench/results/loop.json not found: run `python bench/loop.py`.*"]
+        return ["*bench/results/loop.json not found: run `python -m bench loop`.*"]
     t, c = data["throughput"], data["capped"]
     r = t["ratio"]
     before, now = statistics.median(c["seconds"]["before"]), statistics.median(c["seconds"]["now"])
@@ -176,7 +176,7 @@ def loop_section(data: dict | None) -> list[str]:
 def latency_section(lat: dict | None) -> list[str]:
     """Inference latency of all models timed round-robin in one process (bench/results/latency.json)."""
     if not lat:
-        return ["*bench/results/latency.json not found: run `python bench/speed.py --latency-only`.*"]
+        return ["*bench/results/latency.json not found: run `python -m bench latency`.*"]
     rows = lat["rows"]
     bare = next(r for r in rows if r["method"] == "bare")
     ns = sorted({r["n"] for r in rows if r["method"] not in ("bare", "single")})
@@ -271,7 +271,7 @@ def peer_summary(data: dict | None) -> list[str]:
 def peer_score_section(data: dict | None, run: str) -> list[str]:
     """``adapters``' AdapterFusion over our converted bottleneck sources (bench/results/<run>/peer_score.json)."""
     if not data or not data.get("rows"):
-        return [f"*bench/results/{run}/peer_score.json not found: run `python bench/peer_score.py --run {run}`.*"]
+        return [f"*bench/results/{run}/peer_score.json not found: run `python -m bench peer-score --run {run}`.*"]
     rows = sorted(data["rows"], key=lambda r: r["target"])
     v = data["versions"]
     first = rows[0]
@@ -334,7 +334,7 @@ def choose_config(configs: dict[tuple, dict[str, dict]], tasks: list[str], incum
 def sweep_section(rows: list[dict]) -> list[str]:
     """The LoRA-defaults sweep (bench/lora_sweep.py): configurations chosen on dev, test beside it."""
     if not rows:
-        return ["*bench/results/lora_sweep.jsonl not found: run `python bench/lora_sweep.py`.*"]
+        return ["*bench/results/lora_sweep.jsonl not found: run `python -m bench lora-sweep`.*"]
     from scalearn_cli.sources.lora import LoraSettings, LoraKind
 
     budgets = sorted({(r["max_train"], r["epochs_budget"]) for r in rows}, reverse=True)
@@ -386,7 +386,7 @@ def sweep_section(rows: list[dict]) -> list[str]:
 def sparsity_section(data: dict | None) -> list[str]:
     """The group-lasso penalty's effect on ω's concentration and on pruning (bench/results/sparsity.json)."""
     if not data:
-        return ["*bench/results/sparsity.json not found: run `python bench/sparsity.py`.*"]
+        return ["*bench/results/sparsity.json not found: run `python -m bench sparsity`.*"]
     rows = data["rows"]
     first = rows[0]
     out = [f"ScaLearnUniform over the `{data['run']}` run's seed-0 {first['kind']} sources for target "

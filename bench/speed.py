@@ -133,6 +133,10 @@ def build(config: dict):  # -> (model, trainable params, transfer parameter coun
     sources = [Resolver().source(p) for p in config["sources"]]
     combiner = get_combiner("scalearn" if method == "merged" else method)
     comp = inject(encoder, sources, combiner.spec(config.get("variant") if combiner.variants else None))
+    if config.get("path"):  # force the dense or the low-rank path of LoRA mixes (default: the cost model's choice)
+        from scalearn_cli.scaling import set_mix_path
+
+        set_mix_path(encoder, config["path"])
     model = TaskModel(encoder, head, "classification")
     model.composition = comp
     if method == "merged":
@@ -238,20 +242,16 @@ def worker(config: dict) -> dict:
     return out
 
 
-def latency(args: argparse.Namespace, sources: dict[str, list[Path]]) -> dict:
-    """Forward latency of every model built in one process and timed round-robin (robust to load drift)."""
+def latency(args: argparse.Namespace, sources: dict[str, list[Path]], specs: list[dict] | None = None) -> dict:
+    """Forward latency of every model built in one process and timed round-robin (robust to load drift).
+
+    ``specs`` replaces the default models (it must hold the bare encoder, and a single adapter per kind)."""
     import torch
 
     torch.set_num_threads(args.threads)
-    base = dict(model=args.model, threads=args.threads)
-    specs = [{**base, "kind": "lora", "method": "bare", "n": 0}]
-    for kind in args.kinds.split(","):
-        specs.append({**base, "kind": kind, "method": "single", "n": 1})
-        for n in [int(v) for v in args.n.split(",")]:
-            folds = (("merged", "scalearn"),) if kind == "lora" else ()  # only LoRA compositions fold
-            for method, variant in (("scalearn", "scalearn"), ("adapterfusion", None), *folds):
-                specs.append({**base, "kind": kind, "method": method, "variant": variant, "n": n,
-                              "sources": [str(p) for p in sources[kind][:n]]})
+    load0 = os.getloadavg()
+    if specs is None:
+        specs = latency_specs(args, sources)
     models = []
     for spec in specs:
         model = build(spec)[0]
@@ -277,8 +277,23 @@ def latency(args: argparse.Namespace, sources: dict[str, list[Path]]) -> dict:
                      "infer_vs_bare_spread": per_round, "wide_spread": per_round["iqr_rel"] > WIDE_SPREAD,
                      "infer_vs_single": statistics.median(t) / single if single else None})
     return {"machine": machine(args.threads), "method": "round-robin", "batch": BATCH, "seq_len": SEQ, "warmup": args.warmup,
-            "repeats": args.repeats, "model": args.model, "rows": rows,
+            "repeats": args.repeats, "model": args.model, "rows": rows, "load_average_at_start": load0,
+            "load_average_at_end": os.getloadavg(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def latency_specs(args: argparse.Namespace, sources: dict[str, list[Path]]) -> list[dict]:
+    """The bare encoder, a single adapter per kind, and per N ScaLearn, AdapterFusion and (LoRA) the merged fold."""
+    base = dict(model=args.model, threads=args.threads)
+    specs = [{**base, "kind": "lora", "method": "bare", "n": 0}]
+    for kind in args.kinds.split(","):
+        specs.append({**base, "kind": kind, "method": "single", "n": 1})
+        for n in [int(v) for v in args.n.split(",")]:
+            folds = (("merged", "scalearn"),) if kind == "lora" else ()  # only LoRA compositions fold
+            for method, variant in (("scalearn", "scalearn"), ("adapterfusion", None), *folds):
+                specs.append({**base, "kind": kind, "method": method, "variant": variant, "n": n,
+                              "sources": [str(p) for p in sources[kind][:n]]})
+    return specs
 
 
 def spread(values: list[float]) -> dict:
@@ -303,21 +318,26 @@ def rr_specs(args: argparse.Namespace, sources: dict[str, list[Path]]) -> list[d
         for n in [int(v) for v in args.n.split(",")]:
             srcs = [str(p) for p in sources[kind][:n]]
             specs += [{**base, "kind": kind, "method": "scalearn", "variant": v, "n": n, "sources": srcs} for v in VARIANTS]
-            specs.append({**base, "kind": kind, "method": "adapterfusion", "variant": None, "n": n, "sources": srcs})
+            if n <= (getattr(args, "fusion_max_n", None) or n):
+                specs.append({**base, "kind": kind, "method": "adapterfusion", "variant": None, "n": n, "sources": srcs})
     return specs
 
 
-def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]], extra_specs: list[dict] | None = None) -> dict:
+def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]], extra_specs: list[dict] | None = None,
+                      specs: list[dict] | None = None) -> dict:
     """Training-step time of every configuration built in one process, one step each per round (drift-robust).
 
     Every round is stored. A ratio is taken per round (configuration ÷ its kind's single adapter in the same
     round) and summarised by median, min–max and IQR; memory is the bytes autograd saves for backward, measured
-    in the same process (deterministic, so no spread).
+    in the same process (deterministic, so no spread). The process's CPU time per step is kept beside the wall
+    time (``step_cpu_ratio``: the same ratio from CPU time, which other processes' load does not inflate).
+    ``specs`` replaces the default configurations (``rr_specs``).
     """
     import torch
 
     torch.set_num_threads(args.threads)
-    specs = rr_specs(args, sources) + list(extra_specs or [])
+    load0 = os.getloadavg()
+    specs = (rr_specs(args, sources) if specs is None else list(specs)) + list(extra_specs or [])
     built = []
     for spec in specs:
         model, params, _ = build(spec)
@@ -327,15 +347,17 @@ def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]], 
     batch = {"input_ids": torch.randint(1000, 20000, (BATCH, SEQ), generator=g),
              "attention_mask": torch.ones(BATCH, SEQ, dtype=torch.long), "labels": torch.randint(0, 2, (BATCH,), generator=g)}
     times: list[list[float]] = [[] for _ in built]
+    cpu: list[list[float]] = [[] for _ in built]
     for round_ in range(args.warmup + args.repeats):
         for i, (model, optimizer) in enumerate(built):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loss, _ = model(**batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if round_ >= args.warmup:
                 times[i].append(time.perf_counter() - t0)
+                cpu[i].append(time.process_time() - c0)
     saved = [saved_bytes(model, batch) for model, _ in built]
     rows = []
     for i, spec in enumerate(specs):
@@ -343,6 +365,8 @@ def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]], 
         ratios = [a / b for a, b in zip(times[i], times[j])]
         stats = spread(ratios)
         rows.append({**{k: v for k, v in spec.items() if k != "sources"}, "step_times": [round(t, 5) for t in times[i]],
+                     "step_cpu_times": [round(t, 5) for t in cpu[i]],
+                     "step_cpu_ratio": spread([a / b for a, b in zip(cpu[i], cpu[j])]),
                      "step_s": statistics.median(times[i]), "step_ratio": stats["median"], "step_ratio_spread": stats,
                      "wide_spread": stats["iqr_rel"] > WIDE_SPREAD, "saved_bytes": saved[i],
                      "saved_ratio": saved[i] / saved[j], "train_examples_per_s": BATCH / statistics.median(times[i])})
@@ -350,7 +374,7 @@ def steps_round_robin(args: argparse.Namespace, sources: dict[str, list[Path]], 
             "warmup": args.warmup, "repeats": args.repeats, "model": args.model, "wide_spread": WIDE_SPREAD,
             "baseline": "single = one trainable adapter without input dropout (LoRA dropout 0, as the compositions); "
                         "single-dropout = LoRA dropout 0.1 (train-source's default), for reference",
-            "load_average_at_end": os.getloadavg(), "rows": rows,
+            "load_average_at_start": load0, "load_average_at_end": os.getloadavg(), "rows": rows,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

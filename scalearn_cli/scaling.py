@@ -8,6 +8,11 @@ ScaLearn (paper, eq. for the Pfeiffer adapter):  out = Σ_i ω_i ⊙ a_i(x)
 Because ω_i ⊙ (U_i h) = (diag(ω_i) U_i) h, the weights fold into the up matrix each step, so all N sources
 are two GEMMs (down, up) and the (batch, seq, N, hidden) stack of source outputs is never materialised.
 AdapterFusion needs that stack (attention over sources), so it is computed only on the fusion path.
+
+When R is large (hundreds of LoRA sources) even the two GEMMs cost O(R) per token and save a rank-R activation
+for backward. A linear mix (LoRA sources) then runs *dense*: ΔW(ω) = (U · diag ω) D is formed once per forward
+and the site is one GEMM with W + ΔW; ω's gradient flows through ΔW. :func:`dense_is_cheaper` picks the path
+per site and call.
 """
 
 from __future__ import annotations
@@ -150,6 +155,36 @@ class FusionAttention(nn.Module):
         return (probs.unsqueeze(-1) * self.value(stack)).sum(-2)  # (batch, seq, D)
 
 
+#: how a linear mix runs when gradients are on: ``auto`` picks by :func:`dense_is_cheaper` per call; ``dense``
+#: (W + ΔW(ω), one GEMM) and ``low-rank`` (two thin GEMMs) force a path, for tests and benchmarks
+MixPath = Literal["auto", "dense", "low-rank"]
+MIX_PATHS: tuple[str, ...] = ("auto", "dense", "low-rank")
+
+
+def dense_is_cheaper(tokens: int, rank: int, d_in: int, d_out: int) -> bool:
+    """Whether a site runs cheaper as W + ΔW(ω) than as two low-rank GEMMs, counting the multiply-adds of one
+    forward + backward that the paths do not share (the site's own GEMM, with W or with W + ΔW, and its input
+    gradient cost the same on both):
+
+    * low-rank: ``tokens · R · (2·D_in + 3·D_out)`` — forward x·Dᵀ and h·(U·ω)ᵀ; backward h's gradient, (U·ω)'s
+      (from the rank-R activation h, which is kept for it) and the low-rank term of x's gradient;
+    * dense: ``(tokens + 2·R) · D_in · D_out`` — forward ΔW = (U·ω)·D; backward the weight's gradient gᵀ·x and
+      (U·ω)'s, (gᵀ·x)·Dᵀ; nothing of rank R is kept for backward.
+
+    MiniLM's 384 × 384 sites at 2,048 tokens a batch cross over at R ≈ 83 (N ≈ 10 LoRAs of rank 8).
+    """
+    return (tokens + 2 * rank) * d_in * d_out < tokens * rank * (2 * d_in + 3 * d_out)
+
+
+def set_mix_path(module: nn.Module, path: MixPath) -> None:
+    """Force (or, with ``auto``, stop forcing) how every mix inside ``module`` runs under gradients."""
+    if path not in MIX_PATHS:
+        raise ValueError(f"mix path must be one of {', '.join(MIX_PATHS)}, got '{path}'")
+    for mix in module.modules():
+        if isinstance(mix, LowRankMix):
+            mix.path = path
+
+
 class LowRankMix(nn.Module):
     """N frozen low-rank sources at one site, combined by ``weights`` (ω, fixed 1/N) or by a fusion module.
 
@@ -181,6 +216,13 @@ class LowRankMix(nn.Module):
         self.fusion: FusionAttention | None = None
         #: any other combiner's forward at this site, ``(mix, x) -> output`` (e.g. AdapterSoup's weight averaging)
         self.combine: Callable[["LowRankMix", torch.Tensor], torch.Tensor] | None = None
+        self.path: MixPath = "auto"
+        # equal ranks in column blocks (as stack_sources builds them): ω scales U through a view, without a gather
+        total = src.numel()
+        rank = total // n_sources if n_sources else 0
+        blocks = rank > 0 and total == rank * n_sources and torch.equal(
+            src.long(), torch.arange(n_sources).repeat_interleave(rank))
+        self.block_rank = rank if blocks else 0
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         h = F.linear(x, self.down, self.down_bias)  # (batch, seq, R)
@@ -194,7 +236,7 @@ class LowRankMix(nn.Module):
         if self.fusion is not None:
             return self.fusion(x if query is None else query, self.source_outputs(hid))
         w = self.weights.weights(self.site)  # (N, D_out) or (N, 1)
-        up = self.up * w[self.src].transpose(0, 1)  # fold ω into U: (D_out, R)
+        up = self.scaled_up(w)  # fold ω into U: (D_out, R)
         bias = None if self.up_bias is None else (w * self.up_bias).sum(0)  # (D_out,)
         return F.linear(hid, up, bias)
 
@@ -202,6 +244,32 @@ class LowRankMix(nn.Module):
         """Linear in x with input-independent weights (LoRA sources under ω or fixed weights): ΔW exists."""
         return (self.activation == "identity" and self.fusion is None and self.combine is None
                 and self.weights is not None)
+
+    def scaled_up(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        """U with each rank column scaled by its source's ω, ``w`` (drawn here, dropout and all, when None):
+        (D_out, R)."""
+        w = self.weights.weights(self.site) if w is None else w  # (N, D_out) or (N, 1)
+        if self.block_rank:  # (D_out, N, r) * (D_out or 1, N, 1): no (R, D_out) gather, nor its scatter in backward
+            return (self.up.view(-1, self.n_sources, self.block_rank) * w.transpose(0, 1).unsqueeze(-1)).flatten(1)
+        return self.up * w[self.src].transpose(0, 1)
+
+    def dense_for(self, x: torch.Tensor) -> bool:
+        """Whether this call (input ``x``, gradients on) runs as W + ΔW(ω): forced by ``path``, else by
+        :func:`dense_is_cheaper` for this site's shape and the batch's token count. Only linear mixes can."""
+        if self.path == "low-rank" or not self.foldable():
+            return False
+        rank, d_in = self.down.shape
+        return self.path == "dense" or dense_is_cheaper(x.numel() // d_in, rank, d_in, self.up.shape[0])
+
+    def delta(self) -> torch.Tensor:
+        """ΔW(ω) = (U · diag ω) D, shape (D_out, D_in), with ω's gradient (a fresh dropout mask in training).
+
+        Weights that cannot change (fixed, or ω frozen without dropout) reuse :meth:`delta_weight`'s cache.
+        """
+        fixed = not any(p.requires_grad for p in self.weights.parameters())
+        if fixed and not (self.weights.training and getattr(self.weights, "p_drop", 0.0) > 0):
+            return self.delta_weight()
+        return self.scaled_up() @ self.down
 
     @torch.no_grad()
     def delta_weight(self) -> torch.Tensor:
@@ -213,17 +281,14 @@ class LowRankMix(nn.Module):
         tensors = [self.up, self.down, *self.weights.parameters(), *self.weights.buffers()]
         key = (id(self.weights), *(t._version for t in tensors), *(t.data_ptr() for t in tensors))
         if getattr(self, "_delta_key", None) != key:
-            w = self.weights.weights(self.site)  # (N, D_out) or (N, 1); no dropout in eval mode
-            self._delta = (self.up * w[self.src].transpose(0, 1)) @ self.down  # (D_out, D_in)
+            self._delta = self.scaled_up() @ self.down  # (D_out, D_in); no dropout in eval mode
             self._delta_key = key
         return self._delta
 
     def source_outputs(self, hid: torch.Tensor) -> torch.Tensor:
         """Each source's own output a_i, stacked: (batch, seq, N, D_out). Used by fusion only."""
-        n, total = self.n_sources, self.src.numel()
-        rank = total // n
-        if total == rank * n and torch.equal(self.src, torch.arange(n, device=self.src.device).repeat_interleave(rank)):
-            # equal ranks in column blocks (as stack_sources builds them): one batched product, no per-source copies
+        n, rank = self.n_sources, self.block_rank
+        if rank:  # equal ranks in column blocks: one batched product, no per-source copies
             out = torch.einsum("...nr,onr->...no", hid.unflatten(-1, (n, rank)), self.up.unflatten(1, (n, rank)))
             return out if self.up_bias is None else out + self.up_bias
         outs = []

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from scalearn_cli.artifacts.digests import sha256_file
 from scalearn_cli.errors import ArtifactError
 
 FORMAT_VERSION = 1
@@ -69,15 +70,6 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ArtifactError(f"{path} is corrupted ({exc}); re-create or re-pull the folder") from exc
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def folder_fingerprint(folder: Path) -> dict[str, str]:
     """sha256 of every file of an adapter folder that defines its behaviour, by file name.
 
@@ -85,13 +77,10 @@ def folder_fingerprint(folder: Path) -> dict[str, str]:
     ``metadata_sha256``), the model card and hidden files: adapter weights and configs in any format, the head,
     ω, ``composition.json``, a merged model's weights and tokenizer.
     """
-    folder = Path(folder)
     skip = {METADATA_FILE, MODEL_CARD_FILE}
-    return {
-        p.name: sha256_file(p)
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name not in skip and not p.name.startswith(".")
-    }
+    with os.scandir(folder) as entries:  # the directory's own file types: no stat per entry
+        files = sorted(e.path for e in entries if e.is_file() and e.name not in skip and not e.name.startswith("."))
+    return {os.path.basename(path): sha256_file(Path(path)) for path in files}
 
 
 def content_hash(fingerprint: dict[str, str]) -> str:

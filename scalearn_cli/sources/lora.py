@@ -125,6 +125,10 @@ class ComposedLinear(nn.Module):
 
     The base may be GPT-2's ``Conv1D`` (y = x W + b, W stored (D_in, D_out)): the sources' delta on the output is
     the same, only a merge has to transpose it (``export``).
+
+    Three ways to run it, same result: inference with fixed weights folds ΔW lazily (cached); with gradients, a
+    site with many sources runs W + ΔW(ω) as one GEMM (the mix's ``dense_for``), and otherwise the base plus the
+    mix's two low-rank GEMMs.
     """
 
     def __init__(self, base: nn.Module, mix: nn.Module) -> None:
@@ -133,14 +137,23 @@ class ComposedLinear(nn.Module):
         self.mix = mix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled() and getattr(self.mix, "foldable", bool)():
-            # inference with fixed weights: y = (W + ΔW) x + b, ΔW cached by the mix (bare-model speed)
-            delta = self.mix.delta_weight().to(self.base.weight.dtype)  # (D_out, D_in)
-            if isinstance(self.base, nn.Linear):
-                return F.linear(x, self.base.weight + delta, self.base.bias)
-            weight = self.base.weight + delta.T  # Conv1D stores W as (D_in, D_out)
-            return torch.addmm(self.base.bias, x.reshape(-1, x.shape[-1]), weight).view(*x.shape[:-1], -1)
-        return self.base(x) + self.mix(x)
+        mix = self.mix
+        if getattr(mix, "foldable", bool)():
+            if not self.training and not torch.is_grad_enabled():
+                # inference with fixed weights: y = (W + ΔW) x + b, ΔW cached by the mix (bare-model speed)
+                return self._with_delta(x, mix.delta_weight())
+            if mix.dense_for(x):
+                # many sources: ΔW(ω) formed once, one GEMM; ω's gradient flows through it (scaling.dense_is_cheaper)
+                return self._with_delta(x, mix.delta())
+        return self.base(x) + mix(x)
+
+    def _with_delta(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """The base layer run with W + ΔW, ``delta`` of shape (D_out, D_in)."""
+        delta = delta.to(self.base.weight.dtype)
+        if isinstance(self.base, nn.Linear):
+            return F.linear(x, self.base.weight + delta, self.base.bias)
+        weight = self.base.weight + delta.T  # Conv1D stores W as (D_in, D_out)
+        return torch.addmm(self.base.bias, x.reshape(-1, x.shape[-1]), weight).view(*x.shape[:-1], -1)
 
 
 def _settings_value(key: str, value: Any) -> Any:
