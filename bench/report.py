@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: quality.py and the report_* parts
 import quality  # noqa: E402  (bench/quality.py: its options, to rebuild a run's plan; stdlib-only at import)
+import report_small  # noqa: E402  (docs/benchmarks-small.md: its own report)
 from quality_plan import STAGES, csv, expected_seconds, plan, ran_on_cpu, row_key  # noqa: E402
 from report_common import REPO, RESULTS, epochs_run, fmt, label, read_json, read_jsonl  # noqa: E402
 from report_quality import (SCALEARN, agreement_summary, count_ge, few_shot_noise, few_shot_runs,  # noqa: E402
@@ -41,6 +42,7 @@ DOCS = {
     "benchmarks.md": ("default", []),
     "benchmarks-medium.md": ("medium", ["medium-mean"]),
     "benchmarks-medium-mean.md": ("medium-mean", ["medium"]),
+    "benchmarks-small.md": report_small.render,  # its own report: small targets, selection rules
 }
 
 
@@ -177,9 +179,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         stale = []
-        for name, (run, compare) in DOCS.items():
+        for name, entry in DOCS.items():
             out = (Path(tmp) if args.check else DOC_DIR) / name
-            text, n_rows, run_dir = render(run, out, args.speed, args.reference, compare)
+            text, n_rows, run_dir = entry(out) if callable(entry) else render(entry[0], out, args.speed,
+                                                                               args.reference, entry[1])
             committed = DOC_DIR / name
             if args.check and (not committed.is_file() or committed.read_text() != text):
                 stale.append(name)

@@ -144,3 +144,41 @@ def test_quickstart_summary_says_whether_omega_was_learned_within_one_screen(cap
     text = " ".join(" ".join(lines).split())
     assert f"kept epoch {learned['kept_epoch']} of 10" in text and f"{100 * moved:.1f}% from its start" in text
     assert ("note: ω barely moved" in text) == (moved < BARELY_MOVED)
+
+
+def test_small_report_tests_each_rule_against_the_defaults_the_average_and_the_own_adapter(tmp_path) -> None:
+    """bench/report_small.py from made-up rows: a rule 5 points above the defaults on every seed is 'higher,
+    beyond seed noise'; one within a point is not; the doc is written from the files alone."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import report_small
+
+    run = tmp_path / "small"
+    run.mkdir()
+    rows = []
+    for seed in range(5):
+        base = {"target": "cr-250", "training": "default", "seed": seed, "train_examples": 250, "dev_examples": 32,
+                "test_examples": 250, "epochs_run": 10, "wall_seconds": 60.0, "method": "scalearn",
+                "variant": "scalearn++"}
+        jitter = 0.3 * (seed - 2)
+        rows += [{**base, "rule": "current", "main_score": 80 + jitter, "kept_epoch": 1, "mean_relative_change": 0.02,
+                  "largest_share": 0.15, "smallest_share": 0.13},
+                 {**base, "rule": "fixed-budget", "main_score": 85 - jitter, "kept_epoch": 10,
+                  "mean_relative_change": 0.4, "largest_share": 0.3, "smallest_share": 0.05},
+                 {**base, "method": "average", "variant": None, "rule": "current", "main_score": 80.5 - jitter,
+                  "kept_epoch": 1},
+                 {**base, "method": "average", "variant": None, "rule": "fixed-budget", "main_score": 80 + jitter,
+                  "kept_epoch": 10},
+                 {**base, "training": "own", "method": "single", "variant": None, "rule": "own",
+                  "main_score": 78 + jitter, "kept_epoch": 3}]
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "config.json").write_text(json.dumps({"targets": ["cr-250"], "trainings": ["default"], "seeds": [0, 1],
+                                                 "selections": {"current": [], "fixed-budget": []}, "epochs": 10}))
+    text, n, _ = report_small.render(tmp_path / "doc.md", run)
+    assert n == len(rows) and (tmp_path / "doc.md").read_text() == text
+    assert "| fixed-budget | ScaLearn++ | ScaLearn++ under current | +5.00 |" in text
+    verdicts = text.split("## Verdicts")[1]
+    assert "current defaults beyond seed noise: fixed-budget (ScaLearn++, +5.00); below them: none" in verdicts
+    assert "above the average of its sources (ω fixed at 1/N) beyond seed noise: fixed-budget (ScaLearn++" in verdicts
+    assert "| current | ScaLearn++ | Average (ω = 1/N, fixed) | -0.50 |" in text  # within noise: no verdict claimed
