@@ -117,6 +117,10 @@ def omega_movement(omega: dict[str, torch.Tensor], start: float) -> dict[str, fl
 def omega_summary(folder: Path) -> dict[str, Any] | None:
     """What a trained composition's ω did: its movement (``omega_movement``) with the kept epoch of the epochs run
     and the steps taken; None for a combiner whose ω is not learned (average, AdapterSoup, AdapterFusion, LoraHub)."""
+    from scalearn_cli.compose import read_record
+
+    if read_record(Path(folder)).method != "scalearn":  # AdapterFusion has no ω at all: nothing to load
+        return None
     return _learned(*load_omega(folder))
 
 
@@ -141,10 +145,13 @@ def omega_warning(summary: dict[str, Any] | None) -> str | None:
     first = summary.get("kept_epoch") == 1 and (summary.get("epochs_run") or 0) > 1
     if moved >= BARELY_MOVED and not first:
         return None
-    what = "ω barely moved" if moved < BARELY_MOVED else "the kept epoch is the first"
-    return (f"{what} (kept epoch {summary['kept_epoch']} of {summary['epochs_run']}, {summary['steps']} steps, "
-            f"ω {100 * moved:.1f}% from its start): the dev set picked an early epoch; try --min-steps N (keep no "
-            "epoch before N steps), a larger dev set (--max-dev-samples) or a lower --head-lr")
+    said = (f"kept epoch {summary['kept_epoch']} of {summary['epochs_run']}, {summary['steps']} steps, ω "
+            f"{100 * moved:.1f}% from its start")
+    if moved < BARELY_MOVED:
+        return (f"ω barely moved ({said}): the composition is about the plain average of its sources; try more "
+                "--epochs, --min-steps N (keep no epoch before N steps) or a --head-lr below --lr")
+    return (f"the kept epoch is the first ({said}): a dev set of a few dozen rows can prefer the start of training; "
+            "try --min-steps N (keep no epoch before N steps) or a larger dev set (--max-dev-samples)")
 
 
 def learned_line(summary: dict[str, Any]) -> str:

@@ -97,8 +97,9 @@ def test_no_omega_warning_when_omega_moved_and_a_later_epoch_was_kept(setup, tmp
     assert "omega_warning" not in summary
 
 
-def test_average_has_no_omega_summary(setup, tmp_path) -> None:
-    summary = json.loads(transfer(setup, tmp_path / "avg", "--epochs", "1", "--method", "average", "--json").stdout)
+@pytest.mark.parametrize("method", ["average", "adapterfusion"])
+def test_a_combiner_without_learned_omega_has_no_omega_summary(setup, tmp_path, method: str) -> None:
+    summary = json.loads(transfer(setup, tmp_path / method, "--epochs", "1", "--method", method, "--json").stdout)
     assert "omega" not in summary and "omega_warning" not in summary
 
 
