@@ -119,8 +119,11 @@ def verdict_lines(comps: list[tuple]) -> list[str]:
                         and c[6] >= 3 and c[5] < 0.05 and sign * c[3] > 0})
         return "; ".join(found) or "none"
 
-    return [f"- Rules above the current defaults beyond seed noise: {say(current, 1)}; below them: "
-            f"{say(current, -1)}.",
+    better = say(current, 1)
+    keep = ("so the library's default selection stays as it is" if better == "none" else
+            "the evidence a default change needs")
+    return [f"- Rules above the current defaults beyond seed noise: {better}; below them: "
+            f"{say(current, -1)} ({keep}).",
             f"- ScaLearn above the average of its sources (ω fixed at 1/N) beyond seed noise: {say(avg, 1)}; "
             f"below it: {say(avg, -1)}.",
             f"- ScaLearn above the target's own adapter beyond seed noise: {say(own, 1)}; below it: {say(own, -1)}."]
@@ -144,7 +147,8 @@ def setup_lines(config: dict, rows: list[dict]) -> list[str]:
         "the same epochs, on the same rows.",
         "- One run per target, seed, method and training: every epoch runs and its trainable tensors are kept; each "
         "rule's epoch is then read off the run's dev log exactly as the library would pick it, and scored on test.",
-        f"- Seeds {', '.join(str(s) for s in config.get('seeds', []))}; {len(walls)} runs, "
+        f"- Seeds planned: {', '.join(str(s) for s in config.get('seeds', []))} (the tables' *seeds* column: how many "
+        f"finished); {len(walls)} runs, "
         f"{sum(walls) / 60:.0f} minutes in all ({statistics.mean(walls or [0]):.0f} s a run) on "
         f"{machine.get('cpu_count', '?')} shared CPU cores at {machine.get('threads', '?')} thread, "
         f"torch {machine.get('torch', '?')}.",
