@@ -129,6 +129,13 @@ def verdict_lines(comps: list[tuple]) -> list[str]:
             f"- ScaLearn above the target's own adapter beyond seed noise: {say(own, 1)}; below it: {say(own, -1)}."]
 
 
+def not_run(config: dict, rows: list[dict]) -> list[str]:
+    """The planned trainings with no finished run (e.g. left for lack of time): named, not passed over."""
+    ran = {r["training"] for r in rows}
+    missing = [t for t in config.get("trainings", []) if t not in ran]
+    return [f"- Planned but not run yet: training {', '.join(f'`{t}`' for t in missing)}."] if missing else []
+
+
 def setup_lines(config: dict, rows: list[dict]) -> list[str]:
     """How the rows were made, from the run's config.json and the rows themselves."""
     machine = config.get("machine", {})
@@ -180,7 +187,8 @@ def render(out: Path, run: Path = RUN) -> tuple[str, int, Path]:
                   "Welch's t-test over seeds, as in the other benchmark docs (a verdict from 3 seeds up). The rules "
                   "of one training share its runs, so against `current` the test ignores a pairing it could use: it "
                   "is the conservative one.", "", *noise_lines(comps), ""]
-    lines += ["## Verdicts", "", *(verdict_lines(comps_all) or ["- No comparison has two seeds yet."]), ""]
+    lines += ["## Verdicts", "", *(verdict_lines(comps_all) or ["- No comparison has two seeds yet."]),
+              *not_run(config, rows), ""]
     text = "\n".join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
