@@ -37,6 +37,8 @@ COMMANDS = {
     "sparsity": Command("sparsity", "transfer --sparsity λ, then prune --keep K: ω's concentration and the score"),
     "speed-curve": Command("speed_curve", "the cost over a shelf: step, bytes saved for backward and inference at "
                            "N = 1, 16, 64, 256, and resolving 256 sources"),
+    "small-targets": Command("small_targets", "small targets: model-selection rules for ScaLearn on a few hundred "
+                             "rows, against the average and the own adapter"),
     "selection-cost": Command("selection_cost", "transfer --select K: the selection run's cost against one "
                               "ScaLearn epoch over all N candidates, N = 35 and 256"),
     "lora-sweep": Command("lora_sweep", "the LoRA defaults: lr × target modules (then rank), chosen on dev"),

@@ -180,9 +180,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         stale = []
-        for name, (run, compare) in DOCS.items():
+        for name, entry in DOCS.items():
             out = (Path(tmp) if args.check else DOC_DIR) / name
-            text, n_rows, run_dir = render(run, out, args.speed, args.reference, compare)
+            text, n_rows, run_dir = entry(out) if callable(entry) else render(entry[0], out, args.speed,
+                                                                               args.reference, entry[1])
             committed = DOC_DIR / name
             if args.check and (not committed.is_file() or committed.read_text() != text):
                 stale.append(name)

@@ -7,9 +7,11 @@ it), so adding a doc is adding an entry here, and adding a run to a doc is addin
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 RUNS_FILE = Path(__file__).with_name("runs.json")
 
@@ -22,12 +24,13 @@ class Doc:
     run: str
     compare: tuple[str, ...]
     about: str
+    generator: str | None = None  # a bench module whose render(out) makes the doc (default: report.py's)
 
 
 def load(path: Path = RUNS_FILE) -> tuple[list[Doc], dict[str, str]]:
     """The docs in file order and each run's description; a doc naming an undescribed run is an error."""
     data = json.loads(path.read_text())
-    docs = [Doc(name, entry["run"], tuple(entry.get("compare", [])), entry.get("about", ""))
+    docs = [Doc(name, entry["run"], tuple(entry.get("compare", [])), entry.get("about", ""), entry.get("generator"))
             for name, entry in data["docs"].items()]
     runs = data.get("runs", {})
     unknown = sorted({r for d in docs for r in (d.run, *d.compare)} - set(runs))
@@ -37,13 +40,17 @@ def load(path: Path = RUNS_FILE) -> tuple[list[Doc], dict[str, str]]:
     return docs, runs
 
 
-def docs(path: Path = RUNS_FILE) -> dict[str, tuple[str, list[str]]]:
-    """``{doc name: (run, [compared runs])}``: what ``report --all`` regenerates."""
-    return {d.name: (d.run, list(d.compare)) for d in load(path)[0]}
+def docs(path: Path = RUNS_FILE) -> dict[str, Any]:
+    """``{doc name: (run, [compared runs])}``, or the generator's ``render`` for a doc with its own report: what
+    ``report --all`` regenerates."""
+    return {d.name: importlib.import_module(d.generator).render if d.generator else (d.run, list(d.compare))
+            for d in load(path)[0]}
 
 
 def report_command(doc: Doc) -> str:
     """The one-doc command equivalent to what ``report --all`` does for ``doc``."""
+    if doc.generator:
+        return f"python -m bench report --all  (docs/{doc.name} by {doc.generator}.render)"
     return " ".join([f"python -m bench report --run {doc.run} --out docs/{doc.name}",
                      *(f"--compare-run {other}" for other in doc.compare)])
 

@@ -62,10 +62,12 @@ def omega_table(folder: Path) -> dict[str, Any]:
          "share": float(mass[i]) / total if total > 0 else 0.0}
         for i, s in enumerate(record.sources)
     ]
+    learned = _learned(meta, record, omega)
     return {
         "composition": str(folder), "task": meta["task"]["name"], "method": record.method,
         "variant": record.variant, "adapter_kind": record.adapter_kind, "vector": vector,
         "share_of": SHARE_DEFINITION, "sources": sources, "rows": rows,
+        "learned": learned, "warning": omega_warning(learned),
         **{name: getattr(record, name) for name in ("shelf", "selection") if getattr(record, name) is not None},
     }
 
@@ -97,3 +99,64 @@ def plot(table: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+#: below this mean relative change from its start, ω has not been learned (the composition is its initial mix)
+BARELY_MOVED = 0.05
+
+
+def omega_movement(omega: dict[str, torch.Tensor], start: float) -> dict[str, float]:
+    """How far ω moved from its start value (ScaLearn's 2/N): the mean over entries of |ω − start| / start, and
+    the largest and smallest source share (see the module docstring). ``omega``: {key: (N, D) or (N,)}."""
+    flat = torch.cat([v.reshape(v.shape[0], -1) for v in omega.values()], dim=1)  # (N, entries)
+    mass = flat.abs().sum(1)
+    shares = mass / mass.sum() if float(mass.sum()) > 0 else torch.zeros_like(mass)
+    return {"start": start, "mean_relative_change": float((flat - start).abs().mean() / abs(start)),
+            "largest_share": float(shares.max()), "smallest_share": float(shares.min())}
+
+
+def omega_summary(folder: Path) -> dict[str, Any] | None:
+    """What a trained composition's ω did: its movement (``omega_movement``) with the kept epoch of the epochs run
+    and the steps taken; None for a combiner whose ω is not learned (average, AdapterSoup, AdapterFusion, LoraHub)."""
+    from scalearn_cli.compose import read_record
+
+    if read_record(Path(folder)).method != "scalearn":  # AdapterFusion has no ω at all: nothing to load
+        return None
+    return _learned(*load_omega(folder))
+
+
+def _learned(meta: dict[str, Any], record: CompositionRecord, omega: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    if record.method != "scalearn" or not omega:
+        return None
+    return {**omega_movement(omega, 2.0 / record.n_sources), **kept_epoch(meta["training"])}
+
+
+def kept_epoch(training: dict[str, Any]) -> dict[str, Any]:
+    """The kept epoch, the epochs run and the steps taken, from a scalearn.json's ``training``."""
+    return {"kept_epoch": training.get("best_epoch"), "epochs_run": len(training.get("history") or []),
+            "steps": training.get("steps")}
+
+
+def omega_warning(summary: dict[str, Any] | None) -> str | None:
+    """One line when ω may not have been learned: it barely moved from its start (the composition is close to the
+    plain average), or the kept epoch is the first of several (selection stopped it before it could move)."""
+    if not summary:
+        return None
+    moved = summary["mean_relative_change"]
+    first = summary.get("kept_epoch") == 1 and (summary.get("epochs_run") or 0) > 1
+    if moved >= BARELY_MOVED and not first:
+        return None
+    said = (f"kept epoch {summary['kept_epoch']} of {summary['epochs_run']}, {summary['steps']} steps, ω "
+            f"{100 * moved:.1f}% from its start")
+    if moved < BARELY_MOVED:
+        return (f"ω barely moved ({said}): the composition is about the plain average of its sources; try more "
+                "--epochs, --min-steps N (keep no epoch before N steps) or a --head-lr below --lr")
+    return (f"the kept epoch is the first ({said}): a dev set of a few dozen rows can prefer the start of training; "
+            "try --min-steps N (keep no epoch before N steps) or a larger dev set (--max-dev-samples)")
+
+
+def learned_line(summary: dict[str, Any]) -> str:
+    """The ω summary in one line: kept epoch of epochs run, steps, mean change from the start, source shares."""
+    return (f"kept epoch {summary['kept_epoch']} of {summary['epochs_run']} ({summary['steps']} steps); ω moved "
+            f"{100 * summary['mean_relative_change']:.1f}% from its start on average; source shares "
+            f"{100 * summary['smallest_share']:.1f}–{100 * summary['largest_share']:.1f}%")

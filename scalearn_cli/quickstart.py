@@ -132,7 +132,9 @@ def _omega(folder: Path, sources: list[dict[str, Any]]) -> dict[str, Any]:
         heatmap: str | None = str(plot(table, folder.parent / f"{INSPECTED}-omega.png"))
     except UsageError:  # no matplotlib: the table is enough
         heatmap = None
-    return {"composition": str(folder), "variant": table["variant"], "sources": shares, "plot": heatmap}
+    # whether ω was learned at all (kept epoch, steps, movement from 2/N) and, when not, why: the summary says it
+    return {"composition": str(folder), "variant": table["variant"], "sources": shares, "plot": heatmap,
+            "learned": table["learned"], "warning": table["warning"]}
 
 
 def _export(workdir: Path, folder: Path, registry: str | None, log: Callable[[str], None]) -> dict[str, Any]:

@@ -50,6 +50,11 @@ class TrainConfig:
     # (the transformers Trainer's metric_for_best_model; the paper's few-shot runs select on accuracy); ``auto``:
     # the stages resolve it from the data (``resolved``)
     select_on: SelectOn = "auto"
+    # epochs that end before this many steps are neither kept nor counted by early stopping (the paper's few-shot
+    # runs; >= the run's steps: a fixed budget, the last epoch kept): a tiny dev set's first epochs look best
+    # while ω has barely moved
+    min_steps: int = 0
+    head_lr: float | None = None  # the transfer head's learning rate (None: ``lr``), so the head cannot out-fit ω
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
@@ -57,6 +62,10 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"--lr must be a finite number > 0, got {self.lr}")
+        if self.min_steps < 0:
+            raise UsageError(f"--min-steps must be >= 0, got {self.min_steps}")
+        if self.head_lr is not None and not (math.isfinite(self.head_lr) and self.head_lr > 0):
+            raise UsageError(f"--head-lr must be a finite number > 0, got {self.head_lr}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UsageError(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.precision not in ("no", "fp16", "bf16"):
@@ -169,12 +178,16 @@ def fit(
     accelerator=None,
     penalty: Callable[[], torch.Tensor] | None = None,
     main_metric: str | None = None,
+    head_params: list[nn.Parameter] = (),
 ) -> TrainResult:
     """Train ``params`` of ``model``; restore the best epoch (lowest dev loss, or with ``config.select_on="metric"``
     the highest ``main_metric`` of ``metric_fn``; ties keep the earlier epoch) and return the log.
 
     The initial weights are scored on dev first: when no epoch beats them, ``improved_on_initial`` is False
     and a warning is logged (the stages record it; the CLI reports it). The best trained epoch is still kept.
+
+    ``head_params`` (a subset of ``params``) train at ``config.head_lr`` when it is set. Epochs ending before
+    ``config.min_steps`` are not candidates (the last epoch always is).
 
     ``penalty`` (e.g. a group lasso on ω) is added to the training loss only, not to the dev loss.
     ``select_on="auto"`` is the dev loss here (the loaders do not say whether a run is few-shot: the stages resolve
@@ -188,7 +201,7 @@ def fit(
         raise UsageError("no learning rate: pass --lr (the stages fill in their default before training)")
     progress = progress or Progress()
     accelerator = accelerator or make_accelerator(config.precision)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(_param_groups(params, head_params, config), lr=config.lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
     epochs = config.epochs if config.max_steps is None else math.ceil(config.max_steps / max(1, steps_per_epoch))
     total = config.max_steps or steps_per_epoch * epochs
@@ -230,6 +243,8 @@ def fit(
             history.append(log)
             progress.epoch_end(log)
             criterion = _criterion(config, main_metric, dev_loss, log.dev_metrics)
+            if step < config.min_steps and step < total and epoch < epochs:
+                continue  # too early to keep (nor to count towards early stopping); the last epoch always counts
             if criterion < best[0]:
                 snapshot = _snapshot(accelerator.unwrap_model(model), names)
                 best, bad_epochs = (criterion, epoch, snapshot, dev_loss, log.dev_metrics), 0
@@ -254,6 +269,16 @@ def fit(
         )
     return TrainResult(best[1], best[3], step, seconds, seen / max(1e-9, seconds), history, accelerator.num_processes,
                        initial_loss, improved, initial_metrics, config.select_on, best[4])
+
+
+def _param_groups(params: list[nn.Parameter], head_params, config: TrainConfig) -> list[dict]:
+    """AdamW's groups: the head at ``config.head_lr`` (when set), everything else at ``config.lr``."""
+    head = {id(p) for p in head_params}
+    if config.head_lr is None or not head:
+        return [{"params": list(params)}]
+    groups = ({"params": [p for p in params if id(p) not in head]},
+              {"params": [p for p in params if id(p) in head], "lr": config.head_lr})
+    return [g for g in groups if g["params"]]
 
 
 def _criterion(config: TrainConfig, main_metric: str | None, loss: float, metrics: dict[str, float]) -> float:

@@ -7,6 +7,7 @@ ScaLearn and the baselines, shows the learned ω and the parity of a folded expo
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,6 +60,12 @@ def render(result: dict[str, Any]) -> None:
     say(f"ω of {omega['variant']}, share of Σ|ω| (scalearn inspect {_short(omega['composition'], workdir)}):")
     for s in omega["sources"]:
         say(f"  #{s['index']} {s['task']:<16} {100 * s['share']:5.1f}%   mean ω {s['mean_omega']:.3f}")
+    learned = omega.get("learned")
+    if learned and not omega.get("warning"):  # whether the shares were learned at all (as ``scalearn inspect``)
+        say(f"  kept epoch {learned['kept_epoch']} of {learned['epochs_run']} ({learned['steps']} steps), ω "
+            f"{100 * learned['mean_relative_change']:.1f}% from its start (2/N) on average")
+    if omega.get("warning"):
+        say("\n".join(textwrap.wrap(f"note: {omega['warning']}", 76, initial_indent="  ", subsequent_indent="    ")))
     say(f"  heatmap: {_short(omega['plot'], workdir)}" if omega["plot"]
         else "  (pip install matplotlib, then scalearn inspect ... --plot omega.png)")
     export = result["export"]

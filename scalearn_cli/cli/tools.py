@@ -144,6 +144,12 @@ def _print_table(table: dict) -> None:
         cells = [f"{c['mean']:.3f} / {c['norm']:.2f}" if "mean" in c else f"{c['value']:.3f}" for c in row["omega"]]
         rows.add_row(row["key"].removeprefix("encoder."), *cells)
     console.print(rows)
+    if table.get("learned"):
+        from scalearn_cli.inspection import learned_line
+
+        console.print(learned_line(table["learned"]))
+    if table.get("warning"):
+        console.print(f"[bold yellow]Warning:[/] {table['warning']}")
     if "plot" in table:
         console.print(f"heatmap written to [bold]{table['plot']}[/]")
     if "shelf" in table:

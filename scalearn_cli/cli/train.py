@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -100,6 +101,9 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
     warning = _untrained_warning(meta)
     if warning:
         summary["warning"] = warning
+    learned, omega_warning = _omega(meta, out)
+    if learned:
+        summary.update(omega=learned, **({"omega_warning": omega_warning} if omega_warning else {}))
     if as_json:
         print_json(summary)
         return
@@ -108,8 +112,23 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
     console.print(metrics_table(f"{meta['task']['name']}: {out}", meta["metrics"]))
     what = "transfer parameters (ω / fusion; head excluded)" if meta["kind"] == "composition" else "adapter parameters"
     console.print(f"{meta['adapter']['parameters']:,} trained {what}; saved to [bold]{out}[/]")
-    if warning:
-        console.print(f"[bold yellow]Warning:[/] {warning}")
+    if learned:
+        from scalearn_cli.inspection import learned_line
+
+        console.print(learned_line(learned))
+    for line in (warning, omega_warning):
+        if line:
+            console.print(f"[bold yellow]Warning:[/] {line}")
+
+
+def _omega(meta: dict, out: Path) -> tuple[dict | None, str | None]:
+    """A composition's ω summary and its warning (``inspection.omega_summary``); (None, None) for a source."""
+    if meta["kind"] != "composition" or meta["adapter"].get("method") != "scalearn":
+        return None, None
+    from scalearn_cli.inspection import omega_summary, omega_warning
+
+    learned = omega_summary(out)
+    return learned, omega_warning(learned)
 
 
 def train_source(
@@ -232,6 +251,11 @@ def transfer(
     seed: SeedOpt = 42,
     patience: PatienceOpt = None,
     select_on: SelectOnOpt = "auto",
+    min_steps: Annotated[int, typer.Option("--min-steps", help=(
+        "Keep no epoch that ends before N steps (the last one always counts): on a tiny dev set an early epoch, "
+        "before ω has moved, often looks best."))] = 0,
+    head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="The head's learning rate (default: --lr)."
+                                                     )] = None,
     max_train_samples: MaxTrainOpt = None,
     few_shot: FewShotOpt = None,
     max_dev_samples: MaxDevOpt = None,
@@ -257,6 +281,7 @@ def transfer(
     config = _config(epochs, lr, batch_size, max_length, seed,
                      combiner.default_patience if patience is None else patience, max_steps, precision,
                      eval_batch_size, group_by_length, gradient_checkpointing, select_on)
+    config = replace(config, min_steps=min_steps, head_lr=head_lr)
     options = TransferOptions(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config, data=data,
         options={"adaptersoup": {"k": soup_k}, "lorahub": {"budget": lorahub_budget}}.get(method, {}),

@@ -142,8 +142,10 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     n_transfer = sum(p.numel() for p in comp.trainable())
     logger.info("training %d transfer parameters (+ %d head)", n_transfer, sum(p.numel() for p in params) - n_transfer)
     penalty = group_lasso(comp, options.sparsity)
+    head_params = list(head.parameters()) if head is not None else []  # --head-lr trains them apart
     result = fit(model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress,
-                 penalty=penalty, main_metric=prepared.spec.main_metric) if params else untrained(model, prepared)
+                 penalty=penalty, main_metric=prepared.spec.main_metric,
+                 head_params=head_params) if params else untrained(model, prepared)
     set_thresholds(model, prepared)
     record = replace(composition_record(resolved, comp, options.sparsity), shelf=options.provenance.get("shelf"),
                      selection=options.provenance.get("selection"))
