@@ -150,10 +150,7 @@ def test_quickstart_summary_says_whether_omega_was_learned_within_one_screen(cap
 def test_small_report_tests_each_rule_against_the_defaults_the_average_and_the_own_adapter(tmp_path) -> None:
     """bench/report_small.py from made-up rows: a rule 5 points above the defaults on every seed is 'higher,
     beyond seed noise'; one within a point is not; the doc is written from the files alone."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    import report_small
+    from bench import report_small
 
     run = tmp_path / "small"
     run.mkdir()
