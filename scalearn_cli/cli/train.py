@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from scalearn_cli.cli.combiner_options import method_options, with_combiner_options
 from scalearn_cli.cli.common import (
     BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, EvalBatchOpt, FewShotOpt, GradCheckpointOpt,
     GroupByLengthOpt, JsonOpt,
@@ -16,6 +17,10 @@ from scalearn_cli.cli.common import (
     MaxStepsOpt, MaxTrainOpt, ModelOpt, OutOpt, OverwriteOpt, PatienceOpt, PrecisionOpt, ProblemOpt, RegistryOpt,
     SeedOpt, SelectOnOpt, TaskOpt, TextFieldsOpt, console, print_json, resolver, split_csv,
 )
+from scalearn_cli.combiners import DEFAULT_METHOD, combiner_names
+
+METHOD_HELP = (f"How the sources are combined: {', '.join(combiner_names())} (default {DEFAULT_METHOD}, which "
+               "learns ω; see docs/cli.md). Fixed baselines train the head only; each method's own options follow.")
 
 
 def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
@@ -172,6 +177,7 @@ def train_source(
     _report(meta, out, as_json)
 
 
+@with_combiner_options
 def transfer(
     task: TaskOpt,
     out: OutOpt,
@@ -180,16 +186,10 @@ def transfer(
         typer.Option("--source", "-s", help="A source: scalearn, PEFT LoRA or AdapterHub folder, a pulled path, "
                                             "org/name[@rev] or hf://org/name[@rev]; repeat."),
     ] = None,  # None, not required: "no sources" gets the library's one-line error
-    variant: Annotated[
-        str, typer.Option(help="scalearn, scalearn-uniform, scalearn++ or scalearn-uniform++ (--method scalearn).")
-    ] = "scalearn",
-    method: Annotated[str, typer.Option(
-        help="scalearn; or a baseline: adapterfusion, average (fixed 1/N), adaptersoup (top-k similar sources "
-             "averaged in weight space) or lorahub (gradient-free weights, LoRA A and B merged); baselines train "
-             "the head only, except adapterfusion.")] = "scalearn",
-    soup_k: Annotated[int, typer.Option("--soup-k", help="adaptersoup: how many sources to average.")] = 3,
-    lorahub_budget: Annotated[int, typer.Option(
-        "--lorahub-budget", help="lorahub: loss evaluations of its gradient-free weight search (LoraHub's 40).")] = 40,
+    variant: Annotated[Optional[str], typer.Option(
+        help="The method's variant: scalearn, scalearn-uniform, scalearn++ or scalearn-uniform++ for the default "
+             "method (default: its first).")] = None,
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
     sparsity: Annotated[float, typer.Option(help="Group-lasso strength λ on per-source ω (helps `prune`).")] = 0.0,
     pooling: Annotated[Optional[str], typer.Option(
         help="Head pooling: auto, first, mean or last (default: the one the sources' heads were trained with).")
@@ -223,6 +223,7 @@ def transfer(
     model: ModelOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
+    combiner_options: dict | None = None,  # the method's own flags, added from the combiner table
 ) -> None:
     """Compose source adapters for a target task: learn only ω (or a baseline combiner) and a new head."""
     from scalearn_cli.combiners import get_combiner
@@ -237,7 +238,7 @@ def transfer(
                      eval_batch_size, group_by_length, gradient_checkpointing, select_on)
     options = TransferOptions(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config, data=data,
-        options={"adaptersoup": {"k": soup_k}, "lorahub": {"budget": lorahub_budget}}.get(method, {}),
+        options=method_options(method, combiner_options or {}),
         resolver=resolver(registry, endpoint),
         overwrite=overwrite, sparsity=sparsity, pooling=pooling, model=model,
     )
