@@ -129,9 +129,7 @@ class Resolver:
         found = snapshot_origin(folder, self)
         if found is not None:  # a path printed by `scalearn pull`: keep repo id, commit and registry
             registry, repo_id, commit = found
-            from scalearn_cli.registry.local import LocalRegistry
-
-            if isinstance(registry, LocalRegistry):
+            if registry.repull_snapshots:
                 folder = Path(registry.pull(repo_id, commit))  # verified against the registry's manifest
             return _resolved(ref, read_source(folder), repo_id, registry_location(registry), commit)
         return _resolved(ref, read_source(folder), str(folder), None, None)
@@ -167,15 +165,12 @@ def _resolved(ref: str, found: Folder, id_: str, registry: str | None, revision:
 
 def registry_location(registry) -> str:
     """How a composition records a registry: ``local:<root>`` or the Hub endpoint URL."""
-    from scalearn_cli.registry.local import LocalRegistry
-
-    return f"local:{registry.root}" if isinstance(registry, LocalRegistry) else registry.location
+    return registry.reference
 
 
 def snapshot_origin(folder: Path, resolver: Resolver):  # -> (Registry, repo_id, commit) | None
     """(registry, repo id, commit) when ``folder`` is a registry or Hub-cache snapshot, else None."""
-    from scalearn_cli.registry.hub import HubRegistry
-    from scalearn_cli.registry.local import LocalRegistry
+    from scalearn_cli.registry import get_registry
 
     commit, snapshots, repo_dir = folder.name, folder.parent, folder.parent.parent
     match = _SNAPSHOT.match(repo_dir.name)
@@ -183,5 +178,5 @@ def snapshot_origin(folder: Path, resolver: Resolver):  # -> (Registry, repo_id,
         return None
     repo_id = match.group("repo").replace("--", "/")
     if (repo_dir / "commits" / f"{commit}.json").is_file():  # scalearn's local registry layout
-        return LocalRegistry(repo_dir.parent), repo_id, commit
-    return HubRegistry(endpoint=resolver.hub_endpoint()), repo_id, commit
+        return get_registry(f"local:{repo_dir.parent}"), repo_id, commit
+    return get_registry("hub", resolver.hub_endpoint()), repo_id, commit

@@ -20,6 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: the non-linearities between a source's down and up matrices (bottleneck: relu; LoRA: identity)
+ACTIVATIONS = ("relu", "identity")
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     """One ScaLearn variant: vector or scalar ω, shared across layers or not, dropout on ω."""
@@ -178,6 +182,11 @@ class LowRankMix(nn.Module):
         up_bias: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:  # never a silent identity for a kind's unknown non-linearity
+            from scalearn_cli.errors import CompositionError
+
+            raise CompositionError(f"the sources' adapter kind declares activation '{activation}'; a kind's "
+                                   f"activation must be one of {', '.join(ACTIVATIONS)}")
         self.site = site
         self.n_sources = n_sources
         self.activation = activation

@@ -161,11 +161,18 @@ def train_source(
     from scalearn_cli.sources import get_kind
     from scalearn_cli.stages.source import train_source as run
 
-    options = {  # each kind takes the options that are its own; unset ones keep the kind's defaults (one source)
-        "lora": {"r": lora_r, "alpha": lora_alpha, "target_modules": split_csv(lora_targets) if lora_targets else None},
-        "bottleneck": {"reduction_factor": reduction_factor},
-    }.get(adapter, {})
-    options = {key: value for key, value in options.items() if value is not None}
+    from scalearn_cli.errors import UsageError
+
+    per_kind = {  # each kind takes the options that are its own; unset ones keep the kind's defaults (one source)
+        "lora": {("--lora-r", "r"): lora_r, ("--lora-alpha", "alpha"): lora_alpha,
+                 ("--lora-targets", "target_modules"): split_csv(lora_targets) if lora_targets else None},
+        "bottleneck": {("--reduction-factor", "reduction_factor"): reduction_factor},
+    }
+    for kind, given in per_kind.items():  # another kind's option is an error, never silently ignored
+        flag = next((flag for (flag, _), value in given.items() if value is not None and kind != adapter), None)
+        if flag:
+            raise UsageError(f"{flag} applies to --adapter {kind}, not {adapter}; drop it")
+    options = {key: value for (_, key), value in per_kind.get(adapter, {}).items() if value is not None}
     settings = get_kind(adapter).settings(options)
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
                  max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))

@@ -26,6 +26,8 @@ from scalearn_cli.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
+WHAT = "Arrow routing (create_arrow_model)"
+
 
 class RoutedSite(nn.Module):
     """A site's view of PEFT's routed LoRA layer (held by reference: the PEFT model is the Composition's)."""
@@ -44,6 +46,7 @@ class Arrow(WeightedCombiner):
     default_patience: int | None = 5  # of the head
 
     def prepare(self, spec: CombinerSpec, target: TargetContext) -> CombinerSpec:
+        lib.refuse_non_lora([source.kind.activation for source in target.sources], WHAT)
         general = _positions(spec.options.get("gks_sources"), len(target.sources))
         experts = len(target.sources) - len(general)
         if experts < 1:
@@ -54,7 +57,7 @@ class Arrow(WeightedCombiner):
         return CombinerSpec(self.name, None, dict(spec.options) | {"gks_sources": general, "seed": target.seed})
 
     def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec, context: BuildContext) -> nn.Module:
-        lib.refuse_non_lora(mixes, "Arrow routing (create_arrow_model)")
+        lib.refuse_non_lora([mix.activation for mix in mixes.values()], WHAT)
         model = arrow_model(context, mixes, spec.options)
         layers = lib.lora_layers(model)
         for site, mix in mixes.items():

@@ -27,6 +27,7 @@ from scalearn_cli.errors import UsageError
 logger = logging.getLogger(__name__)
 
 MERGED = "merged"  # the PEFT adapter name of the result
+WHAT = "merge (add_weighted_adapter)"
 #: combination types that prune or drop entries, so need PEFT's ``density``
 NEEDS_DENSITY = ("ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd", "dare_ties_svd",
                  "magnitude_prune", "magnitude_prune_svd")
@@ -68,12 +69,16 @@ class Merge(WeightedCombiner):
         return spec
 
     def prepare(self, spec: CombinerSpec, target: TargetContext) -> CombinerSpec:
+        lib.refuse_non_lora([source.kind.activation for source in target.sources], WHAT)
         n = len(target.sources)
+        if len(spec.options.get("weights") or [0] * n) != n:
+            raise UsageError(f"--merge-weights gives {len(spec.options['weights'])} weights for {n} sources; "
+                             "give one per source")
         weights = spec.options.get("weights") or [1.0 / n] * n
         return CombinerSpec(self.name, None, dict(spec.options) | {"weights": weights, "seed": target.seed})
 
     def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec, context: BuildContext) -> nn.Module:
-        lib.refuse_non_lora(mixes, "merge (add_weighted_adapter)")
+        lib.refuse_non_lora([mix.activation for mix in mixes.values()], WHAT)
         n = len(context.sources)
         weights = [float(w) for w in (spec.options.get("weights") or [1.0 / n] * n)]
         if len(weights) != n:

@@ -77,10 +77,10 @@ def numbers(value: Any) -> str | None:
 def indices(value: Any) -> str | None:
     """Comma-separated 0-based source positions (``"0,2"``), or a list of them."""
     try:
-        found = [int(v) for v in (value.split(",") if isinstance(value, str) else value)]
+        found = [int(v) for v in (value.split(",") if isinstance(value, str) and value else value or [])]
     except (TypeError, ValueError):
         found = [-1]
-    return None if found and min(found) >= 0 else "comma-separated source positions from 0 (e.g. 0,2)"
+    return None if not found or min(found) >= 0 else "comma-separated source positions from 0 (e.g. 0,2)"
 
 
 def parse_numbers(value: Any) -> list[float]:

@@ -22,9 +22,9 @@ from scalearn_cli.errors import UsageError
 ADAPTER_PREFIX = "source_"  # PEFT adapter names: source_0, source_1, ... in composition order
 
 
-def refuse_non_lora(mixes: dict[str, nn.Module], method: str) -> None:
+def refuse_non_lora(activations: list[str], method: str) -> None:
     """PEFT merges and routes LoRA adapters only: bottleneck sources get one line saying so."""
-    if any(mix.activation != "identity" for mix in mixes.values()):
+    if any(activation != "identity" for activation in activations):
         raise UsageError(f"PEFT has no {method} for bottleneck adapters (its merging and routing take LoRA "
                          "adapters only); compose LoRA sources, or choose a method that takes bottlenecks")
 

@@ -62,6 +62,12 @@ class LocalRegistry(Registry):
         self.root = Path(root).expanduser().absolute()
         self.location = str(self.root)
 
+    repull_snapshots = True  # its snapshots are plain folders anyone may edit: verify against the manifest
+
+    @property
+    def reference(self) -> str:
+        return f"local:{self.root}"
+
     # ---- paths -------------------------------------------------------------------------------------------
     def _repo_dir(self, repo_id: str) -> Path:
         return self.root / ("models--" + validate_repo_id(repo_id).replace("/", "--"))
