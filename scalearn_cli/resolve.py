@@ -96,13 +96,15 @@ class Resolver:
 
     def _recorded_registry(self, record: SourceRef):  # -> Registry
         from scalearn_cli.registry import get_registry
+        from scalearn_cli.registry.base import backend_for
         from scalearn_cli.registry.hub import HubRegistry
 
         where = record.registry or ""
         if where == "local":  # written before registries were recorded by their root
             return get_registry(self.registry if (self.registry or "local").startswith("local") else None)
-        if where.startswith("local:"):
-            return get_registry(where)  # a folder on this machine: no credentials involved
+        backend = backend_for(where)
+        if backend is not None and not backend.sends_token:
+            return get_registry(where)  # e.g. a folder on this machine: no credentials involved
         endpoint = self.hub_endpoint() if where == "hub" else where.rstrip("/")
         if endpoint not in self._trusted():
             raise RegistryError(

@@ -7,7 +7,6 @@ them back as one ``{flag: value}`` dict (None: not given), so adding a combiner 
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Annotated, Any, Callable, Optional
 
@@ -22,29 +21,46 @@ def _parameter_name(flag: str) -> str:
     return "combiner_" + flag.lstrip("-").replace("-", "_")
 
 
+class CombinerCommand:
+    """A command whose signature is read from the combiner table each time Typer builds the CLI, so a combiner
+    registered at run time (a plugin, a test) brings its flags along; calls go to the wrapped command."""
+
+    def __init__(self, command: Callable[..., Any]) -> None:
+        for name in ("__module__", "__name__", "__qualname__", "__doc__"):  # Typer names the command from these
+            setattr(self, name, getattr(command, name))
+        self._command = command
+
+    def _parameters(self) -> tuple[list[inspect.Parameter], list[inspect.Parameter]]:
+        signature = inspect.signature(self._command, eval_str=True)
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()
+               if p.name != PARAMETER]
+        extra = []
+        for option in all_options():
+            default = "" if option.default is None else f" (default {option.default})"
+            annotation = Annotated[Optional[option.type], typer.Option(option.flag, help=option.help + default,
+                                                                       show_default=False)]
+            extra.append(inspect.Parameter(_parameter_name(option.flag), inspect.Parameter.KEYWORD_ONLY,
+                                           default=None, annotation=annotation))
+        return own, extra
+
+    @property
+    def __signature__(self) -> inspect.Signature:  # read by inspect.signature (Typer)
+        own, extra = self._parameters()
+        return inspect.Signature(own + extra)
+
+    @property
+    def __annotations__(self) -> dict[str, Any]:  # read by typing.get_type_hints (Typer)
+        own, extra = self._parameters()
+        return {p.name: p.annotation for p in own + extra}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        given = {option.flag: kwargs.pop(_parameter_name(option.flag), None) for option in all_options()}
+        return self._command(*args, **kwargs, **{PARAMETER: given})
+
+
 def with_combiner_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``command`` with every declared combiner option as a Typer option (see the module docstring)."""
-    declared = all_options()
-    signature = inspect.signature(command, eval_str=True)
-    params = [p for p in signature.parameters.values() if p.name != PARAMETER]
-    extra = []
-    for option in declared:
-        default = "" if option.default is None else f" (default {option.default})"
-        annotation = Annotated[Optional[option.type], typer.Option(option.flag, help=option.help + default,
-                                                                   show_default=False)]
-        extra.append(inspect.Parameter(_parameter_name(option.flag), inspect.Parameter.KEYWORD_ONLY, default=None,
-                                       annotation=annotation))
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        given = {option.flag: kwargs.pop(_parameter_name(option.flag), None) for option in declared}
-        return command(*args, **kwargs, **{PARAMETER: given})
-
-    keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]  # after *args-free keywords
-    wrapper.__signature__ = signature.replace(parameters=keyword + extra)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in keyword + extra}
-    del wrapper.__wrapped__  # Typer must read the signature above, not the wrapped command's
-    return wrapper
+    return CombinerCommand(command)
 
 
 def method_options(method: str, given: dict[str, Any]) -> dict[str, Any]:

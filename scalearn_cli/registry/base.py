@@ -291,6 +291,8 @@ class Backend:
     prefixes: tuple[str, ...]
     open: Callable[[str, "str | None"], Registry]
     usage: str  # for the unknown-registry message
+    #: it sends the user's token, so a stored record naming it must be a trusted endpoint (resolve.py)
+    sends_token: bool = False
 
     def takes(self, spec: str) -> bool:
         return spec in self.names or spec.startswith(self.prefixes)
@@ -299,8 +301,13 @@ class Backend:
 #: the registry backends, tried in order; a new backend is one more entry (``register_backend``)
 BACKENDS: list[Backend] = [
     Backend(("local",), ("local:",), _local, "'local', 'local:/some/dir'"),
-    Backend(("hub",), ("http://", "https://"), _hub, "'hub' or a Hub URL"),
+    Backend(("hub",), ("http://", "https://"), _hub, "'hub' or a Hub URL", sends_token=True),
 ]
+
+
+def backend_for(spec: str) -> Backend | None:
+    """The table entry that takes ``spec`` (a ``--registry`` value or a recorded one), or None."""
+    return next((backend for backend in BACKENDS if backend.takes(spec)), None)
 
 
 def register_backend(backend: Backend) -> Backend:
@@ -314,9 +321,9 @@ def register_backend(backend: Backend) -> Backend:
 def get_registry(name_or_url: str | None = None, endpoint: str | None = None) -> Registry:
     """The backend whose table entry takes ``name_or_url``: ``local`` (default), ``local:/dir``, ``hub``, a URL."""
     spec = (name_or_url or "local").strip()
-    for backend in BACKENDS:
-        if backend.takes(spec):
-            return backend.open(spec, endpoint)
+    backend = backend_for(spec)
+    if backend is not None:
+        return backend.open(spec, endpoint)
     raise UsageError(f"unknown registry {spec!r}: use {', '.join(b.usage for b in BACKENDS)}")
 
 
