@@ -204,6 +204,7 @@ def test_arrow_runs_from_the_cli_and_refuses_export_and_inspect(loras, root, tas
     (["--method", "merge", "--merge-weights", "1,1"], "gives 2 weights for 3 sources"),
     (["--method", "merge", "--soup-k", "2"], "--soup-k applies to --method adaptersoup, not merge"),
     (["--top-k", "2"], "--top-k applies to --method arrow, not scalearn"),
+    (["--method", "arrow", "--variant", "scalearn++"], "--variant applies to --method scalearn, not arrow"),
     (["--method", "arrow", "--top-k", "4"], "more than the 3 expert sources"),
     (["--method", "arrow", "--gks-sources", "5"], "--gks-sources names source 5"),
 ])

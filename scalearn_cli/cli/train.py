@@ -238,6 +238,12 @@ def transfer(
     from scalearn_cli.stages.transfer import transfer as run
 
     combiner = get_combiner(method)  # the library owns each method's defaults
+    if variant is not None and not combiner.variants:  # never silently ignored
+        from scalearn_cli.combiners import combiner_names
+        from scalearn_cli.errors import UsageError
+
+        having = [name for name in combiner_names() if get_combiner(name).variants]
+        raise UsageError(f"--variant applies to --method {' or '.join(having)}, not {method}; drop it")
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
                  max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields))
     config = _config(epochs, lr, batch_size, max_length, seed,
