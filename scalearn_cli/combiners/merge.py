@@ -13,6 +13,7 @@ composition is one LoRA per site: it folds (``export`` writes it as one PEFT fol
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,17 +57,17 @@ class Merge(WeightedCombiner):
     default_patience: int | None = 5  # of the head
 
     def spec(self, variant: str | None = None, options: dict[str, Any] | None = None) -> CombinerSpec:
-        spec = super().spec(variant, options)
-        kind = spec.options["merge_type"]
-        if kind in NEEDS_DENSITY and spec.options.get("density") is None:
+        checked = super().spec(variant, options).options
+        if isinstance(checked.get("weights"), str):
+            checked["weights"] = parse_numbers(checked["weights"])
+        kind = checked["merge_type"]
+        if kind in NEEDS_DENSITY and checked.get("density") is None:
             raise UsageError(f"--merge-type {kind} needs --density D in (0, 1] (the fraction of entries it keeps)")
-        if kind not in NEEDS_DENSITY and spec.options.get("density") is not None:
+        if kind not in NEEDS_DENSITY and checked.get("density") is not None:
             raise UsageError(f"--density applies to --merge-type {', '.join(NEEDS_DENSITY)}, not {kind}; drop it")
-        if spec.options.get("svd_rank") is not None and not kind.endswith("svd"):
+        if checked.get("svd_rank") is not None and not kind.endswith("svd"):
             raise UsageError(f"--svd-rank applies to the *_svd merge types, not {kind}; drop it")
-        if isinstance(spec.options.get("weights"), str):
-            spec.options["weights"] = parse_numbers(spec.options["weights"])
-        return spec
+        return CombinerSpec(self.name, None, checked)
 
     def prepare(self, spec: CombinerSpec, target: TargetContext) -> CombinerSpec:
         lib.refuse_non_lora([source.kind.activation for source in target.sources], WHAT)
@@ -99,8 +100,6 @@ def merge_with_peft(context: BuildContext, mixes: dict[str, nn.Module], options:
     kind = options["merge_type"]
     names = [f"{lib.ADAPTER_PREFIX}{i}" for i in range(len(context.sources))]
     with lib.in_temp_folder() as tmp:
-        from pathlib import Path
-
         folders = lib.write_sources(context.sources, set(mixes), context.encoder, Path(tmp))
         model = lib.load_sources(lib.skeleton(context.encoder, mixes), folders)
     try:

@@ -10,9 +10,11 @@ composition adds PEFT's own output to the real frozen base layer: ``W x + b + de
 
 from __future__ import annotations
 
+import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -79,8 +81,6 @@ def write_sources(sources: list[Any], sites: set[str], encoder: nn.Module, into:
 
 def _exact(site: str) -> str:
     """A rank/alpha pattern key that matches only this module path (PEFT matches keys as regular expressions)."""
-    import re
-
     return re.escape(site)
 
 
@@ -119,16 +119,10 @@ def peft_error(what: str, exc: Exception, hint: str) -> UsageError:
     return UsageError(f"PEFT's {what} refused these sources ({first}); {hint}")
 
 
-def seeded(seed: int):
-    """A forked global RNG seeded with ``seed``: PEFT's DARE draws from it (it takes no generator)."""
-    fork = torch.random.fork_rng(devices=[])
-
-    class _Seeded:
-        def __enter__(self) -> None:
-            fork.__enter__()
-            torch.manual_seed(seed)
-
-        def __exit__(self, *exc: Any) -> None:
-            fork.__exit__(*exc)
-
-    return _Seeded()
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """A forked global RNG seeded with ``seed``: PEFT's DARE draws from it (it takes no generator); the caller's
+    RNG state is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
