@@ -89,10 +89,11 @@ def parse_numbers(value: Any) -> list[float]:
 
 
 def validate(options: tuple[Option, ...], given: dict[str, Any] | None, method: str) -> dict[str, Any]:
-    """The declared options with defaults filled in and each value checked; undeclared keys are refused.
+    """The declared options with defaults filled in and each value checked.
 
-    Keys already outside the declaration (values a combiner recorded itself, e.g. AdapterSoup's ``selected``) are
-    kept when ``given`` comes from a saved composition; the CLI never passes them (it only knows declared flags).
+    Keys outside the declaration (what a combiner recorded itself, e.g. AdapterSoup's ``selected``, a merge's
+    ``seed``) pass through: they come from a saved composition or the library, never from the CLI, whose flags
+    are exactly the declared ones.
     """
     given = dict(given or {})
     out = {key: value for key, value in given.items() if key not in {o.name for o in options}}
@@ -102,7 +103,3 @@ def validate(options: tuple[Option, ...], given: dict[str, Any] | None, method: 
             out[option.name] = value
     return out
 
-
-def flag_owner(tables: dict[str, tuple[Option, ...]], flag: str) -> list[str]:
-    """The methods that declare ``flag`` (for "--x applies to --method y" messages)."""
-    return [method for method, options in tables.items() if any(o.flag == flag for o in options)]
