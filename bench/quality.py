@@ -36,8 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.quality_plan import (ALL_METHODS, FUSION_TUNED, STAGES, csv, deadline_at, expected_seconds, plan,
-                          plan_tasks, selected)
+from bench.quality_plan import (ALL_METHODS, FUSION_TUNED, PEER_METHODS, STAGES, csv, deadline_at,
+                                expected_seconds, plan, plan_tasks, selected)
 from bench.quality_runner import Runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", default="lora,bottleneck")
     p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--soup-k", type=int, default=3, help="AdapterSoup: sources averaged (the most similar k)")
+    p.add_argument("--merge-density", type=float, default=0.5, help="PEFT merges (--methods merge-ties, "
+                   "merge-dare_ties): the fraction of entries kept (PEFT's density)")
+    p.add_argument("--arrow-top-k", type=int, default=3, help="--methods arrow: experts mixed per token (PEFT "
+                   "ArrowConfig's top_k)")
     p.add_argument("--published", action="store_true",
                    help="compose the published sources of zoo/published/ for --model (e.g. AdapterHub's Pfeiffer "
                         "adapters on roberta-base: --model roberta-base --kinds bottleneck) instead of training "
@@ -214,7 +218,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[
             if key not in given:
                 setattr(args, key, value)
     known = {"stages": list(STAGES), "job_targets": plan_tasks(args)[1], "job_kinds": csv(args.kinds),
-             "job_methods": [*ALL_METHODS, FUSION_TUNED],
+             "job_methods": [*ALL_METHODS, FUSION_TUNED, *PEER_METHODS],
              "job_seeds": list(dict.fromkeys(csv(args.seeds) + csv(args.few_shot_seeds)))}
     for key, allowed in known.items():  # a misspelt filter would select nothing and end the worker silently
         unknown = [v for v in csv(getattr(args, key) or "") if v not in allowed]

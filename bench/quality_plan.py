@@ -15,6 +15,9 @@ from typing import Any, Iterator
 
 VARIANTS = ("scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++")
 ALL_METHODS = ("single", "average", "adaptersoup", "adapterfusion", *VARIANTS)
+#: PEFT's own peer methods (run by PEFT, head trained), planned on request (--methods): merge-<PEFT combination
+#: type> is method "merge" with that type as its variant; arrow is PEFT's Arrow routing
+PEER_METHODS = ("merge-linear", "merge-ties", "merge-dare_ties", "merge-svd", "merge-cat", "arrow")
 STAGES = ("source", "transfer", "few-shot")  # the plan's order
 #: AdapterFusion at --fusion-tuned-lr: a method of the plan (its own rows), trained as "adapterfusion"
 FUSION_TUNED = "adapterfusion-tuned"
@@ -56,6 +59,8 @@ def method_jobs(stage: str, target: str, kind: str, methods: list[str], seed: in
     for method in methods:
         if method in VARIANTS:
             yield Job(stage, target, kind, "scalearn", method, seed, k)
+        elif method.startswith("merge-"):
+            yield Job(stage, target, kind, "merge", method.partition("-")[2], seed, k)
         else:
             yield Job(stage, target, kind, method, None, seed, k)
 
@@ -97,11 +102,16 @@ def plan(args: argparse.Namespace) -> Iterator[Job]:
                     yield from method_jobs("few-shot", target, kind, fs_methods, seed, k)
 
 
+def plan_method(job: Job) -> str:
+    """The --methods name that planned ``job`` (a ScaLearn variant, merge-<type>, or the method)."""
+    return f"{job.method}-{job.variant}" if job.method == "merge" else job.variant or job.method
+
+
 def selected(args: argparse.Namespace, job: Job) -> bool:
     """Whether this process runs a planned job: --stages and the --job-* filters pick jobs out of the one plan
     without changing what any job composes (so a filtered worker's rows are the full run's rows)."""
     picks = {"job_seeds": str(job.seed), "job_targets": job.target, "job_kinds": job.kind,
-             "job_methods": job.variant or job.method}
+             "job_methods": plan_method(job)}
     return job.stage in csv(args.stages) and all(
         not getattr(args, name) or value in csv(getattr(args, name)) for name, value in picks.items())
 

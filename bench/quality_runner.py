@@ -308,7 +308,7 @@ class Runner:
             job.method, self.args.scalearn_lr)
         config = self.config(lr, job.seed, self.args.epochs, self.args.patience, job.k)
         out = job.folder(self.args.work)
-        options = {"k": self.args.soup_k} if method == "adaptersoup" else {}
+        options = combiner_options(self.args, job, method)
         meta = transfer(TransferOptions(tuple(sources), self.data(job.target, job.k), out, method,
                                         job.variant or "scalearn", options, train=config, overwrite=True))
         self.keep_omega(job, out)
@@ -323,6 +323,16 @@ class Runner:
         shutil.copyfile(folder / "omega.safetensors", dest)
         sources = json.loads((folder / "composition.json").read_text())["sources"]
         dest.with_suffix(".json").write_text(json.dumps({"sources": [s["task"] for s in sources]}, indent=2) + "\n")
+
+
+def combiner_options(args, job: Job, method: str) -> dict:
+    """The combiner options a job's method takes from the run's flags (AdapterSoup's k, PEFT's merge and Arrow)."""
+    from scalearn_cli.combiners.merge import NEEDS_DENSITY
+
+    if method == "merge":
+        density = {"density": args.merge_density} if job.variant in NEEDS_DENSITY else {}
+        return {"merge_type": job.variant, **density}
+    return {"adaptersoup": {"k": args.soup_k}, "arrow": {"top_k": args.arrow_top_k}}.get(method, {})
 
 
 def run_device() -> dict:

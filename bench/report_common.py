@@ -15,7 +15,9 @@ RESULTS = REPO / "bench" / "results"
 METHODS = [("single", None), ("average", None), ("adaptersoup", None), ("peft-all-active", None),
            ("adapterfusion", None), ("adapterfusion-tuned", None),
            ("scalearn", "scalearn"), ("scalearn", "scalearn-uniform"), ("scalearn", "scalearn++"),
-           ("scalearn", "scalearn-uniform++")]
+           ("scalearn", "scalearn-uniform++"),
+           ("merge", "linear"), ("merge", "cat"), ("merge", "svd"), ("merge", "ties"), ("merge", "dare_ties"),
+           ("arrow", None)]
 FEW_SHOT_METHODS = [("single", None)] + [m for m in METHODS if m[0] == "scalearn"]  # the target's own, then ScaLearn
 LABEL = {"single": "Single adapter (target's own)", "average": "Average (ω = 1/N, fixed)",
          "adaptersoup": "AdapterSoup (top-k similar sources, weight-averaged)",
@@ -23,13 +25,17 @@ LABEL = {"single": "Single adapter (target's own)", "average": "Average (ω = 1/
          "adapterfusion": "AdapterFusion", "adapterfusion-tuned": "AdapterFusion (tuned lr)",
          "merged": "ScaLearn folded into the base weights (export --format merged)",
          "scalearn": "ScaLearn", "scalearn-uniform": "ScaLearnUniform", "scalearn++": "ScaLearn++",
-         "scalearn-uniform++": "ScaLearnUniform++"}
+         "scalearn-uniform++": "ScaLearnUniform++",
+         "merge-linear": "PEFT merge, linear (add_weighted_adapter, head only)",
+         "merge-cat": "PEFT merge, cat (head only)", "merge-svd": "PEFT merge, svd (head only)",
+         "merge-ties": "PEFT merge, TIES (head only)", "merge-dare_ties": "PEFT merge, DARE-TIES (head only)",
+         "arrow": "PEFT Arrow routing (top-k per token, head only)"}
 PAPER_COL = {"mnli": "MNLI", "qqp": "QQP", "qnli": "QNLI", "sst2": "SST-2", "stsb": "STS-B", "mrpc": "MRPC",
              "rte": "RTE", "cola": "CoLA"}
 
 
 def label(method: str, variant: str | None) -> str:
-    return LABEL[variant or method]
+    return LABEL.get(f"{method}-{variant}") or LABEL[variant or method]
 
 
 def fmt(x: float | None, digits: int = 2) -> str:

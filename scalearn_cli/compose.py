@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from scalearn_cli.artifacts import COMPOSITION_FILE, CompositionRecord, load_tensors, read_folder, read_json
-from scalearn_cli.combiners import Combiner, CombinerSpec, get_combiner
+from scalearn_cli.combiners import BuildContext, Combiner, CombinerSpec, get_combiner
 from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.scaling import LowRankMix, stack_sources
@@ -27,11 +27,12 @@ logger = logging.getLogger(__name__)
 class Composition(nn.Module):
     """Owns the combiner's module (ω / fixed weights / fusion) and knows the sites it feeds."""
 
-    def __init__(self, mixes: dict[str, LowRankMix], combiner: Combiner, spec: CombinerSpec) -> None:
+    def __init__(self, mixes: dict[str, LowRankMix], combiner: Combiner, spec: CombinerSpec,
+                 context: BuildContext) -> None:
         super().__init__()
         self.spec, self.impl = spec, combiner
         self.sites = sorted(mixes)
-        self.combiner = combiner.build(mixes, spec)
+        self.combiner = combiner.build(mixes, spec, context)
 
     @property
     def method(self) -> str:
@@ -42,7 +43,7 @@ class Composition(nn.Module):
         return self.spec.variant
 
     def trainable(self) -> list[nn.Parameter]:
-        return list(self.combiner.parameters())
+        return [p for p in self.combiner.parameters() if p.requires_grad]  # PEFT-built combiners: frozen
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.impl.state(self.combiner)
@@ -89,7 +90,7 @@ def inject(encoder: nn.Module, sources: list[Resolved], spec: CombinerSpec) -> C
     sites = sorted({s for r in read for s in r})
     mixes = {site: _mix(site, [r.get(site) for r in read], kind.activation) for site in sites}
     kind.install(encoder, mixes)
-    return Composition(mixes, combiner, spec)
+    return Composition(mixes, combiner, spec, BuildContext(list(sources), encoder))
 
 
 def check_finite_sites(name: str, per_site: dict[str, SiteWeights]) -> None:

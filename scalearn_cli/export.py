@@ -43,7 +43,7 @@ MERGED_WEIGHTS_FILE = "model.safetensors"  # transformers' own name (save_pretra
 def check_foldable(folder: Path) -> CompositionRecord:
     """composition.json of ``folder`` if it can be folded (linear sources, input-independent weights)."""
     from scalearn_cli.artifacts import read_metadata
-    from scalearn_cli.combiners import get_combiner
+    from scalearn_cli.combiners import require
     from scalearn_cli.compose import read_record
     from scalearn_cli.sources import get_kind
 
@@ -56,28 +56,26 @@ def check_foldable(folder: Path) -> CompositionRecord:
             f"{folder} composes {record.adapter_kind} sources: bottleneck adapters apply a ReLU, so their "
             f"mix is not linear and cannot fold into one LoRA or the base weights; compose LoRA sources to export"
         )
-    if not get_combiner(record.method).foldable:
-        raise CompositionError(
-            f"{folder} is an {get_combiner(record.method).label} composition: its mix of the sources depends on the "
-            f"input, so it cannot fold into fixed weights; export a composition whose weights are fixed (e.g. scalearn)"
-        )
+    require(record.method, "fold", folder, CompositionError)  # the compatibility table, never the method's name
     return record
 
 
 @torch.no_grad()
 def folded_factors(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[int]]]:
     """{site: (A' (R, D_in), B' (D_out, R) with ω folded in, ranks r_i per source)} of a loaded composition."""
+    from scalearn_cli.scaling import Weighting
+
     comp = model.composition
     comp.eval()  # ω without dropout
     modules = dict(model.encoder.named_modules())
     out = {}
     for site in comp.sites:
         mix = modules[site].mix
-        if hasattr(mix.combine, "factors"):  # a combiner that merges the sources into one LoRA (LoraHub)
-            down, up = mix.combine.factors(mix)
+        if not isinstance(mix.combiner, Weighting):  # a foldable combiner's own LoRA per site: (A, B) = factors
+            down, up = mix.combiner.factors(mix)
             out[site] = (down.float().clone(), up.float().clone(), [int(down.shape[0])])
             continue
-        w = mix.weights.weights(site).float()  # (N, D_out) or (N, 1)
+        w = mix.combiner.weights(site).float()  # (N, D_out) or (N, 1)
         up = mix.up.float() * w[mix.src].transpose(0, 1)  # (D_out, R): diag(ω_i) s_i B_i, side by side
         ranks = torch.bincount(mix.src, minlength=mix.n_sources).tolist()
         out[site] = (mix.down.float().clone(), up, ranks)

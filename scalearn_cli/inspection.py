@@ -18,24 +18,32 @@ import torch
 
 from scalearn_cli.artifacts import CompositionRecord, load_tensors, read_metadata
 from scalearn_cli.errors import UsageError
-from scalearn_cli.scaling import VARIANTS, shared_key
+from scalearn_cli.scaling import shared_key
 
 SHARE_DEFINITION = "share of sum |omega| over all omega entries (sites x dims) of the composition"
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h)\.(\d+|\*)\.")
 
 
-def load_omega(folder: Path) -> tuple[dict[str, Any], CompositionRecord, dict[str, torch.Tensor]]:
-    """(scalearn.json, composition.json, {key: ω (N, D) or (N,)}) of a composition folder, files verified."""
-    from scalearn_cli.artifacts import read_folder
-    from scalearn_cli.combiners import CombinerSpec, get_combiner
+def read_composition(folder: Path) -> CompositionRecord:
+    """composition.json of a `scalearn transfer` folder (a one-line UsageError for any other folder)."""
     from scalearn_cli.compose import read_record
 
     folder = Path(folder)
     kind = read_metadata(folder).get("kind")
     if kind != "composition":
         raise UsageError(f"{folder} is a {kind}, not a composition; pass a `scalearn transfer` folder")
+    return read_record(folder)
+
+
+def load_omega(folder: Path) -> tuple[dict[str, Any], CompositionRecord, dict[str, torch.Tensor]]:
+    """(scalearn.json, composition.json, {key: ω (N, D) or (N,)}) of a composition folder, files verified."""
+    from scalearn_cli.artifacts import read_folder
+    from scalearn_cli.combiners import CombinerSpec, get_combiner, require
+
+    folder = Path(folder)
+    record = read_composition(folder)
     found = read_folder(folder, kind="composition")
-    record = read_record(folder)
+    require(record.method, "inspect", folder)  # the compatibility table: which combiners have an ω to show
     combiner = get_combiner(record.method)
     spec = CombinerSpec(record.method, record.variant, record.options)
     tensors = load_tensors(folder / combiner.weights_file) if combiner.weights_file else None
@@ -45,7 +53,7 @@ def load_omega(folder: Path) -> tuple[dict[str, Any], CompositionRecord, dict[st
 def omega_table(folder: Path) -> dict[str, Any]:
     """ω per key (site, or ++ group) and source, plus each source's share (see the module docstring)."""
     meta, record, omega = load_omega(folder)
-    vector = record.method == "scalearn" and VARIANTS[record.variant].vector
+    vector = any(value.dim() == 2 for value in omega.values())  # (N, D): a vector ω per source
     rows = []
     for key, value in omega.items():  # (N, D) or (N,)
         match = _LAYER.search(key)

@@ -52,14 +52,12 @@ def prune(
     resolver: Resolver | None = None,
 ) -> dict[str, Any]:
     """Keep the sources with the largest ω share, re-train ω + head for ``epochs`` and save to ``out``."""
-    from scalearn_cli.combiners import get_combiner
-    from scalearn_cli.inspection import load_omega, omega_table
+    from scalearn_cli.combiners import require
+    from scalearn_cli.inspection import load_omega, omega_table, read_composition
     from scalearn_cli.stages.transfer import TransferOptions, transfer
 
+    require(read_composition(folder).method, "prune", folder)  # the compatibility table: a learned ω ranks sources
     table = omega_table(folder)
-    if not (get_combiner(table["method"]).has_omega and table["method"] == "scalearn"):
-        raise UsageError(f"{folder} is an {table['method']} composition: its weights are fixed, so nothing learned "
-                         f"ranks the sources; prune a scalearn composition")
     meta, record, omega = load_omega(folder)
     shares = [s["share"] for s in table["sources"]]
     kept = select(shares, keep, threshold)
@@ -68,7 +66,7 @@ def prune(
     init = {key: value[kept].clone() for key, value in omega.items()}  # (K, D) or (K,)
     options = TransferOptions(
         sources=tuple(str(src.folder) for src in kept_sources), data=_data_options(meta), out=Path(out),
-        method="scalearn", variant=record.variant, train=_train_config(meta, epochs), resolver=resolver,
+        method=record.method, variant=record.variant, train=_train_config(meta, epochs), resolver=resolver,
         overwrite=overwrite, init_omega=init, pooling=HeadSpec.from_dict(meta["head"], str(folder)).pooling,
         inputs=(Path(folder),),
     )

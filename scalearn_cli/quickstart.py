@@ -16,13 +16,14 @@ from scalearn_cli.stages.common import DataOptions
 TARGET = "demo-paraphrase"
 ZOO_TASKS = ("demo-sentiment",)  # built by the zoo into the registry
 PEFT_TASK = "demo-nli"  # trained and saved by plain PEFT
-#: (method, variant, label, learning rate); AdapterFusion at 1e-3, as the paper's 5e-5 is tuned for 30 full epochs
+#: (method, variant, label, learning rate, options, needs source texts); AdapterFusion at 1e-3, as the paper's 5e-5
+#: is tuned for 30 full epochs; AdapterSoup ranks sources by their training texts, which a plain PEFT folder lacks
 METHODS = (
-    ("average", None, "average (1/N)", 6e-3),
-    ("adaptersoup", None, "AdapterSoup (k=1)", 6e-3),
-    ("adapterfusion", None, "AdapterFusion (lr 1e-3)", 1e-3),
-    ("scalearn", "scalearn++", "ScaLearn++", 6e-3),
-    ("scalearn", "scalearn-uniform++", "ScaLearnUniform++", 6e-3),
+    ("average", None, "average (1/N)", 6e-3, {}, False),
+    ("adaptersoup", None, "AdapterSoup (k=1)", 6e-3, {"k": 1}, True),
+    ("adapterfusion", None, "AdapterFusion (lr 1e-3)", 1e-3, {}, False),
+    ("scalearn", "scalearn++", "ScaLearn++", 6e-3, {}, False),
+    ("scalearn", "scalearn-uniform++", "ScaLearnUniform++", 6e-3, {}, False),
 )
 INSPECTED = "scalearn++"  # the composition whose ω is shown and whose export is verified
 
@@ -47,12 +48,11 @@ def run_quickstart(
     sources, own = _shelf(workdir, data_root, epochs, few_shot, registry, log)
     target = DataOptions(task=TARGET, data_dir=data_root / "demo" / TARGET, few_shot=few_shot)
     rows = [_meta_row(own, "single LoRA (few-shot)", "lora", None, 1)]
-    for method, variant, label, lr in METHODS:
-        # AdapterSoup ranks sources by their training texts, which a plain PEFT folder does not record
-        pool = [s["ref"] for s in sources if method != "adaptersoup" or s["format"] == "scalearn"]
-        rows.append(_compose(workdir, pool, target, method, variant, label, lr, epochs, registry, log))
+    for method, variant, label, lr, options, texts in METHODS:
+        pool = [s["ref"] for s in sources if not texts or s["format"] == "scalearn"]  # folders that record texts
+        rows.append(_compose(workdir, pool, target, (method, variant, options), label, lr, epochs, registry, log))
     inspected = workdir / "transfer" / INSPECTED
-    soup = next(r for r in rows if r["combiner"] == "adaptersoup")
+    soup = next(row for row, entry in zip(rows[1:], METHODS) if entry[5])
     notes = ["AdapterSoup ranks sources by their training texts; the plain PEFT folder records",
              f"none, so AdapterSoup chose 1 of the other {soup['n_sources']}"]
     return {"target": TARGET, "few_shot": few_shot, "workdir": str(workdir), "sources": sources, "rows": rows,
@@ -104,15 +104,16 @@ def _source(ref: Path | str, task: str, origin: str, fmt: str, score: float | No
     return {"ref": str(ref), "task": task, "origin": origin, "format": fmt, "score": score, "metric": metric, **extra}
 
 
-def _compose(workdir: Path, sources: list[str], target: DataOptions, method: str, variant: str | None, label: str,
-             lr: float, epochs: int, registry: str | None, log: Callable[[str], None]) -> dict[str, Any]:
+def _compose(workdir: Path, sources: list[str], target: DataOptions, combiner: tuple[str, str | None, dict],
+             label: str, lr: float, epochs: int, registry: str | None, log: Callable[[str], None]) -> dict[str, Any]:
     from scalearn_cli.resolve import Resolver
     from scalearn_cli.stages.transfer import TransferOptions, transfer
     from scalearn_cli.train import TrainConfig
 
+    method, variant, chosen = combiner
     log(f"composing {len(sources)} sources with {label}")
     options = TransferOptions(tuple(sources), target, workdir / "transfer" / (variant or method), method, variant,
-                              options={"k": 1} if method == "adaptersoup" else {},
+                              options=dict(chosen),
                               train=TrainConfig(epochs=epochs, lr=lr, max_length=64, patience=None),
                               resolver=Resolver(registry), overwrite=True)
     return _meta_row(transfer(options), label, method, variant, len(sources))

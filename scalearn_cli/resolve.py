@@ -101,6 +101,7 @@ class Resolver:
 
     def _recorded_registry(self, record: SourceRef):  # -> Registry
         from scalearn_cli.registry import get_registry
+        from scalearn_cli.registry.base import backend_for
         from scalearn_cli.registry.hub import HubRegistry
 
         where = record.registry or ""
@@ -114,8 +115,9 @@ class Resolver:
             return shipped
         if where == "local":  # written before registries were recorded by their root
             return get_registry(self.registry if (self.registry or "local").startswith("local") else None)
-        if where.startswith("local:"):
-            return get_registry(where)  # a folder on this machine: no credentials involved
+        backend = backend_for(where)
+        if backend is not None and not backend.sends_token:
+            return get_registry(where)  # e.g. a folder on this machine: no credentials involved
         endpoint = self.hub_endpoint() if where == "hub" else where.rstrip("/")
         if endpoint not in self._trusted():
             raise RegistryError(
@@ -158,9 +160,7 @@ class Resolver:
         found = snapshot_origin(folder, self)
         if found is not None:  # a path printed by `scalearn pull`: keep repo id, commit and registry
             registry, repo_id, commit = found
-            from scalearn_cli.registry.local import LocalRegistry
-
-            if isinstance(registry, LocalRegistry):
+            if registry.repull_snapshots:
                 folder = Path(registry.pull(repo_id, commit))  # verified against the registry's manifest
             return _resolved(ref, read_source(folder), repo_id, registry_location(registry), commit)
         return _resolved(ref, read_source(folder), str(folder), None, None)
@@ -196,15 +196,12 @@ def _resolved(ref: str, found: Folder, id_: str, registry: str | None, revision:
 
 def registry_location(registry) -> str:
     """How a composition records a registry: ``local:<root>`` or the Hub endpoint URL."""
-    from scalearn_cli.registry.local import LocalRegistry
-
-    return f"local:{registry.root}" if isinstance(registry, LocalRegistry) else registry.location
+    return registry.reference
 
 
 def snapshot_origin(folder: Path, resolver: Resolver):  # -> (Registry, repo_id, commit) | None
     """(registry, repo id, commit) when ``folder`` is a registry or Hub-cache snapshot, else None."""
-    from scalearn_cli.registry.hub import HubRegistry
-    from scalearn_cli.registry.local import LocalRegistry
+    from scalearn_cli.registry import get_registry
 
     commit, snapshots, repo_dir = folder.name, folder.parent, folder.parent.parent
     match = _SNAPSHOT.match(repo_dir.name)
@@ -212,5 +209,5 @@ def snapshot_origin(folder: Path, resolver: Resolver):  # -> (Registry, repo_id,
         return None
     repo_id = match.group("repo").replace("--", "/")
     if (repo_dir / "commits" / f"{commit}.json").is_file():  # scalearn's local registry layout
-        return LocalRegistry(repo_dir.parent), repo_id, commit
-    return HubRegistry(endpoint=resolver.hub_endpoint()), repo_id, commit
+        return get_registry(f"local:{repo_dir.parent}"), repo_id, commit
+    return get_registry("hub", resolver.hub_endpoint()), repo_id, commit

@@ -25,6 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: the non-linearities between a source's down and up matrices (bottleneck: relu; LoRA: identity)
+ACTIVATIONS = ("relu", "identity")
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     """One ScaLearn variant: vector or scalar ω, shared across layers or not, dropout on ω."""
@@ -51,7 +55,15 @@ def shared_key(site: str) -> str:
     return _LAYER_INDEX.sub(r"\1\2.*.", site)
 
 
-class Omega(nn.Module):
+class Weighting(nn.Module):
+    """Per-source weights at every site, ``weights(site)`` -> (N, D_out) or (N, 1): the mix folds them into its up
+    matrix (ScaLearn's ω, the fixed 1/N or 1/k). Any other combiner module is called as ``(mix, x, query)``."""
+
+    def weights(self, site: str) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Omega(Weighting):
     """The learned scaling parameters of one composition, one tensor per key (a site, or a shared group).
 
     Shapes: vector variants ``(N, D)``, scalar variants ``(N,)``; ``weights(site)`` returns ``(N, D)`` or
@@ -104,7 +116,7 @@ class Omega(nn.Module):
                 self.tensor(key).copy_(tensors[key])
 
 
-class FixedWeights(nn.Module):
+class FixedWeights(Weighting):
     """Fixed weights at every site: 1/N (the ``average`` baseline) or given ones (AdapterSoup's 1/k on k chosen)."""
 
     def __init__(self, n_sources: int, values: list[float] | None = None) -> None:
@@ -186,7 +198,8 @@ def set_mix_path(module: nn.Module, path: MixPath) -> None:
 
 
 class LowRankMix(nn.Module):
-    """N frozen low-rank sources at one site, combined by ``weights`` (ω, fixed 1/N) or by a fusion module.
+    """N frozen low-rank sources at one site, combined by one ``combiner``: a :class:`Weighting` (ω, fixed 1/N),
+    folded into the up matrix here, or any module called as ``combiner(mix, x, query)`` (fusion, merges, routing).
 
     Buffers (frozen): ``down (R, D_in)``, ``down_bias (R,)`` or None, ``up (D_out, R)``, ``up_bias (N, D_out)``
     or None, ``src (R,)`` = which source each rank column belongs to.
@@ -204,6 +217,11 @@ class LowRankMix(nn.Module):
         up_bias: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:  # never a silent identity for a kind's unknown non-linearity
+            from scalearn_cli.errors import CompositionError
+
+            raise CompositionError(f"the sources' adapter kind declares activation '{activation}'; a kind's "
+                                   f"activation must be one of {', '.join(ACTIVATIONS)}")
         self.site = site
         self.n_sources = n_sources
         self.activation = activation
@@ -212,10 +230,8 @@ class LowRankMix(nn.Module):
         self.register_buffer("src", src.long())
         self.register_buffer("down_bias", None if down_bias is None else down_bias.contiguous())
         self.register_buffer("up_bias", None if up_bias is None else up_bias.contiguous())
-        self.weights: nn.Module | None = None  # Omega or FixedWeights, shared by all sites (set by compose)
-        self.fusion: FusionAttention | None = None
-        #: any other combiner's forward at this site, ``(mix, x) -> output`` (e.g. AdapterSoup's weight averaging)
-        self.combine: Callable[["LowRankMix", torch.Tensor], torch.Tensor] | None = None
+        #: the combiner at this site (set by compose; owned by the Composition, so not a child of the mix)
+        self.combiner: Weighting | Callable[..., torch.Tensor] | None = None
         self.path: MixPath = "auto"
         # equal ranks in column blocks (as stack_sources builds them): ω scales U through a view, without a gather
         total = src.numel()
@@ -230,25 +246,22 @@ class LowRankMix(nn.Module):
 
     def forward(self, x: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
         """Σ_i w_i ⊙ a_i(x), shape (batch, seq, D_out). ``query`` feeds AdapterFusion (defaults to x)."""
-        if self.combine is not None:
-            return self.combine(self, x)
+        if not isinstance(self.combiner, Weighting):
+            return self.combiner(self, x, query)
         hid = self.hidden(x)
-        if self.fusion is not None:
-            return self.fusion(x if query is None else query, self.source_outputs(hid))
-        w = self.weights.weights(self.site)  # (N, D_out) or (N, 1)
+        w = self.combiner.weights(self.site)  # (N, D_out) or (N, 1)
         up = self.scaled_up(w)  # fold ω into U: (D_out, R)
         bias = None if self.up_bias is None else (w * self.up_bias).sum(0)  # (D_out,)
         return F.linear(hid, up, bias)
 
     def foldable(self) -> bool:
         """Linear in x with input-independent weights (LoRA sources under ω or fixed weights): ΔW exists."""
-        return (self.activation == "identity" and self.fusion is None and self.combine is None
-                and self.weights is not None)
+        return self.activation == "identity" and isinstance(self.combiner, Weighting)
 
     def scaled_up(self, w: torch.Tensor | None = None) -> torch.Tensor:
         """U with each rank column scaled by its source's ω, ``w`` (drawn here, dropout and all, when None):
         (D_out, R)."""
-        w = self.weights.weights(self.site) if w is None else w  # (N, D_out) or (N, 1)
+        w = self.combiner.weights(self.site) if w is None else w  # (N, D_out) or (N, 1)
         if self.block_rank:  # (D_out, N, r) * (D_out or 1, N, 1): no (R, D_out) gather, nor its scatter in backward
             return (self.up.view(-1, self.n_sources, self.block_rank) * w.transpose(0, 1).unsqueeze(-1)).flatten(1)
         return self.up * w[self.src].transpose(0, 1)
@@ -266,8 +279,8 @@ class LowRankMix(nn.Module):
 
         Weights that cannot change (fixed, or ω frozen without dropout) reuse :meth:`delta_weight`'s cache.
         """
-        fixed = not any(p.requires_grad for p in self.weights.parameters())
-        if fixed and not (self.weights.training and getattr(self.weights, "p_drop", 0.0) > 0):
+        fixed = not any(p.requires_grad for p in self.combiner.parameters())
+        if fixed and not (self.combiner.training and getattr(self.combiner, "p_drop", 0.0) > 0):
             return self.delta_weight()
         return self.scaled_up() @ self.down
 
@@ -278,8 +291,8 @@ class LowRankMix(nn.Module):
         Inference then costs one GEMM with W + ΔW, the bare model's, instead of two extra low-rank ones: the
         fold that ``scalearn export --format merged`` writes, done lazily in memory (see ComposedLinear).
         """
-        tensors = [self.up, self.down, *self.weights.parameters(), *self.weights.buffers()]
-        key = (id(self.weights), *(t._version for t in tensors), *(t.data_ptr() for t in tensors))
+        tensors = [self.up, self.down, *self.combiner.parameters(), *self.combiner.buffers()]
+        key = (id(self.combiner), *(t._version for t in tensors), *(t.data_ptr() for t in tensors))
         if getattr(self, "_delta_key", None) != key:
             self._delta = self.scaled_up() @ self.down  # (D_out, D_in); no dropout in eval mode
             self._delta_key = key

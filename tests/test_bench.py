@@ -558,3 +558,16 @@ def test_a_source_below_the_bar_names_the_same_source_from_runs_that_trained_it_
     source_row = {**source(3e-4, 48.01, 2), "dev": {"loss": 0.688}}
     assert report_sources.chance_loss(source_row) == "; kept dev loss 0.688 against ln 2 = 0.693 for a uniform guess"
     assert report_sources.chance_loss({**source_row, "target": "stsb"}) == ""  # regression: no chance loss
+
+
+def test_peft_peer_methods_are_planned_and_configured_from_the_run_flags(tmp_path):
+    """merge-<type> is method merge with PEFT's combination type as its variant; arrow takes --arrow-top-k."""
+    args, _ = plan_args(tmp_path, "--methods", "single,merge-linear,merge-ties,arrow", "--stages", "transfer",
+                        "--job-methods", "merge-ties,arrow", "--merge-density", "0.4", "--arrow-top-k", "2")
+    picked = [j for j in plan(args) if selected(args, j)]
+    assert {(j.method, j.variant) for j in picked} == {("merge", "ties"), ("arrow", None)}
+    options = {j.method: quality_runner.combiner_options(args, j, j.method) for j in picked}
+    assert options == {"merge": {"merge_type": "ties", "density": 0.4}, "arrow": {"top_k": 2}}
+    linear = next(j for j in plan(args) if j.variant == "linear")
+    assert quality_runner.combiner_options(args, linear, "merge") == {"merge_type": "linear"}
+    assert linear.folder(tmp_path).name == "rte-lora-merge-linear-s0"

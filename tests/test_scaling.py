@@ -80,7 +80,7 @@ def test_average_is_mean_of_source_outputs(ranks, with_bias):
 
     up_bias = torch.randn(n, 5) if with_bias else None
     mix = LowRankMix("s", down, up, src, n, "relu", torch.zeros(sum(ranks)), up_bias)
-    object.__setattr__(mix, "weights", FixedWeights(n))
+    object.__setattr__(mix, "combiner", FixedWeights(n))
     x = torch.randn(3, 4, 6, requires_grad=True)
     each = [torch.relu(x @ d.T) @ u.T + (0 if up_bias is None else b)
             for d, u, b in zip(downs, ups, up_bias if with_bias else [None] * n)]
@@ -162,7 +162,7 @@ def test_folded_gemm_equals_naive_weighted_sum(variant):
     mix = LowRankMix("encoder.layer.0.output", down, up, src, n, "relu", torch.randn(6), torch.randn(n, d))
     omega = Omega({"encoder.layer.0.output": d}, n, VARIANTS[variant])
     omega.eval()
-    object.__setattr__(mix, "weights", omega)
+    object.__setattr__(mix, "combiner", omega)
     x = torch.randn(2, 4, d)
     w = omega.weights("encoder.layer.0.output")
     a = mix.source_outputs(mix.hidden(x))  # (batch, seq, N, D)

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from scalearn_cli.cli.combiner_options import method_options, with_combiner_options
 from scalearn_cli.cli.common import (
     BatchOpt, DataDirOpt, DataFileOpt, EndpointOpt, EpochsOpt, EvalBatchOpt, FewShotOpt, GradCheckpointOpt,
     GroupByLengthOpt, JsonOpt,
@@ -21,6 +22,10 @@ from scalearn_cli.cli.common import (
 from scalearn_cli.cli.shelf import (
     ExcludeOpt, FamilyOpt, IncludeOpt, KindOpt, SelectEpochsOpt, SelectOpt, SelectSparsityOpt, SelectStepsOpt, ShelfOpt,
 )
+from scalearn_cli.combiners import DEFAULT_METHOD, combiner_names
+
+METHOD_HELP = (f"How the sources are combined: {', '.join(combiner_names())} (default {DEFAULT_METHOD}, which "
+               "learns ω; see docs/cli.md). Fixed baselines train the head only; each method's own options follow.")
 
 
 def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
@@ -183,11 +188,18 @@ def train_source(
     from scalearn_cli.sources import get_kind
     from scalearn_cli.stages.source import train_source as run
 
-    options = {  # each kind takes the options that are its own; unset ones keep the kind's defaults (one source)
-        "lora": {"r": lora_r, "alpha": lora_alpha, "target_modules": split_csv(lora_targets) if lora_targets else None},
-        "bottleneck": {"reduction_factor": reduction_factor},
-    }.get(adapter, {})
-    options = {key: value for key, value in options.items() if value is not None}
+    from scalearn_cli.errors import UsageError
+
+    per_kind = {  # each kind takes the options that are its own; unset ones keep the kind's defaults (one source)
+        "lora": {("--lora-r", "r"): lora_r, ("--lora-alpha", "alpha"): lora_alpha,
+                 ("--lora-targets", "target_modules"): split_csv(lora_targets) if lora_targets else None},
+        "bottleneck": {("--reduction-factor", "reduction_factor"): reduction_factor},
+    }
+    for kind, given in per_kind.items():  # another kind's option is an error, never silently ignored
+        flag = next((flag for (flag, _), value in given.items() if value is not None and kind != adapter), None)
+        if flag:
+            raise UsageError(f"{flag} applies to --adapter {kind}, not {adapter}; drop it")
+    options = {key: value for (_, key), value in per_kind.get(adapter, {}).items() if value is not None}
     settings = get_kind(adapter).settings(options)
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
                  max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields),
@@ -200,6 +212,7 @@ def train_source(
     _report(meta, out, as_json)
 
 
+@with_combiner_options
 def transfer(
     task: TaskOpt,
     out: OutOpt,
@@ -208,16 +221,10 @@ def transfer(
         typer.Option("--source", "-s", help="A source: scalearn, PEFT LoRA or AdapterHub folder, a pulled path, "
                                             "org/name[@rev] or hf://org/name[@rev]; repeat."),
     ] = None,  # None, not required: "no sources" gets the library's one-line error
-    variant: Annotated[
-        str, typer.Option(help="scalearn, scalearn-uniform, scalearn++ or scalearn-uniform++ (--method scalearn).")
-    ] = "scalearn",
-    method: Annotated[str, typer.Option(
-        help="scalearn; or a baseline: adapterfusion, average (fixed 1/N), adaptersoup (top-k similar sources "
-             "averaged in weight space) or lorahub (gradient-free weights, LoRA A and B merged); baselines train "
-             "the head only, except adapterfusion.")] = "scalearn",
-    soup_k: Annotated[int, typer.Option("--soup-k", help="adaptersoup: how many sources to average.")] = 3,
-    lorahub_budget: Annotated[int, typer.Option(
-        "--lorahub-budget", help="lorahub: loss evaluations of its gradient-free weight search (LoraHub's 40).")] = 40,
+    variant: Annotated[Optional[str], typer.Option(
+        help="The method's variant: scalearn, scalearn-uniform, scalearn++ or scalearn-uniform++ for the default "
+             "method (default: its first).")] = None,
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
     sparsity: Annotated[float, typer.Option(help="Group-lasso strength λ on per-source ω (helps `prune`).")] = 0.0,
     shelf: ShelfOpt = None,
     shelf_family: FamilyOpt = None,
@@ -267,6 +274,7 @@ def transfer(
     model: ModelOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
+    combiner_options: dict | None = None,  # the method's own flags, added from the combiner table
 ) -> None:
     """Compose source adapters for a target task: learn only ω (or a baseline combiner) and a new head."""
     from scalearn_cli.cli.shelf import select_options, shelf_filter
@@ -275,6 +283,12 @@ def transfer(
     from scalearn_cli.stages.transfer import TransferOptions
 
     combiner = get_combiner(method)  # the library owns each method's defaults
+    if variant is not None and not combiner.variants:  # never silently ignored
+        from scalearn_cli.combiners import combiner_names
+        from scalearn_cli.errors import UsageError
+
+        having = [name for name in combiner_names() if get_combiner(name).variants]
+        raise UsageError(f"--variant applies to --method {' or '.join(having)}, not {method}; drop it")
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
                  max_dev_samples, (prompt_field, prompt_template, answer_field, choice_fields),
                  (label_separator, threshold))
@@ -284,7 +298,7 @@ def transfer(
     config = replace(config, min_steps=min_steps, head_lr=head_lr)
     options = TransferOptions(
         sources=tuple(source or ()), out=out, method=method, variant=variant, train=config, data=data,
-        options={"adaptersoup": {"k": soup_k}, "lorahub": {"budget": lorahub_budget}}.get(method, {}),
+        options=method_options(method, combiner_options or {}),
         resolver=resolver(registry, endpoint),
         overwrite=overwrite, sparsity=sparsity, pooling=pooling, model=model,
     )

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalearn_cli.combiners import CombinerSpec, WeightedCombiner
+from scalearn_cli.combiners import BuildContext, CombinerSpec, WeightedCombiner
 from scalearn_cli.scaling import FixedWeights
 
 
@@ -15,7 +15,7 @@ class Average(WeightedCombiner):
     name = "average"
     label = "the average"
 
-    def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec) -> nn.Module:
+    def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec, context: BuildContext) -> nn.Module:
         return self.install(mixes, FixedWeights(next(iter(mixes.values())).n_sources))
 
     def omega(self, spec: CombinerSpec, sites: list[str], n: int, tensors: Any) -> dict[str, torch.Tensor]:

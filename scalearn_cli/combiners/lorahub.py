@@ -31,12 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalearn_cli.combiners import CombinerSpec, WeightedCombiner
+from scalearn_cli.combiners import BuildContext, CombinerSpec, WeightedCombiner
 from scalearn_cli.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BUDGET = 40  # LoraHub's max_inference_step
 BOUND = 1.5  # LoraHub's search box [-1.5, 1.5] per weight
 L1 = 0.05  # LoraHub's default_l1_regularization: 0.05 · mean |w|
 PROTOTYPE_SCALE = 10.0  # cosine -> logits of the classification score
@@ -73,7 +72,7 @@ class MergedSite(nn.Module):
         up = (mix.up.view(mix.up.shape[0], n, r) * w.view(1, n, 1)).sum(1)  # (D_out, r)
         return down, up
 
-    def forward(self, mix: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, mix: nn.Module, x: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
         down, up = self.factors(mix)
         return F.linear(F.linear(x, down), up)  # (batch, seq, D_out)
 
@@ -82,19 +81,15 @@ class LoraHub(WeightedCombiner):
     name = "lorahub"
     label = "LoraHub"
     default_patience: int | None = 5  # of the head (classification targets)
-    foldable = True  # one merged LoRA per site (see the module docstring)
 
-    def spec(self, variant: str | None = None, options: dict[str, Any] | None = None) -> CombinerSpec:
-        return self.with_count(options, "budget", DEFAULT_BUDGET, "--lorahub-budget")
-
-    def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec) -> nn.Module:
+    def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec, context: BuildContext) -> nn.Module:
         if any(mix.activation != "identity" for mix in mixes.values()):
             raise UsageError("LoraHub merges LoRA matrices; bottleneck sources cannot be merged that way: use "
                              "--method scalearn or average")
         module = MergeWeights(next(iter(mixes.values())).n_sources, spec.options.get("weights"))
         sites = nn.ModuleDict({site.replace(".", "_"): MergedSite(mix, module) for site, mix in mixes.items()})
         for site, mix in mixes.items():
-            object.__setattr__(mix, "combine", sites[site.replace(".", "_")])
+            object.__setattr__(mix, "combiner", sites[site.replace(".", "_")])
         module.sites = sites
         return module
 

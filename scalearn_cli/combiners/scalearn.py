@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from scalearn_cli.artifacts import OMEGA_FILE
-from scalearn_cli.combiners import CombinerSpec, WeightedCombiner
+from scalearn_cli.combiners import BuildContext, CombinerSpec, WeightedCombiner, check_options
 from scalearn_cli.errors import UsageError
 from scalearn_cli.scaling import VARIANTS, Omega
 
@@ -25,9 +25,9 @@ class ScaLearn(WeightedCombiner):
         variant = variant or "scalearn"
         if variant not in VARIANTS:
             raise UsageError(f"--variant must be one of {', '.join(VARIANTS)}, got '{variant}'")
-        return CombinerSpec(self.name, variant, dict(options or {}))
+        return CombinerSpec(self.name, variant, check_options(self.name, options))
 
-    def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec) -> nn.Module:
+    def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec, context: BuildContext) -> nn.Module:
         dims = {site: mix.up.shape[0] for site, mix in sorted(mixes.items())}
         n = next(iter(mixes.values())).n_sources
         return self.install(mixes, Omega(dims, n, VARIANTS[spec.variant or "scalearn"]))

@@ -19,13 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalearn_cli.combiners import CombinerSpec, TargetContext, WeightedCombiner
+from scalearn_cli.combiners import BuildContext, CombinerSpec, TargetContext, WeightedCombiner
 from scalearn_cli.errors import UsageError
 from scalearn_cli.scaling import FixedWeights
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_K = 3
 #: training texts read per task to place it (centroid of their embeddings)
 SAMPLE = 256
 SELECTION = "cosine of centroids of mean-pooled base-encoder embeddings of training texts"
@@ -34,9 +33,6 @@ SELECTION = "cosine of centroids of mean-pooled base-encoder embeddings of train
 class AdapterSoup(WeightedCombiner):
     name = "adaptersoup"
     label = "AdapterSoup"
-
-    def spec(self, variant: str | None = None, options: dict[str, Any] | None = None) -> CombinerSpec:
-        return self.with_count(options, "k", DEFAULT_K, "--soup-k")
 
     def prepare(self, spec: CombinerSpec, target: TargetContext) -> CombinerSpec:
         n = len(target.sources)
@@ -51,7 +47,7 @@ class AdapterSoup(WeightedCombiner):
         logger.info("AdapterSoup keeps sources %s (similarity %s)", selected, [round(s, 4) for s in sims])
         return CombinerSpec(self.name, None, {"k": k, "selected": selected, "similarity": sims, "selection": SELECTION})
 
-    def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec) -> nn.Module:
+    def build(self, mixes: dict[str, nn.Module], spec: CombinerSpec, context: BuildContext) -> nn.Module:
         n = next(iter(mixes.values())).n_sources
         weights = _weights(spec, n)
         if all(mix.activation == "identity" for mix in mixes.values()):
@@ -59,7 +55,7 @@ class AdapterSoup(WeightedCombiner):
         selected = [i for i, w in enumerate(weights) if w > 0]
         module = nn.ModuleDict({site.replace(".", "_"): AveragedSite(mix, selected) for site, mix in mixes.items()})
         for site, mix in mixes.items():
-            object.__setattr__(mix, "combine", module[site.replace(".", "_")])
+            object.__setattr__(mix, "combiner", module[site.replace(".", "_")])
         return module
 
     def omega(self, spec: CombinerSpec, sites: list[str], n: int, tensors: Any) -> dict[str, torch.Tensor]:
@@ -90,7 +86,7 @@ class AveragedSite(nn.Module):
         self.register_buffer("down_bias", db)
         self.register_buffer("up_bias", ub)
 
-    def forward(self, mix: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, mix: nn.Module, x: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
         h = F.linear(x, self.down, self.down_bias)  # (batch, seq, r)
         h = F.relu(h) if mix.activation == "relu" else h
         return F.linear(h, self.up, self.up_bias)  # (batch, seq, D_out)

@@ -31,7 +31,12 @@ def foreign_metadata(folder: Path, fmt: str):  # -> artifacts.Metadata
     from scalearn_cli.artifacts import AdapterSpec, Metadata
     from scalearn_cli.formats import adapterhub, peft_lora
 
+    from scalearn_cli.errors import ArtifactError
+
     folder = Path(folder)
+    if fmt not in FOREIGN_FORMATS:  # never read some other format as an AdapterHub folder
+        raise ArtifactError(f"{folder}: unknown adapter format '{fmt}'; scalearn reads {', '.join(FOREIGN_FORMATS)} "
+                            "folders besides its own")
     if fmt == "peft":
         read = peft_lora.read_lora(folder)
         base, name, notes = read.base_model_name_or_path, folder.name, read.notes

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from scalearn_cli.artifacts import MODEL_CARD_FILE, sha256_file
 from scalearn_cli.errors import ArtifactError, RegistryError, UsageError
@@ -63,6 +63,13 @@ class Registry(abc.ABC):
 
     #: shown in error messages: the local root or the Hub endpoint
     location: str
+    #: a path it handed out is pulled again (verified against its own record) before a composition uses it
+    repull_snapshots: bool = False
+
+    @property
+    def reference(self) -> str:
+        """How a composition records this registry (``--registry`` takes it back): the location by default."""
+        return self.location
 
     @abc.abstractmethod
     def push(
@@ -267,23 +274,65 @@ def default_local_root() -> Path:
     return cache_home() / "registry"
 
 
+def _local(spec: str, endpoint: str | None) -> Registry:
+    if endpoint is not None:
+        raise UsageError("--endpoint only applies to --registry hub; drop it or pass --registry hub")
+    from scalearn_cli.registry.local import LocalRegistry
+
+    root = spec.partition(":")[2]
+    return LocalRegistry(Path(root).expanduser() if root else default_local_root())
+
+
+def _hub(spec: str, endpoint: str | None) -> Registry:
+    from scalearn_cli.registry.hub import HubRegistry
+
+    if spec != "hub" and endpoint is not None and endpoint.rstrip("/") != spec.rstrip("/"):
+        raise UsageError(f"--registry {spec} and --endpoint {endpoint} disagree; pass only one of them")
+    return HubRegistry(endpoint=endpoint if spec == "hub" else spec)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One registry backend: the ``--registry`` values it takes (exact names, prefixes) and how to open one."""
+
+    names: tuple[str, ...]
+    prefixes: tuple[str, ...]
+    open: Callable[[str, "str | None"], Registry]
+    usage: str  # for the unknown-registry message
+    #: it sends the user's token, so a stored record naming it must be a trusted endpoint (resolve.py)
+    sends_token: bool = False
+
+    def takes(self, spec: str) -> bool:
+        return spec in self.names or spec.startswith(self.prefixes)
+
+
+#: the registry backends, tried in order; a new backend is one more entry (``register_backend``)
+BACKENDS: list[Backend] = [
+    Backend(("local",), ("local:",), _local, "'local', 'local:/some/dir'"),
+    Backend(("hub",), ("http://", "https://"), _hub, "'hub' or a Hub URL", sends_token=True),
+]
+
+
+def backend_for(spec: str) -> Backend | None:
+    """The table entry that takes ``spec`` (a ``--registry`` value or a recorded one), or None."""
+    return next((backend for backend in BACKENDS if backend.takes(spec)), None)
+
+
+def register_backend(backend: Backend) -> Backend:
+    """Add a backend at run time (plugins, tests); its names and prefixes must be new."""
+    if any(set(b.names) & set(backend.names) or set(b.prefixes) & set(backend.prefixes) for b in BACKENDS):
+        raise UsageError(f"a registry backend for {backend.usage} is already registered")
+    BACKENDS.append(backend)
+    return backend
+
+
 def get_registry(name_or_url: str | None = None, endpoint: str | None = None) -> Registry:
-    """Pick a backend: ``local`` (default), ``local:/some/dir``, ``hub``, or a Hub URL (``https://...``)."""
+    """The backend whose table entry takes ``name_or_url``: ``local`` (default), ``local:/dir``, ``hub``, a URL."""
     spec = (name_or_url or "local").strip()
-    if spec == "local" or spec.startswith("local:"):
-        if endpoint is not None:
-            raise UsageError("--endpoint only applies to --registry hub; drop it or pass --registry hub")
-        from scalearn_cli.registry.local import LocalRegistry
-
-        root = spec[len("local:") :] if spec.startswith("local:") else ""
-        return LocalRegistry(Path(root).expanduser() if root else default_local_root())
-    if spec == "hub" or spec.startswith(("http://", "https://")):
-        from scalearn_cli.registry.hub import HubRegistry
-
-        if spec != "hub" and endpoint is not None and endpoint.rstrip("/") != spec.rstrip("/"):
-            raise UsageError(f"--registry {spec} and --endpoint {endpoint} disagree; pass only one of them")
-        return HubRegistry(endpoint=endpoint if spec == "hub" else spec)
-    raise UsageError(f"unknown registry {spec!r}: use 'local', 'local:/some/dir', 'hub' or a Hub URL")
+    backend = backend_for(spec)
+    if backend is not None:
+        return backend.open(spec, endpoint)
+    raise UsageError(f"unknown registry {spec!r}: use {', '.join(b.usage for b in BACKENDS)}")
 
 
 def matches(entry: RepoEntry, text: str | None) -> bool:

@@ -67,6 +67,12 @@ class LocalRegistry(Registry):
             raise RegistryError(f"the local registry root {self.root} is not a folder ({blocker} is a file): point "
                                 "SCALEARN_REGISTRY or --registry local:PATH at a folder")
 
+    repull_snapshots = True  # its snapshots are plain folders anyone may edit: verify against the manifest
+
+    @property
+    def reference(self) -> str:
+        return f"local:{self.root}"
+
     # ---- paths -------------------------------------------------------------------------------------------
     def _repo_dir(self, repo_id: str) -> Path:
         return self.root / ("models--" + validate_repo_id(repo_id).replace("/", "--"))

@@ -15,7 +15,7 @@ from scalearn_cli.artifacts import (AdapterSpec, COMPOSITION_FILE, CompositionRe
 from scalearn_cli.artifacts.outputs import command_inputs
 from scalearn_cli.backbone import check_base_revision, check_max_length
 from scalearn_cli.cards import metrics_table
-from scalearn_cli.combiners import CombinerSpec, TargetContext, get_combiner
+from scalearn_cli.combiners import DEFAULT_METHOD, CombinerSpec, TargetContext, get_combiner
 from scalearn_cli.compose import Composition, check_sources, composition_record, inject
 from scalearn_cli.errors import CompositionError, UsageError
 from scalearn_cli.model import TaskHead, head_outputs, head_spec
@@ -37,8 +37,8 @@ class TransferOptions:
     sources: tuple[str | Resolved, ...]  # references, or sources already resolved (a shelf, a selection)
     data: DataOptions
     out: Path
-    method: str = "scalearn"
-    variant: str | None = "scalearn"
+    method: str = DEFAULT_METHOD
+    variant: str | None = None  # the combiner's default variant
     options: dict[str, Any] = field(default_factory=dict)  # combiner options (e.g. AdapterSoup's k)
     train: TrainConfig | None = None
     resolver: Resolver = field(default_factory=Resolver)
@@ -136,8 +136,7 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
         ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
     model = task_model_for(encoder, head, prepared.spec.problem_type)
     model.composition = comp
-    if hasattr(combiner, "search"):  # gradient-free weights (LoraHub), fixed before anything trains
-        comp.spec = combiner.search(comp, model, prepared, config.seed)
+    comp.spec = combiner.search(comp, model, prepared, config.seed)  # gradient-free weights, fixed before training
     params = comp.trainable() + (list(head.parameters()) if head is not None else [])
     n_transfer = sum(p.numel() for p in comp.trainable())
     logger.info("training %d transfer parameters (+ %d head)", n_transfer, sum(p.numel() for p in params) - n_transfer)
@@ -173,7 +172,7 @@ def _target(prepared, resolved: list[Resolved], encoder, tokenizer, config: Trai
     from scalearn_cli.batches import example_texts
 
     texts = example_texts(prepared.splits.train, prepared.spec)
-    return TargetContext(texts, resolved, encoder, tokenizer, config.max_length)
+    return TargetContext(texts, resolved, encoder, tokenizer, config.max_length, config.seed)
 
 
 def sources_pooling(sources: list[Resolved], default: str = "first") -> str:
