@@ -25,12 +25,14 @@ class Doc:
     compare: tuple[str, ...]
     about: str
     generator: str | None = None  # a bench module whose render(out) makes the doc (default: report.py's)
+    rows: str | None = None  # the command that computes the run's rows (default: run --from-config)
 
 
 def load(path: Path = RUNS_FILE) -> tuple[list[Doc], dict[str, str]]:
     """The docs in file order and each run's description; a doc naming an undescribed run is an error."""
     data = json.loads(path.read_text())
-    docs = [Doc(name, entry["run"], tuple(entry.get("compare", [])), entry.get("about", ""), entry.get("generator"))
+    docs = [Doc(name, entry["run"], tuple(entry.get("compare", [])), entry.get("about", ""), entry.get("generator"),
+                entry.get("rows"))
             for name, entry in data["docs"].items()]
     runs = data.get("runs", {})
     unknown = sorted({r for d in docs for r in (d.run, *d.compare)} - set(runs))
@@ -55,6 +57,14 @@ def report_command(doc: Doc) -> str:
                      *(f"--compare-run {other}" for other in doc.compare)])
 
 
+def rows_command(doc: Doc) -> str:
+    """The command that computes (and resumes) the rows of ``doc``'s run."""
+    if doc.rows:
+        return doc.rows
+    return (f"python -m bench run --from-config bench/results/{doc.run}/config.json  (resumes the missing rows; "
+            f"on a GPU machine: python -m bench device --run {doc.run})")
+
+
 def listing(path: Path = RUNS_FILE) -> list[str]:
     """Doc → runs → commands, for ``report --list``."""
     docs_, runs = load(path)
@@ -63,7 +73,5 @@ def listing(path: Path = RUNS_FILE) -> list[str]:
         out += [f"docs/{doc.name}: {doc.about}",
                 f"  run       {doc.run}: {runs[doc.run]}"]
         out += [f"  compared  {other}: {runs[other]}" for other in doc.compare]
-        out += [f"  doc       {report_command(doc)}",
-                f"  rows      python -m bench run --from-config bench/results/{doc.run}/config.json  (resumes the "
-                f"missing rows; on a GPU machine: python -m bench device --run {doc.run})", ""]
+        out += [f"  doc       {report_command(doc)}", f"  rows      {rows_command(doc)}", ""]
     return out + ["every doc: python -m bench report --all   (--check: fail where a doc is not what its results make)"]

@@ -56,10 +56,14 @@ def test_report_list_names_each_doc_its_runs_and_the_commands(capsys):
     assert list(report.DOCS) == list(data["docs"])
     for name, entry in data["docs"].items():
         assert f"docs/{name}: " in out and (REPO / "docs" / name).is_file()
-        command = " ".join([f"python -m bench report --run {entry['run']} --out docs/{name}",
-                            *(f"--compare-run {other}" for other in entry["compare"])])
-        assert f"  doc       {command}\n" in out
-        assert f"python -m bench run --from-config bench/results/{entry['run']}/config.json" in out
+        if entry.get("generator"):  # a doc with its own report: made by --all, its rows by its own command
+            assert f"  doc       python -m bench report --all  (docs/{name} by {entry['generator']}.render)\n" in out
+            assert f"  rows      {entry['rows']}\n" in out
+        else:
+            command = " ".join([f"python -m bench report --run {entry['run']} --out docs/{name}",
+                                *(f"--compare-run {other}" for other in entry["compare"])])
+            assert f"  doc       {command}\n" in out
+            assert f"python -m bench run --from-config bench/results/{entry['run']}/config.json" in out
         for run in (entry["run"], *entry["compare"]):
             assert (REPO / "bench" / "results" / run / "config.json").is_file(), run
     assert out.rstrip().endswith("every doc: python -m bench report --all   (--check: fail where a doc is not what "
