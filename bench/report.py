@@ -307,7 +307,7 @@ def comparison_sections(config: dict, rows: list[dict], majority: dict, means_by
         hours, unknown = missing_hours(config, rows)
         threads = f" ({config['threads']} torch thread(s), as recorded)" if config.get("threads") else ""
         unknown_note = f"; {unknown} have no like run to go by" if unknown else ""
-        doc += ["These planned runs were not started before the session's deadline (CPU time on the shared machine). "
+        doc += ["These planned runs were not started before the run's --deadline (CPU time on the shared machine). "
                 "By the longest recorded run like each (same stage, target, kind, method and k; any seed), they take "
                 f"about **{hours:.1f} hours of one worker**{threads}, to split over `--shard` workers{unknown_note}. "
                 f"`python -m bench run --from-config bench/results/{run_dir.name}/config.json` resumes exactly them "

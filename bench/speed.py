@@ -117,7 +117,7 @@ def build(config: dict):  # -> (model, trainable params, transfer parameter coun
         from scalearn_cli.sources import get_kind
 
         source_kind = get_kind(kind)
-        # the headline baseline has no LoRA dropout, like the compositions (issue 16); "single-dropout" keeps
+        # the headline baseline has no LoRA dropout, like the compositions; "single-dropout" keeps
         # train-source's default 0.1 for reference (bottleneck adapters have no input dropout either way)
         options = {"dropout": 0.1 if method == "single-dropout" else 0.0} if kind == "lora" else {}
         attached = source_kind.attach(encoder, source_kind.settings(options), ref.id)

@@ -1,4 +1,4 @@
-"""Decoder LMs (issue 13): LoRAs of tiny random Llama, Qwen2 and GPT-2 models compose, transfer, score and fold.
+"""Decoder LMs: LoRAs of tiny random Llama, Qwen2 and GPT-2 models compose, transfer, score and fold.
 
 The math is the encoder's (out = W x + Σ_i ω_i ⊙ s_i B_i A_i x at every LoRA site); what is new is checked here:
 PEFT's per-architecture targets, GPT-2's ``Conv1D`` sites (weight stored (D_in, D_out)), the ``last`` pooling under

@@ -1,4 +1,4 @@
-"""Several processes (issue 14): ``accelerate launch --multi_gpu --num_processes 2 -m scalearn_cli`` on CPU (gloo).
+"""Several processes: ``accelerate launch --multi_gpu --num_processes 2 -m scalearn_cli`` on CPU (gloo).
 
 Each stage runs once in this process (batch 16) and once as two processes (batch 8 each: the same global batch,
 the same shuffled order, gradients averaged by DDP). Dropout draws differ between a batch of 16 and two of 8, so

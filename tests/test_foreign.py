@@ -1,4 +1,4 @@
-"""Sources nobody trained with scalearn (issue 11): a plain PEFT LoRA folder and an AdapterHub Pfeiffer adapter
+"""Sources nobody trained with scalearn: a plain PEFT LoRA folder and an AdapterHub Pfeiffer adapter
 compose through the same resolver, kinds and combiners, and reproduce their own libraries' outputs exactly."""
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def test_model_may_replace_the_named_base_when_architecture_and_shapes_match(tmp
 
 
 def test_adaptersoup_says_in_one_line_that_a_peft_folder_has_no_texts_to_rank(tmp_path, tiny_model_dir):
-    """AdapterSoup ranks sources by their training texts; a plain PEFT folder records none (issue 15)."""
+    """AdapterSoup ranks sources by their training texts; a plain PEFT folder records none."""
     foreign = peft_lora(tmp_path / "peft", tiny_model_dir, 7)
     ours = [make_source(tmp_path / f"ours{i}", tiny_model_dir, "lora", seed=8 + i) for i in range(2)]
     task = tmp_path / "task.jsonl"

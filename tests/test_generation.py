@@ -1,4 +1,4 @@
-"""Generation targets on decoder LMs (issue 13): answer-only LM loss, exact match and choice log-likelihood,
+"""Generation targets on decoder LMs: answer-only LM loss, exact match and choice log-likelihood,
 train-source / transfer / eval / export on tiny random causal LMs (Llama, GPT-2; hidden 32, 2 layers)."""
 
 from __future__ import annotations

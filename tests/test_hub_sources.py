@@ -1,4 +1,4 @@
-"""Foreign sources on a Hub (issue 11): PEFT and AdapterHub repos served by the test Hub server (the real
+"""Foreign sources on a Hub: PEFT and AdapterHub repos served by the test Hub server (the real
 `huggingface_hub` client over HTTP), composed by `hf://org/name@rev`, pinned to their commit, re-checked on load."""
 
 from __future__ import annotations

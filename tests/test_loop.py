@@ -1,4 +1,4 @@
-"""The faster CPU loop and the defaults of issue 12: length-sorted evaluation, length-grouped training batches,
+"""The faster CPU loop and the strong benchmark's defaults: length-sorted evaluation, length-grouped training batches,
 head pooling chosen from the encoder's own sentence-transformers config."""
 
 from __future__ import annotations

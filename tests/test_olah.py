@@ -1,4 +1,4 @@
-"""Issue 11, a second and independent check of the download side: a real third-party Hub-compatible server.
+"""A second and independent check of the download side: a real third-party Hub-compatible server.
 
 olah (PyPI: ``olah``, a Hugging Face mirror) serves plain git repositories found under its ``mirrors-path``
 (``<mirrors-path>/models/<org>/<name>``) through the Hub's HTTP API: ``/api/models/{repo}/revision/{rev}``

@@ -1,4 +1,4 @@
-"""The quickstart (issue 15): its closing summary, the plain-PEFT source it makes, and (slow) the whole run."""
+"""The quickstart: its closing summary, the plain-PEFT source it makes, and (slow) the whole run."""
 
 from __future__ import annotations
 

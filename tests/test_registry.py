@@ -495,7 +495,7 @@ def test_local_registry_root_works_as_hf_hub_cache(tmp_path: Path, monkeypatch: 
         assert torch.allclose(loaded(input_ids=ids).last_hidden_state, expected, atol=1e-6)
 
 
-# ---- hostile registry state and unhelpful inputs (issue 14) ----------------------------------------------
+# ---- hostile registry state and unhelpful inputs ----------------------------------------------
 def _repo_dir(registry: LocalRegistry, repo_id: str) -> Path:
     return registry.root / ("models--" + repo_id.replace("/", "--"))
 

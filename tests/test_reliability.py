@@ -1,4 +1,4 @@
-"""Bad inputs that used to fail late, silently or with a traceback (issue 14): each ends in one clear line.
+"""Bad inputs that used to fail late, silently or with a traceback: each ends in one clear line.
 
 Offline and CPU-only; the models are the tiny BERT of conftest.py.
 """

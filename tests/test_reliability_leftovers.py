@@ -1,4 +1,4 @@
-"""Issue 14 leftovers: failed prunes leave nothing, untrained runs say so, eval on another task is explicit,
+"""Failure paths: failed prunes leave nothing, untrained runs say so, eval on another task is explicit,
 clearer messages, and push holds a folder to its own record. Offline, CPU, the tiny BERT of conftest.py."""
 
 from __future__ import annotations

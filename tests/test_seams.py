@@ -1,4 +1,4 @@
-"""The three seams (issue 10): a new adapter kind and a new combiner are one module + one line each; one resolver
+"""The three seams: a new adapter kind and a new combiner are one module + one line each; one resolver
 keeps provenance and never lets a stored record choose where credentials go; every folder is verified before use."""
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ def test_few_shot_and_max_train_samples(tmp_path: Path) -> None:
     assert Counter(few.train["label"]) == Counter({0: 6, 1: 2})
     assert make_splits(spec, raw, few_shot=8, sample_seed=1).train["idx"] == few.train["idx"]
     assert make_splits(spec, raw, few_shot=8, sample_seed=2).train["idx"] != few.train["idx"]
-    # a capped train keeps dev at 10% of its pool (issue 12: not 10% of the full 1,000 rows), at least 32 rows
+    # a capped train keeps dev at 10% of its pool (not 10% of the full 1,000 rows), at least 32 rows
     assert make_splits(spec, raw, max_train_samples=100).sizes() == {"train": 100, "dev": 32, "test": 50}
     assert make_splits(spec, raw, max_train_samples=450).sizes() == {"train": 450, "dev": 50, "test": 50}
     assert make_splits(spec, raw, max_train_samples=100, max_dev_samples=70).sizes()["dev"] == 70

@@ -1,4 +1,4 @@
-"""The regression cases of the 207-case bad-input/tamper/attack tour (issue 14) that held, kept as cheap tests.
+"""The regression cases of the 207-case bad-input/tamper/attack tour that held, kept as cheap tests.
 
 Only what the other test files did not already pin down is here (see each section): traversal through repo ids,
 revisions and manifest file names; tampered registry state refused by ``scalearn pull``; eight concurrent local
