@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from scalearn_cli.artifacts import CompositionRecord, load_tensors, read_metadata
+from scalearn_cli.combiners import allows
 from scalearn_cli.errors import UsageError
 from scalearn_cli.scaling import shared_key
 
@@ -128,13 +129,13 @@ def omega_summary(folder: Path) -> dict[str, Any] | None:
     and the steps taken; None for a combiner whose ω is not learned (average, AdapterSoup, AdapterFusion, LoraHub)."""
     from scalearn_cli.compose import read_record
 
-    if read_record(Path(folder)).method != "scalearn":  # AdapterFusion has no ω at all: nothing to load
+    if not allows(read_record(Path(folder)).method, "train_omega"):  # e.g. AdapterFusion: no ω at all to load
         return None
     return _learned(*load_omega(folder))
 
 
 def _learned(meta: dict[str, Any], record: CompositionRecord, omega: dict[str, torch.Tensor]) -> dict[str, Any] | None:
-    if record.method != "scalearn" or not omega:
+    if not allows(record.method, "train_omega") or not omega:
         return None
     return {**omega_movement(omega, 2.0 / record.n_sources), **kept_epoch(meta["training"])}
 

@@ -93,7 +93,7 @@ def test_one_site_dense_equals_low_rank_with_input_gradients(variant, conv1d):
         torch.manual_seed(1)
         with torch.no_grad():
             omega.values[0].normal_()
-        object.__setattr__(mix, "weights", omega)
+        object.__setattr__(mix, "combiner", omega)
         layer = ComposedLinear(base, mix).train()
         omega.train()
         mix.path = path
@@ -197,7 +197,7 @@ def test_both_paths_equal_the_per_source_sum_with_its_omega_gradient(ranks, vari
     want = base(x) + sum(w[i] * (x @ downs[i].T @ ups[i].T) for i in range(n))
     (want_grad,) = torch.autograd.grad(want.sum(), omega.values[0])
     mix = LowRankMix("s", *stack_sources(downs, ups), n, "identity")
-    object.__setattr__(mix, "weights", omega)
+    object.__setattr__(mix, "combiner", omega)
     assert mix.block_rank == (3 if len(set(ranks)) == 1 else 0)
     layer = ComposedLinear(base, mix)
     for path in ("dense", "low-rank"):

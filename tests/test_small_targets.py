@@ -43,8 +43,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tup
 
 def transfer(setup: tuple[Path, list[Path]], out: Path, *extra: Any) -> Any:
     task, sources = setup
-    args = ["transfer", "--task", "custom", "--data-file", task, "--text-fields", "sentence", "--variant",
-            "scalearn++", *[a for s in sources for a in ("--source", s)], *TRAIN, "--out", out, *extra]
+    variant = [] if "--method" in extra else ["--variant", "scalearn++"]  # a variant is ScaLearn's option only
+    args = ["transfer", "--task", "custom", "--data-file", task, "--text-fields", "sentence", *variant,
+            *[a for s in sources for a in ("--source", s)], *TRAIN, "--out", out, *extra]
     return invoke(*args)
 
 

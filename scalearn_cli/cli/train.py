@@ -128,7 +128,9 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
 
 def _omega(meta: dict, out: Path) -> tuple[dict | None, str | None]:
     """A composition's ω summary and its warning (``inspection.omega_summary``); (None, None) for a source."""
-    if meta["kind"] != "composition" or meta["adapter"].get("method") != "scalearn":
+    from scalearn_cli.combiners import allows
+
+    if meta["kind"] != "composition" or not allows(meta["adapter"].get("method"), "train_omega"):
         return None, None
     from scalearn_cli.inspection import omega_summary, omega_warning
 
