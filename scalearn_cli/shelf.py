@@ -75,8 +75,10 @@ class ShelfSources:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def shelf_candidates(spec: str, resolver: Resolver) -> list[Candidate]:
-    """Every source ``spec`` (a registry or a folder of adapter folders, see the module docstring) offers, by id."""
+def shelf_candidates(spec: str, resolver: Resolver,
+                     unreadable: list[dict[str, str]] | None = None) -> list[Candidate]:
+    """Every source ``spec`` (a registry or a folder of adapter folders, see the module docstring) offers, by id;
+    a folder's sub-folders that are no adapter are appended to ``unreadable`` (id and why), when given."""
     path = Path(spec).expanduser()
     if spec in ("local", "hub") or spec.startswith(("local:", "http://", "https://")) or _is_registry(path):
         return _registry_candidates(f"local:{path.resolve()}" if _is_registry(path) else spec, resolver)
@@ -90,6 +92,8 @@ def shelf_candidates(spec: str, resolver: Resolver) -> list[Candidate]:
         except ScaLearnError as exc:  # a broken or unknown adapter: name it, keep going
             log = logger.warning if _looks_like_adapter(folder) else logger.info  # data, notes...: said with -v
             log("shelf %s: skipping %s: %s", spec, folder.name, exc)
+            if unreadable is not None:
+                unreadable.append({"id": folder.name, "reason": f"not an adapter folder ({exc})"})
             continue
         found.append(Candidate(folder.name, str(folder), resolver, src.meta.task_name, src.meta.adapter.kind,
                                src.meta.base_model.get("id"), src))
@@ -158,8 +162,9 @@ def open_shelves(specs: tuple[str, ...], filters: ShelfFilter, resolver: Resolve
     or on two shelves, are composed once.
     """
     candidates: list[Candidate] = []
+    unreadable: list[dict[str, str]] = []
     for spec in specs:
-        offered = shelf_candidates(spec, resolver)
+        offered = shelf_candidates(spec, resolver, unreadable)
         if not offered:
             raise UsageError(f"--shelf {spec} holds no adapter sources; push some there or pass another shelf")
         candidates += offered
@@ -171,7 +176,7 @@ def open_shelves(specs: tuple[str, ...], filters: ShelfFilter, resolver: Resolve
             raise UsageError(f"the shelf holds sources of {len(bases)} base models ({', '.join(bases)}); pass "
                              "--model to choose the target's")
         base = bases[0] if bases else None
-    fits, skipped = [], []
+    fits, skipped = [], list(unreadable)
     for cand in kept:
         if not _same_base(cand.base, base):
             logger.warning("shelf: skipping %s: trained on %s, not the target's base model %s", cand.id, cand.base,

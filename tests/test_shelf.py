@@ -126,7 +126,8 @@ def test_a_folder_shelf_composes_its_adapter_folders_and_filters_them(folder_she
     assert result.exit_code == 0, result.output
     assert [s["task"] for s in record(out)["sources"]] == ["rte", "sst2"]
     assert record(out)["shelf"]["filters"]["families"] == ["sentiment", "nli"]
-    assert "skipping notes" in result.stderr  # the data folder is named (with -v), not silently dropped
+    skipped = {s["id"]: s["reason"] for s in record(out)["shelf"]["skipped"]}  # the data folder is named, not dropped
+    assert skipped["notes"].startswith("not an adapter folder")
     assert invoke("eval", out, "--json").exit_code == 0
 
 

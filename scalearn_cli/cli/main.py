@@ -53,10 +53,6 @@ def root(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler], force=True,
     )
-    # another library's logging config (a dictConfig disables every logger that exists then) never silences ours
-    for name, known in logging.root.manager.loggerDict.items():
-        if name.startswith("scalearn_cli") and isinstance(known, logging.Logger):
-            known.disabled, known.propagate = False, True
     if allow_base_change or "scalearn_cli.backbone" in sys.modules:  # the flag is process state: reset it too
         from scalearn_cli.backbone import allow_base_change as allow
 
