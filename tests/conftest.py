@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -115,6 +116,27 @@ def make_source(out: Path, model_dir: Path, kind: str = "lora", seed: int = 0, t
     }
     save_source(out, trained, cfg, head, meta)
     return out
+
+
+def two_source_workspace(root: Path, model_dir: Path, *transfer_options: str) -> dict[str, Path]:
+    """Two LoRA sources (seeds 0, 1), a 24-row rte data folder and a scalearn composition of the two, made by the
+    CLI with 1 epoch at batch 8: the inputs the out-safety, integrity and option-check tests damage or misuse."""
+    from typer.testing import CliRunner
+
+    from scalearn_cli.cli.main import app
+
+    sources = [make_source(root / f"src{i}", model_dir, seed=i) for i in range(2)]
+    data = root / "rte"
+    data.mkdir()
+    rows = [{"sentence1": "good movie w1", "sentence2": "the plot", "label": i % 2} for i in range(24)]
+    for split in ("train", "validation", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    comp = root / "comp"
+    args = ["transfer", "--task", "rte", "--data-dir", data, "-s", sources[0], "-s", sources[1], "--epochs", "1",
+            "--batch-size", "8", *transfer_options, "--out", comp]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return {"root": root, "s0": sources[0], "s1": sources[1], "data": data, "comp": comp}
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_source
+from conftest import make_source, two_source_workspace
 from safetensors.torch import load_file, save_file
 from test_export import refingerprint
 from test_foreign import peft_lora
@@ -44,17 +44,7 @@ def one_line(result: Any, code: int, *words: str) -> str:
 @pytest.fixture(scope="module")
 def work(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("options")
-    sources = [make_source(root / f"src{i}", tiny_model_dir, seed=i) for i in range(2)]
-    data = root / "rte"
-    data.mkdir()
-    rows = [{"sentence1": "good movie w1", "sentence2": "the plot", "label": i % 2} for i in range(24)]
-    for split in ("train", "validation", "test"):
-        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    comp = root / "comp"
-    result = invoke("transfer", "--task", "rte", "--data-dir", data, "-s", sources[0], "-s", sources[1], *FAST,
-                    "--max-length", "16", "--out", comp)
-    assert result.exit_code == 0, result.output
-    return {"root": root, "s0": sources[0], "s1": sources[1], "data": data, "comp": comp}
+    return two_source_workspace(root, tiny_model_dir, "--max-length", "16")
 
 
 def train(work: dict[str, Path], model: Path, out: Path, *options: Any) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_source
+from conftest import make_source, two_source_workspace
 from typer.testing import CliRunner
 
 from scalearn_cli.artifacts import outputs
@@ -54,17 +54,7 @@ def dead_pid() -> int:
 def work(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two LoRA sources, an rte data folder and a scalearn composition of the two."""
     root = tmp_path_factory.mktemp("out-safety")
-    sources = [make_source(root / f"src{i}", tiny_model_dir, seed=i) for i in range(2)]
-    data = root / "rte"
-    data.mkdir()
-    rows = [{"sentence1": "good movie w1", "sentence2": "the plot", "label": i % 2} for i in range(24)]
-    for split in ("train", "validation", "test"):
-        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    comp = root / "comp"
-    result = invoke("transfer", "--task", "rte", "--data-dir", data, "-s", sources[0], "-s", sources[1], *FAST,
-                    "--out", comp)
-    assert result.exit_code == 0, result.output
-    return {"root": root, "s0": sources[0], "s1": sources[1], "data": data, "comp": comp}
+    return two_source_workspace(root, tiny_model_dir, "--max-length", "16")
 
 
 @pytest.fixture
