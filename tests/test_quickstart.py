@@ -49,7 +49,7 @@ def fake_result(workdir: Path, plot: str | None) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("plot", [None, "qs/transfer/scalearn++-omega.png"])
-def test_the_closing_summary_fits_one_screen_and_says_what_the_issue_asks(capsys, plot):
+def test_the_closing_summary_fits_one_screen_and_names_every_part(capsys, plot):
     from scalearn_cli.cli.quickstart import render
 
     render(fake_result(Path("qs"), plot))
