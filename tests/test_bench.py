@@ -78,7 +78,7 @@ def test_noise_table_is_welchs_test_with_a_verdict_only_from_three_seeds():
         "*No target has two or more seeds of both methods of a pair yet.*"]
 
 
-def test_the_summary_answers_issue_12s_question_from_three_seed_targets_only():
+def test_the_summary_answers_the_strong_question_from_three_seed_targets_only():
     single, scalearn, fusion = [50.5, 56.7, 50.2], [56.3, 57.4, 54.5], [65.0, 62.1, 64.3]
     g = groups({("single", None): single, ("scalearn", "scalearn"): scalearn, ("adapterfusion", None): fusion})
     g["scores"][("lora", "scalearn", "scalearn", "mrpc", None)] = [77.0, 76.0]  # two seeds: no verdict, not listed

@@ -1,5 +1,5 @@
 """The ``scalearn`` CLI end to end on tiny models (offline, CPU, seconds): train-source, transfer, eval, the
-registry references a composition records, the zoo, and every bad input the issues list (one line, non-zero
+registry references a composition records, the zoo, and every bad input seen so far (one line, non-zero
 exit, nothing written).
 """
 
