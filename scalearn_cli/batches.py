@@ -128,7 +128,7 @@ def example_texts(ds: datasets.Dataset, spec: TaskSpec) -> list[str]:
     """Each row's text segments joined with a space (what a similarity over tasks reads, e.g. AdapterSoup);
     a generation task's rendered prompts."""
     if spec.prompt_template is not None:
-        from scalearn_cli.tasks import render_prompt
+        from scalearn_cli.prompts import render_prompt
 
         return [render_prompt(spec.prompt_template, row) for row in ds]
     segments = [_segment_texts(ds, seg) for seg in spec.text_fields]

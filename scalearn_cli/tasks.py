@@ -13,6 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 from scalearn_cli.errors import TaskError, UnknownTaskError, UsageError
+from scalearn_cli.prompts import template_fields
 from scalearn_cli.shelf_tasks import SHELF_ROWS
 
 ProblemType = Literal["classification", "regression", "multiple_choice", "generation", "multi_label_classification"]
@@ -327,31 +328,6 @@ def custom_task(
         choice_fields=choices,
         label_separator=label_separator or None,
     )
-
-
-def template_fields(template: str) -> tuple[str, ...]:
-    """The ``{field}`` names of a prompt template, in order of first use (``{{``/``}}`` are literal braces)."""
-    import string
-
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise TaskError(f"prompt template {template!r} is not a valid {{field}} template ({exc})") from exc
-    if any(not n for n in names):
-        raise TaskError(f"prompt template {template!r} has an empty {{}} placeholder; name a column in braces")
-    return tuple(dict.fromkeys(names))
-
-
-def render_prompt(template: str, row: dict[str, Any]) -> str:
-    """``template`` with each ``{field}`` replaced by the row's value (the text as-is; no format specs)."""
-    import string
-
-    return "".join(literal + ("" if name is None else _text(row.get(name)))
-                   for literal, name, _, _ in string.Formatter().parse(template))
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 def generation_task(

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from scalearn_cli.errors import DataError
-from scalearn_cli.tasks import TaskSpec, render_prompt
+from scalearn_cli.prompts import render_prompt
+from scalearn_cli.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
