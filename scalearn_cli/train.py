@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from scalearn_cli.errors import TrainingError, UsageError
+from scalearn_cli.model import task_loss
 
 logger = logging.getLogger(__name__)
 
@@ -326,8 +327,6 @@ def evaluate(model: nn.Module, loader, accelerator=None) -> tuple[float, np.ndar
     logits, labels = torch.cat(all_logits), torch.cat(all_labels)
     problem_type = getattr(accelerator.unwrap_model(model), "problem_type", None) if accelerator else None
     if accelerator is not None and accelerator.num_processes > 1 and problem_type is not None:
-        from scalearn_cli.model import task_loss
-
         total, count = float(task_loss(problem_type, logits, labels)), 1
     return total / count, logits.numpy(), labels.numpy()
 

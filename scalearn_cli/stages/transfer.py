@@ -13,19 +13,19 @@ import torch
 from scalearn_cli.artifacts import (AdapterSpec, COMPOSITION_FILE, CompositionRecord, Metadata, check_out_dir,
                                     save_tensors, write_folder, write_json)
 from scalearn_cli.artifacts.outputs import command_inputs
-from scalearn_cli.backbone import check_base_revision, check_max_length
+from scalearn_cli.backbone import check_base_revision, check_max_length, enable_gradient_checkpointing, load_backbone
 from scalearn_cli.cards import metrics_table
 from scalearn_cli.combiners import DEFAULT_METHOD, CombinerSpec, TargetContext, get_combiner
 from scalearn_cli.compose import Composition, check_sources, composition_record, inject
+from scalearn_cli.data.batches import example_texts
 from scalearn_cli.errors import CompositionError, UsageError
-from scalearn_cli.model import TaskHead, head_outputs, head_spec
+from scalearn_cli.model import TaskHead, head_outputs, head_spec, task_model_for
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.scaling import Omega
 from scalearn_cli.stages.common import (
     DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score, set_thresholds,
 )
-from scalearn_cli.stages.source import task_model_for
-from scalearn_cli.train import Progress, TrainConfig, TrainResult, fit, on_main_process
+from scalearn_cli.train import Progress, TrainConfig, TrainResult, evaluate, fit, on_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,6 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     """Compose the sources for the target task; train only the combiner and a head; save to ``options.out``."""
     from transformers import set_seed
 
-    from scalearn_cli.backbone import load_backbone
-
     spec, config = options.combiner_spec(), options.train_config().for_device()
     if options.pooling is not None:
         check_pooling(options.pooling)
@@ -112,8 +110,6 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
     encoder, tokenizer, ref = load_backbone(options.model or base["id"], causal_lm=generative)
     check_max_length(config.max_length, encoder, tokenizer, ref.id)
     if config.gradient_checkpointing:
-        from scalearn_cli.backbone import enable_gradient_checkpointing
-
         enable_gradient_checkpointing(encoder)
     check_base_model(base, ref, options.model)
     pooling = None if generative else (options.pooling or sources_pooling(resolved, "auto"))
@@ -169,8 +165,6 @@ def check_base_model(recorded: dict[str, Any], ref, model: str | None) -> None:
 
 
 def _target(prepared, resolved: list[Resolved], encoder, tokenizer, config: TrainConfig) -> TargetContext:
-    from scalearn_cli.batches import example_texts
-
     texts = example_texts(prepared.splits.train, prepared.spec)
     return TargetContext(texts, resolved, encoder, tokenizer, config.max_length, config.seed)
 
@@ -189,8 +183,6 @@ def sources_pooling(sources: list[Resolved], default: str = "first") -> str:
 
 def untrained(model, prepared) -> TrainResult:
     """The log of a run with nothing left to train (fixed weights on a generation target: no head)."""
-    from scalearn_cli.train import evaluate
-
     loss = evaluate(model, prepared.dev)[0]
     logger.info("nothing to train (fixed source weights, no head): dev loss %.4f", loss)
     return TrainResult(best_epoch=0, best_dev_loss=loss, steps=0, train_seconds=0.0, examples_per_second=0.0,
