@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from scalearn_cli.backbone import resolve_model_path
+from scalearn_cli.combiners import TRANSFER_LR
 from scalearn_cli.data.demo import write_demo_tasks
 from scalearn_cli.demo_peft import train_peft_lora
 from scalearn_cli.errors import UsageError
@@ -33,11 +34,11 @@ PEFT_TASK = "demo-nli"  # trained and saved by plain PEFT
 #: (method, variant, label, learning rate, options, needs source texts); AdapterFusion at 1e-3, as the paper's 5e-5
 #: is tuned for 30 full epochs; AdapterSoup ranks sources by their training texts, which a plain PEFT folder lacks
 METHODS = (
-    ("average", None, "average (1/N)", 6e-3, {}, False),
-    ("adaptersoup", None, "AdapterSoup (k=1)", 6e-3, {"k": 1}, True),
+    ("average", None, "average (1/N)", TRANSFER_LR, {}, False),
+    ("adaptersoup", None, "AdapterSoup (k=1)", TRANSFER_LR, {"k": 1}, True),
     ("adapterfusion", None, "AdapterFusion (lr 1e-3)", 1e-3, {}, False),
-    ("scalearn", "scalearn++", "ScaLearn++", 6e-3, {}, False),
-    ("scalearn", "scalearn-uniform++", "ScaLearnUniform++", 6e-3, {}, False),
+    ("scalearn", "scalearn++", "ScaLearn++", TRANSFER_LR, {}, False),
+    ("scalearn", "scalearn-uniform++", "ScaLearnUniform++", TRANSFER_LR, {}, False),
 )
 INSPECTED = "scalearn++"  # the composition whose ω is shown and whose export is verified
 

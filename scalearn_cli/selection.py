@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scalearn_cli.artifacts import check_out_dir
+from scalearn_cli.combiners import TRANSFER_LR
 from scalearn_cli.errors import UsageError
 from scalearn_cli.inspection import omega_table
 from scalearn_cli.prune import select as keep_largest
@@ -48,7 +49,7 @@ class SelectOptions:
     steps: int | None = None
     epochs: int | None = None
     sparsity: float = DEFAULT_SPARSITY
-    lr: float | None = None  # None: ScaLearn's (6e-3)
+    lr: float | None = None  # None: ScaLearn's (combiners.TRANSFER_LR)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -144,8 +145,8 @@ def select_sources(options, pool: list[Resolved], select: SelectOptions,
 def _budget(options, select: SelectOptions):  # -> TrainConfig
     """The selection run's training options: the transfer's (batch, length, seed...) with the selection's budget."""
     base = options.train or TrainConfig()
-    lr = select.lr or 6e-3  # ScaLearn's (combiners/scalearn.py), whatever --method the composition uses
-    config = replace(base, lr=lr, patience=None, max_steps=None, epochs=1)
+    # ScaLearn's learning rate unless the selection names one, whatever --method the composition uses
+    config = replace(base, lr=select.lr or None, patience=None, max_steps=None, epochs=1).with_lr(TRANSFER_LR)
     if select.steps is not None:
         return replace(config, max_steps=select.steps)
     if select.epochs is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def train_source(
     settings = kind.settings(settings) if settings is None or isinstance(settings, dict) else settings
     generative = data.spec().problem_type == "generation"  # the LM head scores answers: no task head
     config = (config or TrainConfig(patience=SOURCE_PATIENCE)).resolved(data.few_shot is not None, generative)
-    config = (config if config.lr is not None else replace(config, lr=kind.default_lr)).for_device()
+    config = config.with_lr(kind.default_lr).for_device()
     if pooling is not None:
         check_pooling(pooling)
     inputs = command_inputs(data.data_file, model, folders_of_files=[data.data_dir])
