@@ -23,7 +23,6 @@ class Edge:
     source: str  # the importing module, relative to the package ("data.splits"; "__init__" is the package root)
     target: str  # the imported module
     line: int
-    lazy: bool  # inside a function
 
 
 def layer_table() -> dict[str, tuple[int, str]]:
@@ -93,7 +92,7 @@ def edges() -> tuple[list[Edge], list[str]]:
                 inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
                 if isinstance(child, (ast.Import, ast.ImportFrom)):
                     targets = _targets(child, module, path, known)
-                    found.extend(Edge(module, t, child.lineno, in_function) for t in sorted(targets))
+                    found.extend(Edge(module, t, child.lineno) for t in sorted(targets))
                     if targets and in_function and not _lazy_reason(lines, child, imports):
                         unexplained.append(f"{path.relative_to(ROOT)}:{child.lineno} imports "
                                            f"{', '.join(sorted(targets))} inside a function")
@@ -173,3 +172,16 @@ def test_function_level_imports_say_why() -> None:
 ])
 def test_the_cycle_finder_reports_a_cycle(graph: dict[str, set[str]], cycle: list[str] | None) -> None:
     assert find_cycle(graph) == cycle
+
+
+@pytest.mark.parametrize("source, explained", [
+    ("def f():\n    from scalearn_cli import errors  # lazy: why\n", True),
+    ("def f():\n    # lazy: why\n    import os\n    from scalearn_cli import errors\n", True),
+    ("def f():\n    # lazy: why\n\n    from scalearn_cli import errors\n", False),
+    ("def f():\n    x = 1\n    from scalearn_cli import errors\n", False),
+])
+def test_a_lazy_reason_sits_on_the_line_or_above_the_group(source: str, explained: bool) -> None:
+    tree, lines = ast.parse(source), source.splitlines()
+    imports = {n.lineno for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
+    assert _lazy_reason(lines, node, imports) is explained
