@@ -265,7 +265,8 @@ def write_config(args: argparse.Namespace) -> None:
 
 def write_majority(args: argparse.Namespace, runner: Runner) -> None:
     """majority.json: each target's majority-class (regression: train-mean) score on the same capped test set."""
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
     from scalearn_cli.metrics import majority_baseline
 
     out = {}

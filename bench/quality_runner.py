@@ -171,7 +171,7 @@ class Runner:
     def transfer_sources(self, job: Job) -> list[str]:
         """The target's own adapter first (few-shot: the few-shot one of this seed), then every other task's."""
         if self.args.published:  # the paper's setting: every published source of the run's tasks, no stage 1
-            from scalearn_cli.zoo import load_published
+            from scalearn_cli.zoo.catalog import load_published
 
             by_task: dict[str, str] = {}
             for r in load_published(self.args.model):  # one per task: the catalog's first (the paper's Pfeiffer set)

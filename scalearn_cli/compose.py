@@ -15,8 +15,11 @@ import torch
 from torch import nn
 
 from scalearn_cli.artifacts import COMPOSITION_FILE, CompositionRecord, load_tensors, read_folder, read_json
+from scalearn_cli.backbone import check_base_revision, load_backbone
 from scalearn_cli.combiners import BuildContext, Combiner, CombinerSpec, get_combiner
 from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
+from scalearn_cli.formats.checks import check_finite_tensors
+from scalearn_cli.model import build_head, task_model_for
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.scaling import LowRankMix, stack_sources
 from scalearn_cli.sources import SiteWeights
@@ -95,8 +98,6 @@ def inject(encoder: nn.Module, sources: list[Resolved], spec: CombinerSpec) -> C
 
 def check_finite_sites(name: str, per_site: dict[str, SiteWeights]) -> None:
     """Refuse a source whose weights hold NaN or infinity (training over it would only report a NaN loss)."""
-    from scalearn_cli.formats.checks import check_finite_tensors
-
     for site, w in per_site.items():
         tensors = {"down": w.down, "up": w.up, "down_bias": w.down_bias, "up_bias": w.up_bias}
         check_finite_tensors(f"source '{name}' at {site}", {k: v for k, v in tensors.items() if v is not None})
@@ -131,9 +132,6 @@ def read_record(folder: Path) -> CompositionRecord:
 
 def load_composition(folder: Path, encoder: nn.Module | None = None, resolver: Resolver | None = None):
     """Rebuild a trained composition (its files and every source verified) as (TaskModel, tokenizer, meta dict)."""
-    from scalearn_cli.backbone import check_base_revision, load_backbone
-    from scalearn_cli.model import TaskModel, build_head
-
     found = read_folder(folder, kind="composition")
     record = read_record(found.path)
     resolver = resolver or Resolver()
@@ -151,12 +149,8 @@ def load_composition(folder: Path, encoder: nn.Module | None = None, resolver: R
             comp.load_state(load_tensors(found.path / name))
         except (KeyError, RuntimeError) as exc:
             raise ArtifactError(f"{folder}/{name} does not fit composition.json ({exc}); re-run transfer") from exc
-    if generative:
-        from scalearn_cli.generation.model import GenerativeModel
-
-        model = GenerativeModel(encoder)
-    else:
-        model = TaskModel(encoder, build_head(found.meta.head, found.path), found.meta.problem_type)
+    model = task_model_for(encoder, None if generative else build_head(found.meta.head, found.path),
+                           found.meta.problem_type)
     model.composition = comp
     model.eval()
     return model, tokenizer, found.meta.to_dict()

@@ -25,10 +25,23 @@ import torch
 from torch import nn
 
 from scalearn_cli.artifacts import (
-    HEAD_FILE, LORA_WEIGHTS_FILE, AdapterSpec, CompositionRecord, Metadata, check_out_dir, save_tensors, write_folder,
+    HEAD_FILE, LORA_WEIGHTS_FILE, AdapterSpec, CompositionRecord, Metadata, check_out_dir, read_folder, read_metadata,
+    save_tensors, write_folder,
 )
+from scalearn_cli.backbone import resolve_model_path
+from scalearn_cli.cards import metrics_table
+from scalearn_cli.combiners import require
+from scalearn_cli.compose import load_composition, read_record
+from scalearn_cli.data.batches import make_loader
+from scalearn_cli.data.rows import recorded_data
 from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
+from scalearn_cli.model import build_head, task_model_for
+from scalearn_cli.scaling import Weighting
+from scalearn_cli.sources import get_kind
 from scalearn_cli.sources.lora import PEFT_PREFIX, is_conv1d
+from scalearn_cli.stages.common import DataOptions, prepare
+from scalearn_cli.tasks import task_from_dict
+from scalearn_cli.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +55,6 @@ MERGED_WEIGHTS_FILE = "model.safetensors"  # transformers' own name (save_pretra
 
 def check_foldable(folder: Path) -> CompositionRecord:
     """composition.json of ``folder`` if it can be folded (linear sources, input-independent weights)."""
-    from scalearn_cli.artifacts import read_metadata
-    from scalearn_cli.combiners import require
-    from scalearn_cli.compose import read_record
-    from scalearn_cli.sources import get_kind
-
     kind = read_metadata(folder).get("kind")
     if kind != "composition":
         raise UsageError(f"{folder} is a {kind}, not a composition; export takes a `scalearn transfer` folder")
@@ -63,8 +71,6 @@ def check_foldable(folder: Path) -> CompositionRecord:
 @torch.no_grad()
 def folded_factors(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[int]]]:
     """{site: (A' (R, D_in), B' (D_out, R) with ω folded in, ranks r_i per source)} of a loaded composition."""
-    from scalearn_cli.scaling import Weighting
-
     comp = model.composition
     comp.eval()  # ω without dropout
     modules = dict(model.encoder.named_modules())
@@ -143,8 +149,6 @@ def export(
     resolver=None,
 ) -> dict[str, Any]:
     """Fold the composition in ``folder`` into ``out`` as ``format`` (see the module docstring); return a summary."""
-    from scalearn_cli.compose import load_composition
-
     if format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got '{format}'")
     if dtype not in DTYPES:
@@ -254,8 +258,6 @@ def _export_meta(meta: Metadata, info: dict[str, Any]) -> Metadata:
 
 
 def _card(meta: dict[str, Any], info: dict[str, Any]) -> str:
-    from scalearn_cli.cards import metrics_table
-
     base = meta["base_model"]["id"]
     auto = "AutoModelForCausalLM" if meta["task"].get("problem_type") == "generation" else "AutoModel"
     if info["format"] == "merged":
@@ -282,10 +284,6 @@ def load_export(out: Path):  # -> (TaskModel, meta)
     from peft import PeftModel
     from transformers import AutoModel, AutoModelForCausalLM
 
-    from scalearn_cli.artifacts import read_folder
-    from scalearn_cli.backbone import resolve_model_path
-    from scalearn_cli.model import TaskModel, build_head
-
     found = read_folder(out, kind=("source", "merged"))
     meta = found.meta.to_dict()
     if "export" not in meta:
@@ -297,12 +295,7 @@ def load_export(out: Path):  # -> (TaskModel, meta)
     else:
         base = auto.from_pretrained(resolve_model_path(meta["base_model"]["id"]), dtype=torch.float32)
         encoder = PeftModel.from_pretrained(base, str(out), is_trainable=False)
-    if generative:
-        from scalearn_cli.generation.model import GenerativeModel
-
-        model = GenerativeModel(encoder)
-    else:
-        model = TaskModel(encoder, build_head(found.meta.head, out), found.meta.problem_type)
+    model = task_model_for(encoder, None if generative else build_head(found.meta.head, out), found.meta.problem_type)
     model.float().eval()
     return model, meta
 
@@ -321,8 +314,6 @@ def verify(
     Data: ``data_dir``/``data_file`` if given, else the composition's recorded task data, else (none found) a
     deterministic random token sample from the tokenizer's vocabulary. Exact fp32 exports pass at 1e-5.
     """
-    from scalearn_cli.compose import load_composition
-
     if n < 1:
         raise UsageError(f"--samples must be >= 1, got {n}")
     exported, meta = load_export(out)
@@ -353,11 +344,6 @@ def sample_batch(
     vocab_size: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], str]:
     """One batch of up to ``n`` test examples of the composition's task, or random tokens when no data is found."""
-    from scalearn_cli.batches import make_loader
-    from scalearn_cli.stages.common import DataOptions, prepare, recorded_data
-    from scalearn_cli.tasks import task_from_dict
-    from scalearn_cli.train import TrainConfig
-
     spec = task_from_dict(meta["task"])
     if data_dir is None and data_file is None:  # the recorded data where it is still there, else random tokens
         data_dir, data_file = recorded_data(meta.get("data"), spec)

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from scalearn_cli.artifacts import CompositionRecord, load_tensors, read_metadata
-from scalearn_cli.combiners import allows
+from scalearn_cli.artifacts import CompositionRecord, load_tensors, read_folder, read_metadata
+from scalearn_cli.combiners import CombinerSpec, allows, get_combiner, require
+from scalearn_cli.compose import read_record
 from scalearn_cli.errors import UsageError
 from scalearn_cli.scaling import shared_key
 
@@ -27,8 +28,6 @@ _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h)\.(\d+|\*)\.")
 
 def read_composition(folder: Path) -> CompositionRecord:
     """composition.json of a `scalearn transfer` folder (a one-line UsageError for any other folder)."""
-    from scalearn_cli.compose import read_record
-
     folder = Path(folder)
     kind = read_metadata(folder).get("kind")
     if kind != "composition":
@@ -38,9 +37,6 @@ def read_composition(folder: Path) -> CompositionRecord:
 
 def load_omega(folder: Path) -> tuple[dict[str, Any], CompositionRecord, dict[str, torch.Tensor]]:
     """(scalearn.json, composition.json, {key: ω (N, D) or (N,)}) of a composition folder, files verified."""
-    from scalearn_cli.artifacts import read_folder
-    from scalearn_cli.combiners import CombinerSpec, get_combiner, require
-
     folder = Path(folder)
     record = read_composition(folder)
     found = read_folder(folder, kind="composition")
@@ -127,8 +123,6 @@ def omega_movement(omega: dict[str, torch.Tensor], start: float) -> dict[str, fl
 def omega_summary(folder: Path) -> dict[str, Any] | None:
     """What a trained composition's ω did: its movement (``omega_movement``) with the kept epoch of the epochs run
     and the steps taken; None for a combiner whose ω is not learned (average, AdapterSoup, AdapterFusion, LoraHub)."""
-    from scalearn_cli.compose import read_record
-
     if not allows(read_record(Path(folder)).method, "train_omega"):  # e.g. AdapterFusion: no ω at all to load
         return None
     return _learned(*load_omega(folder))

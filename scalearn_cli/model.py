@@ -9,7 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalearn_cli.artifacts import HEAD_FILE, load_tensors
 from scalearn_cli.artifacts.meta import POOLINGS, HeadSpec
+from scalearn_cli.backbone import is_decoder
+from scalearn_cli.decoder.model import GenerativeModel
+from scalearn_cli.errors import ArtifactError
 
 ProblemType = Literal["classification", "regression", "multiple_choice", "multi_label_classification"]
 #: how the head reads a sequence: the first token ([CLS]/<s>, the paper's), the mean over non-padding tokens
@@ -62,9 +66,6 @@ def head_spec(head: TaskHead) -> HeadSpec:
 
 def build_head(spec: HeadSpec, folder: Path) -> TaskHead:
     """The saved task head of a folder (``head.safetensors``), checked against its spec."""
-    from scalearn_cli.artifacts import HEAD_FILE, load_tensors
-    from scalearn_cli.errors import ArtifactError
-
     head = TaskHead(spec.hidden_size, spec.num_outputs, pooling=spec.pooling)
     try:
         head.load_state_dict(load_tensors(Path(folder) / HEAD_FILE))
@@ -83,8 +84,6 @@ class TaskModel(nn.Module):
     """``encoder`` (frozen, possibly adapted) + ``head``; returns (loss, logits)."""
 
     def __init__(self, encoder: nn.Module, head: TaskHead, problem_type: ProblemType) -> None:
-        from scalearn_cli.backbone import is_decoder
-
         super().__init__()
         self.encoder = encoder
         self.head = head
@@ -126,3 +125,10 @@ def task_loss(problem_type: ProblemType, logits: torch.Tensor, labels: torch.Ten
     if problem_type == "multi_label_classification":
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
     return F.cross_entropy(logits.float(), labels.long())
+
+
+def task_model_for(encoder: nn.Module, head: TaskHead | None, problem_type: str) -> nn.Module:
+    """A head on an encoder, or (generation: ``encoder`` is a causal LM, ``head`` None) the LM scoring answers."""
+    if problem_type == "generation":
+        return GenerativeModel(encoder)
+    return TaskModel(encoder, head, problem_type)

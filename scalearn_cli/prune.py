@@ -16,8 +16,14 @@ from typing import Any
 import torch
 
 from scalearn_cli.artifacts import HeadSpec
+from scalearn_cli.combiners import require
+from scalearn_cli.data.rows import recorded_data
 from scalearn_cli.errors import UsageError
+from scalearn_cli.inspection import load_omega, omega_table, read_composition
 from scalearn_cli.resolve import Resolver
+from scalearn_cli.stages.common import DataOptions
+from scalearn_cli.stages.transfer import TransferOptions, transfer
+from scalearn_cli.tasks import task_from_dict
 from scalearn_cli.train import Progress, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -52,10 +58,6 @@ def prune(
     resolver: Resolver | None = None,
 ) -> dict[str, Any]:
     """Keep the sources with the largest ω share, re-train ω + head for ``epochs`` and save to ``out``."""
-    from scalearn_cli.combiners import require
-    from scalearn_cli.inspection import load_omega, omega_table, read_composition
-    from scalearn_cli.stages.transfer import TransferOptions, transfer
-
     require(read_composition(folder).method, "prune", folder)  # the compatibility table: a learned ω ranks sources
     table = omega_table(folder)
     meta, record, omega = load_omega(folder)
@@ -90,9 +92,6 @@ def prune(
 
 def _data_options(meta: dict[str, Any]):  # -> DataOptions
     """The task data recorded in a composition's scalearn.json (a custom task's must still be there)."""
-    from scalearn_cli.stages.common import DataOptions, recorded_data
-    from scalearn_cli.tasks import task_from_dict
-
     spec = task_from_dict(meta["task"])
     saved = meta.get("data") or {}
     data_dir, data_file = recorded_data(saved, spec, todo="restore it to prune", what="the composition")

@@ -11,7 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from scalearn_cli.backbone import resolve_model_path
+from scalearn_cli.combiners import TRANSFER_LR
+from scalearn_cli.data.demo import write_demo_tasks
+from scalearn_cli.demo_peft import train_peft_lora
+from scalearn_cli.errors import UsageError
+from scalearn_cli.export import export, verify
+from scalearn_cli.inspection import omega_table, plot
+from scalearn_cli.registry import get_registry
+from scalearn_cli.resolve import Resolver
 from scalearn_cli.stages.common import DataOptions
+from scalearn_cli.stages.source import train_source
+from scalearn_cli.stages.transfer import TransferOptions, transfer
+from scalearn_cli.tasks import get_task
+from scalearn_cli.train import TrainConfig
+from scalearn_cli.zoo.build import build
+from scalearn_cli.zoo.catalog import load_catalog
 
 TARGET = "demo-paraphrase"
 ZOO_TASKS = ("demo-sentiment",)  # built by the zoo into the registry
@@ -19,11 +34,11 @@ PEFT_TASK = "demo-nli"  # trained and saved by plain PEFT
 #: (method, variant, label, learning rate, options, needs source texts); AdapterFusion at 1e-3, as the paper's 5e-5
 #: is tuned for 30 full epochs; AdapterSoup ranks sources by their training texts, which a plain PEFT folder lacks
 METHODS = (
-    ("average", None, "average (1/N)", 6e-3, {}, False),
-    ("adaptersoup", None, "AdapterSoup (k=1)", 6e-3, {"k": 1}, True),
+    ("average", None, "average (1/N)", TRANSFER_LR, {}, False),
+    ("adaptersoup", None, "AdapterSoup (k=1)", TRANSFER_LR, {"k": 1}, True),
     ("adapterfusion", None, "AdapterFusion (lr 1e-3)", 1e-3, {}, False),
-    ("scalearn", "scalearn++", "ScaLearn++", 6e-3, {}, False),
-    ("scalearn", "scalearn-uniform++", "ScaLearnUniform++", 6e-3, {}, False),
+    ("scalearn", "scalearn++", "ScaLearn++", TRANSFER_LR, {}, False),
+    ("scalearn", "scalearn-uniform++", "ScaLearnUniform++", TRANSFER_LR, {}, False),
 )
 INSPECTED = "scalearn++"  # the composition whose ω is shown and whose export is verified
 
@@ -39,8 +54,6 @@ def run_quickstart(
 
     Returns ``{"target", "few_shot", "sources", "rows", "omega", "export", "next"}`` (see ``cli/quickstart.py``).
     """
-    from scalearn_cli.demo_data import write_demo_tasks
-
     workdir = Path(workdir)
     data_root = workdir / "data"
     write_demo_tasks(data_root / "demo")
@@ -64,14 +77,6 @@ def run_quickstart(
 def _shelf(workdir: Path, data_root: Path, epochs: int, few_shot: int, registry: str | None,
            log: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The sources, in composition order: the target's few-shot LoRA, zoo sources (registry), a plain PEFT LoRA."""
-    from scalearn_cli.backbone import resolve_model_path
-    from scalearn_cli.demo_peft import train_peft_lora
-    from scalearn_cli.registry import get_registry
-    from scalearn_cli.stages.source import train_source
-    from scalearn_cli.tasks import get_task
-    from scalearn_cli.train import TrainConfig
-    from scalearn_cli.zoo import build, load_catalog
-
     catalog = load_catalog(None)
     recipes = catalog.select(list(ZOO_TASKS))
     built = build(catalog, get_registry(registry), recipes, data_root, log=log)
@@ -98,18 +103,12 @@ def _shelf(workdir: Path, data_root: Path, epochs: int, few_shot: int, registry:
 def _source(ref: Path | str, task: str, origin: str, fmt: str, score: float | None = None, **extra: Any
             ) -> dict[str, Any]:
     """One shelf entry; ``score`` is on the source's own task (its test split), None for the target's own."""
-    from scalearn_cli.tasks import get_task
-
     metric = None if score is None else get_task(task).main_metric
     return {"ref": str(ref), "task": task, "origin": origin, "format": fmt, "score": score, "metric": metric, **extra}
 
 
 def _compose(workdir: Path, sources: list[str], target: DataOptions, combiner: tuple[str, str | None, dict],
              label: str, lr: float, epochs: int, registry: str | None, log: Callable[[str], None]) -> dict[str, Any]:
-    from scalearn_cli.resolve import Resolver
-    from scalearn_cli.stages.transfer import TransferOptions, transfer
-    from scalearn_cli.train import TrainConfig
-
     method, variant, chosen = combiner
     log(f"composing {len(sources)} sources with {label}")
     options = TransferOptions(tuple(sources), target, workdir / "transfer" / (variant or method), method, variant,
@@ -121,9 +120,6 @@ def _compose(workdir: Path, sources: list[str], target: DataOptions, combiner: t
 
 def _omega(folder: Path, sources: list[dict[str, Any]]) -> dict[str, Any]:
     """Each source's share of Σ|ω| (``scalearn inspect``), and a heatmap when matplotlib is installed."""
-    from scalearn_cli.errors import UsageError
-    from scalearn_cli.inspection import omega_table, plot
-
     table = omega_table(folder)
     cells = [[c.get("mean", c.get("value")) for c in row["omega"]] for row in table["rows"]]  # (keys, N)
     shares = [{"index": s["index"], "ref": s["ref"], "task": shelf["task"], "share": s["share"],
@@ -140,9 +136,6 @@ def _omega(folder: Path, sources: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _export(workdir: Path, folder: Path, registry: str | None, log: Callable[[str], None]) -> dict[str, Any]:
     """Fold the composition into the base weights (``export --format merged``) and check logit parity (``verify``)."""
-    from scalearn_cli.export import export, verify
-    from scalearn_cli.resolve import Resolver
-
     out = workdir / "export" / f"{INSPECTED}-merged"
     log(f"folding {folder.name} into the base weights ({out}) and checking its logits")
     export(folder, out, "merged", overwrite=True, resolver=Resolver(registry))
@@ -168,14 +161,10 @@ def next_steps(workdir: Path) -> list[str]:
 
 
 def _main(task: str, metrics: dict[str, float]) -> float:
-    from scalearn_cli.tasks import get_task
-
     return float(metrics.get(get_task(task).main_metric, float("nan")))
 
 
 def _meta_row(meta: dict[str, Any], label: str, method: str, variant: str | None, n: int) -> dict[str, Any]:
-    from scalearn_cli.tasks import get_task
-
     task = meta["task"]["name"]
     h, k = int(meta["head"]["hidden_size"]), int(meta["head"]["num_outputs"])
     return {

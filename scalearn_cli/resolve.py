@@ -21,9 +21,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalearn_cli.artifacts import Folder, Metadata, SourceRef, content_hash, read_folder
+from scalearn_cli.artifacts import (
+    METADATA_FILE, Folder, Metadata, SourceRef, content_hash, folder_fingerprint, read_folder,
+)
 from scalearn_cli.errors import ArtifactError, CompositionError, RegistryError
+from scalearn_cli.formats import detect_format, foreign_metadata
+from scalearn_cli.registry import get_registry, parse_ref
+from scalearn_cli.registry.base import backend_for
+from scalearn_cli.registry.hub import HubRegistry, resolve_endpoint
 from scalearn_cli.sources import SourceKind, get_kind
+from scalearn_cli.zoo.catalog import load_catalog, zoo_source
 
 HF_SCHEME = "hf://"
 ZOO_SCHEME = "zoo:"
@@ -61,15 +68,11 @@ class Resolver:
         if path.is_dir():
             return self._from_folder(ref, path.resolve())
         if ref.startswith(HF_SCHEME):
-            from scalearn_cli.registry.hub import HubRegistry
-
             return self._pull(ref, ref[len(HF_SCHEME):], HubRegistry(endpoint=self.hub_endpoint()))
         if ref.startswith(ZOO_SCHEME):
             return self._zoo(ref)
         if path.exists() or "/" not in ref or ref.startswith((".", "/", "~")):
             raise CompositionError(f"source '{ref}' is neither an adapter folder nor a registry id org/name[@rev]")
-        from scalearn_cli.registry import get_registry
-
         local = (self.registry or "local").startswith("local")
         return self._pull(ref, ref, get_registry(self.registry, endpoint=None if local else self.endpoint))
 
@@ -94,20 +97,12 @@ class Resolver:
     # ---- where things live -------------------------------------------------------------------------------
     def hub_endpoint(self) -> str:
         """The Hub endpoint the user configured: --endpoint, --registry URL, else $HF_ENDPOINT / the default."""
-        from scalearn_cli.registry.hub import resolve_endpoint
-
         spec = self.registry or ""
         return resolve_endpoint(self.endpoint or (spec if spec.startswith(("http://", "https://")) else None))
 
     def _recorded_registry(self, record: SourceRef):  # -> Registry
-        from scalearn_cli.registry import get_registry
-        from scalearn_cli.registry.base import backend_for
-        from scalearn_cli.registry.hub import HubRegistry
-
         where = record.registry or ""
         if where.startswith(ZOO_SCHEME):
-            from scalearn_cli.zoo import load_catalog
-
             shipped = load_catalog(where[len(ZOO_SCHEME):]).registry_for(record.id)
             if shipped is None:
                 raise RegistryError(f"source '{record.ref}' is recorded in the registry shipped with the zoo catalog "
@@ -133,8 +128,6 @@ class Resolver:
 
     # ---- the two ways in ---------------------------------------------------------------------------------
     def _pull(self, ref: str, spec: str, registry) -> Resolved:
-        from scalearn_cli.registry import parse_ref
-
         repo_id, revision = parse_ref(spec)
         commit = registry.resolve(repo_id, revision)
         folder = Path(registry.pull(repo_id, commit))
@@ -142,9 +135,6 @@ class Resolver:
 
     def _zoo(self, ref: str) -> Resolved:
         from dataclasses import replace
-
-        from scalearn_cli.registry import get_registry
-        from scalearn_cli.zoo import load_catalog, zoo_source
 
         name = ref[len(ZOO_SCHEME):]
         local = (self.registry or "local").startswith("local")
@@ -168,9 +158,6 @@ class Resolver:
 
 def read_source(folder: Path) -> Folder:
     """A verified source folder: scalearn's own (hashes checked), or a PEFT / AdapterHub folder read as is."""
-    from scalearn_cli.artifacts import METADATA_FILE, folder_fingerprint
-    from scalearn_cli.formats import detect_format, foreign_metadata
-
     folder = Path(folder)
     if folder.is_dir() and not (folder / METADATA_FILE).is_file():
         fmt = detect_format(folder)
@@ -201,8 +188,6 @@ def registry_location(registry) -> str:
 
 def snapshot_origin(folder: Path, resolver: Resolver):  # -> (Registry, repo_id, commit) | None
     """(registry, repo id, commit) when ``folder`` is a registry or Hub-cache snapshot, else None."""
-    from scalearn_cli.registry import get_registry
-
     commit, snapshots, repo_dir = folder.name, folder.parent, folder.parent.parent
     match = _SNAPSHOT.match(repo_dir.name)
     if not (_COMMIT.match(commit) and snapshots.name == "snapshots" and match):

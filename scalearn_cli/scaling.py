@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalearn_cli.errors import CompositionError
+
 #: the non-linearities between a source's down and up matrices (bottleneck: relu; LoRA: identity)
 ACTIVATIONS = ("relu", "identity")
 
@@ -218,8 +220,6 @@ class LowRankMix(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:  # never a silent identity for a kind's unknown non-linearity
-            from scalearn_cli.errors import CompositionError
-
             raise CompositionError(f"the sources' adapter kind declares activation '{activation}'; a kind's "
                                    f"activation must be one of {', '.join(ACTIVATIONS)}")
         self.site = site

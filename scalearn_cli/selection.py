@@ -20,14 +20,17 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from scalearn_cli.artifacts import check_out_dir
+from scalearn_cli.combiners import TRANSFER_LR
 from scalearn_cli.errors import UsageError
+from scalearn_cli.inspection import omega_table
+from scalearn_cli.prune import select as keep_largest
 from scalearn_cli.resolve import Resolved
 from scalearn_cli.shelf import ShelfFilter, open_shelves
-
-if TYPE_CHECKING:
-    from scalearn_cli.train import Progress
+from scalearn_cli.stages.transfer import transfer
+from scalearn_cli.train import Progress, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class SelectOptions:
     steps: int | None = None
     epochs: int | None = None
     sparsity: float = DEFAULT_SPARSITY
-    lr: float | None = None  # None: ScaLearn's (6e-3)
+    lr: float | None = None  # None: ScaLearn's (combiners.TRANSFER_LR)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -71,9 +74,6 @@ def shelf_transfer(options, shelves: tuple[str, ...] = (), filters: ShelfFilter 
     ``options`` is a :class:`~scalearn_cli.stages.transfer.TransferOptions`; without shelves or a selection this is
     plain ``transfer``. The composition records the sources it composed, the shelf and the selection.
     """
-    from scalearn_cli.artifacts import check_out_dir
-    from scalearn_cli.stages.transfer import transfer
-
     if not shelves and select is None:
         if filters != ShelfFilter():
             raise UsageError("--shelf-family, --shelf-kind, --shelf-include and --shelf-exclude filter a --shelf; "
@@ -112,10 +112,6 @@ def gather(options, shelves: tuple[str, ...], filters: ShelfFilter) -> tuple[lis
 def select_sources(options, pool: list[Resolved], select: SelectOptions,
                    progress: Progress | None = None) -> tuple[list[Resolved], dict[str, Any]]:
     """The K sources of ``pool`` the learned criterion ranks first (in pool order), and the record of the choice."""
-    from scalearn_cli.inspection import omega_table
-    from scalearn_cli.prune import select as keep_largest
-    from scalearn_cli.stages.transfer import transfer
-
     n = len(pool)
     if select.k >= n:
         raise UsageError(f"K = {select.k} keeps all of the {n} candidate sources; pass K < {n} (--select, or select "
@@ -148,11 +144,9 @@ def select_sources(options, pool: list[Resolved], select: SelectOptions,
 
 def _budget(options, select: SelectOptions):  # -> TrainConfig
     """The selection run's training options: the transfer's (batch, length, seed...) with the selection's budget."""
-    from scalearn_cli.train import TrainConfig
-
     base = options.train or TrainConfig()
-    lr = select.lr or 6e-3  # ScaLearn's (combiners/scalearn.py), whatever --method the composition uses
-    config = replace(base, lr=lr, patience=None, max_steps=None, epochs=1)
+    # ScaLearn's learning rate unless the selection names one, whatever --method the composition uses
+    config = replace(base, lr=select.lr or None, patience=None, max_steps=None, epochs=1).with_lr(TRANSFER_LR)
     if select.steps is not None:
         return replace(config, max_steps=select.steps)
     if select.epochs is not None:

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalearn_cli.artifacts import METADATA_FILE
 from scalearn_cli.errors import CompositionError, ScaLearnError, UsageError
+from scalearn_cli.registry import get_registry
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.shelf_tasks import FAMILIES, family
+from scalearn_cli.sources import kind_names
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +45,6 @@ class ShelfFilter:
         for name in self.families:
             if name not in known:
                 raise UsageError(f"unknown task family '{name}' in --shelf-family; known: {', '.join(known)}")
-        from scalearn_cli.sources import kind_names
-
         for kind in self.kinds:
             if kind not in kind_names():
                 raise UsageError(f"unknown adapter kind '{kind}' in --shelf-kind; known: {', '.join(kind_names())}")
@@ -101,8 +102,6 @@ def shelf_candidates(spec: str, resolver: Resolver,
 
 
 def _looks_like_adapter(folder: Path) -> bool:
-    from scalearn_cli.artifacts import METADATA_FILE
-
     return (folder / METADATA_FILE).is_file() or (folder / "adapter_config.json").is_file()
 
 
@@ -112,8 +111,6 @@ def _is_registry(path: Path) -> bool:
 
 
 def _registry_candidates(spec: str, resolver: Resolver) -> list[Candidate]:
-    from scalearn_cli.registry import get_registry
-
     local = spec == "local" or spec.startswith("local:")
     endpoint = None if local else resolver.endpoint
     registry = get_registry(spec, endpoint=endpoint)

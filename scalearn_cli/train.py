@@ -19,8 +19,10 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 from torch import nn
+from transformers import get_linear_schedule_with_warmup
 
 from scalearn_cli.errors import TrainingError, UsageError
+from scalearn_cli.model import task_loss
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class TrainConfig:
     """Training options shared by ``train-source`` and ``transfer``."""
 
     epochs: int = 30
-    lr: float | None = None  # None: the stage's default (the adapter kind's, or the combiner's)
+    lr: float | None = None  # None: the stage's default (the adapter kind's, or the combiner's): ``with_lr``
     batch_size: int = 32
     max_length: int = 128
     seed: int = 42
@@ -86,6 +88,11 @@ class TrainConfig:
             raise UsageError(f"--precision {self.precision} needs a GPU and none is available; drop --precision "
                              "(a CPU trains in fp32)")
         return self
+
+    def with_lr(self, default: float) -> TrainConfig:
+        """This config with ``lr`` None made ``default`` (the stage's: the adapter kind's or the combiner's); the one
+        place an unset learning rate is filled in."""
+        return self if self.lr is not None else replace(self, lr=default)
 
     def resolved(self, few_shot: bool, generation: bool = False) -> TrainConfig:
         """This config with ``select_on="auto"`` made concrete: the best dev metric for a few-shot run (the paper's
@@ -167,19 +174,10 @@ def make_accelerator(precision: Precision = "no"):
     return Accelerator(mixed_precision=precision if use_gpu else "no", cpu=not use_gpu)
 
 
-def fit(
-    model: nn.Module,
-    params: list[nn.Parameter],
-    train_loader,
-    dev_loader,
-    config: TrainConfig,
-    metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]],
-    progress: Progress | None = None,
-    accelerator=None,
-    penalty: Callable[[], torch.Tensor] | None = None,
-    main_metric: str | None = None,
-    head_params: list[nn.Parameter] = (),
-) -> TrainResult:
+def fit(model: nn.Module, params: list[nn.Parameter], train_loader, dev_loader, config: TrainConfig,
+        metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]], progress: Progress | None = None,
+        accelerator=None, penalty: Callable[[], torch.Tensor] | None = None, main_metric: str | None = None,
+        head_params: list[nn.Parameter] = ()) -> TrainResult:
     """Train ``params`` of ``model``; restore the best epoch (lowest dev loss, or with ``config.select_on="metric"``
     the highest ``main_metric`` of ``metric_fn``; ties keep the earlier epoch) and return the log.
 
@@ -193,82 +191,139 @@ def fit(
     ``select_on="auto"`` is the dev loss here (the loaders do not say whether a run is few-shot: the stages resolve
     it first, ``TrainConfig.resolved``).
     """
-    from transformers import get_linear_schedule_with_warmup
-
     config = config.resolved(few_shot=False)
-
     if config.lr is None:
         raise UsageError("no learning rate: pass --lr (the stages fill in their default before training)")
     progress = progress or Progress()
     accelerator = accelerator or make_accelerator(config.precision)
-    optimizer = torch.optim.AdamW(_param_groups(params, head_params, config), lr=config.lr, weight_decay=0.0)
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
-    epochs = config.epochs if config.max_steps is None else math.ceil(config.max_steps / max(1, steps_per_epoch))
-    total = config.max_steps or steps_per_epoch * epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, 0, total)
+    epochs, clock = _Clock.plan(config, math.ceil(len(train_loader) / accelerator.num_processes))
+    optimizer, scheduler = configure_optimizers(params, head_params, config, clock.total)
     model, optimizer, train_loader, dev_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, dev_loader, scheduler
     )
-    names = _trainable_names(accelerator.unwrap_model(model), params)
+    kept = _Kept(accelerator.unwrap_model(model), params, config, main_metric)
     # the initial weights' dev loss: a run whose best epoch never beats it is reported, not passed off as success
     initial_loss, logits, labels = evaluate(model, dev_loader, accelerator)
     initial_metrics = metric_fn(logits, labels) if len(labels) else {}
-    initial = _criterion(config, main_metric, initial_loss, initial_metrics) if len(labels) else math.nan
-    watched = "loss" if config.select_on == "loss" else main_metric
-    # (criterion: lower is better, epoch, trainable tensors, dev loss, dev metrics) of the kept epoch
-    best = (math.inf, 0, _snapshot(accelerator.unwrap_model(model), names), math.inf, {})
+    initial = kept.criterion_of(initial_loss, initial_metrics) if len(labels) else math.nan
     history: list[EpochLog] = []
-    progress.start(total)
-    step, seen, t0, bad_epochs = 0, 0, time.perf_counter(), 0
+    progress.start(clock.total)
+    clock.start()
     try:  # a TrainingError must still close the progress display
         for epoch in range(1, epochs + 1):
-            model.train()
-            losses = []
-            for batch in train_loader:
-                loss, _ = model(**batch)
-                value = _global_mean(loss, accelerator)
-                _check_finite(value, "training", epoch, step + 1, config.lr)
-                accelerator.backward(loss if penalty is None else loss + penalty())
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step, seen = step + 1, seen + len(batch["labels"]) * accelerator.num_processes  # ~: last batch
-                losses.append(value)
-                progress.step(losses[-1], seen / max(1e-9, time.perf_counter() - t0))
-                if step >= total:
-                    break
+            losses = _train_epoch(model, train_loader, optimizer, scheduler, accelerator, config, penalty, progress,
+                                  clock, epoch)
             dev_loss, logits, labels = evaluate(model, dev_loader, accelerator)
-            _check_finite(dev_loss, "dev", epoch, step, config.lr)
-            log = EpochLog(epoch, float(np.mean(losses)), dev_loss, metric_fn(logits, labels))
-            history.append(log)
-            progress.epoch_end(log)
-            criterion = _criterion(config, main_metric, dev_loss, log.dev_metrics)
-            if step < config.min_steps and step < total and epoch < epochs:
-                continue  # too early to keep (nor to count towards early stopping); the last epoch always counts
-            if criterion < best[0]:
-                snapshot = _snapshot(accelerator.unwrap_model(model), names)
-                best, bad_epochs = (criterion, epoch, snapshot, dev_loss, log.dev_metrics), 0
-            else:
-                bad_epochs += 1
-            if config.patience and bad_epochs >= config.patience:
-                logger.info("early stopping after epoch %d (no dev %s gain for %d epochs)", epoch, watched, bad_epochs)
-                break
-            if step >= total:
+            _check_finite(dev_loss, "dev", epoch, clock.step, config.lr)
+            history.append(EpochLog(epoch, float(np.mean(losses)), dev_loss, metric_fn(logits, labels)))
+            progress.epoch_end(history[-1])
+            if kept.consider(history[-1], clock, last=epoch == epochs) or clock.step >= clock.total:
                 break
     finally:
         progress.close()
-    seconds = time.perf_counter() - t0
-    _restore(accelerator.unwrap_model(model), best[2])
-    improved = not (math.isfinite(initial) and best[0] >= initial)
-    if not improved and accelerator.is_main_process:
-        sign = 1 if config.select_on == "loss" else -1  # the criterion negates a metric (maximized)
-        logger.warning(
-            "the dev %s never improved on the initial weights (best %.4f at epoch %d, initial %.4f); "
-            "try another --lr or more --epochs", watched, sign * best[0], best[1], sign * initial,
-            extra={"summarized": True},  # recorded as improved_on_initial; the CLI's summary says it once, at the end
-        )
-    return TrainResult(best[1], best[3], step, seconds, seen / max(1e-9, seconds), history, accelerator.num_processes,
-                       initial_loss, improved, initial_metrics, config.select_on, best[4])
+    seconds = time.perf_counter() - clock.t0
+    improved = kept.restore(initial, accelerator.is_main_process)
+    return TrainResult(kept.epoch, kept.dev_loss, clock.step, seconds, clock.seen / max(1e-9, seconds), history,
+                       accelerator.num_processes, initial_loss, improved, initial_metrics, config.select_on,
+                       kept.dev_metrics)
+
+
+@dataclass
+class _Clock:
+    """Optimizer steps and examples so far (of ``total`` steps), and when training started."""
+
+    total: int
+    step: int = 0
+    seen: int = 0
+    t0: float = 0.0
+
+    @staticmethod
+    def plan(config: TrainConfig, steps_per_epoch: int) -> tuple[int, _Clock]:
+        """(epochs, a clock of the run's total steps): ``config.epochs``, or as many as ``config.max_steps`` needs."""
+        epochs = config.epochs if config.max_steps is None else math.ceil(config.max_steps / max(1, steps_per_epoch))
+        return epochs, _Clock(total=config.max_steps or steps_per_epoch * epochs)
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def rate(self) -> float:
+        """Examples per second since the start."""
+        return self.seen / max(1e-9, time.perf_counter() - self.t0)
+
+
+def _train_epoch(model: nn.Module, loader, optimizer, scheduler, accelerator, config: TrainConfig,
+                 penalty: Callable[[], torch.Tensor] | None, progress: Progress, clock: _Clock, epoch: int
+                 ) -> list[float]:
+    """One epoch of optimizer steps (fewer when ``clock.total`` is reached); each step's loss."""
+    model.train()
+    losses = []
+    for batch in loader:
+        loss, _ = model(**batch)
+        value = _global_mean(loss, accelerator)
+        _check_finite(value, "training", epoch, clock.step + 1, config.lr)
+        accelerator.backward(loss if penalty is None else loss + penalty())
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        clock.step, clock.seen = clock.step + 1, clock.seen + len(batch["labels"]) * accelerator.num_processes  # ~
+        losses.append(value)
+        progress.step(losses[-1], clock.rate())
+        if clock.step >= clock.total:
+            break
+    return losses
+
+
+class _Kept:
+    """The epoch training keeps (lowest criterion; ties keep the earlier) and early stopping's count."""
+
+    def __init__(self, model: nn.Module, params: list[nn.Parameter], config: TrainConfig, main_metric: str | None
+                 ) -> None:
+        self.model, self.names, self.config = model, _trainable_names(model, params), config
+        self.main_metric = main_metric
+        #: what the criterion watches, for the log
+        self.watched = "loss" if config.select_on == "loss" else main_metric
+        self.criterion, self.epoch, self.dev_loss, self.dev_metrics = math.inf, 0, math.inf, {}
+        self.snapshot, self.bad_epochs = _snapshot(model, self.names), 0
+
+    def criterion_of(self, loss: float, metrics: dict[str, float]) -> float:
+        return _criterion(self.config, self.main_metric, loss, metrics)
+
+    def consider(self, log: EpochLog, clock: _Clock, last: bool) -> bool:
+        """Keep the epoch when it is the best so far; True when early stopping ends training."""
+        criterion = self.criterion_of(log.dev_loss, log.dev_metrics)
+        if clock.step < self.config.min_steps and clock.step < clock.total and not last:
+            return False  # too early to keep (nor to count towards early stopping); the last epoch always counts
+        if criterion < self.criterion:
+            self.criterion, self.epoch, self.dev_loss, self.dev_metrics = criterion, log.epoch, log.dev_loss, \
+                log.dev_metrics
+            self.snapshot, self.bad_epochs = _snapshot(self.model, self.names), 0
+        else:
+            self.bad_epochs += 1
+        if self.config.patience and self.bad_epochs >= self.config.patience:
+            logger.info("early stopping after epoch %d (no dev %s gain for %d epochs)", log.epoch, self.watched,
+                        self.bad_epochs)
+            return True
+        return False
+
+    def restore(self, initial: float, main_process: bool) -> bool:
+        """Put the kept epoch's tensors back; whether it improved on the ``initial`` criterion (warned if not)."""
+        _restore(self.model, self.snapshot)
+        improved = not (math.isfinite(initial) and self.criterion >= initial)
+        if not improved and main_process:
+            sign = 1 if self.config.select_on == "loss" else -1  # the criterion negates a metric (maximized)
+            logger.warning(
+                "the dev %s never improved on the initial weights (best %.4f at epoch %d, initial %.4f); "
+                "try another --lr or more --epochs", self.watched, sign * self.criterion, self.epoch, sign * initial,
+                extra={"summarized": True},  # recorded as improved_on_initial; the CLI's summary says it once, at the end
+            )
+        return improved
+
+
+def configure_optimizers(params: list[nn.Parameter], head_params, config: TrainConfig, total_steps: int):
+    """(AdamW, its schedule) with the paper's protocol: weight decay 0, linear decay over ``total_steps``, no warm-up;
+    ``head_params`` (a subset of ``params``) at ``config.head_lr`` when it is set, everything else at ``config.lr``."""
+    optimizer = torch.optim.AdamW(_param_groups(params, head_params, config), lr=config.lr, weight_decay=0.0)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, 0, total_steps)
 
 
 def _param_groups(params: list[nn.Parameter], head_params, config: TrainConfig) -> list[dict]:
@@ -326,8 +381,6 @@ def evaluate(model: nn.Module, loader, accelerator=None) -> tuple[float, np.ndar
     logits, labels = torch.cat(all_logits), torch.cat(all_labels)
     problem_type = getattr(accelerator.unwrap_model(model), "problem_type", None) if accelerator else None
     if accelerator is not None and accelerator.num_processes > 1 and problem_type is not None:
-        from scalearn_cli.model import task_loss
-
         total, count = float(task_loss(problem_type, logits, labels)), 1
     return total / count, logits.numpy(), labels.numpy()
 

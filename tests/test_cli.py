@@ -239,7 +239,7 @@ def test_eval_of_a_source_whose_recorded_data_is_gone(root: Path, tiny_model_dir
     (demo) task's are read from the task itself, wherever they were once written."""
     import shutil
 
-    from scalearn_cli.demo_data import write_demo_tasks
+    from scalearn_cli.data.demo import write_demo_tasks
 
     moved = root / "moved-task.jsonl"
     shutil.copy(task_file, moved)
@@ -499,7 +499,7 @@ def test_mean_pooling_source_and_transfer(fab, root: Path, tiny_model_dir: Path,
 
 
 def test_zoo_recipe_pooling_enters_the_hash_only_when_set() -> None:
-    from scalearn_cli.zoo import Recipe
+    from scalearn_cli.zoo.catalog import Recipe
 
     base = dict(name="r", task="rte", adapter="lora", data={"source": "demo"}, train={"epochs": 1})
     first, mean = Recipe(**base), Recipe(**base, pooling="mean")

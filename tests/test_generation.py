@@ -14,8 +14,8 @@ import torch
 from test_decoder import VOCAB, save_tiny_decoders
 
 from scalearn_cli.errors import DataError, ModelError, UsageError
-from scalearn_cli.generation.data import IGNORE, encode_pairs, lm_features, loader
-from scalearn_cli.generation.model import GenerativeModel
+from scalearn_cli.data.generation import IGNORE, encode_pairs, lm_features, loader
+from scalearn_cli.decoder.model import GenerativeModel
 from scalearn_cli.stages.common import DataOptions
 from scalearn_cli.train import TrainConfig
 
@@ -95,7 +95,7 @@ def test_labels_mask_the_prompt_and_keep_the_answer_and_eos(lms):
 
 def test_answer_loss_does_not_depend_on_the_prompt_tokens_it_masks(lms):
     """Same answer, same labels, other prompt tokens: the labels are identical, so only the answer is scored."""
-    from scalearn_cli.generation.model import answer_loss
+    from scalearn_cli.decoder.model import answer_loss
 
     logits = torch.randn(1, 6, 10)
     labels = torch.tensor([[IGNORE, IGNORE, IGNORE, 4, 5, 2]])
@@ -107,7 +107,7 @@ def test_answer_loss_does_not_depend_on_the_prompt_tokens_it_masks(lms):
 
 def test_long_prompts_are_cut_from_the_left_and_counted(lms, caplog):
     from scalearn_cli.backbone import load_backbone
-    from scalearn_cli.generation.data import report
+    from scalearn_cli.data.generation import report
 
     _, tok, _ = load_backbone(str(lms["llama"]), causal_lm=True)
     long = " ".join(["w1"] * 20) + " w9"
@@ -129,7 +129,8 @@ def test_a_generation_task_without_an_answer_field_is_one_clear_line(qa_file, tm
         qa_options(qa_file, prompt_template=None).spec()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "the movie", "answer": ""}) + "\n")
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
 
     with pytest.raises(DataError, match="^row 0 of train has no answer in column 'answer'"):
         make_splits(qa_options(bad).spec(), load_raw(qa_options(bad).spec(), data_file=bad))
@@ -168,7 +169,7 @@ def test_exact_match_and_choice_log_likelihood_on_a_crafted_lm(lms):
     from datasets import Dataset
 
     from scalearn_cli.backbone import load_backbone
-    from scalearn_cli.generation.score import choice_logprobs, score_generation
+    from scalearn_cli.decoder.score import choice_logprobs, score_generation
     from scalearn_cli.tasks import generation_task
 
     _, tok, _ = load_backbone(str(lms["llama"]), causal_lm=True)
@@ -279,7 +280,7 @@ def test_peft_export_loads_on_the_causal_lm_and_generates_the_same_tokens(arch, 
 
 def test_left_padding_does_not_change_greedy_answers(gen_comps):
     from scalearn_cli.compose import load_composition
-    from scalearn_cli.generation.score import generate_answers
+    from scalearn_cli.decoder.score import generate_answers
 
     model, tok, _ = load_composition(gen_comps["gpt2"])
     texts = ["Q: the movie was good A:", "Q: w1 w2 w3 w4 w5 w6 w7 w8 A:"]

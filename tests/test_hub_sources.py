@@ -77,7 +77,7 @@ def test_a_missing_hub_repo_or_revision_is_one_line(hub_server, tmp_path, missin
 
 
 def test_zoo_lists_the_published_adapterhub_sources():
-    from scalearn_cli.zoo import load_published
+    from scalearn_cli.zoo.catalog import load_published
 
     rows = load_published("roberta-base")
     by_task = {r["task"]: r for r in rows if r["task"] and r["repo_id"].endswith("_pfeiffer")}

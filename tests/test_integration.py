@@ -77,7 +77,8 @@ def cola_lora(work: Path, glue_subsets: dict[str, Path], minilm_dir: Path) -> tu
 
 def baseline(options: DataOptions, seed: int = 42) -> float:
     """Accuracy of the best constant predictor on the test rows (at least the majority-class baseline)."""
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
     from scalearn_cli.metrics import majority_baseline
 
     spec = options.spec()

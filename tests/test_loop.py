@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from scalearn_cli.batches import make_loader
-from scalearn_cli.data import load_raw
+from scalearn_cli.data.batches import make_loader
+from scalearn_cli.data.rows import load_raw
 from scalearn_cli.tasks import get_task
 
 

@@ -86,8 +86,8 @@ def test_the_merged_lora_exports_and_generates_the_same_tokens(arch, rank4, qa_f
 
     from scalearn_cli.compose import load_composition
     from scalearn_cli.export import export, verify
-    from scalearn_cli.generation.data import encode_pairs, lm_features, loader
-    from scalearn_cli.generation.model import GenerativeModel
+    from scalearn_cli.data.generation import encode_pairs, lm_features, loader
+    from scalearn_cli.decoder.model import GenerativeModel
 
     comp = tmp_path / "hub"
     run(rank4[arch], qa_options(qa_file, few_shot=5), comp)

@@ -138,7 +138,7 @@ def test_thresholds_are_recorded_with_the_head_and_verified() -> None:
 def test_label_sets_read_as_lists_names_ids_or_separated_strings(tmp_path: Path) -> None:
     import datasets
 
-    from scalearn_cli.data import make_splits
+    from scalearn_cli.data.splits import make_splits
 
     items = [{"text": f"w{i}", "labels": labels} for i, labels in
              enumerate([["joy"], ["anger", "joy"], [], ["fear"]] * 10)]
@@ -292,7 +292,8 @@ def test_every_baseline_transfers_to_a_multi_label_target(method: str, tiny_mode
 def test_go_emotions_loads_from_the_shelf() -> None:
     from conftest import shared_data_dir
 
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
 
     folder = shared_data_dir() / "shelf" / "go_emotions"
     if not folder.is_dir():
@@ -311,7 +312,8 @@ def test_bench_runner_takes_go_emotions_as_a_target(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import quality_runner
 
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
     from scalearn_cli.metrics import majority_baseline
 
     shelf = tmp_path / "root" / "shelf" / "go_emotions"

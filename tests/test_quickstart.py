@@ -86,7 +86,7 @@ def test_the_next_commands_use_options_that_exist():
 
 
 def test_a_plain_peft_lora_made_for_the_quickstart_is_read_as_peft(tmp_path, tiny_model_dir):
-    from scalearn_cli.demo_data import write_demo_tasks
+    from scalearn_cli.data.demo import write_demo_tasks
     from scalearn_cli.demo_peft import train_peft_lora
     from scalearn_cli.resolve import Resolver
 

@@ -175,7 +175,8 @@ def _pairs(n: int, label_of: Any = lambda i: i % 2) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("bad", ["inf", "-inf", "nan", "Infinity"])
 def test_non_finite_regression_labels_are_refused(bad: str, tmp_path: Path) -> None:
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
     from scalearn_cli.errors import DataError
     from scalearn_cli.tasks import get_task
 
@@ -192,7 +193,8 @@ def test_non_finite_regression_labels_are_refused(bad: str, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("bad", [1e6, "1e6", -1e6, 2, 0.5])
 def test_classification_labels_outside_the_label_set_are_refused(bad: Any, tmp_path: Path) -> None:
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
     from scalearn_cli.errors import DataError
     from scalearn_cli.tasks import get_task
 
@@ -207,7 +209,8 @@ def test_classification_labels_outside_the_label_set_are_refused(bad: Any, tmp_p
 
 
 def test_few_shot_above_the_training_rows_is_an_error(tmp_path: Path) -> None:
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
     from scalearn_cli.errors import UsageError
     from scalearn_cli.tasks import get_task
 
@@ -222,7 +225,8 @@ def test_few_shot_above_the_training_rows_is_an_error(tmp_path: Path) -> None:
 
 
 def test_data_dir_without_the_test_split_names_the_file(tmp_path: Path) -> None:
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
     from scalearn_cli.errors import DataError
     from scalearn_cli.tasks import custom_task, get_task
 
@@ -241,7 +245,7 @@ def test_data_dir_without_the_test_split_names_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".tsv"])
 def test_latin1_data_file_says_save_as_utf8(suffix: str, tmp_path: Path) -> None:
-    from scalearn_cli.data import load_raw
+    from scalearn_cli.data.rows import load_raw
     from scalearn_cli.errors import DataError
     from scalearn_cli.tasks import custom_task
 

@@ -129,7 +129,8 @@ def test_eval_on_another_task_is_explicit_and_needs_the_same_labels(work: dict[s
 
 # ---- 5: messages -------------------------------------------------------------------------------------------
 def test_float_labels_are_shown_as_written(tmp_path: Path) -> None:
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
     from scalearn_cli.errors import DataError
     from scalearn_cli.tasks import custom_task
 

@@ -151,7 +151,7 @@ def test_adaptersoup_reads_a_demo_source_whose_data_folder_is_gone_and_says_what
     """A quickstart's zoo source outlives the quickstart folder that held its demo data (the registry keeps it)."""
     import shutil
 
-    from scalearn_cli.demo_data import write_demo_tasks
+    from scalearn_cli.data.demo import write_demo_tasks
 
     demo = write_demo_tasks(root / "gone" / "demo")["demo-sentiment"]
     source = root / "soup-demo"

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from scalearn_cli import data as data_mod
-from scalearn_cli.batches import make_loader
-from scalearn_cli.data import Splits, load_raw, make_splits, write_demo_tasks
+from scalearn_cli.data import rows as data_mod
+from scalearn_cli.data.batches import make_loader
+from scalearn_cli.data.demo import write_demo_tasks
+from scalearn_cli.data.rows import load_raw
+from scalearn_cli.data.splits import Splits, make_splits
 from scalearn_cli.errors import DataError, TaskError, UsageError
 from scalearn_cli.metrics import compute_metrics, main_score, majority_baseline
 from scalearn_cli.tasks import TASKS, TaskSpec, custom_task, get_task, task_from_dict, task_to_dict
@@ -331,7 +333,7 @@ def test_demo_tasks_are_deterministic_and_loadable(tmp_path: Path) -> None:
 
 def test_a_demo_task_by_name_loads_without_a_data_folder(tmp_path, monkeypatch):
     """Demo tasks are generated: by name they are written (once, atomically) to the per-user cache, the same rows."""
-    from scalearn_cli.demo_data import demo_folder
+    from scalearn_cli.data.demo import demo_folder
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     spec = get_task("demo-nli")
@@ -350,7 +352,7 @@ def test_recorded_data_where_it_is_gone(tmp_path: Path) -> None:
     itself; a custom task's is a one-line error saying what to do, or None where the caller has a fallback."""
     from scalearn_cli.errors import DataError
     from scalearn_cli.prune import _data_options
-    from scalearn_cli.stages.common import recorded_data
+    from scalearn_cli.data.rows import recorded_data
     from scalearn_cli.tasks import custom_task, get_task, task_to_dict
 
     here = tmp_path / "task.jsonl"

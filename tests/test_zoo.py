@@ -13,7 +13,7 @@ from conftest import make_source
 from typer.testing import CliRunner
 
 from scalearn_cli.cli.main import app
-from scalearn_cli.demo_data import write_demo_tasks
+from scalearn_cli.data.demo import write_demo_tasks
 
 SHELF = Path(__file__).resolve().parents[2] / "shared" / "data" / "shelf"
 TRAIN = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
@@ -43,7 +43,8 @@ def test_every_shelf_task_has_a_family_and_tests_on_its_files_test_split() -> No
 
 @pytest.mark.skipif(not SHELF.is_dir(), reason="needs ../shared/data/shelf")
 def test_shelf_folders_load_by_name_with_their_own_test_split() -> None:
-    from scalearn_cli.data import load_raw, make_splits
+    from scalearn_cli.data.rows import load_raw
+    from scalearn_cli.data.splits import make_splits
     from scalearn_cli.shelf_tasks import SHELF_ROWS
     from scalearn_cli.tasks import get_task
 
@@ -139,7 +140,7 @@ def test_zoo_reference_to_an_unbuilt_or_unknown_recipe_is_one_line(zoo: Path, ti
 
 
 def test_zoo_build_baselines_records_the_majority_of_each_task(zoo: Path, tiny_model_dir: Path) -> None:
-    from scalearn_cli.zoo import load_catalog
+    from scalearn_cli.zoo.catalog import load_catalog
 
     done = ok_json(invoke("zoo", "build", "--model", tiny_model_dir, "--baselines", "--json"))
     assert set(done) == {"demo-sentiment", "demo-nli"} and all(0 < v["accuracy"] < 100 for v in done.values())

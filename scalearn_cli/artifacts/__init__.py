@@ -15,7 +15,7 @@ A *composition folder* holds:
     README.md             model card
 """
 
-from scalearn_cli.artifacts.folders import Folder, FolderWriter, read_folder, read_metadata, write_folder
+from scalearn_cli.artifacts.folders import FolderWriter, write_folder
 from scalearn_cli.artifacts.io import (
     BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, COMPOSITION_FILE, FORMAT_VERSION, FUSION_FILE, HEAD_FILE,
     LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, METADATA_FILE, MODEL_CARD_FILE, OMEGA_FILE, content_hash, folder_fingerprint,
@@ -23,6 +23,7 @@ from scalearn_cli.artifacts.io import (
 )
 from scalearn_cli.artifacts.outputs import check_out_dir, resolve_path, staged_output
 from scalearn_cli.artifacts.meta import AdapterSpec, CompositionRecord, HeadSpec, Metadata, SourceRef
+from scalearn_cli.artifacts.records import Folder, read_folder, read_metadata
 
 __all__ = [
     "AdapterSpec", "BOTTLENECK_CONFIG_FILE", "BOTTLENECK_WEIGHTS_FILE", "COMPOSITION_FILE", "CompositionRecord",

@@ -26,6 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from scalearn_cli.artifacts.io import METADATA_FILE, MODEL_CARD_FILE
+from scalearn_cli.artifacts.records import read_metadata, require_record, verify_recorded
+from scalearn_cli.cache import default_local_root
 from scalearn_cli.errors import ArtifactError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -46,8 +49,6 @@ def resolve_path(path: Path | str) -> Path:
 
 def protected_paths(inputs: Iterable[Path | str] = (), registry: str | None = None) -> list[tuple[Path, str]]:
     """(resolved path, what it is) for everything a write must never touch: the inputs and the registry roots."""
-    from scalearn_cli.registry.base import default_local_root
-
     found: list[tuple[Path, str]] = [(resolve_path(p), "an input of this command") for p in inputs if str(p)]
     roots = [default_local_root()]
     if registry and registry.startswith("local:") and registry[len("local:"):]:
@@ -151,9 +152,6 @@ def check_pull_dir(local_dir: Path, registry_root: Path | None = None) -> Path:
 
 def check_replaceable(out: Path, shown: str) -> None:
     """Refuse to replace a folder unless it verifies as a scalearn artifact holding nothing but its record's files."""
-    from scalearn_cli.artifacts.folders import read_metadata, require_record, verify_recorded
-    from scalearn_cli.artifacts.io import METADATA_FILE, MODEL_CARD_FILE
-
     why = ("holds files that scalearn did not write (no scalearn.json)" if not (out / METADATA_FILE).is_file()
            else None)
     if why is None:

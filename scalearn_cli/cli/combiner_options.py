@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from scalearn_cli.combiners import all_options
+from scalearn_cli.combiners import all_options, options_of, refuse_foreign_flags
 
 PARAMETER = "combiner_options"  # the command's parameter that receives {flag: value}
 
@@ -65,7 +65,5 @@ def with_combiner_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def method_options(method: str, given: dict[str, Any]) -> dict[str, Any]:
     """{option name: value} for ``method`` from the flags given; a flag of another method is a one-line error."""
-    from scalearn_cli.combiners import options_of, refuse_foreign_flags
-
     refuse_foreign_flags(method, given)
     return {o.name: given[o.flag] for o in options_of(method) if given.get(o.flag) is not None}

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from scalearn_cli.errors import printable
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -88,6 +90,7 @@ GradCheckpointOpt = Annotated[
 FewShotOpt = Annotated[Optional[int], typer.Option("--few-shot", help="Train on K examples only (seeded).")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N steps (overrides --epochs).")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="no, fp16 or bf16 (GPU only; CPU runs fp32).")]
+CompositionArg = Annotated[Path, typer.Argument(help="A composition folder written by `scalearn transfer`.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
@@ -105,6 +108,7 @@ EndpointOpt = Annotated[
 
 def resolver(registry: str | None, endpoint: str | None):  # -> scalearn_cli.resolve.Resolver
     """The library's one resolver, configured by the shared --registry/--endpoint options."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.resolve import Resolver
 
     return Resolver(registry, endpoint)
@@ -114,8 +118,6 @@ def shown(value: Any):  # -> rich.text.Text
     """``value`` as a table cell or line that is never read as markup, its control characters escaped: registry
     metadata, source names and file names come from files others wrote."""
     from rich.text import Text
-
-    from scalearn_cli.errors import printable
 
     return Text(printable(value))
 

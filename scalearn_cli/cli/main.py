@@ -12,8 +12,11 @@ from typing import Annotated, Any, Callable
 import typer
 
 from scalearn_cli import __version__
-from scalearn_cli.cli import quickstart, record, registry, shelf, tasks, tools, train, zoo
-from scalearn_cli.errors import printable, strip_ansi
+from scalearn_cli.cli import (
+    evaluate, export, inspect, prune, quickstart, record, registry, shelf, tasks, train, zoo,
+)
+from scalearn_cli.cli.common import err_console
+from scalearn_cli.errors import ScaLearnError, printable, strip_ansi
 
 app = typer.Typer(
     name="scalearn",
@@ -46,14 +49,13 @@ def root(
 
     from rich.logging import RichHandler
 
-    from scalearn_cli.cli.common import err_console
-
     handler = RichHandler(console=err_console, show_time=False, show_path=False)
     handler.addFilter(_escape_record)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler], force=True,
     )
     if allow_base_change or "scalearn_cli.backbone" in sys.modules:  # the flag is process state: reset it too
+        # lazy: backbone imports torch; reset only where it is loaded or the flag is given
         from scalearn_cli.backbone import allow_base_change as allow
 
         allow(allow_base_change)
@@ -120,8 +122,6 @@ def _unexpected(exc: BaseException) -> tuple[int, str]:  # library errors we did
 
 def _error_table() -> tuple[tuple[type[BaseException] | tuple[type[BaseException], ...],
                                   Callable[[BaseException], tuple[int, str]]], ...]:
-    from scalearn_cli.errors import ScaLearnError
-
     return ((ScaLearnError, _domain), (KeyboardInterrupt, _interrupted), (OverflowError, _overflow),
             (OSError, _os_error), ((ValueError, RuntimeError, re.error, LookupError, TypeError), _unexpected))
 
@@ -160,8 +160,6 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             from rich.markup import escape
 
-            from scalearn_cli.cli.common import err_console
-
             code, line = rendered
             label = "Interrupted:" if interrupted else "Error:"
             err_console.print(f"[bold red]{label}[/] {escape(line)}", highlight=False, soft_wrap=True)
@@ -174,7 +172,7 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 COMMANDS: tuple[tuple[typer.Typer | None, str, Callable[..., Any]], ...] = (
     (None, "train-source", train.train_source),
     (None, "transfer", train.transfer),
-    (None, "eval", train.evaluate),
+    (None, "eval", evaluate.evaluate),
     (None, "tasks", tasks.tasks),
     (None, "push", registry.push),
     (None, "pull", registry.pull),
@@ -182,10 +180,10 @@ COMMANDS: tuple[tuple[typer.Typer | None, str, Callable[..., Any]], ...] = (
     (None, "quickstart", quickstart.quickstart),
     (zoo.zoo_app, "list", zoo.zoo_list),
     (zoo.zoo_app, "build", zoo.zoo_build),
-    (None, "export", tools.export),
-    (None, "verify", tools.verify),
-    (None, "inspect", tools.inspect),
-    (None, "prune", tools.prune),
+    (None, "export", export.export),
+    (None, "verify", export.verify),
+    (None, "inspect", inspect.inspect),
+    (None, "prune", prune.prune),
     (None, "select", shelf.select),
     (None, "record", record.record),
 )

@@ -26,6 +26,7 @@ def quickstart(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the offline demo: build a shelf of sources, compose them for a few-shot target, compare, export."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.quickstart import run_quickstart
 
     result = run_quickstart(workdir, epochs=epochs, few_shot=few_shot, registry=registry, log=_log(as_json))

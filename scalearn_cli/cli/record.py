@@ -15,6 +15,7 @@ def record(
     as_json: JsonOpt = False,
 ) -> None:
     """Record the sha256 of a folder's files and card (only if it has no record: an edited one is refused)."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.artifacts.folders import record_folder
 
     data = record_folder(folder)

@@ -32,6 +32,7 @@ def push(
     endpoint: EndpointOpt = None,
 ) -> None:
     """Push an adapter folder; prints REPO_ID@COMMIT."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.registry import get_registry
 
     result = get_registry(registry, endpoint=endpoint).push(
@@ -49,6 +50,7 @@ def pull(
     endpoint: EndpointOpt = None,
 ) -> None:
     """Pull and verify an adapter; prints its local path."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.registry import get_registry, parse_ref
 
     repo_id, revision = parse_ref(ref)
@@ -64,6 +66,7 @@ def list_adapters(
     as_json: JsonOpt = False,
 ) -> None:
     """List adapters with task, base model, adapter kind and metrics."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.registry import get_registry
 
     entries = get_registry(registry, endpoint=endpoint).list(filter_text)

@@ -12,6 +12,7 @@ from scalearn_cli.cli.common import (
     MaxTrainOpt, ModelOpt, OverwriteOpt, ProblemOpt, RegistryOpt, SeedOpt, TaskOpt, TextFieldsOpt, console,
     print_json, resolver, split_csv,
 )
+from scalearn_cli.errors import ArtifactError, UsageError
 
 SourcesOpt = Annotated[Optional[list[str]], typer.Option(
     "--source", "-s", help="A source: scalearn, PEFT LoRA or AdapterHub folder, a pulled path, org/name[@rev] or "
@@ -38,6 +39,7 @@ SelectSparsityOpt = Annotated[Optional[float], typer.Option(
 
 def shelf_filter(family: str | None, kind: str | None, include: list[str] | None, exclude: list[str] | None):
     """The library's :class:`~scalearn_cli.shelf.ShelfFilter` from the CLI's options."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.shelf import ShelfFilter
 
     return ShelfFilter(split_csv(family), split_csv(kind), tuple(include or ()), tuple(exclude or ()))
@@ -48,10 +50,9 @@ def select_options(k: int | None, steps: int | None, epochs: int | None, sparsit
     """The library's :class:`~scalearn_cli.selection.SelectOptions`, or None without ``k``."""
     if k is None:
         if steps is not None or epochs is not None:
-            from scalearn_cli.errors import UsageError
-
             raise UsageError("--select-steps and --select-epochs set the budget of --select K; pass --select")
         return None
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.selection import SelectOptions
     from scalearn_cli.selection import DEFAULT_SPARSITY
 
@@ -92,7 +93,7 @@ def select(
     as_json: JsonOpt = False,
 ) -> None:
     """Choose K sources for a target by the learned criterion of `transfer --select`; print (and save) the choice."""
-    from scalearn_cli.errors import ArtifactError
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.selection import choose
     from scalearn_cli.stages.common import DataOptions
     from scalearn_cli.stages.transfer import TransferOptions
@@ -109,6 +110,7 @@ def select(
     result = choose(options, tuple(shelf or ()), shelf_filter(shelf_family, shelf_kind, shelf_include, shelf_exclude),
                     select_options(keep, steps, epochs, sparsity, lr))
     if out is not None:
+        # lazy: keeps torch out of `scalearn --help`
         from scalearn_cli.artifacts import write_json
 
         out.parent.mkdir(parents=True, exist_ok=True)

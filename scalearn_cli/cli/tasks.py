@@ -9,6 +9,7 @@ def tasks(as_json: JsonOpt = False) -> None:
     """List the known tasks: dataset, text fields, labels, problem type and the paper's metrics."""
     from rich.table import Table
 
+    # lazy: `scalearn --help` needs no task table
     from scalearn_cli.shelf_tasks import SHELF_NOTES, family
     from scalearn_cli.tasks import TASKS, task_to_dict
 

@@ -1,4 +1,4 @@
-"""``scalearn train-source``, ``scalearn transfer`` and ``scalearn eval``."""
+"""``scalearn train-source`` and ``scalearn transfer``: train a source adapter, compose sources on a target task."""
 
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ from scalearn_cli.cli.common import (
     LabelSeparatorOpt, ThresholdOpt,
 )
 from scalearn_cli.cli.shelf import (
-    ExcludeOpt, FamilyOpt, IncludeOpt, KindOpt, SelectEpochsOpt, SelectOpt, SelectSparsityOpt, SelectStepsOpt, ShelfOpt,
+    ExcludeOpt, FamilyOpt, IncludeOpt, KindOpt, SelectEpochsOpt, SelectOpt, SelectSparsityOpt, SelectStepsOpt,
+    ShelfOpt, select_options, shelf_filter,
 )
-from scalearn_cli.combiners import DEFAULT_METHOD, combiner_names
+from scalearn_cli.cli.tables import metrics_table
+from scalearn_cli.combiners import DEFAULT_METHOD, allows, combiner_names, get_combiner
+from scalearn_cli.errors import UsageError
 
 METHOD_HELP = (f"How the sources are combined: {', '.join(combiner_names())} (default {DEFAULT_METHOD}, which "
                "learns ω; see docs/cli.md). Fixed baselines train the head only; each method's own options follow.")
@@ -30,6 +33,7 @@ METHOD_HELP = (f"How the sources are combined: {', '.join(combiner_names())} (de
 
 def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
           max_dev_samples=None, generation=(None, None, None, None), multi_label=(None, None)):
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.stages.common import DataOptions
 
     prompt_field, prompt_template, answer_field, choice_fields = generation
@@ -45,6 +49,7 @@ def _data(task, data_dir, data_file, text_fields, label_field, problem_type, max
 
 def _config(epochs, lr, batch_size, max_length, seed, patience, max_steps, precision, eval_batch_size=128,
             group_by_length=False, gradient_checkpointing=False, select_on="auto"):
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.train import TrainConfig
 
     return TrainConfig(
@@ -72,6 +77,7 @@ def _summary_says_it():
 
 def _progress(label: str):  # -> RichProgress | None
     """The progress display, on the main process only (under ``accelerate launch`` every process runs this)."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.cli.progress import RichProgress
     from scalearn_cli.train import is_main_process
 
@@ -93,6 +99,7 @@ def _untrained_warning(meta: dict) -> str | None:
 
 
 def _report(meta: dict, out: Path, as_json: bool) -> None:
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.train import is_main_process
 
     if not is_main_process():  # one summary per run, not one per process
@@ -112,12 +119,11 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    from scalearn_cli.cli.tables import metrics_table
-
     console.print(metrics_table(f"{meta['task']['name']}: {out}", meta["metrics"]))
     what = "transfer parameters (ω / fusion; head excluded)" if meta["kind"] == "composition" else "adapter parameters"
     console.print(f"{meta['adapter']['parameters']:,} trained {what}; saved to [bold]{out}[/]")
     if learned:
+        # lazy: keeps torch out of `scalearn --help`
         from scalearn_cli.inspection import learned_line
 
         console.print(learned_line(learned))
@@ -128,10 +134,9 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
 
 def _omega(meta: dict, out: Path) -> tuple[dict | None, str | None]:
     """A composition's ω summary and its warning (``inspection.omega_summary``); (None, None) for a source."""
-    from scalearn_cli.combiners import allows
-
     if meta["kind"] != "composition" or not allows(meta["adapter"].get("method"), "train_omega"):
         return None, None
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.inspection import omega_summary, omega_warning
 
     learned = omega_summary(out)
@@ -187,10 +192,9 @@ def train_source(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a source adapter (LoRA or bottleneck) and its head on a task, on a frozen encoder."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.sources import get_kind
     from scalearn_cli.stages.source import train_source as run
-
-    from scalearn_cli.errors import UsageError
 
     per_kind = {  # each kind takes the options that are its own; unset ones keep the kind's defaults (one source)
         "lora": {("--lora-r", "r"): lora_r, ("--lora-alpha", "alpha"): lora_alpha,
@@ -279,16 +283,12 @@ def transfer(
     combiner_options: dict | None = None,  # the method's own flags, added from the combiner table
 ) -> None:
     """Compose source adapters for a target task: learn only ω (or a baseline combiner) and a new head."""
-    from scalearn_cli.cli.shelf import select_options, shelf_filter
-    from scalearn_cli.combiners import get_combiner
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.selection import shelf_transfer as run
     from scalearn_cli.stages.transfer import TransferOptions
 
     combiner = get_combiner(method)  # the library owns each method's defaults
     if variant is not None and not combiner.variants:  # never silently ignored
-        from scalearn_cli.combiners import combiner_names
-        from scalearn_cli.errors import UsageError
-
         having = [name for name in combiner_names() if get_combiner(name).variants]
         raise UsageError(f"--variant applies to --method {' or '.join(having)}, not {method}; drop it")
     data = _data(task, data_dir, data_file, text_fields, label_field, problem_type, max_train_samples, few_shot,
@@ -308,33 +308,3 @@ def transfer(
         meta = run(options, tuple(shelf or ()), shelf_filter(shelf_family, shelf_kind, shelf_include, shelf_exclude),
                    select_options(select, select_steps, select_epochs, select_sparsity), _progress(f"{method} {task}"))
     _report(meta, out, as_json)
-
-
-def evaluate(
-    adapter_dir: Annotated[Path, typer.Argument(help="A source or composition folder.")],
-    task: Annotated[Optional[str], typer.Option(
-        "--task", "-t", help="Task (default: the adapter's own); another task must have the same labels.")] = None,
-    split: Annotated[str, typer.Option(help="test (the official validation split) or dev (10% of train).")] = "test",
-    data_dir: DataDirOpt = None,
-    data_file: DataFileOpt = None,
-    batch_size: BatchOpt = 64,
-    max_length: Annotated[Optional[int], typer.Option("--max-length", help="(default: as trained)")] = None,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Score an adapter or composition on a task with the paper's metrics."""
-    from scalearn_cli.stages.common import DataOptions
-    from scalearn_cli.stages.evaluate import evaluate_folder
-
-    data = None
-    if task or data_dir or data_file:
-        data = DataOptions(task=task or "", data_dir=data_dir, data_file=data_file)
-    result = evaluate_folder(adapter_dir, data, split, batch_size, max_length, resolver(registry, endpoint))
-    if as_json:
-        print_json(result)
-        return
-    from scalearn_cli.cli.tables import metrics_table
-
-    other = f", adapter trained on {result['trained_on']}" if result["task"] != result["trained_on"] else ""
-    console.print(metrics_table(f"{result['task']} ({result['examples']} examples{other})", {split: result["metrics"]}))

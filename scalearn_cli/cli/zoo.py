@@ -24,8 +24,9 @@ def zoo_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the catalog's recipes, what the registry holds of them, and their test scores."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.registry import get_registry
-    from scalearn_cli.zoo import load_catalog, load_published, status
+    from scalearn_cli.zoo.catalog import load_catalog, load_published, status
 
     if published:
         _published(load_published(model), as_json)
@@ -56,9 +57,11 @@ def zoo_build(
     as_json: JsonOpt = False,
 ) -> None:
     """Train the catalog's missing sources and push them (already-built recipes are skipped: builds resume)."""
+    # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.cli.progress import RichProgress
     from scalearn_cli.registry import get_registry
-    from scalearn_cli.zoo import build, load_catalog, record_baselines
+    from scalearn_cli.zoo.build import build, record_baselines
+    from scalearn_cli.zoo.catalog import load_catalog
 
     catalog = load_catalog(model)
     recipes = catalog.select(list(split_csv(tasks)) or None, adapter)

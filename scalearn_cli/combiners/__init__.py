@@ -187,11 +187,16 @@ def require(name: str, action: str, folder: Any = "this composition", error: typ
                      f"that works on {', '.join(able) or 'no registered method'} compositions")
 
 
+#: the transfer learning rate unless ``--lr`` says otherwise: the paper's, for ScaLearn's ω and the head, and every
+#: weighted combiner's (``WeightedCombiner.default_lr``); the ``--select`` run uses it whatever the method
+TRANSFER_LR = 6e-3
+
+
 class WeightedCombiner:
     """Shared plumbing of combiners that give each source a weight at each site (ω, 1/N, AdapterSoup's 1/k)."""
 
     weights_file: str | None = None
-    default_lr = 6e-3
+    default_lr = TRANSFER_LR
     default_patience: int | None = 5
     variants: tuple[str, ...] = ()
 

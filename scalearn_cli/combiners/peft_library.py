@@ -19,7 +19,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from scalearn_cli.artifacts import LORA_WEIGHTS_FILE, save_tensors
 from scalearn_cli.errors import UsageError
+from scalearn_cli.formats.peft_lora import PEFT_PREFIX, read_lora
 
 ADAPTER_PREFIX = "source_"  # PEFT adapter names: source_0, source_1, ... in composition order
 
@@ -53,9 +55,6 @@ def skeleton(encoder: nn.Module, mixes: dict[str, nn.Module]) -> nn.Module:
 def write_sources(sources: list[Any], sites: set[str], encoder: nn.Module, into: Path) -> list[str]:
     """Each source as a PEFT LoRA folder keyed on the sites' paths (its own A, B and scaling); their paths."""
     from peft import LoraConfig
-
-    from scalearn_cli.artifacts import LORA_WEIGHTS_FILE, save_tensors
-    from scalearn_cli.formats.peft_lora import PEFT_PREFIX, read_lora
 
     names = {name for name, _ in encoder.named_modules()}
     folders = []

@@ -17,7 +17,6 @@ class ScaLearn(WeightedCombiner):
     name = "scalearn"
     label = "ScaLearn"
     weights_file = OMEGA_FILE
-    default_lr = 6e-3  # the paper's, for ω and the head
     default_patience = None  # the paper: no early stopping in effect (best epoch by dev loss)
     variants = tuple(VARIANTS)
 

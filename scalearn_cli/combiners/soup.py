@@ -20,8 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalearn_cli.combiners import BuildContext, CombinerSpec, TargetContext, WeightedCombiner
-from scalearn_cli.errors import UsageError
+from scalearn_cli.data.batches import example_texts
+from scalearn_cli.data.rows import load_raw, recorded_data
+from scalearn_cli.errors import ScaLearnError, UsageError
 from scalearn_cli.scaling import FixedWeights
+from scalearn_cli.tasks import task_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +115,6 @@ def centroid(texts: list[str], target: TargetContext) -> torch.Tensor:
 
 def source_texts(source: Any) -> list[str]:
     """Up to SAMPLE training texts of a source's own task (its recorded data, else the task's dataset)."""
-    from scalearn_cli.batches import example_texts
-    from scalearn_cli.data import load_raw
-    from scalearn_cli.errors import ScaLearnError
-    from scalearn_cli.stages.common import recorded_data
-    from scalearn_cli.tasks import task_from_dict
-
     meta, average_all = source.meta, "pass --soup-k with the number of sources to average all"
     why = f"AdapterSoup ranks sources by their training texts, and '{source.ref.ref}'"  # every message's start
     if source.ref.format != "scalearn":  # a PEFT or AdapterHub folder names no task and keeps no data

@@ -5,14 +5,16 @@ Pure functions over folders: no model is built here. See docs/sources.md for wha
 
 from pathlib import Path
 
+from scalearn_cli.artifacts import AdapterSpec, Metadata
+from scalearn_cli.errors import ArtifactError
+from scalearn_cli.formats import adapterhub, peft_lora
+
 #: folder formats the resolver accepts besides scalearn's own: format name -> the kind it composes as
 FOREIGN_FORMATS = {"peft": "lora", "adapterhub": "bottleneck"}
 
 
 def detect_format(folder: Path) -> str | None:
     """``peft`` or ``adapterhub`` for a folder another library wrote, else None."""
-    from scalearn_cli.formats import adapterhub, peft_lora
-
     if peft_lora.detect(folder):
         return "peft"
     if adapterhub.detect(folder):
@@ -27,11 +29,6 @@ def foreign_metadata(folder: Path, fmt: str):  # -> artifacts.Metadata
     its shape is unknown until that model is loaded, so ``transfer --model`` may supply or replace it.
     """
     import logging
-
-    from scalearn_cli.artifacts import AdapterSpec, Metadata
-    from scalearn_cli.formats import adapterhub, peft_lora
-
-    from scalearn_cli.errors import ArtifactError
 
     folder = Path(folder)
     if fmt not in FOREIGN_FORMATS:  # never read some other format as an AdapterHub folder

@@ -35,6 +35,7 @@ from scalearn_cli.artifacts import (
     write_json,
 )
 from scalearn_cli.errors import ArtifactError, printable
+from scalearn_cli.formats.bottleneck import load_weights
 from scalearn_cli.formats.checks import check_finite_tensors, same_weights
 from scalearn_cli.formats.common import load_torch_tensors
 
@@ -238,8 +239,6 @@ def export_adapterhub(folder: Path, out: Path, name: str = "scalearn", base_mode
     The base model id and type come from ``scalearn.json`` when ``folder`` is a source folder, else from
     ``base_model``. Weights go to ``adapter.safetensors`` (``load_adapter(..., use_safetensors=True)``).
     """
-    from scalearn_cli.sources.bottleneck import load_weights
-
     folder, out = Path(folder), Path(out)
     config, layers = load_weights(folder)
     model_id, model_type = _base_model(folder, base_model)

@@ -5,12 +5,12 @@
     path = registry.pull(*parse_ref("org/rte-lora@v1"))       # verified folder
 """
 
+from scalearn_cli.cache import default_local_root
 from scalearn_cli.registry.base import (
     DEFAULT_BRANCH,
     PushResult,
     Registry,
     RepoEntry,
-    default_local_root,
     get_registry,
     parse_ref,
     validate_repo_id,

@@ -8,14 +8,15 @@ are pushed or pulled: no pickle ever crosses a registry.
 from __future__ import annotations
 
 import abc
+import importlib
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from scalearn_cli.artifacts import MODEL_CARD_FILE, sha256_file
+from scalearn_cli.artifacts.records import card_covered, check_record, read_metadata
 from scalearn_cli.errors import ArtifactError, RegistryError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -205,8 +206,6 @@ def collect_push_files(folder: Path) -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder} is not a folder: pass the adapter folder written by scalearn train/transfer")
-    from scalearn_cli.artifacts.folders import card_covered, check_record, read_metadata
-
     check_record(folder)  # valid metadata, unedited (metadata_sha256), every recorded file and the card as hashed
     trusted_card = card_covered(read_metadata(folder))
     files: dict[str, Path] = {}
@@ -264,40 +263,15 @@ def verify_files(folder: Path, expected: dict[str, str], repo_id: str, commit: s
             )
 
 
-def default_local_root() -> Path:
-    """``$SCALEARN_REGISTRY``, else ``$XDG_CACHE_HOME/scalearn/registry``, else ``~/.cache/scalearn/registry``."""
-    configured = os.environ.get("SCALEARN_REGISTRY")
-    if configured:
-        return Path(configured).expanduser()
-    from scalearn_cli.cache import cache_home
-
-    return cache_home() / "registry"
-
-
-def _local(spec: str, endpoint: str | None) -> Registry:
-    if endpoint is not None:
-        raise UsageError("--endpoint only applies to --registry hub; drop it or pass --registry hub")
-    from scalearn_cli.registry.local import LocalRegistry
-
-    root = spec.partition(":")[2]
-    return LocalRegistry(Path(root).expanduser() if root else default_local_root())
-
-
-def _hub(spec: str, endpoint: str | None) -> Registry:
-    from scalearn_cli.registry.hub import HubRegistry
-
-    if spec != "hub" and endpoint is not None and endpoint.rstrip("/") != spec.rstrip("/"):
-        raise UsageError(f"--registry {spec} and --endpoint {endpoint} disagree; pass only one of them")
-    return HubRegistry(endpoint=endpoint if spec == "hub" else spec)
-
-
 @dataclass(frozen=True)
 class Backend:
     """One registry backend: the ``--registry`` values it takes (exact names, prefixes) and how to open one."""
 
     names: tuple[str, ...]
     prefixes: tuple[str, ...]
-    open: Callable[[str, "str | None"], Registry]
+    #: how to open one: ``open(spec, endpoint) -> Registry``, or its ``"module:function"`` name, imported on first
+    #: use (the built-in backends' modules import this one, so it names them instead of importing them)
+    open: Callable[[str, "str | None"], Registry] | str
     usage: str  # for the unknown-registry message
     #: it sends the user's token, so a stored record naming it must be a trusted endpoint (resolve.py)
     sends_token: bool = False
@@ -308,8 +282,9 @@ class Backend:
 
 #: the registry backends, tried in order; a new backend is one more entry (``register_backend``)
 BACKENDS: list[Backend] = [
-    Backend(("local",), ("local:",), _local, "'local', 'local:/some/dir'"),
-    Backend(("hub",), ("http://", "https://"), _hub, "'hub' or a Hub URL", sends_token=True),
+    Backend(("local",), ("local:",), "scalearn_cli.registry.local:open_local", "'local', 'local:/some/dir'"),
+    Backend(("hub",), ("http://", "https://"), "scalearn_cli.registry.hub:open_hub", "'hub' or a Hub URL",
+            sends_token=True),
 ]
 
 
@@ -331,7 +306,11 @@ def get_registry(name_or_url: str | None = None, endpoint: str | None = None) ->
     spec = (name_or_url or "local").strip()
     backend = backend_for(spec)
     if backend is not None:
-        return backend.open(spec, endpoint)
+        opener = backend.open
+        if isinstance(opener, str):
+            module, _, name = opener.partition(":")
+            opener = getattr(importlib.import_module(module), name)
+        return opener(spec, endpoint)
     raise UsageError(f"unknown registry {spec!r}: use {', '.join(b.usage for b in BACKENDS)}")
 
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from scalearn_cli import __version__
 from scalearn_cli.artifacts import METADATA_FILE, read_json, sha256_file
 from scalearn_cli.artifacts.outputs import check_pull_dir, publish
-from scalearn_cli.errors import RegistryError, ScaLearnError
+from scalearn_cli.errors import RegistryError, ScaLearnError, UsageError
 from scalearn_cli.registry.base import (
     ALLOW_PATTERNS,
     PULL_ONLY_FILES,
@@ -368,3 +368,10 @@ def _verify(folder: Path, records: dict[str, RemoteFile], repo_id: str, commit: 
                 f"{repo_id}@{commit[:12]}: the downloaded {name} does not match the registry's {recorded}; it was "
                 "corrupted or tampered with, and was not kept: pull again, and re-push the adapter if this persists"
             )
+
+
+def open_hub(spec: str, endpoint: str | None) -> HubRegistry:
+    """The ``hub`` / URL backend's opener (``registry.base.BACKENDS``)."""
+    if spec != "hub" and endpoint is not None and endpoint.rstrip("/") != spec.rstrip("/"):
+        raise UsageError(f"--registry {spec} and --endpoint {endpoint} disagree; pass only one of them")
+    return HubRegistry(endpoint=endpoint if spec == "hub" else spec)

@@ -32,7 +32,8 @@ from filelock import FileLock
 
 from scalearn_cli.artifacts import METADATA_FILE, read_json
 from scalearn_cli.artifacts.outputs import check_pull_dir, publish
-from scalearn_cli.errors import RegistryError, ScaLearnError
+from scalearn_cli.cache import default_local_root
+from scalearn_cli.errors import RegistryError, ScaLearnError, UsageError
 from scalearn_cli.registry.base import (
     DEFAULT_BRANCH,
     PushResult,
@@ -394,3 +395,11 @@ def _materialize(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return local_dir
+
+
+def open_local(spec: str, endpoint: str | None) -> LocalRegistry:
+    """The ``local`` / ``local:/dir`` backend's opener (``registry.base.BACKENDS``)."""
+    if endpoint is not None:
+        raise UsageError("--endpoint only applies to --registry hub; drop it or pass --registry hub")
+    root = spec.partition(":")[2]
+    return LocalRegistry(Path(root).expanduser() if root else default_local_root())

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalearn_cli.artifacts import (BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, load_tensors, read_json,
-                                    save_tensors, write_json)
+from scalearn_cli.artifacts import BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, save_tensors, write_json
 from scalearn_cli.backbone import ffn_output_modules
 from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
+from scalearn_cli.formats import adapterhub
+from scalearn_cli.formats.bottleneck import load_weights
 from scalearn_cli.sources import Attached, SiteWeights
 
 
@@ -106,19 +107,6 @@ def save(folder: Path, adapters: list[BottleneckAdapter], settings: BottleneckSe
     write_json(Path(folder) / BOTTLENECK_CONFIG_FILE, config)
 
 
-def load_weights(folder: Path) -> tuple[dict, list[dict[str, torch.Tensor]]]:
-    """Read a saved bottleneck adapter: (config, per-layer {down.weight, down.bias, up.weight, up.bias})."""
-    config = read_json(Path(folder) / BOTTLENECK_CONFIG_FILE)
-    tensors = load_tensors(Path(folder) / BOTTLENECK_WEIGHTS_FILE)
-    layers = []
-    for i in range(int(config["num_layers"])):
-        try:
-            layers.append({k: tensors[f"layer.{i}.{k}"] for k in ("down.weight", "down.bias", "up.weight", "up.bias")})
-        except KeyError as exc:
-            raise ArtifactError(f"{folder} lacks weights for layer {i} ({exc}); re-create or re-pull it") from exc
-    return config, layers
-
-
 def load(encoder: nn.Module, folder: Path) -> list[BottleneckAdapter]:
     """Insert a saved adapter into ``encoder`` (frozen) and return its modules."""
     config, layers = load_weights(folder)
@@ -157,8 +145,6 @@ class BottleneckKind:
         return encoder
 
     def read_sites(self, folder: Path) -> dict[str, SiteWeights]:
-        from scalearn_cli.formats import adapterhub
-
         if adapterhub.detect(folder):  # AdapterHub's Pfeiffer adapter: the same math; leave_out layers absent
             layers = adapterhub.read_adapterhub(folder).layers
         else:

@@ -13,8 +13,16 @@ from torch import nn
 from scalearn_cli import __version__
 from scalearn_cli.artifacts import AdapterSpec, HeadSpec, Metadata
 from scalearn_cli.artifacts.meta import POOLINGS
+from scalearn_cli.backbone import _pooling_config, auto_pooling, default_pooling
+from scalearn_cli.data.batches import make_loader
+from scalearn_cli.data.rows import load_raw
+from scalearn_cli.data.splits import make_splits
+from scalearn_cli.decoder.model import answer_nll
+from scalearn_cli.decoder.score import score_generation
 from scalearn_cli.errors import UsageError
-from scalearn_cli.tasks import MULTI_LABEL
+from scalearn_cli.metrics import compute_metrics
+from scalearn_cli.multilabel import DEFAULT_THRESHOLD, parse_threshold, tune_thresholds
+from scalearn_cli.tasks import MULTI_LABEL, custom_task, generation_task, get_task, task_to_dict
 from scalearn_cli.train import TrainConfig, TrainResult, evaluate
 
 logger = logging.getLogger(__name__)
@@ -44,18 +52,12 @@ class DataOptions:
 
     def __post_init__(self) -> None:
         if self.threshold is not None:
-            from scalearn_cli.multilabel import parse_threshold
-
             parse_threshold(self.threshold)  # a bad value fails before any model loads
 
     def spec(self):  # -> TaskSpec
-        from scalearn_cli.tasks import custom_task, get_task
-
         if self.task_spec is not None:
             return self.task_spec
         if self.task == "custom" and self.problem_type == "generation":
-            from scalearn_cli.tasks import generation_task
-
             return generation_task(self.answer_field, self.prompt_field, self.prompt_template,
                                    list(self.choice_fields) or None)
         if self.task == "custom":
@@ -73,32 +75,6 @@ class DataOptions:
         return get_task(self.task)
 
 
-def recorded_data(saved: dict[str, Any] | None, spec, todo: str | None = None, what: str = "it"
-                  ) -> tuple[Path | None, Path | None]:
-    """The data folder and file a trained folder's scalearn.json recorded (``saved``: its ``data``), where they exist.
-
-    One recorded path that is gone: a built-in task (demo or Hub dataset) is read from the task itself, its rows
-    do not depend on where they were once written (None); a custom task's rows exist nowhere else: with ``todo``
-    a one-line DataError ("``what`` was trained on …, which is missing; ``todo``"), without one None (the caller
-    has its own fallback, e.g. export's random tokens).
-    """
-    from scalearn_cli.errors import DataError
-    from scalearn_cli.tasks import DEMO_TASKS
-
-    found: list[Path | None] = []
-    for name, exists in (("data_dir", Path.is_dir), ("data_file", Path.is_file)):
-        path = Path(saved[name]) if (saved or {}).get(name) else None
-        if path is not None and not exists(path):
-            builtin = spec.name in DEMO_TASKS or bool(spec.hub_id)
-            if not builtin and todo is not None:
-                raise DataError(f"{what} was trained on {path}, which is missing; {todo}")
-            logger.info("recorded %s %s is gone; %s", name.replace("_", " "), path,
-                        f"reading task {spec.name}'s own data" if builtin else "not using it")
-            path = None
-        found.append(path)
-    return found[0], found[1]
-
-
 @dataclass
 class Prepared:
     options: DataOptions
@@ -114,9 +90,6 @@ class Prepared:
 
 def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: int | None = None) -> Prepared:
     """Load the task's data, split it by the paper's protocol, and build the three loaders."""
-    from scalearn_cli.batches import make_loader
-    from scalearn_cli.data import load_raw, make_splits
-
     spec = options.spec()
     raw = load_raw(spec, data_dir=options.data_dir, data_file=options.data_file)
     splits = make_splits(
@@ -143,14 +116,10 @@ def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: i
 
 def score(model: nn.Module, prepared: Prepared, splits: tuple[str, ...] = ("dev", "test")) -> dict[str, dict]:
     """The task's metrics on the named splits (plus the split's mean loss)."""
-    from scalearn_cli.metrics import compute_metrics
-
     out = {}
     for split in splits:
         loss, logits, labels = evaluate(model, getattr(prepared, split))
         if prepared.spec.problem_type == "generation":  # exact match of greedy answers, or the likeliest choice
-            from scalearn_cli.generation.score import score_generation
-
             metrics = score_generation(model, prepared.spec, getattr(prepared.splits, split), prepared.tokenizer,
                                        prepared.max_length, prepared.eval_batch_size)
         else:
@@ -167,8 +136,6 @@ def head_thresholds(model: nn.Module) -> tuple[float, ...] | None:
 def set_thresholds(model: nn.Module, prepared: Prepared) -> None:
     """Multi-label: put the decision thresholds on the trained head (saved with it in scalearn.json): the
     ``--threshold`` value for every label, or (``tune``) each label's best on the dev split."""
-    from scalearn_cli.multilabel import DEFAULT_THRESHOLD, parse_threshold, tune_thresholds
-
     head = getattr(model, "head", None)
     if head is None or prepared.spec.problem_type != MULTI_LABEL:
         return
@@ -182,11 +149,7 @@ def set_thresholds(model: nn.Module, prepared: Prepared) -> None:
 
 
 def metric_fn(spec):  # -> Callable[[np.ndarray, np.ndarray], dict[str, float]]
-    from scalearn_cli.metrics import compute_metrics
-
     if spec.problem_type == "generation":  # per epoch only the answers' mean NLL per token (decoding is costly)
-        from scalearn_cli.generation.model import answer_nll
-
         return lambda logits, labels: {"answer_nll": answer_nll(logits)}
 
     def fn(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -207,8 +170,6 @@ def run_metadata(
     extra: dict[str, Any] | None = None,
 ) -> Metadata:
     """scalearn.json of a trained source or composition (files and hashes are added when the folder is written)."""
-    from scalearn_cli.tasks import task_to_dict
-
     options = prepared.options
     return Metadata(
         kind=kind, task=task_to_dict(prepared.spec), base_model=base_ref.to_dict(), adapter=adapter, head=head,
@@ -253,8 +214,6 @@ def resolve_pooling(pooling: str, model: str, model_type: str | None = None) -> 
     check_pooling(pooling)
     if pooling != "auto":
         return pooling, "asked for"
-    from scalearn_cli.backbone import _pooling_config, auto_pooling, default_pooling
-
     if _pooling_config(model) is None and default_pooling(model_type) == "last":
         return "last", "a decoder LM: the last real token (the only one that has seen the whole input)"
     return auto_pooling(model)

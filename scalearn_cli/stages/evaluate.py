@@ -6,34 +6,32 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from scalearn_cli.artifacts import read_metadata
+from scalearn_cli.artifacts import read_folder, read_metadata
+from scalearn_cli.backbone import load_backbone
+from scalearn_cli.compose import load_composition
+from scalearn_cli.data.rows import recorded_data
 from scalearn_cli.errors import UsageError
+from scalearn_cli.metrics import majority_baseline, per_label_scores, predictions, score_predictions
+from scalearn_cli.model import build_head, task_model_for
+from scalearn_cli.multilabel import DEFAULT_THRESHOLD
 from scalearn_cli.resolve import Resolver
-from scalearn_cli.stages.common import DataOptions, head_thresholds, prepare, recorded_data, score
-from scalearn_cli.tasks import MULTI_LABEL
-from scalearn_cli.train import TrainConfig
+from scalearn_cli.stages.common import DataOptions, head_thresholds, prepare, score
+from scalearn_cli.stages.source import load_source_model
+from scalearn_cli.tasks import MULTI_LABEL, task_from_dict
+from scalearn_cli.train import TrainConfig, evaluate
 
 
 def load_model(folder: Path, resolver: Resolver | None = None):  # -> (TaskModel, tokenizer, meta)
     """A saved source, composition or merged export as a task model in eval mode (everything verified)."""
     kind = read_metadata(folder).get("kind")
     if kind == "composition":
-        from scalearn_cli.compose import load_composition
-
         return load_composition(folder, resolver=resolver)
     if kind == "merged":  # `scalearn export --format merged`: a plain encoder folder + our head
         return _load_merged(folder)
-    from scalearn_cli.stages.source import load_source_model
-
     return load_source_model(folder)
 
 
 def _load_merged(folder: Path):  # -> (TaskModel, tokenizer, meta)
-    from scalearn_cli.artifacts import read_folder
-    from scalearn_cli.backbone import load_backbone
-    from scalearn_cli.model import build_head
-    from scalearn_cli.stages.source import task_model_for
-
     found = read_folder(folder, kind="merged")
     generative = found.meta.problem_type == "generation"
     encoder, tokenizer, _ = load_backbone(str(folder), causal_lm=generative)
@@ -53,8 +51,6 @@ def evaluate_folder(
     resolver: Resolver | None = None,
 ) -> dict[str, Any]:
     """Metrics of the adapter in ``folder`` on ``split`` (test = the official validation split; dev = 10% of train)."""
-    from scalearn_cli.tasks import task_from_dict
-
     if split not in ("test", "dev"):
         raise UsageError(f"--split must be test or dev, got '{split}'")
     model, tokenizer, meta = load_model(folder, resolver)
@@ -91,10 +87,6 @@ def evaluate_folder(
 def multi_label_scores(model, prepared, split: str) -> tuple[dict[str, float], dict[str, Any]]:
     """A multi-label split's metrics (+ loss), and beside them each label's F1 and support, the thresholds used and
     the baseline's metrics (each label held by more than half of the train rows)."""
-    from scalearn_cli.metrics import majority_baseline, per_label_scores, predictions, score_predictions
-    from scalearn_cli.multilabel import DEFAULT_THRESHOLD
-    from scalearn_cli.train import evaluate
-
     spec = prepared.spec
     loss, logits, labels = evaluate(model, getattr(prepared, split))
     thresholds = head_thresholds(model) or (DEFAULT_THRESHOLD,) * spec.num_labels

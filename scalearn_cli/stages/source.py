@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ from scalearn_cli.backbone import (
     DEFAULT_MODEL, check_base_revision, check_max_length, enable_gradient_checkpointing, load_backbone,
 )
 from scalearn_cli.cards import metrics_table
-from scalearn_cli.model import TaskHead, TaskModel, build_head, head_outputs, head_spec
+from scalearn_cli.model import TaskHead, TaskModel, build_head, head_outputs, head_spec, task_model_for
+from scalearn_cli.resolve import read_source
 from scalearn_cli.sources import Attached, get_kind
 from scalearn_cli.stages.common import (
     DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score, set_thresholds,
@@ -54,7 +55,7 @@ def train_source(
     settings = kind.settings(settings) if settings is None or isinstance(settings, dict) else settings
     generative = data.spec().problem_type == "generation"  # the LM head scores answers: no task head
     config = (config or TrainConfig(patience=SOURCE_PATIENCE)).resolved(data.few_shot is not None, generative)
-    config = (config if config.lr is not None else replace(config, lr=kind.default_lr)).for_device()
+    config = config.with_lr(kind.default_lr).for_device()
     if pooling is not None:
         check_pooling(pooling)
     inputs = command_inputs(data.data_file, model, folders_of_files=[data.data_dir])
@@ -86,15 +87,6 @@ def train_source(
     return (written[0] if written else meta).to_dict()
 
 
-def task_model_for(encoder: nn.Module, head: TaskHead | None, problem_type: str) -> nn.Module:
-    """A head on an encoder, or (generation: ``encoder`` is a causal LM, ``head`` None) the LM scoring answers."""
-    if problem_type == "generation":
-        from scalearn_cli.generation.model import GenerativeModel
-
-        return GenerativeModel(encoder)
-    return TaskModel(encoder, head, problem_type)
-
-
 def save_source(
     out: Path, attached: Attached, settings: Any, head: TaskHead | None, meta: Metadata | dict, overwrite: bool = False,
     inputs: tuple[Path, ...] | list[Path] = (),
@@ -124,8 +116,6 @@ def _card_body(meta: Metadata, usage: str) -> str:
 def load_source_model(folder: Path, encoder: nn.Module | None = None) -> tuple[TaskModel, Any, dict[str, Any]]:
     """(task model, tokenizer, metadata) for a saved source, verified; loads the base model unless ``encoder`` is
     given."""
-    from scalearn_cli.resolve import read_source
-
     found = read_source(Path(folder))
     meta = found.meta
     tokenizer = None

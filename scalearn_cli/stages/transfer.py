@@ -9,23 +9,24 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from transformers import set_seed
 
 from scalearn_cli.artifacts import (AdapterSpec, COMPOSITION_FILE, CompositionRecord, Metadata, check_out_dir,
                                     save_tensors, write_folder, write_json)
 from scalearn_cli.artifacts.outputs import command_inputs
-from scalearn_cli.backbone import check_base_revision, check_max_length
+from scalearn_cli.backbone import check_base_revision, check_max_length, enable_gradient_checkpointing, load_backbone
 from scalearn_cli.cards import metrics_table
 from scalearn_cli.combiners import DEFAULT_METHOD, CombinerSpec, TargetContext, get_combiner
 from scalearn_cli.compose import Composition, check_sources, composition_record, inject
+from scalearn_cli.data.batches import example_texts
 from scalearn_cli.errors import CompositionError, UsageError
-from scalearn_cli.model import TaskHead, head_outputs, head_spec
+from scalearn_cli.model import TaskHead, head_outputs, head_spec, task_model_for
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.scaling import Omega
 from scalearn_cli.stages.common import (
     DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score, set_thresholds,
 )
-from scalearn_cli.stages.source import task_model_for
-from scalearn_cli.train import Progress, TrainConfig, TrainResult, fit, on_main_process
+from scalearn_cli.train import Progress, TrainConfig, TrainResult, evaluate, fit, on_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class TransferOptions:
         combiner = get_combiner(self.method)
         config = (self.train or TrainConfig(patience=combiner.default_patience)).resolved(
             self.data.few_shot is not None, self.generative)
-        return config if config.lr is not None else replace(config, lr=combiner.default_lr)
+        return config.with_lr(combiner.default_lr)
 
 
 def group_lasso(comp: Composition, strength: float) -> Callable[[], torch.Tensor] | None:
@@ -85,15 +86,43 @@ def group_lasso(comp: Composition, strength: float) -> Callable[[], torch.Tensor
 
 def transfer(options: TransferOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Compose the sources for the target task; train only the combiner and a head; save to ``options.out``."""
-    from transformers import set_seed
-
-    from scalearn_cli.backbone import load_backbone
-
     spec, config = options.combiner_spec(), options.train_config().for_device()
     if options.pooling is not None:
         check_pooling(options.pooling)
     if not (math.isfinite(options.sparsity) and options.sparsity >= 0):  # NaN would surface only as a NaN loss
         raise UsageError(f"--sparsity must be a finite number >= 0 (0 turns the penalty off), got {options.sparsity}")
+    options, resolved = _resolve_sources(options)
+    encoder, tokenizer, ref, pooling = _load_base(options, resolved, config)
+    prepared = prepare(options.data, tokenizer, config)
+    set_seed(config.seed)
+    decoder = encoder.base_model if options.generative else encoder  # sites are the bare decoder's module paths
+    combiner = get_combiner(spec.method)
+    spec = combiner.prepare(spec, _target(prepared, resolved, decoder, tokenizer, config))
+    comp = inject(decoder, resolved, spec)
+    if options.init_omega is not None:
+        _init_omega(comp, options.init_omega)
+    head = None if options.generative else TaskHead(
+        ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
+    model = task_model_for(encoder, head, prepared.spec.problem_type)
+    model.composition = comp
+    comp.spec = combiner.search(comp, model, prepared, config.seed)  # gradient-free weights, fixed before training
+    result = _train(model, comp, head, prepared, config, options.sparsity, progress)
+    set_thresholds(model, prepared)
+    record = replace(composition_record(resolved, comp, options.sparsity), shelf=options.provenance.get("shelf"),
+                     selection=options.provenance.get("selection"))
+    adapter = AdapterSpec(record.adapter_kind, sum(p.numel() for p in comp.trainable()), method=spec.method,
+                          variant=spec.variant)
+    meta = run_metadata("composition", prepared, ref, config, result, adapter, head and head_spec(head),
+                        score(model, prepared), {"sources": [s.ref.ref for s in resolved],
+                                                 "sources_base_model": resolved[0].meta.base_model.get("id")})
+    written: list[Metadata] = []
+    on_main_process(lambda: written.append(_save(options, comp, head, record, meta)))
+    return (written[0] if written else meta).to_dict()
+
+
+def _resolve_sources(options: TransferOptions) -> tuple[TransferOptions, list[Resolved]]:
+    """Every source resolved (each listed once) after ``--out`` is checked against the command's inputs; the
+    options record the sources' folders as inputs too."""
     named = [s for s in options.sources if isinstance(s, str)]  # shelf sources come resolved: their folders below
     inputs = [*options.inputs, *command_inputs(*named, options.model, options.data.data_file,
                                                folders_of_files=[options.data.data_dir])]
@@ -104,19 +133,20 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
         raise UsageError(f"source '{twice}' is listed twice; list each source once")
     resolved = [options.resolver.source(s) if isinstance(s, str) else s for s in options.sources]
     check_sources(resolved)
-    options = replace(options, inputs=(*inputs, *(src.folder for src in resolved)))
+    return replace(options, inputs=(*inputs, *(src.folder for src in resolved))), resolved
+
+
+def _load_base(options: TransferOptions, resolved: list[Resolved], config: TrainConfig):  # -> (encoder, tok, ref, pool)
+    """The base model the sources adapt (or ``--model``, checked against it) and the fresh head's pooling."""
     base = resolved[0].meta.base_model
     if options.model is None and not base.get("id"):
         raise UsageError(f"source '{resolved[0].name}' does not say which base model it adapts; pass --model")
-    generative = options.generative
-    encoder, tokenizer, ref = load_backbone(options.model or base["id"], causal_lm=generative)
+    encoder, tokenizer, ref = load_backbone(options.model or base["id"], causal_lm=options.generative)
     check_max_length(config.max_length, encoder, tokenizer, ref.id)
     if config.gradient_checkpointing:
-        from scalearn_cli.backbone import enable_gradient_checkpointing
-
         enable_gradient_checkpointing(encoder)
     check_base_model(base, ref, options.model)
-    pooling = None if generative else (options.pooling or sources_pooling(resolved, "auto"))
+    pooling = None if options.generative else (options.pooling or sources_pooling(resolved, "auto"))
     if pooling == "auto":
         pooling = resolve_pooling(pooling, options.model or base["id"], ref.model_type)[0]
     if options.model is not None and base.get("id") and options.model != base["id"]:
@@ -124,37 +154,21 @@ def transfer(options: TransferOptions, progress: Progress | None = None) -> dict
                        base["id"], options.model)
     else:
         check_base_revision(ref, base, "the sources")
-    prepared = prepare(options.data, tokenizer, config)
-    set_seed(config.seed)
-    decoder = encoder.base_model if generative else encoder  # sites are the bare decoder's module paths
-    combiner = get_combiner(spec.method)
-    spec = combiner.prepare(spec, _target(prepared, resolved, decoder, tokenizer, config))
-    comp = inject(decoder, resolved, spec)
-    if options.init_omega is not None:
-        _init_omega(comp, options.init_omega)
-    head = None if generative else TaskHead(
-        ref.hidden_size, head_outputs(prepared.spec.problem_type, prepared.spec.num_labels), pooling=pooling)
-    model = task_model_for(encoder, head, prepared.spec.problem_type)
-    model.composition = comp
-    comp.spec = combiner.search(comp, model, prepared, config.seed)  # gradient-free weights, fixed before training
+    return encoder, tokenizer, ref, pooling
+
+
+def _train(model, comp: Composition, head: TaskHead | None, prepared, config: TrainConfig, sparsity: float,
+           progress: Progress | None) -> TrainResult:
+    """Train the combiner's parameters and the head (none to train: the composition is only scored)."""
     params = comp.trainable() + (list(head.parameters()) if head is not None else [])
     n_transfer = sum(p.numel() for p in comp.trainable())
     logger.info("training %d transfer parameters (+ %d head)", n_transfer, sum(p.numel() for p in params) - n_transfer)
-    penalty = group_lasso(comp, options.sparsity)
+    penalty = group_lasso(comp, sparsity)  # refused for a method without ω even when nothing trains
+    if not params:
+        return untrained(model, prepared)
     head_params = list(head.parameters()) if head is not None else []  # --head-lr trains them apart
-    result = fit(model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress,
-                 penalty=penalty, main_metric=prepared.spec.main_metric,
-                 head_params=head_params) if params else untrained(model, prepared)
-    set_thresholds(model, prepared)
-    record = replace(composition_record(resolved, comp, options.sparsity), shelf=options.provenance.get("shelf"),
-                     selection=options.provenance.get("selection"))
-    adapter = AdapterSpec(record.adapter_kind, n_transfer, method=spec.method, variant=spec.variant)
-    meta = run_metadata("composition", prepared, ref, config, result, adapter, head and head_spec(head),
-                        score(model, prepared), {"sources": [s.ref.ref for s in resolved],
-                                                 "sources_base_model": base.get("id")})
-    written: list[Metadata] = []
-    on_main_process(lambda: written.append(_save(options, comp, head, record, meta)))
-    return (written[0] if written else meta).to_dict()
+    return fit(model, params, prepared.train, prepared.dev, config, metric_fn(prepared.spec), progress,
+               penalty=penalty, main_metric=prepared.spec.main_metric, head_params=head_params)
 
 
 def check_base_model(recorded: dict[str, Any], ref, model: str | None) -> None:
@@ -169,8 +183,6 @@ def check_base_model(recorded: dict[str, Any], ref, model: str | None) -> None:
 
 
 def _target(prepared, resolved: list[Resolved], encoder, tokenizer, config: TrainConfig) -> TargetContext:
-    from scalearn_cli.batches import example_texts
-
     texts = example_texts(prepared.splits.train, prepared.spec)
     return TargetContext(texts, resolved, encoder, tokenizer, config.max_length, config.seed)
 
@@ -189,8 +201,6 @@ def sources_pooling(sources: list[Resolved], default: str = "first") -> str:
 
 def untrained(model, prepared) -> TrainResult:
     """The log of a run with nothing left to train (fixed weights on a generation target: no head)."""
-    from scalearn_cli.train import evaluate
-
     loss = evaluate(model, prepared.dev)[0]
     logger.info("nothing to train (fixed source weights, no head): dev loss %.4f", loss)
     return TrainResult(best_epoch=0, best_dev_loss=loss, steps=0, train_seconds=0.0, examples_per_second=0.0,

@@ -20,6 +20,7 @@ import datasets
 import torch
 from torch.utils.data import DataLoader
 
+from scalearn_cli.data.labels import label_name
 from scalearn_cli.errors import DataError
 from scalearn_cli.prompts import render_prompt
 from scalearn_cli.tasks import TaskSpec
@@ -31,11 +32,9 @@ IGNORE = -100  # the label of a position that is not scored (prompt tokens, padd
 
 def check_answers(spec: TaskSpec, ds: datasets.Dataset, split: str) -> datasets.Dataset:
     """Every row has a non-empty answer (and, with choices, one of its choices); the answer column becomes text."""
-    from scalearn_cli.data import _label_name
-
     answers = []
     for row, value in enumerate(ds[spec.label_field]):
-        text = "" if value is None else _label_name(value)
+        text = "" if value is None else label_name(value)
         if not text.strip():
             raise DataError(f"row {row} of {split} has no answer in column {spec.label_field!r}; every row of a "
                             f"generation task needs one")

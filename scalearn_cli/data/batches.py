@@ -10,7 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from scalearn_cli.data.generation import make_loader as make_lm_loader
 from scalearn_cli.errors import DataError, UsageError
+from scalearn_cli.prompts import render_prompt
 from scalearn_cli.tasks import TaskSpec
 
 __all__ = ["example_texts", "make_loader"]
@@ -85,8 +87,6 @@ def make_loader(
     if batch_size < 1:
         raise UsageError(f"batch size is {batch_size}; give a positive --batch-size")
     if spec.problem_type == "generation":  # prompt -> answer rows for a causal LM: answer-only labels, left padding
-        from scalearn_cli.generation.data import make_loader as make_lm_loader
-
         return make_lm_loader(dataset, spec, tokenizer, batch_size, max_length, shuffle, seed, sort_by_length, split)
     missing = [f for f in spec.all_text_fields if f not in dataset.column_names]
     if missing:
@@ -128,8 +128,6 @@ def example_texts(ds: datasets.Dataset, spec: TaskSpec) -> list[str]:
     """Each row's text segments joined with a space (what a similarity over tasks reads, e.g. AdapterSoup);
     a generation task's rendered prompts."""
     if spec.prompt_template is not None:
-        from scalearn_cli.prompts import render_prompt
-
         return [render_prompt(spec.prompt_template, row) for row in ds]
     segments = [_segment_texts(ds, seg) for seg in spec.text_fields]
     return [" ".join(parts) for parts in zip(*segments)]

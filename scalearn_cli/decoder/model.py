@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalearn_cli.generation.data import IGNORE
+from scalearn_cli.data.generation import IGNORE
 
 
 class GenerativeModel(nn.Module):

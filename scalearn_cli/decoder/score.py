@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from scalearn_cli.generation.data import encode_pairs, gold_index, lm_features, loader, prompts, row_choices
+from scalearn_cli.data.generation import encode_pairs, gold_index, lm_features, loader, prompts, row_choices
 
 
 def score_generation(model, spec, dataset, tokenizer, max_length: int, batch_size: int = 32) -> dict[str, float]:

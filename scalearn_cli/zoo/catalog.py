@@ -14,13 +14,16 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from scalearn_cli.artifacts import read_json, write_json
+from scalearn_cli.backbone import DEFAULT_MODEL
 from scalearn_cli.errors import UsageError
+from scalearn_cli.registry.local import LocalRegistry
+from scalearn_cli.shelf_tasks import family
+from scalearn_cli.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ logger = logging.getLogger(__name__)
 def catalog_dirs() -> list[Path]:
     """Where catalogs are looked up: $SCALEARN_ZOO, the source checkout's zoo/, the installed share/scalearn/zoo."""
     dirs = [Path(os.environ["SCALEARN_ZOO"])] if os.environ.get("SCALEARN_ZOO") else []
-    dirs.append(Path(__file__).resolve().parents[1] / "zoo")
+    dirs.append(Path(__file__).resolve().parents[2] / "zoo")
     dirs.append(Path(sys.prefix) / "share" / "scalearn" / "zoo")
     return [d for d in dirs if d.is_dir()]
 
@@ -72,16 +75,12 @@ class Catalog:
     @property
     def shipped(self):  # -> LocalRegistry | None
         """The registry committed beside the catalog (None when the catalog ships none or it is absent)."""
-        from scalearn_cli.registry.local import LocalRegistry
-
         if not self.registry or not (self.path.parent / self.registry).is_dir():
             return None
         return LocalRegistry(self.path.parent / self.registry)
 
     def prebuilt(self, recipe: Recipe):  # -> (LocalRegistry, RepoEntry) | None
         """Where a recipe's prebuilt source lives, when the catalog names one and its registry holds it."""
-        from scalearn_cli.registry.local import LocalRegistry
-
         if not recipe.prebuilt or not (self.path.parent / recipe.prebuilt["registry"]).is_dir():
             return None
         registry = LocalRegistry(self.path.parent / recipe.prebuilt["registry"])
@@ -124,8 +123,6 @@ class Catalog:
 
 def load_catalog(model: str | None = None) -> Catalog:
     """The catalog for ``model`` (a base model id, a catalog slug such as ``minilm-l6``, or a catalog file)."""
-    from scalearn_cli.backbone import DEFAULT_MODEL
-
     model = model or DEFAULT_MODEL
     candidates = [Path(model)] if model.endswith(".json") else []
     for folder in catalog_dirs():
@@ -151,8 +148,6 @@ def status(catalog: Catalog, registry) -> list[dict[str, Any]]:
     State: ``built`` (the registry holds it with this recipe's hash), ``shipped`` (the catalog's shipped registry
     does), ``stale`` (built with another recipe hash) or ``missing``.
     """
-    from scalearn_cli.shelf_tasks import family
-
     entries = _entries(registry)
     shipped = catalog.shipped
     shipped_entries = _entries(shipped) if shipped is not None else {}
@@ -195,8 +190,6 @@ def _matches(entry: Any, want: str) -> bool:
 
 
 def _main_metric(task: str) -> str | None:
-    from scalearn_cli.tasks import TASKS
-
     return TASKS[task].main_metric if task in TASKS else None
 
 
@@ -228,99 +221,15 @@ def zoo_source(name: str, model: str | None = None, registry=None) -> tuple[Any,
                      f"{recipe.name}` (see `scalearn zoo list`)")
 
 
-def _data_dir(recipe: Recipe, data_root: Path | None) -> Path | None:
-    source = recipe.data.get("source", "hub")
-    if source == "hub":
-        return None
-    if source == "demo":
-        from scalearn_cli.demo_data import demo_folder
-
-        return demo_folder(recipe.task, data_root)
-    if data_root is None:
-        raise UsageError(f"recipe {recipe.name} reads local data: pass --data-root DIR holding {recipe.data['path']}/")
-    folder = Path(data_root) / recipe.data["path"]
-    if not folder.is_dir():
-        raise UsageError(f"recipe {recipe.name} expects its data at {folder}; check --data-root")
-    return folder
-
-
-def build(
-    catalog: Catalog,
-    registry,
-    recipes: list[Recipe],
-    data_root: Path | None = None,
-    record: bool = False,
-    log: Callable[[str], None] = logger.info,
-    progress_factory: Callable[[str], Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Train and push every recipe the registry lacks (same recipe hash = skip); return one row per recipe."""
-    from scalearn_cli.stages.common import DataOptions
-    from scalearn_cli.stages.source import train_source
-    from scalearn_cli.train import TrainConfig
-
-    done = {row["name"]: row for row in status(catalog, registry)}
-    rows = []
-    for recipe in recipes:
-        row = done[recipe.name]
-        if row["baseline"] is None and recipe.data.get("source") != "hub":
-            row["baseline"] = _baseline(recipe, data_root)
-            if record:
-                _record_baseline(catalog, recipe.task, row["baseline"])
-        if row["state"] in ("built", "shipped"):
-            log(f"{row['repo_id']}: already {row['state']} with this recipe, skipped")
-            rows.append({**row, "action": "skipped"})
-            continue
-        log(f"{row['repo_id']}: training {recipe.adapter} on {recipe.task}")
-        data = DataOptions(task=recipe.task, data_dir=_data_dir(recipe, data_root),
-                           max_train_samples=recipe.data.get("max_train_samples"))
-        extra = {"recipe": {"name": recipe.name, "hash": row["recipe_hash"], "catalog": catalog.prefix}}
-        with tempfile.TemporaryDirectory(prefix="scalearn-zoo-") as tmp:
-            out = Path(tmp) / recipe.name
-            meta = train_source(data, out, recipe.adapter, recipe.settings, TrainConfig(**recipe.train),
-                                catalog.base_model, progress=progress_factory(recipe.name) if progress_factory else None,
-                                extra_meta=extra, pooling=recipe.pooling)
-            message = f"zoo build {recipe.name} ({row['recipe_hash'][:12]})"
-            pushed = registry.push(out, row["repo_id"], commit_message=message)
-        row = {**row, "state": "built", "revision": pushed.commit, "metrics": meta["metrics"]["test"],
-               "action": "built"}
-        rows.append(row)
-        if record:
-            _record(catalog, registry.location, recipe.name, row)
-    return rows
-
-
-def record_baselines(catalog: Catalog, recipes: list[Recipe], data_root: Path | None) -> dict[str, dict[str, float]]:
-    """Compute and write into the catalog the majority baseline of every recipe with local data; train nothing."""
-    done = {}
-    for recipe in recipes:
-        if recipe.data.get("source") != "hub":
-            done[recipe.task] = _baseline(recipe, data_root)
-            _record_baseline(catalog, recipe.task, done[recipe.task])
-    return done
-
-
-def _baseline(recipe: Recipe, data_root: Path | None) -> dict[str, float]:
-    """The majority baseline's test metrics for a recipe's data (the same splits its source is scored on)."""
-    from scalearn_cli.data import load_raw, make_splits
-    from scalearn_cli.metrics import majority_baseline
-    from scalearn_cli.tasks import get_task
-
-    spec = get_task(recipe.task)
-    splits = make_splits(spec, load_raw(spec, data_dir=_data_dir(recipe, data_root)),
-                         max_train_samples=recipe.data.get("max_train_samples"),
-                         sample_seed=int(recipe.train.get("seed", 42)))
-    field_ = splits.spec.label_field
-    return majority_baseline(splits.spec, splits.train[field_], splits.test[field_])
-
-
-def _record_baseline(catalog: Catalog, task: str, baseline: dict[str, float]) -> None:
+def record_baseline(catalog: Catalog, task: str, baseline: dict[str, float]) -> None:
+    """Write a task's majority-baseline test metrics into the catalog file."""
     data = read_json(catalog.path)
     data.setdefault("baselines", {})[task] = {k: round(float(v), 4) for k, v in baseline.items()}
     write_json(catalog.path, data)
     catalog.baselines = data["baselines"]
 
 
-def _record(catalog: Catalog, location: str, name: str, row: dict[str, Any]) -> None:
+def record_published(catalog: Catalog, location: str, name: str, row: dict[str, Any]) -> None:
     """Write a published entry back into the catalog file (atomic)."""
     data = read_json(catalog.path)
     data.setdefault("published", {}).setdefault(location, {})[name] = {
