@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from bench import quality_runner, report, report_quality, report_sources
+from bench import quality_runner, report, report_quality, report_setting, report_sources
 from bench.quality_plan import Job, expected_seconds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,9 +165,9 @@ def test_source_bar_says_which_sources_are_below_it_and_why():
 def test_extra_source_scores_name_the_kind_when_a_run_has_two():
     rows = [source_row("snli", 74.35), source_row("qnli", 78.61), source_row("rte", 50.54),
             source_row("snli", 70.0, seed=1)]
-    assert report.extra_source_scores(rows, ["qnli", "snli"]) == "qnli 78.6, snli 74.3"
+    assert report_setting.extra_source_scores(rows, ["qnli", "snli"]) == "qnli 78.6, snli 74.3"
     rows.append(source_row("snli", 77.65, kind="bottleneck"))
-    assert report.extra_source_scores(rows, ["qnli", "snli"]) == "qnli 78.6, snli 77.7 (bottleneck) / 74.3 (lora)"
+    assert report_setting.extra_source_scores(rows, ["qnli", "snli"]) == "qnli 78.6, snli 77.7 (bottleneck) / 74.3 (lora)"
 
 
 def test_rows_computed_on_a_gpu_are_named_and_kept_out_of_cpu_timings():
@@ -181,14 +181,14 @@ def test_rows_computed_on_a_gpu_are_named_and_kept_out_of_cpu_timings():
 
     rows = [row(0), row(1, "cpu", 300.0), row(2, "NVIDIA H200", 5.0)]
     rows[2]["examples_per_second"] = 900.0
-    line = report.accelerator_line({"gpu": None}, rows)
+    line = report_setting.accelerator_line({"gpu": None}, rows)
     assert line.startswith("- Accelerator: 1 of 3 runs were computed on NVIDIA H200 (torch 2.11.0+cu130")
     assert "mrpc bottleneck seed 2: ScaLearn." in line
-    assert report.accelerator_line({"gpu": None}, rows[:2]).startswith("- Accelerator: none (CPU only)")
+    assert report_setting.accelerator_line({"gpu": None}, rows[:2]).startswith("- Accelerator: none (CPU only)")
     repeat = {**row(1, "NVIDIA H200"), "main_score": 71.5, "best_epoch": 4}
     rows[1].update(main_score=70.25, best_epoch=4)
     assert line + (" The same run on both machines (the CPU row is the one in the tables): mrpc bottleneck ScaLearn "
-                   "seed 1: CPU 70.25, GPU 71.50 (best epoch 4 and 4).") == report.accelerator_line({}, rows, [repeat])
+                   "seed 1: CPU 70.25, GPU 71.50 (best epoch 4 and 4).") == report_setting.accelerator_line({}, rows, [repeat])
     table = report_speed.throughput_section(rows)
     assert table[-1] == "| transfer: ScaLearn | bottleneck | 10.0 | 2 |"
     job = Job("transfer", "mrpc", "bottleneck", "scalearn", "scalearn", 1, None)

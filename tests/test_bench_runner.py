@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import quality, quality_plan, quality_runner, report, report_common, report_sources
+from bench import quality, quality_plan, quality_runner, report_common, report_missing, report_sources
 from bench.quality_plan import Job, expected_seconds, plan, selected
 
 
@@ -78,7 +78,7 @@ def test_missing_rows_counts_the_planned_runs_without_a_record(tmp_path):
     config = {k: getattr(args, k) for k in ("targets", "extra_sources", "kinds", "methods", "seeds",
                                               "multi_seed_targets", "few_shot_k", "few_shot_targets")}
     done = [dict(job.key()) for job in plan(args) if job.stage == "source"]
-    assert report.missing_rows(config, done) == [
+    assert report_missing.missing_rows(config, done) == [
         "- few-shot: seed 0, k=16: 2 run(s) (rte lora 2)", "- transfer: seed 0: 6 run(s) (rte lora 3, mrpc lora 3)",
         "- transfer: seed 1: 3 run(s) (rte lora 3)"]
 
@@ -94,7 +94,7 @@ def test_missing_hours_go_by_the_longest_like_run(tmp_path):
     done.append({**done[-1], "wall_seconds": 60.0, "seed": 7})  # a shorter like run: the longest one counts
     # left: rte's seed-1 source (600) and transfers (average 300, scalearn 900; single copies its source: 0),
     # mrpc's transfers by rte's (300 + 900); the two few-shot runs have no like run at all
-    hours, unknown = report.missing_hours(config, done)
+    hours, unknown = report_missing.missing_hours(config, done)
     assert hours == pytest.approx(3000 / 3600) and unknown == 2
 
 
