@@ -29,6 +29,12 @@ def one_line_error(result: Any) -> str:
 
 
 @pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A bare scratch folder: the refusal tests check that their --out, ``root/bad``, is never made."""
+    return tmp_path_factory.mktemp("peft-methods")
+
+
+@pytest.fixture(scope="module")
 def loras(root, tiny_model_dir) -> list[Path]:
     return [make_source(root / f"lora{i}", tiny_model_dir, "lora", seed=i) for i in range(3)]
 
