@@ -355,8 +355,8 @@ def forge_commit(registry: LocalRegistry, repo_id: str, files: dict[str, Any], r
 
 
 # ---- the quickstart ------------------------------------------------------------------------------------
-QUICKSTART_METHODS = ["single LoRA (few-shot)", "average (1/N)", "AdapterSoup (k=1)", "AdapterFusion (lr 1e-3)", "ScaLearn++",
-                      "ScaLearnUniform++"]
+QUICKSTART_METHODS = ["single LoRA (few-shot)", "average (1/N)", "AdapterSoup (k=1)", "AdapterFusion (lr 1e-3)",
+                      "ScaLearn++", "ScaLearnUniform++"]
 
 
 def fake_result(workdir: Path, plot: str | None) -> dict[str, Any]:

@@ -167,7 +167,8 @@ def test_extra_source_scores_name_the_kind_when_a_run_has_two():
             source_row("snli", 70.0, seed=1)]
     assert report_setting.extra_source_scores(rows, ["qnli", "snli"]) == "qnli 78.6, snli 74.3"
     rows.append(source_row("snli", 77.65, kind="bottleneck"))
-    assert report_setting.extra_source_scores(rows, ["qnli", "snli"]) == "qnli 78.6, snli 77.7 (bottleneck) / 74.3 (lora)"
+    assert report_setting.extra_source_scores(rows, ["qnli", "snli"]) == \
+        "qnli 78.6, snli 77.7 (bottleneck) / 74.3 (lora)"
 
 
 def test_rows_computed_on_a_gpu_are_named_and_kept_out_of_cpu_timings():
@@ -188,7 +189,8 @@ def test_rows_computed_on_a_gpu_are_named_and_kept_out_of_cpu_timings():
     repeat = {**row(1, "NVIDIA H200"), "main_score": 71.5, "best_epoch": 4}
     rows[1].update(main_score=70.25, best_epoch=4)
     assert line + (" The same run on both machines (the CPU row is the one in the tables): mrpc bottleneck ScaLearn "
-                   "seed 1: CPU 70.25, GPU 71.50 (best epoch 4 and 4).") == report_setting.accelerator_line({}, rows, [repeat])
+                   "seed 1: CPU 70.25, GPU 71.50 (best epoch 4 and 4).") == \
+        report_setting.accelerator_line({}, rows, [repeat])
     table = report_speed.throughput_section(rows)
     assert table[-1] == "| transfer: ScaLearn | bottleneck | 10.0 | 2 |"
     job = Job("transfer", "mrpc", "bottleneck", "scalearn", "scalearn", 1, None)
