@@ -287,8 +287,8 @@ def test_fit_deadline_expects_the_longest_like_run_of_any_seed():
     assert expected_seconds(rows, job) == 4800.0
     assert expected_seconds(rows, Job("transfer", "cola", "lora", "adapterfusion", None, 0)) == 4800.0
     # a transfer's single-adapter row copies its source's row (wall 0) when that seed's source is recorded, and
-    # trains the source first when it is not: the estimate is then the source's (this session's miss: a
-    # "0-minute" single-adapter job started a 24-minute source 8 minutes before the deadline)
+    # trains the source first when it is not: the estimate is then the source's (else a "0-minute" single-adapter
+    # job can start a 24-minute source 8 minutes before the deadline)
     single = Job("transfer", "stsb", "lora", "single", None, 2)
     copied = {**single.key(), "seed": 0, "wall_seconds": 0.0}
     source = {**single.key(), "stage": "source", "seed": 0, "wall_seconds": 1425.0}
