@@ -9,7 +9,7 @@ tamper with them (:meth:`HubState.blob_path`).
 
 Xet is never advertised (no ``X-Xet-*`` headers, LFS batch answers ``transfer: basic``). Note that the
 *upload* side of the client picks Xet only because ``hf_xet`` is installed: tests disable it with
-``HF_HUB_DISABLE_XET`` (see ``hub_server`` in test_registry.py).
+``HF_HUB_DISABLE_XET`` (see ``hf_env`` in conftest.py).
 
 Auth: writes need ``Authorization: Bearer <TOKEN>``; private repos answer 401 (``X-Error-Code: RepoNotFound``)
 to readers without it, like the Hub. Left out: pagination, PRs, spaces/datasets, multipart LFS, gitignore.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import device, quality, report, runs
+from bench import device, quality, report, report_missing, runs
 from bench.__main__ import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ OWN_GENERATOR = {d.run for d in runs.load()[0] if d.generator}  # runs of anothe
 def test_device_runner_finds_the_rows_the_report_names_missing(run):
     path = BENCH / "results" / run / "config.json"
     rows = [json.loads(line) for line in path.with_name("results.jsonl").read_text().splitlines() if line]
-    assert device.missing_jobs(path) == report.missing_jobs(json.loads(path.read_text()), rows)
+    assert device.missing_jobs(path) == report_missing.missing_jobs(json.loads(path.read_text()), rows)
 
 
 def test_device_dry_run_prints_the_missing_jobs_and_one_worker_per_shard(capsys):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS, make_source
-from test_export import FAST, random_omega
+from helpers import FAST, WORDS, make_source, random_omega
+from tiny_decoders import ARCHS, save_tiny_decoders
 from typer.testing import CliRunner
 
 from scalearn_cli.backbone import load_backbone
@@ -27,46 +27,7 @@ from scalearn_cli.resolve import Resolver
 from scalearn_cli.scaling import shared_key
 from scalearn_cli.sources import get_kind
 
-ARCHS = ("llama", "qwen2", "gpt2")
-VOCAB = ["<pad>", "<unk>", "<eos>", *WORDS, *[f"w{i}" for i in range(60)]]
 DEFAULT_TARGETS = {"llama": ("q_proj", "v_proj"), "qwen2": ("q_proj", "v_proj"), "gpt2": ("c_attn",)}
-
-
-def tiny_tokenizer(pad: bool):
-    """A word-level fast tokenizer with eos (and pad unless ``pad`` is False, like GPT-2's)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    special = {"unk_token": "<unk>", "eos_token": "<eos>", **({"pad_token": "<pad>"} if pad else {})}
-    return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=["input_ids", "attention_mask"],
-                                   **special)
-
-
-def tiny_decoder(arch: str, lm: bool = False):
-    """A random decoder (hidden 32, 2 layers) of ``arch``: bare, or with its LM head when ``lm``."""
-    import transformers as tf
-
-    common = dict(vocab_size=len(VOCAB), bos_token_id=2, eos_token_id=2)
-    if arch == "gpt2":
-        model_cls = tf.GPT2LMHeadModel if lm else tf.GPT2Model
-        return model_cls(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **common))
-    config_cls, bare_cls, lm_cls = {"llama": (tf.LlamaConfig, tf.LlamaModel, tf.LlamaForCausalLM),
-                                    "qwen2": (tf.Qwen2Config, tf.Qwen2Model, tf.Qwen2ForCausalLM)}[arch]
-    return (lm_cls if lm else bare_cls)(config_cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                   num_key_value_heads=1, intermediate_size=37, **common))
-
-
-def save_tiny_decoders(root: Path, archs, lm: bool = False) -> dict[str, Path]:
-    """arch -> a saved tiny decoder (seed 0) + tokenizer (GPT-2's without a pad token, as the real one)."""
-    out = {}
-    for arch in archs:
-        torch.manual_seed(0)
-        tiny_decoder(arch, lm).save_pretrained(root / arch)
-        tiny_tokenizer(pad=arch != "gpt2").save_pretrained(root / arch)
-        out[arch] = root / arch
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_source
+from helpers import make_source
 
 from scalearn_cli.backbone import load_backbone
 from scalearn_cli.combiners import get_combiner

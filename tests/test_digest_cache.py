@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_source
+from helpers import make_source
 
 from scalearn_cli.artifacts import LORA_WEIGHTS_FILE
 from scalearn_cli.artifacts import digests

@@ -12,20 +12,13 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_source
+from helpers import TRAIN, invoke, make_source, peft_lora
 from safetensors.torch import save_file
-from test_foreign import peft_lora
-from typer.testing import CliRunner
 
-from scalearn_cli.cli.main import _escape_record, app, render_error
+from scalearn_cli.cli.main import _escape_record, render_error
 from scalearn_cli.errors import ArtifactError, printable
 
-FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
 ESC = "\x1b"
-
-
-def invoke(*args: Any, **kwargs: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
 
 
 def one_line(result: Any, code: int = 1, *words: str) -> str:
@@ -51,7 +44,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def transfer(data_dir: Path, out: Path, *sources: Path) -> Any:
     args = [a for s in sources for a in ("-s", s)]
-    return invoke("transfer", "--task", "rte", "--data-dir", data_dir, *args, *FAST, "--out", out)
+    return invoke("transfer", "--task", "rte", "--data-dir", data_dir, *args, *TRAIN, "--out", out)
 
 
 # ---- errors that used to be tracebacks or bare exception names ------------------------------------------------
@@ -71,7 +64,7 @@ def test_a_registry_root_that_is_a_file(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_a_huge_seed_is_a_usage_error(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    result = invoke("train-source", "--task", "rte", "--data-dir", data_dir, "--model", tiny_model_dir, *FAST,
+    result = invoke("train-source", "--task", "rte", "--data-dir", data_dir, "--model", tiny_model_dir, *TRAIN,
                     "--seed", str(10**20), "--out", tmp_path / "S")
     one_line(result, 2, "--seed", "4294967295")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS, make_source
+from helpers import FAST, WORDS, make_source, random_omega, refingerprint, write_omega
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -22,32 +22,8 @@ from scalearn_cli.errors import CompositionError, UsageError
 from scalearn_cli.export import export, verify
 from scalearn_cli.scaling import VARIANTS
 
-FAST = dict(epochs=1, batch_size=8, max_length=16, max_steps=2, lr=6e-3)
 LORA_EXPORT_FILES = {"adapter_config.json", "adapter_model.safetensors", "head.safetensors", "scalearn.json",
                      "README.md"}
-
-
-def write_omega(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Replace a composition's ω by hand and re-fingerprint scalearn.json (as if transfer had learned it)."""
-    artifacts.save_tensors(folder / OMEGA_FILE, tensors)
-    refingerprint(folder)
-
-
-def refingerprint(folder: Path) -> None:
-    """Record a folder's current files in its scalearn.json (as if scalearn had written them)."""
-    meta = artifacts.Metadata.from_dict(artifacts.read_json(folder / METADATA_FILE))
-    files = artifacts.folder_fingerprint(folder)
-    artifacts.write_json(folder / METADATA_FILE, meta.with_files(files, artifacts.content_hash(files)).to_dict())
-
-
-def random_omega(folder: Path, seed: int) -> dict[str, torch.Tensor]:
-    """Random ω of the stored shapes, with source 1 zeroed in the first key (a zero block must still fold)."""
-    gen = torch.Generator().manual_seed(seed)
-    stored = load_file(str(folder / OMEGA_FILE))
-    omega = {k: torch.randn(v.shape, generator=gen) for k, v in stored.items()}
-    omega[sorted(omega)[0]][1] = 0.0
-    write_omega(folder, omega)
-    return omega
 
 
 @pytest.fixture(scope="module")

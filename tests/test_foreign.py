@@ -5,47 +5,11 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from conftest import make_source
-from scalearn_cli.cli.main import app
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "adapterhub"
-TRAIN = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def peft_lora(folder: Path, model_dir: Path, seed: int, base_name: str | None = None,
-              safe_serialization: bool | None = True, **config: Any) -> Path:
-    """A LoRA saved by PEFT itself (save_pretrained), with random non-zero weights."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModel
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModel.from_pretrained(model_dir), LoraConfig(r=4, lora_alpha=8, **config))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.normal_(0, 0.3)
-    model.peft_config["default"].base_model_name_or_path = base_name or str(model_dir)
-    model.save_pretrained(folder, safe_serialization=bool(safe_serialization))  # False: adapter_model.bin
-    return folder
-
-
-def one_hot(comp, index: int, n: int) -> None:
-    with torch.no_grad():
-        for value in comp.combiner.values:
-            hot = torch.zeros(n)
-            hot[index] = 1.0
-            value.copy_(hot.view(-1, *([1] * (value.dim() - 1))).expand_as(value))
+from helpers import ADAPTERHUB_FIXTURES, TRAIN, alone_vs_library, invoke, make_source, one_hot, peft_lora
 
 
 def test_a_plain_peft_lora_alone_reproduces_peft(tmp_path, tiny_model_dir, batch):
@@ -75,29 +39,9 @@ def test_an_adapterhub_adapter_in_a_composition_reproduces_the_library(tmp_path)
     """The real `adapters` library's hidden states (fixture), from a composition with ω one-hot on that source."""
     from scalearn_cli.resolve import Resolver
 
-    source = Resolver().source(str(FIXTURES / "roberta" / "adapter"))  # leave_out=[0]: layer 0 has no site
+    source = Resolver().source(str(ADAPTERHUB_FIXTURES / "roberta" / "adapter"))  # leave_out=[0]: layer 0 has no site
     assert source.ref.format == "adapterhub" and source.meta.adapter.kind == "bottleneck"
     assert alone_vs_library(source, "roberta", "scalearn").sites == ["encoder.layer.1.output"]
-
-
-def alone_vs_library(source, arch: str, variant: str):  # -> Composition
-    """Compose ``source`` alone (ω one-hot) on the fixture's base; its hidden states must be the ``adapters``
-    library's own (recorded by tests/fixtures/adapterhub/make_fixture.py) to 1e-5."""
-    from transformers import AutoModel
-
-    from scalearn_cli.combiners import get_combiner
-    from scalearn_cli.compose import inject
-
-    expected = load_file(FIXTURES / arch / "expected.safetensors")
-    encoder = AutoModel.from_pretrained(FIXTURES / arch / "base").eval()
-    comp = inject(encoder, [source], get_combiner("scalearn").spec(variant))
-    comp.eval()
-    one_hot(comp, 0, 1)
-    inputs = {k: expected[k] for k in ("input_ids", "attention_mask")}
-    with torch.no_grad():
-        diff = (encoder(**inputs).last_hidden_state - expected["last_hidden_state"]).abs().max()
-    assert float(diff) <= 1e-5
-    return comp
 
 
 def test_transfer_over_a_peft_folder_records_and_rechecks_it(tmp_path, tiny_model_dir):
@@ -150,7 +94,7 @@ def test_model_may_replace_the_named_base_when_architecture_and_shapes_match(tmp
 
     from transformers import BertConfig, BertModel
 
-    from conftest import TINY
+    from helpers import TINY
 
     copy = tmp_path / "local-copy"
     shutil.copytree(tiny_model_dir, copy)  # the same model, held in another folder

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from conftest import TINY, make_source
+from helpers import TINY, make_source
 from scalearn_cli.errors import ArtifactError
 from scalearn_cli.formats import adapterhub, peft_lora
 from scalearn_cli.sources import bottleneck, lora

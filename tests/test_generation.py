@@ -5,75 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from test_decoder import VOCAB, save_tiny_decoders
+from tiny_decoders import GEN_FAST, VOCAB, qa_options
 
 from scalearn_cli.errors import DataError, ModelError, UsageError
 from scalearn_cli.data.generation import IGNORE, encode_pairs, lm_features, loader
 from scalearn_cli.decoder.model import GenerativeModel
-from scalearn_cli.stages.common import DataOptions
 from scalearn_cli.train import TrainConfig
-
-FAST = dict(epochs=1, batch_size=8, max_length=32, max_steps=2, lr=5e-3)
-NOUNS = ["movie", "film", "plot", "actor"]
-
-
-@pytest.fixture(scope="module")
-def lms(tmp_path_factory) -> dict[str, Path]:
-    """arch -> a saved tiny causal LM (with its LM head) + tokenizer."""
-    return save_tiny_decoders(tmp_path_factory.mktemp("lms"), ("llama", "gpt2"), lm=True)
-
-
-@pytest.fixture(scope="module")
-def qa_file(tmp_path_factory) -> Path:
-    """Prompt -> answer rows (the answer: the noun in the question), with two choices per row."""
-    rng = random.Random(0)
-    rows = []
-    for i in range(40):
-        noun, other = rng.sample(NOUNS, 2)
-        rows.append({"question": f"the {noun} was {rng.choice(['good', 'bad', 'fun'])}", "answer": noun,
-                     "c1": noun if i % 2 else other, "c2": other if i % 2 else noun})
-    path = tmp_path_factory.mktemp("qa") / "qa.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
-
-
-def qa_options(qa_file: Path, **kw) -> DataOptions:
-    base = dict(task="custom", data_file=qa_file, problem_type="generation", prompt_template="Q: {question} A:",
-                answer_field="answer")
-    return DataOptions(**(base | kw))
-
-
-@pytest.fixture(scope="module")
-def gen_sources(lms, qa_file, tmp_path_factory) -> dict[str, list[Path]]:
-    """arch -> two LoRA sources trained (briefly) on the generation task, then given random non-zero weights."""
-    from safetensors.torch import load_file, save_file
-    from test_export import refingerprint
-
-    from scalearn_cli.sources.lora import LoraSettings
-    from scalearn_cli.stages.source import train_source
-
-    root = tmp_path_factory.mktemp("gen-sources")
-    out = {}
-    for arch, path in lms.items():
-        out[arch] = []
-        for seed, r in enumerate((4, 2)):
-            folder = root / f"{arch}{seed}"
-            train_source(qa_options(qa_file), folder, settings=LoraSettings(r=r),
-                         config=TrainConfig(**FAST, seed=seed), model=str(path))
-            weights = folder / "adapter_model.safetensors"
-            gen = torch.Generator().manual_seed(seed)
-            save_file({k: torch.randn(v.shape, generator=gen) * 0.3 for k, v in load_file(str(weights)).items()},
-                      str(weights))
-            refingerprint(folder)
-            out[arch].append(folder)
-    return out
-
 
 # ---------------------------------------------------------------------------------------------------- data
 
@@ -202,7 +144,7 @@ def gen_comps(gen_sources, qa_file, tmp_path_factory) -> dict[str, Path]:
     for arch, sources in gen_sources.items():
         out[arch] = root / arch
         transfer(TransferOptions(tuple(map(str, sources)), qa_options(qa_file, few_shot=8), out[arch],
-                                 train=TrainConfig(**FAST)))
+                                 train=TrainConfig(**GEN_FAST)))
     return out
 
 
@@ -252,7 +194,7 @@ def test_eval_rescores_a_generation_composition_and_source(gen_comps, gen_source
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_peft_export_loads_on_the_causal_lm_and_generates_the_same_tokens(arch, gen_comps, tmp_path):
     from peft import PeftModel
-    from test_export import random_omega
+    from helpers import random_omega
     from transformers import AutoModelForCausalLM
 
     from scalearn_cli.compose import load_composition

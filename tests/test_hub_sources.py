@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from helpers import ADAPTERHUB_FIXTURES, TRAIN, alone_vs_library, invoke, peft_lora
 from hubserver import TOKEN
-from test_foreign import FIXTURES, TRAIN, alone_vs_library, invoke, peft_lora
-from test_registry import hf_env, hub_server  # noqa: F401 - fixtures: the server, an isolated HF cache and token
+
+pytestmark = pytest.mark.usefixtures("hf_env")  # an isolated HF cache and token, never the real Hub
 
 
 def upload(server: Any, folder: Path, repo_id: str) -> str:
@@ -28,7 +29,7 @@ def test_an_adapterhub_repo_composes_from_the_hub_exactly(hub_server, tmp_path):
     from scalearn_cli.resolve import Resolver
 
     adapter = tmp_path / "ah"
-    shutil.copytree(FIXTURES / "bert" / "adapter", adapter)
+    shutil.copytree(ADAPTERHUB_FIXTURES / "bert" / "adapter", adapter)
     (adapter / "._adapter_config.json").write_bytes(b"\x00\x05\x16\x07")  # as on AdapterHub's own repos
     commit = upload(hub_server, adapter, "AdapterHub/tiny-bert-task_pfeiffer")
     assert any(p.suffix == ".bin" for p in adapter.iterdir())  # pickled tensors: read with weights_only only

@@ -3,27 +3,18 @@ card is covered by the record, and a base model whose weights changed is refused
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import make_source, two_source_workspace
+from helpers import TRAIN, invoke, make_source, two_source_workspace
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from scalearn_cli import artifacts
 from scalearn_cli.artifacts import METADATA_FILE, MODEL_CARD_FILE, OMEGA_FILE
-from scalearn_cli.cli.main import app
 from scalearn_cli.errors import ArtifactError, ModelError
-
-FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def refused(result: Any, *words: str) -> str:
@@ -83,7 +74,7 @@ def test_every_reader_refuses_a_composition_stripped_of_its_record(command: str,
 def test_transfer_refuses_a_source_stripped_of_its_record(work: dict[str, Path], tmp_path: Path) -> None:
     source = Path(shutil.copytree(work["s1"], tmp_path / "s1"))
     strip_record(source, "files", "content_hash")
-    result = invoke("transfer", "--task", "rte", "--data-dir", work["data"], "-s", work["s0"], "-s", source, *FAST,
+    result = invoke("transfer", "--task", "rte", "--data-dir", work["data"], "-s", work["s0"], "-s", source, *TRAIN,
                     "--out", tmp_path / "T")
     refused(result, "no integrity record")
     assert not (tmp_path / "T").exists()
@@ -160,7 +151,7 @@ def test_a_changed_base_model_is_refused_unless_accepted(changed_base: dict[str,
 
 def test_transfer_over_sources_of_a_changed_base_is_refused(changed_base: dict[str, Path], work: dict[str, Path],
                                                             tmp_path: Path) -> None:
-    result = invoke("transfer", "--task", "rte", "--data-dir", work["data"], "-s", changed_base["source"], *FAST,
+    result = invoke("transfer", "--task", "rte", "--data-dir", work["data"], "-s", changed_base["source"], *TRAIN,
                     "--out", tmp_path / "T")
     refused(result, "weights changed since", "--allow-base-change")
     assert not (tmp_path / "T").exists()

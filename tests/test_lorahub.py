@@ -9,18 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_source
-from test_generation import gen_sources, lms, qa_file, qa_options  # noqa: F401  (fixtures)
+from helpers import make_source
+from tiny_decoders import GEN_FAST, qa_options
 
 from scalearn_cli.errors import UsageError
 from scalearn_cli.stages.transfer import TransferOptions, transfer
 from scalearn_cli.train import TrainConfig
 
-FAST = dict(epochs=1, batch_size=8, max_length=32, max_steps=2, lr=5e-3)
-
-
 @pytest.fixture(scope="module")
-def rank4(lms, tmp_path_factory) -> dict[str, list[str]]:  # noqa: F811
+def rank4(lms, tmp_path_factory) -> dict[str, list[str]]:
     """arch -> two LoRA sources of one rank (4) with random weights."""
     root = tmp_path_factory.mktemp("hub-sources")
     return {arch: [str(make_source(root / f"{arch}{i}", path, seed=i, pooling="last", r=4)) for i in range(2)]
@@ -29,7 +26,7 @@ def rank4(lms, tmp_path_factory) -> dict[str, list[str]]:  # noqa: F811
 
 def run(sources, data, out: Path, budget: int = 8, seed: int = 42) -> dict:
     return transfer(TransferOptions(tuple(sources), data, out, method="lorahub", options={"budget": budget},
-                                    train=TrainConfig(**FAST, seed=seed)))
+                                    train=TrainConfig(**GEN_FAST, seed=seed)))
 
 
 def test_merged_site_is_sum_w_b_times_sum_w_a_not_the_weighted_sum_of_outputs():
@@ -49,7 +46,7 @@ def test_merged_site_is_sum_w_b_times_sum_w_a_not_the_weighted_sum_of_outputs():
     assert not torch.allclose(want, summed, atol=1e-3)  # cross terms: not ScaLearn's Σ w_i B_i A_i
 
 
-def test_search_is_repeatable_with_a_seed_and_lands_in_composition_json(rank4, qa_file, tmp_path):  # noqa: F811
+def test_search_is_repeatable_with_a_seed_and_lands_in_composition_json(rank4, qa_file, tmp_path):
     data = qa_options(qa_file, few_shot=5)
     first, second = tmp_path / "a", tmp_path / "b"
     meta = run(rank4["llama"], data, first)
@@ -67,7 +64,7 @@ def test_search_is_repeatable_with_a_seed_and_lands_in_composition_json(rank4, q
     assert other["metrics"]["test"].keys() == {"exact_match", "loss"}
 
 
-def test_inspect_shows_the_weights_and_eval_rebuilds_them(rank4, qa_file, tmp_path):  # noqa: F811
+def test_inspect_shows_the_weights_and_eval_rebuilds_them(rank4, qa_file, tmp_path):
     from scalearn_cli.inspection import load_omega
     from scalearn_cli.stages.evaluate import evaluate_folder
 
@@ -80,7 +77,7 @@ def test_inspect_shows_the_weights_and_eval_rebuilds_them(rank4, qa_file, tmp_pa
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_the_merged_lora_exports_and_generates_the_same_tokens(arch, rank4, qa_file, tmp_path):  # noqa: F811
+def test_the_merged_lora_exports_and_generates_the_same_tokens(arch, rank4, qa_file, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -119,7 +116,7 @@ def test_a_classification_target_searches_then_trains_the_head(rank4, tmp_path):
     assert len(json.loads((tmp_path / "cls" / "composition.json").read_text())["options"]["weights"]) == 2
 
 
-def test_bad_inputs_are_one_clear_line(gen_sources, rank4, qa_file, tmp_path):  # noqa: F811
+def test_bad_inputs_are_one_clear_line(gen_sources, rank4, qa_file, tmp_path):
     with pytest.raises(UsageError, match="LoraHub merges the sources' A and B matrices, so every source needs one "
                                          "LoRA rank at every site; .* has ranks \\[4, 2\\]"):
         run(list(map(str, gen_sources["llama"])), qa_options(qa_file, few_shot=5), tmp_path / "x")

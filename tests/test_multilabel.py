@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import invoke, ok_json, write_jsonl
 from sklearn.metrics import f1_score, precision_recall_fscore_support
-from typer.testing import CliRunner
 
-from scalearn_cli.cli.main import app
 from scalearn_cli.tasks import MULTI_LABEL, custom_task, get_task
 
 LABELS = ("anger", "fear", "joy")
@@ -32,20 +31,6 @@ def rows(n: int = 120, seed: int = 0) -> list[dict[str, Any]]:
         rng.shuffle(words)
         out.append({"text": " ".join(words), "labels": labels})
     return out
-
-
-def write_jsonl(path: Path, items: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in items))
-    return path
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def ok_json(result: Any) -> Any:
-    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-    return json.loads(result.stdout)
 
 
 def refused(result: Any, out: Path, *needles: str) -> None:
@@ -279,7 +264,7 @@ def test_cli_push_pull_inspect_prune_and_few_shot(tiny_model_dir: Path, tmp_path
 
 @pytest.mark.parametrize("method", ["average", "adaptersoup", "adapterfusion", "lorahub"])
 def test_every_baseline_transfers_to_a_multi_label_target(method: str, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from conftest import make_source
+    from helpers import make_source
 
     data = write_jsonl(tmp_path / "ml.jsonl", rows(60))
     sources = [a for i in range(2) for a in ("-s", make_source(tmp_path / f"s{i}", tiny_model_dir, seed=i))]
@@ -290,7 +275,7 @@ def test_every_baseline_transfers_to_a_multi_label_target(method: str, tiny_mode
 
 
 def test_go_emotions_loads_from_the_shelf() -> None:
-    from conftest import shared_data_dir
+    from helpers import shared_data_dir
 
     from scalearn_cli.data.rows import load_raw
     from scalearn_cli.data.splits import make_splits

@@ -12,24 +12,16 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_source, two_source_workspace
+from helpers import invoke, peft_lora, refingerprint, two_source_workspace
 from safetensors.torch import load_file, save_file
-from test_export import refingerprint
-from test_foreign import peft_lora
-from typer.testing import CliRunner
 
 from scalearn_cli import artifacts
-from scalearn_cli.cli.main import app
 from scalearn_cli.errors import ArtifactError, UsageError
 from scalearn_cli.formats import adapterhub, peft_lora as peft_format
 from scalearn_cli.train import TrainConfig
 
 FAST = ["--epochs", "1", "--batch-size", "8"]
 ADAPTERHUB = Path(__file__).resolve().parent / "fixtures" / "adapterhub" / "bert" / "adapter"
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def one_line(result: Any, code: int, *words: str) -> str:

@@ -12,19 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_source, two_source_workspace
-from typer.testing import CliRunner
+from helpers import TRAIN, invoke, two_source_workspace
 
 from scalearn_cli.artifacts import outputs
 from scalearn_cli.artifacts.folders import record_folder
-from scalearn_cli.cli.main import app
 from scalearn_cli.errors import ArtifactError
-
-FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -123,14 +115,14 @@ def test_export_onto_a_source_of_the_composition(comp_copy: Path, work: dict[str
 def test_transfer_onto_one_of_its_sources(work: dict[str, Path]) -> None:
     before = snapshot(work["s1"])
     result = invoke("transfer", "--task", "rte", "--data-dir", work["data"], "-s", work["s0"], "-s", work["s1"],
-                    *FAST, "--out", work["s1"], "--overwrite")
+                    *TRAIN, "--out", work["s1"], "--overwrite")
     refused(result, "is an input of this command")
     assert snapshot(work["s1"]) == before
 
 
 def test_train_source_over_its_data_folder(work: dict[str, Path], tiny_model_dir: Path) -> None:
     before = snapshot(work["data"])
-    result = invoke("train-source", "--task", "rte", "--data-dir", work["data"], "--model", tiny_model_dir, *FAST,
+    result = invoke("train-source", "--task", "rte", "--data-dir", work["data"], "--model", tiny_model_dir, *TRAIN,
                     "--out", work["data"], "--overwrite")
     refused(result, "contains an input of this command")
     assert snapshot(work["data"]) == before

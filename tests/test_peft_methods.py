@@ -12,26 +12,14 @@ from typing import Any
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from conftest import WORDS, make_source
-from scalearn_cli.cli.main import app
+from helpers import TRAIN, WORDS, custom, invoke, make_source, ok
 
-TRAIN = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
 MERGE_TYPES = {"linear": {}, "cat": {}, "svd": {}, "ties": {"density": 0.5}, "ties_svd": {"density": 0.5},
                "dare_linear": {"density": 0.6}, "dare_ties": {"density": 0.6}, "dare_linear_svd": {"density": 0.6},
                "dare_ties_svd": {"density": 0.6}, "magnitude_prune": {"density": 0.5},
                "magnitude_prune_svd": {"density": 0.5}}
 WEIGHTS = [0.5, 0.3, 0.2]
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def ok(result: Any) -> Any:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
 
 
 def one_line_error(result: Any) -> str:
@@ -42,6 +30,7 @@ def one_line_error(result: Any) -> str:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
+    """A bare scratch folder: the refusal tests check that their --out, ``root/bad``, is never made."""
     return tmp_path_factory.mktemp("peft-methods")
 
 
@@ -57,10 +46,6 @@ def task_file(root) -> Path:
     path = root / "task.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def custom(task_file: Path) -> list[str]:
-    return ["--task", "custom", "--data-file", str(task_file), "--text-fields", "sentence"]
 
 
 def logits(encoder: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -226,7 +211,7 @@ def test_a_linear_merge_of_different_ranks_says_what_to_do(root, tiny_model_dir,
 @pytest.fixture(scope="module")
 def decoder_loras(tmp_path_factory) -> dict[str, tuple[Path, list[Path]]]:
     """arch -> (a tiny bare decoder, two LoRA sources of rank 4 on PEFT's default targets)."""
-    from test_decoder import save_tiny_decoders
+    from tiny_decoders import save_tiny_decoders
 
     root = tmp_path_factory.mktemp("peft-decoders")
     models = save_tiny_decoders(root, ("llama", "gpt2"))

@@ -5,47 +5,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from helpers import QUICKSTART_METHODS, fake_result, invoke
 
-from scalearn_cli.cli.main import app
-
-METHODS = ["single LoRA (few-shot)", "average (1/N)", "AdapterSoup (k=1)", "AdapterFusion (lr 1e-3)", "ScaLearn++",
-           "ScaLearnUniform++"]
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def fake_result(workdir: Path, plot: str | None) -> dict[str, Any]:
-    """What ``run_quickstart`` returns, with made-up numbers."""
-    from scalearn_cli.quickstart import next_steps
-
-    sources = [
-        {"ref": str(workdir / "sources" / "demo-paraphrase-fewshot"), "task": "demo-paraphrase",
-         "origin": "few-shot LoRA (64 ex., scalearn train-source)", "train_examples": 64, "score": None,
-         "metric": None},
-        {"ref": "scalearn-zoo/minilm-l6-demo-sentiment-lora@" + "a" * 40, "task": "demo-sentiment",
-         "origin": "zoo LoRA, pulled from the registry", "train_examples": None, "score": 97.5, "metric": "accuracy"},
-        {"ref": str(workdir / "sources" / "demo-nli-peft"), "task": "demo-nli",
-         "origin": "LoRA saved by plain PEFT (no scalearn.json)", "train_examples": 600, "score": 61.0,
-         "metric": "accuracy"},
-    ]
-    rows = [{"task": "demo-paraphrase", "method": m, "n_sources": [1, 3, 2, 3, 3, 3][i], "train_examples": 64,
-             "parameters": [73728, 0, 0, 1774080, 108, 3][i], "head_parameters": 148610, "score": 60.0 + i,
-             "metric": "accuracy"} for i, m in enumerate(METHODS)]
-    omega = {"composition": str(workdir / "transfer" / "scalearn++"), "variant": "scalearn++", "plot": plot,
-             "sources": [{"index": i, "ref": s["ref"], "task": s["task"], "share": share, "mean_omega": 2 * share}
-                         for i, (s, share) in enumerate(zip(sources, (0.5, 0.2, 0.3)))]}
-    export = {"out": str(workdir / "export" / "scalearn++-merged"), "format": "merged", "max_abs_diff": 4.2e-7,
-              "ok": True, "samples": 64, "tolerance": 1e-5}
-    return {"target": "demo-paraphrase", "few_shot": 64, "workdir": str(workdir), "sources": sources, "rows": rows,
-            "omega": omega, "export": export, "next": next_steps(workdir),
-            "notes": ["AdapterSoup ranks sources by their training texts; the plain PEFT folder records",
-                      "none, so AdapterSoup chose 1 of the other 2"]}
 
 
 @pytest.mark.parametrize("plot", [None, "qs/transfer/scalearn++-omega.png"])
@@ -62,7 +25,7 @@ def test_the_closing_summary_fits_one_screen_and_names_every_part(capsys, plot):
     assert "#2 demo-nli (61.0 acc on it): LoRA saved by plain PEFT (no scalearn.json)" in out
     assert "qs/sources/demo-nli-peft" in out
     assert "scalearn-zoo/minilm-l6-demo-sentiment-lora@aaaaaaaaaaaa" in out  # commit shortened for the screen
-    for method in METHODS:
+    for method in QUICKSTART_METHODS:
         assert re.search(rf"{re.escape(method)}\s", out), method
     assert "1,774,080" in out and "148,610-parameter head" in out
     assert re.search(r"AdapterSoup \(k=1\)\s+│ 2 │", out) and "chose 1 of the other 2" in out
@@ -110,7 +73,7 @@ def test_the_quickstart_runs_offline_and_its_json_has_every_row(tmp_path, monkey
     result = invoke("quickstart", "--workdir", tmp_path / "qs", "--epochs", "1", "--few-shot", "16", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert [r["method"] for r in out["rows"]] == METHODS
+    assert [r["method"] for r in out["rows"]] == QUICKSTART_METHODS
     assert all(r["task"] == "demo-paraphrase" and r["train_examples"] == 16 for r in out["rows"])
     assert [r["parameters"] > 0 for r in out["rows"]] == [True, False, False, True, True, True]
     assert [r["n_sources"] for r in out["rows"]] == [1, 3, 2, 3, 3, 3]  # AdapterSoup cannot rank the PEFT folder

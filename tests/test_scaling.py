@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, make_source
+from helpers import TINY, make_source
 
 from scalearn_cli.backbone import load_backbone
 from scalearn_cli.combiners import get_combiner

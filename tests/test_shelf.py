@@ -12,17 +12,12 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from conftest import WORDS, make_source
-from scalearn_cli.cli.main import app
-from test_registry import hf_env, hub_server  # noqa: F401 - fixtures: a Hub-protocol server, an isolated HF cache
+from helpers import WORDS, invoke, make_source
 
 TRAIN = ["--epochs", "1", "--batch-size", "16", "--max-length", "16"]
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
+# a Hub-protocol server and an isolated HF cache for every test: never the real Hub
+pytestmark = pytest.mark.usefixtures("hf_env")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def data(task_file: Path) -> list[Any]:
 @pytest.fixture(scope="module")
 def folder_shelf(tmp_path_factory, tiny_model_dir) -> Path:
     """A plain folder of four scalearn LoRA folders (tasks sst2, imdb, rte, mrpc), a PEFT LoRA and a data folder."""
-    from test_foreign import peft_lora
+    from helpers import peft_lora
 
     shelf = tmp_path_factory.mktemp("folder-shelf")
     for seed, task in enumerate(("sst2", "imdb", "rte", "mrpc")):
@@ -146,7 +141,7 @@ def test_shelf_filters_at_the_library_level(folder_shelf, tiny_model_dir):
 
 
 def test_a_source_of_another_base_model_is_skipped_by_name(folder_shelf, tmp_path, tiny_model_dir, task_file):
-    from test_foreign import peft_lora
+    from helpers import peft_lora
 
     shelf = tmp_path / "mixed"
     shutil.copytree(folder_shelf / "rte-lora", shelf / "rte-lora")
@@ -253,7 +248,7 @@ def tiny_peft_shelf(folder: Path, template: Path, n: int) -> Path:
 
 
 def test_256_tiny_sources_compose_and_select_in_seconds(tmp_path, tiny_model_dir, task_file):
-    from test_foreign import peft_lora
+    from helpers import peft_lora
 
     template = peft_lora(tmp_path / "template", tiny_model_dir, 0)
     shelf = tiny_peft_shelf(tmp_path / "shelf", template, 256)

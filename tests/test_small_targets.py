@@ -10,19 +10,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_source
-from typer.testing import CliRunner
+from helpers import invoke, make_source, ok
 
-from scalearn_cli.cli.main import app
 from scalearn_cli.inspection import BARELY_MOVED, omega_movement, omega_warning
 
 TRAIN = ["--batch-size", "8", "--max-length", "16", "--patience", "0"]
-
-
-def invoke(*args: Any) -> Any:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +38,7 @@ def transfer(setup: tuple[Path, list[Path]], out: Path, *extra: Any) -> Any:
     variant = [] if "--method" in extra else ["--variant", "scalearn++"]  # a variant is ScaLearn's option only
     args = ["transfer", "--task", "custom", "--data-file", task, "--text-fields", "sentence", *variant,
             *[a for s in sources for a in ("--source", s)], *TRAIN, "--out", out, *extra]
-    return invoke(*args)
+    return ok(invoke(*args))
 
 
 def test_omega_movement_is_the_mean_relative_change_and_the_share_range() -> None:
@@ -84,9 +76,9 @@ def test_transfer_reports_kept_epoch_steps_and_omega_and_warns_when_omega_did_no
     assert "ω barely moved" in summary["omega_warning"]
     table = transfer(setup, tmp_path / "still-table", "--epochs", "3", "--lr", "1e-6").stdout
     assert "kept epoch" in table and "Warning: ω barely moved" in " ".join(table.split())
-    inspected = json.loads(invoke("inspect", out, "--json").stdout)
+    inspected = json.loads(ok(invoke("inspect", out, "--json")).stdout)
     assert inspected["learned"] == omega and inspected["warning"] == summary["omega_warning"]
-    assert "ω barely moved" in " ".join(invoke("inspect", out).stdout.split())
+    assert "ω barely moved" in " ".join(ok(invoke("inspect", out)).stdout.split())
 
 
 def test_no_omega_warning_when_omega_moved_and_a_later_epoch_was_kept(setup, tmp_path) -> None:
@@ -132,7 +124,7 @@ def test_bad_selection_knobs_are_refused(field: str, value: float, needle: str) 
 
 @pytest.mark.parametrize("moved", [0.01, 0.4])
 def test_quickstart_summary_says_whether_omega_was_learned_within_one_screen(capsys, moved: float) -> None:
-    from test_quickstart import fake_result
+    from helpers import fake_result
 
     from scalearn_cli.cli.quickstart import render
 

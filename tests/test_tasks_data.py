@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import write_jsonl
 
 from scalearn_cli.data import rows as data_mod
 from scalearn_cli.data.batches import make_loader
@@ -31,12 +32,6 @@ def _glue_dir(task: str) -> Path:
     if not (folder / "train.jsonl").is_file():
         pytest.skip(f"real GLUE data not found at {folder} (set SCALEARN_SHARED_DATA to the shared data folder)")
     return folder
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _pairs(n: int, label_of: Any = lambda i: i % 2) -> list[dict[str, Any]]:
@@ -191,8 +186,8 @@ def test_stsb_labels_are_floats(tokenizer: Any) -> None:
 def test_label_out_of_range_names_row(tmp_path: Path) -> None:
     rows = _pairs(20)
     rows[17]["label"] = 5
-    _write_jsonl(tmp_path / "train.jsonl", rows)
-    _write_jsonl(tmp_path / "validation.jsonl", _pairs(6))
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "validation.jsonl", _pairs(6))
     spec = get_task("rte")
     with pytest.raises(DataError) as err:
         make_splits(spec, load_raw(spec, data_dir=tmp_path))
@@ -203,13 +198,13 @@ def test_string_labels_and_unlabelled_rows(tmp_path: Path) -> None:
     names = ("entailment", "not_entailment")
     rows = _pairs(40, lambda i: names[i % 2])
     rows[3]["label"] = -1  # unlabelled rows are dropped
-    _write_jsonl(tmp_path / "train.jsonl", rows)
-    _write_jsonl(tmp_path / "validation.jsonl", _pairs(10))
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "validation.jsonl", _pairs(10))
     splits = make_splits(get_task("rte"), load_raw(get_task("rte"), data_dir=tmp_path))
     assert len(splits.train) + len(splits.dev) == 39 and 3 not in [*splits.train["idx"], *splits.dev["idx"]]
     assert set(splits.train["label"]) == {0, 1}
     assert [r["label"] for r in rows if r["idx"] == splits.train["idx"][0]] == [names[splits.train["label"][0]]]
-    _write_jsonl(tmp_path / "validation.jsonl", _pairs(5, lambda i: -1))
+    write_jsonl(tmp_path / "validation.jsonl", _pairs(5, lambda i: -1))
     with pytest.raises(DataError, match="validation split of task rte has no labelled rows"):
         make_splits(get_task("rte"), load_raw(get_task("rte"), data_dir=tmp_path))
 
@@ -222,7 +217,7 @@ def test_missing_paths_and_columns_are_named(tmp_path: Path, monkeypatch: pytest
         load_raw(spec, data_dir=tmp_path)
     with pytest.raises(DataError, match=str(tmp_path / "rows.csv")):
         load_raw(custom_task(["text"], "label", "classification"), data_file=tmp_path / "rows.csv")
-    _write_jsonl(tmp_path / "train.jsonl", [{"premise": "a", "sentence2": "b", "label": 0}] * 4)
+    write_jsonl(tmp_path / "train.jsonl", [{"premise": "a", "sentence2": "b", "label": 0}] * 4)
     with pytest.raises(DataError, match="no column 'sentence1'.*columns present: premise, sentence2, label"):
         make_splits(spec, load_raw(spec, data_dir=tmp_path))
 
@@ -236,7 +231,7 @@ def test_missing_paths_and_columns_are_named(tmp_path: Path, monkeypatch: pytest
 
 def _write_custom(path: Path, rows: list[tuple[str, str]]) -> Path:
     if path.suffix == ".jsonl":
-        return _write_jsonl(path, [{"text": t, "label": y} for t, y in rows])
+        return write_jsonl(path, [{"text": t, "label": y} for t, y in rows])
     sep = "\t" if path.suffix == ".tsv" else ","
     path.write_text("text" + sep + "label\n" + "".join(f"{t}{sep}{y}\n" for t, y in rows), encoding="utf-8")
     return path
@@ -259,8 +254,8 @@ def test_custom_single_file_is_split_80_10_10(tmp_path: Path, suffix: str) -> No
 
 
 def test_few_shot_and_max_train_samples(tmp_path: Path) -> None:
-    _write_jsonl(tmp_path / "train.jsonl", _pairs(1000, lambda i: i % 4 // 3))  # 25% label 1
-    _write_jsonl(tmp_path / "validation.jsonl", _pairs(50))
+    write_jsonl(tmp_path / "train.jsonl", _pairs(1000, lambda i: i % 4 // 3))  # 25% label 1
+    write_jsonl(tmp_path / "validation.jsonl", _pairs(50))
     spec, raw = get_task("rte"), load_raw(get_task("rte"), data_dir=tmp_path)
     few = make_splits(spec, raw, few_shot=8, sample_seed=1)
     assert few.sizes() == {"train": 8, "dev": 32, "test": 50}
@@ -280,7 +275,7 @@ def test_few_shot_and_max_train_samples(tmp_path: Path) -> None:
 
 def test_loader_pads_per_batch_and_shuffles_deterministically(tokenizer: Any, tmp_path: Path) -> None:
     rows = [{"sentence1": "word " * (1 + i % 30), "sentence2": "other", "label": i % 2, "idx": i} for i in range(64)]
-    _write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "train.jsonl", rows)
     dataset = load_raw(get_task("rte"), data_dir=tmp_path)["train"]
     loader = make_loader(dataset, get_task("rte"), tokenizer, batch_size=4, max_length=16)
     batch = next(iter(loader))
@@ -301,8 +296,8 @@ def test_multiple_choice_loader_shapes(tokenizer: Any, tmp_path: Path) -> None:
         return [{"premise": f"the glass fell {i}", "question": "effect", "choice1": "it broke",
                  "choice2": f"it sang a long song {i}", "label": i % 2, "idx": i} for i in range(n)]
 
-    _write_jsonl(tmp_path / "train.jsonl", copa(40))
-    _write_jsonl(tmp_path / "validation.jsonl", copa(10))
+    write_jsonl(tmp_path / "train.jsonl", copa(40))
+    write_jsonl(tmp_path / "validation.jsonl", copa(10))
     spec = get_task("copa")
     splits = make_splits(spec, load_raw(spec, data_dir=tmp_path))
     batch = next(iter(make_loader(splits.test, spec, tokenizer, batch_size=3)))

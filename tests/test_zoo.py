@@ -6,26 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import make_source
-from typer.testing import CliRunner
+from helpers import TRAIN, invoke, make_source, ok, ok_json
 
-from scalearn_cli.cli.main import app
 from scalearn_cli.data.demo import write_demo_tasks
 
 SHELF = Path(__file__).resolve().parents[2] / "shared" / "data" / "shelf"
-TRAIN = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def ok_json(result: Any) -> Any:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return json.loads(result.stdout)
 
 
 # ---- the task table --------------------------------------------------------------------------------------
@@ -148,3 +135,65 @@ def test_zoo_build_baselines_records_the_majority_of_each_task(zoo: Path, tiny_m
     assert catalog.baselines["demo-nli"]["accuracy"] == pytest.approx(done["demo-nli"]["accuracy"], abs=1e-4)
     rows = ok_json(invoke("zoo", "list", "--model", tiny_model_dir, "--json"))["recipes"]
     assert rows[0]["baseline"] == catalog.baselines["demo-sentiment"]
+
+
+# ---- building a catalog ----------------------------------------------------------------------------------
+def write_two_recipe_catalog(folder: Path, base_model: Path, lr: float = 5e-4) -> Path:
+    train = {"epochs": 1, "batch_size": 16, "max_length": 32, "seed": 1, "patience": None}
+    catalog = {
+        "format_version": 1, "base_model": str(base_model), "namespace": "tiny-zoo", "prefix": "tiny",
+        "description": "test catalog", "published": {},
+        "recipes": [
+            {"name": "sentiment-lora", "task": "demo-sentiment", "adapter": "lora", "settings": {"r": 4},
+             "data": {"source": "demo", "max_train_samples": 48}, "train": {**train, "lr": lr}},
+            {"name": "paraphrase-bottleneck", "task": "demo-paraphrase", "adapter": "bottleneck",
+             "settings": {"reduction_factor": 8}, "data": {"source": "demo", "max_train_samples": 48},
+             "train": {**train, "lr": 3e-4}},
+        ],
+    }
+    folder.mkdir(exist_ok=True)
+    path = folder / "tiny.json"
+    path.write_text(json.dumps(catalog, indent=2))
+    return path
+
+
+def test_zoo_build_skip_stale_and_list(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEARN_ZOO", str(tmp_path / "zoo"))
+    monkeypatch.delenv("SCALEARN_REGISTRY_KIND", raising=False)
+    write_two_recipe_catalog(tmp_path / "zoo", tiny_model_dir)
+    reg = f"local:{tmp_path / 'registry'}"
+    common = ["--model", tiny_model_dir, "--registry", reg]
+    build = ["zoo", "build", *common, "--data-root", tmp_path / "data", "--json"]
+
+    listed = ok_json(invoke("zoo", "list", *common, "--json"))
+    assert listed["base_model"] == str(tiny_model_dir)
+    assert [(r["name"], r["state"]) for r in listed["recipes"]] == [("sentiment-lora", "missing"),
+                                                                      ("paraphrase-bottleneck", "missing")]
+    first = ok_json(invoke(*build))
+    assert [(r["repo_id"], r["action"]) for r in first] == [("tiny-zoo/tiny-sentiment-lora", "built"),
+                                                            ("tiny-zoo/tiny-paraphrase-bottleneck", "built")]
+    assert all(len(r["revision"]) == 40 and "accuracy" in r["metrics"] for r in first)
+
+    second = invoke(*build)
+    assert [r["action"] for r in ok_json(second)] == ["skipped", "skipped"]
+    assert second.stderr.count("already built") == 2
+
+    write_two_recipe_catalog(tmp_path / "zoo", tiny_model_dir, lr=1e-3)  # one recipe's hyperparameter changes
+    states = ok_json(invoke("zoo", "list", *common, "--json"))["recipes"]
+    assert [(r["name"], r["state"]) for r in states] == [("sentiment-lora", "stale"),
+                                                         ("paraphrase-bottleneck", "built")]
+    third = ok_json(invoke(*build))
+    assert [r["action"] for r in third] == ["built", "skipped"]
+    assert third[0]["revision"] != first[0]["revision"] and third[1]["revision"] == first[1]["revision"]
+    assert {r["state"] for r in ok_json(invoke("zoo", "list", *common, "--json"))["recipes"]} == {"built"}
+
+    entries = ok_json(invoke("list", "--registry", reg, "--json"))
+    shown = {e["repo_id"]: (e["metadata"]["task"]["name"], e["metadata"]["base_model"]["id"],
+                            e["metadata"]["adapter"]["kind"], e["metadata"]["recipe"]["name"]) for e in entries}
+    assert shown == {
+        "tiny-zoo/tiny-sentiment-lora": ("demo-sentiment", str(tiny_model_dir), "lora", "sentiment-lora"),
+        "tiny-zoo/tiny-paraphrase-bottleneck": ("demo-paraphrase", str(tiny_model_dir), "bottleneck",
+                                                "paraphrase-bottleneck"),
+    }
+    table = ok(invoke("list", "--registry", reg, env={"COLUMNS": "250"})).stdout
+    assert "demo-sentiment" in table and "bottleneck" in table

@@ -36,13 +36,13 @@ pytest.importorskip("olah", reason="olah (a third-party Hub-compatible server, P
 if shutil.which("git") is None:
     pytest.skip("git is not installed (olah serves git repositories)", allow_module_level=True)
 
+from helpers import one_hot, peft_lora  # noqa: E402
 from scalearn_cli.artifacts import sha256_file  # noqa: E402
-from test_foreign import one_hot, peft_lora  # noqa: E402
-from test_registry import hf_env  # noqa: E402,F401 - fixture: an isolated HF cache, token, HF_ENDPOINT dead
 
 ORG, NAME, TAG = "someone", "sst2-lora", "v1.0"
 LFS_SUFFIXES = (".safetensors", ".bin")
 START_TIMEOUT_S = 60.0
+pytestmark = pytest.mark.usefixtures("hf_env")  # an isolated HF cache and token; HF_ENDPOINT dead
 
 
 def git(repo: Path, *args: str) -> str:

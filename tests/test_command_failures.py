@@ -1,5 +1,6 @@
-"""Failure paths: failed prunes leave nothing, untrained runs say so, eval on another task is explicit,
-clearer messages, and push holds a folder to its own record. Offline, CPU, the tiny BERT of conftest.py."""
+"""Commands that fail or half-succeed: a failed prune leaves nothing, a run that never beat its initial weights says
+so, eval on another task is explicit, messages name what to fix, and push holds a folder to its own record.
+Offline, CPU, the tiny BERT of conftest.py."""
 
 from __future__ import annotations
 
@@ -9,21 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_source
+from helpers import TRAIN, invoke, make_source, refingerprint
 from safetensors.torch import load_file
-from test_export import refingerprint
-from typer.testing import CliRunner
 
 from scalearn_cli import artifacts
-from scalearn_cli.cli.main import app
 from scalearn_cli.errors import ArtifactError
-
-FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "16"]
-
-
-def invoke(*args: Any) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
 
 def _rows(n: int, fields: tuple[str, ...], seed: int = 0) -> str:
     rng = random.Random(seed)
@@ -35,7 +26,7 @@ def _rows(n: int, fields: tuple[str, ...], seed: int = 0) -> str:
 @pytest.fixture(scope="module")
 def work(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two fabricated rte sources, a qnli-shaped and an sst2-shaped data dir, and a short scalearn composition."""
-    root = tmp_path_factory.mktemp("leftovers")
+    root = tmp_path_factory.mktemp("failures")
     sources = [make_source(root / f"src{i}", tiny_model_dir, seed=i) for i in range(2)]
     dirs = {}
     for task, fields in (("rte", ("sentence1", "sentence2")), ("qnli", ("question", "sentence")),
@@ -46,12 +37,12 @@ def work(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         dirs[task] = root / task
     comp = root / "comp"
     result = invoke("transfer", "--task", "rte", "--data-dir", dirs["rte"], "-s", sources[0], "-s", sources[1],
-                    *FAST, "--out", comp)
+                    *TRAIN, "--out", comp)
     assert result.exit_code == 0, result.output
     return {"root": root, "src": sources[0], "comp": comp, **dirs}
 
 
-# ---- 2: a prune that fails after training leaves no --out ------------------------------------------------
+# ---- a prune that fails after training leaves no --out ---------------------------------------------------
 def test_prune_failing_after_training_leaves_nothing(work: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from scalearn_cli import prune as prune_module
     from scalearn_cli.stages import transfer as transfer_stage
@@ -76,7 +67,7 @@ def test_prune_failing_after_training_leaves_nothing(work: dict[str, Path], monk
     assert not out.exists()
 
 
-# ---- 3: a run that never improved on its initial weights is recorded and reported ------------------------------------------------------------
+# ---- a run that never improved on its initial weights is recorded and reported ---------------------------
 def test_a_run_that_never_beats_its_initial_weights_says_so(
     work: dict[str, Path], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,7 +82,7 @@ def test_a_run_that_never_beats_its_initial_weights_says_so(
 
     monkeypatch.setattr(train, "evaluate", initial_wins)
     out = work["root"] / "untrained"
-    result = invoke("train-source", "--model", tiny_model_dir, "--task", "rte", "--data-dir", work["rte"], *FAST,
+    result = invoke("train-source", "--model", tiny_model_dir, "--task", "rte", "--data-dir", work["rte"], *TRAIN,
                     "--out", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -99,7 +90,7 @@ def test_a_run_that_never_beats_its_initial_weights_says_so(
     training = artifacts.read_json(out / artifacts.METADATA_FILE)["training"]
     assert training["improved_on_initial"] is False and training["initial_dev_loss"] == pytest.approx(calls[0] - 10)
     calls.clear()
-    table = invoke("train-source", "--model", tiny_model_dir, "--task", "rte", "--data-dir", work["rte"], *FAST,
+    table = invoke("train-source", "--model", tiny_model_dir, "--task", "rte", "--data-dir", work["rte"], *TRAIN,
                    "--out", work["root"] / "untrained-table")
     assert "Warning:" in table.stdout and "never improved" in " ".join(table.stdout.split())
     assert " ".join(table.output.split()).count("never improved") == 1, table.output  # said once, in the summary
@@ -111,7 +102,7 @@ def test_a_run_that_never_beats_its_initial_weights_says_so(
         assert artifacts.read_json(work["root"] / "trained" / "scalearn.json")["training"]["improved_on_initial"]
 
 
-# ---- 4: eval on another task ------------------------------------------------------------------------------
+# ---- eval on another task --------------------------------------------------------------------------------
 def test_eval_on_another_task_is_explicit_and_needs_the_same_labels(work: dict[str, Path]) -> None:
     own = json.loads(invoke("eval", work["src"], "--data-dir", work["rte"], "--json").stdout)
     assert own["task"] == own["trained_on"] == "rte"
@@ -127,7 +118,7 @@ def test_eval_on_another_task_is_explicit_and_needs_the_same_labels(work: dict[s
     assert flipped.exit_code == 2 and "cannot score task 'wnli'" in flipped.stderr
 
 
-# ---- 5: messages -------------------------------------------------------------------------------------------
+# ---- messages --------------------------------------------------------------------------------------------
 def test_float_labels_are_shown_as_written(tmp_path: Path) -> None:
     from scalearn_cli.data.rows import load_raw
     from scalearn_cli.data.splits import make_splits
@@ -143,7 +134,7 @@ def test_float_labels_are_shown_as_written(tmp_path: Path) -> None:
 
 
 def test_missing_lora_target_names_the_option_and_the_linear_layers(work: dict[str, Path], tiny_model_dir: Path):
-    result = invoke("train-source", "--model", tiny_model_dir, "--task", "rte", "--data-dir", work["rte"], *FAST,
+    result = invoke("train-source", "--model", tiny_model_dir, "--task", "rte", "--data-dir", work["rte"], *TRAIN,
                     "--lora-targets", "foo", "--out", work["root"] / "foo")
     assert result.exit_code == 2 and result.stderr.count("Error:") == 1, result.output  # UsageError: exit 2
     assert "--lora-targets" in result.stderr and "query,key,value,dense" in result.stderr
@@ -161,7 +152,7 @@ def test_failed_verify_prints_failed_once_without_a_second_error(work: dict[str,
     assert "Exit" not in result.stderr and "Error" not in result.stderr
 
 
-# ---- 6: push refuses a folder that fails its own record ----------------------------------------------------
+# ---- push refuses a folder that fails its own record -----------------------------------------------------
 def test_push_refuses_an_edited_weight_file_or_scalearn_json(work: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import write_jsonl
 
 from scalearn_cli.backbone import load_backbone
 from scalearn_cli.errors import ModelError
@@ -162,12 +163,6 @@ def test_train_source_with_exploding_loss_saves_nothing(tiny_model_dir: Path, tm
 
 
 # ---- data: labels, sizes, files --------------------------------------------------------------------------
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def _pairs(n: int, label_of: Any = lambda i: i % 2) -> list[dict[str, Any]]:
     return [{"sentence1": f"premise {i}", "sentence2": f"hypothesis {i}", "label": label_of(i), "idx": i}
             for i in range(n)]
@@ -182,8 +177,8 @@ def test_non_finite_regression_labels_are_refused(bad: str, tmp_path: Path) -> N
 
     rows = _pairs(20, lambda i: float(i % 5))
     rows[11]["label"] = bad
-    _write_jsonl(tmp_path / "train.jsonl", rows)
-    _write_jsonl(tmp_path / "validation.jsonl", _pairs(6, lambda i: 1.5))
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "validation.jsonl", _pairs(6, lambda i: 1.5))
     spec = get_task("stsb")
     with pytest.raises(DataError) as exc:
         make_splits(spec, load_raw(spec, data_dir=tmp_path))
@@ -200,8 +195,8 @@ def test_classification_labels_outside_the_label_set_are_refused(bad: Any, tmp_p
 
     rows = _pairs(20)
     rows[5]["label"] = bad
-    _write_jsonl(tmp_path / "train.jsonl", rows)
-    _write_jsonl(tmp_path / "validation.jsonl", _pairs(6))
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "validation.jsonl", _pairs(6))
     with pytest.raises(DataError) as exc:
         make_splits(get_task("rte"), load_raw(get_task("rte"), data_dir=tmp_path))
     assert one_line(exc).startswith("row 5 of train has label ") and "0..1 (entailment, not_entailment)" in str(
@@ -214,8 +209,8 @@ def test_few_shot_above_the_training_rows_is_an_error(tmp_path: Path) -> None:
     from scalearn_cli.errors import UsageError
     from scalearn_cli.tasks import get_task
 
-    _write_jsonl(tmp_path / "train.jsonl", _pairs(40))
-    _write_jsonl(tmp_path / "validation.jsonl", _pairs(6))
+    write_jsonl(tmp_path / "train.jsonl", _pairs(40))
+    write_jsonl(tmp_path / "validation.jsonl", _pairs(6))
     spec, raw = get_task("rte"), load_raw(get_task("rte"), data_dir=tmp_path)
     assert make_splits(spec, raw, few_shot=36).sizes()["train"] == 36  # all 36 non-dev rows: allowed
     with pytest.raises(UsageError) as exc:
@@ -230,11 +225,11 @@ def test_data_dir_without_the_test_split_names_the_file(tmp_path: Path) -> None:
     from scalearn_cli.errors import DataError
     from scalearn_cli.tasks import custom_task, get_task
 
-    _write_jsonl(tmp_path / "train.jsonl", _pairs(40))
+    write_jsonl(tmp_path / "train.jsonl", _pairs(40))
     for task, split in (("rte", "validation"), ("mnli", "validation_matched")):
         spec = get_task(task)
         rows = [{"premise": f"p {i}", "hypothesis": "h", "label": i % 3, "idx": i} for i in range(40)]
-        _write_jsonl(tmp_path / task / "train.jsonl", _pairs(40) if task == "rte" else rows)
+        write_jsonl(tmp_path / task / "train.jsonl", _pairs(40) if task == "rte" else rows)
         with pytest.raises(DataError) as exc:
             make_splits(spec, load_raw(spec, data_dir=tmp_path / task))
         assert f"no {split}.jsonl (or .csv/.tsv)" in one_line(exc) and "--data-dir" in str(exc.value)
