@@ -96,12 +96,14 @@ def broad_comparisons(g: dict, stage: str, target: str, k: int | None) -> list[s
         return ["- No broad-shelf row yet."]
     n = sizes[-1]
     get = {key[5]: rs for key, rs in g.items() if key[:5] == (stage, target, k, "broad", n) and key[6] is None}
-    fusion = {key[5]: rs for key, rs in g.items() if key[:5] == (stage, target, k, "broad", n)
+    fusion = {(key[5], key[6]): rs for key, rs in g.items() if key[:5] == (stage, target, k, "broad", n)
               and key[5].startswith("adapterfusion")}
     own = g.get((stage, target, k, None, None, "single", None), [])
     out = []
     for variant in ORDER[3:7]:
-        for other, xs in [("own adapter", own), *((method_label(m), rs) for m, rs in fusion.items())]:
+        others = [(method_label(m) + (f" over the {sel.replace('-', ' ')}" if sel else ""), rs)
+                  for (m, sel), rs in fusion.items()]
+        for other, xs in [("own adapter", own), *others]:
             if variant in get and xs:
                 gap, word = verdict(scores(get[variant]), scores(xs))
                 out.append(f"- {label('scalearn', variant)} − {other} (N = {n}): {gap}, {word}.")

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 from bench import device
-from bench.quality_runner import capped_data
 
 DATA_TGZ = "shelfdata.tgz"
 ZOO_NEW = Path("/root/zoo-new")
@@ -83,26 +82,6 @@ def hand_back_zoo(out: Path) -> list[str]:
     return [p.name for p in done]
 
 
-def restore_recorded_data(data: Path, test_max: int = 2000) -> list[str]:
-    """Re-make the strong run's capped data copies its prebuilt sources recorded (AdapterSoup reads a source's
-    texts there): the same seeded sample of the same files, so the same rows."""
-    from argparse import Namespace
-
-    from bench.shelf_plan import NARROW, catalog_shelf
-    from scalearn_cli.resolve import Resolver
-
-    made = []
-    for member in [m for m in catalog_shelf()[0] if m.task in NARROW]:
-        recorded = json.loads((Resolver().source(member.ref).folder / "scalearn.json").read_text())["data"]["data_dir"]
-        folder = Path(recorded or "")
-        if not recorded or folder.is_dir():
-            continue
-        task, cap, _ = folder.name.rsplit("-", 2)
-        capped_data(Namespace(work=folder.parents[1], data_root=data, test_max=test_max), task, int(cap))
-        made.append(str(folder))
-    return made
-
-
 def run(cli, config: Path, stage: str) -> None:
     """On the GPU machine: the zoo stage, or the shelf's workers (with the zoo built there)."""
     out = Path(cli.out or os.environ.get("OUT") or "device-out")
@@ -125,7 +104,6 @@ def run(cli, config: Path, stage: str) -> None:
         built = hand_back_zoo(out)
         print(f"built {len(built)} source(s), in {out / 'zoo'}: copy those folders into zoo/registry here")
         return
-    print("recorded data re-made:", restore_recorded_data(DATA))
     extra = ["--data-root", str(DATA), *(["--zoo-registry", registry] if registry else []), *cli.extra]
     commands = device.worker_commands(config, cli.shards, cli.threads, extra, cli.python)
     results = config.with_name("results.jsonl")

@@ -13,10 +13,11 @@ import json
 import logging
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.quality_plan import FUSION_TUNED, summary_row
-from bench.quality_runner import Runner, combiner_options, run_device, task_dir
+from bench.quality_runner import Runner, capped_data, combiner_options, run_device, task_dir
 from bench.shelf_plan import Member, ShelfJob, composed
 
 logger = logging.getLogger("bench.shelf")
@@ -61,9 +62,20 @@ class ShelfRunner(Runner):
         return self.train_source(job), {}
 
     def resolve(self, member: Member):
+        """A shelf member, resolved and verified; a source whose recorded data folder is gone (the strong run's
+        capped copies, on another machine) reads the same seeded rows from a copy made in this run's work folder,
+        where AdapterSoup and the similarity ranking look for its texts (in memory: no file changes)."""
         from scalearn_cli.resolve import Resolver
 
-        return Resolver(registry=self.args.zoo_registry).source(member.ref)
+        found = Resolver(registry=self.args.zoo_registry).source(member.ref)
+        recorded = Path((found.meta.data or {}).get("data_dir") or "")
+        if found.meta.data and recorded.name and not recorded.is_dir() and recorded.name.count("-") >= 2:
+            task, cap, test_max = recorded.name.rsplit("-", 2)
+            if task == member.task and cap.isdigit() and test_max.isdigit():
+                copy = argparse.Namespace(**{**vars(self.args), "test_max": int(test_max)})
+                data = {**found.meta.data, "data_dir": str(capped_data(copy, task, int(cap)))}
+                found.meta = replace(found.meta, data=data)
+        return found
 
     def few_shot_own(self, job: ShelfJob) -> Path:
         """The k-shot adapter of this seed (trained, or retrained on a new machine, by the quality worker)."""
@@ -101,8 +113,6 @@ class ShelfRunner(Runner):
 
     def choose(self, job: ShelfJob, options, pool: list) -> tuple:
         """The K sources of ``pool`` the job's rule picks, and the record of the choice (rule, K, chosen, scores)."""
-        from dataclasses import replace
-
         rule, _, k = job.select.rpartition("-")
         k = int(k)
         if rule == "learned":

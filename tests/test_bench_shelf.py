@@ -196,3 +196,32 @@ def test_bench_help_lists_the_shelf_command():
     out = subprocess.run([sys.executable, "-m", "bench", "shelf", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert "--select-k" in out and "--fusion-broad-select" in out
+
+
+def test_a_prebuilt_source_whose_recorded_data_is_gone_reads_the_same_rows_from_a_copy_in_the_work_folder(
+        tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from bench.shelf_runner import ShelfRunner
+    from scalearn_cli.resolve import Resolver
+
+    source = Resolver.source  # the strong run's mrpc source, as recorded on a machine whose capped copy is gone
+
+    def moved(self, ref):
+        found = source(self, ref)
+        found.meta = replace(found.meta, data={**found.meta.data, "data_dir": str(tmp_path / "gone" / "mrpc-0-2000")})
+        return found
+
+    monkeypatch.setattr(Resolver, "source", moved)
+
+    data = tmp_path / "data" / "glue" / "mrpc"
+    data.mkdir(parents=True)
+    rows = [{"sentence1": f"a {i}", "sentence2": f"b {i}", "label": i % 2, "idx": i} for i in range(6)]
+    for split in ("train", "validation"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = parse_args(["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+                       "--data-root", str(tmp_path / "data")])
+    member = next(m for m in catalog_shelf()[0] if m.task == "mrpc")
+    found = ShelfRunner(args, {"narrow": [member]}).resolve(member)
+    assert found.meta.data["data_dir"] == str(tmp_path / "work" / "data" / "mrpc-0-2000")  # the recorded name
+    assert (tmp_path / "work" / "data" / "mrpc-0-2000" / "train.jsonl").read_text().count("\n") == 6
