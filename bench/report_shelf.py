@@ -140,6 +140,11 @@ def family_shares(rows: list[dict]) -> dict[str, dict[str, float]]:
         counts[what] += 1
         for s in r["omega_shares"]:
             sums[what][family(s["task"])] += s["share"]
+        uniform = f"*ω = 1/N over the same {r['shelf_n']} (reference)*"  # a family's share with no lean at all
+        counts[uniform] = 1
+        sums[uniform] = defaultdict(float, {f: sum(family(s["task"]) == f for s in r["omega_shares"])
+                                            / len(r["omega_shares"]) for f in {family(s["task"]) for s in
+                                                                               r["omega_shares"]}})
     return {what: {f: v / counts[what] for f, v in fam.items()} for what, fam in sums.items()}
 
 
