@@ -44,6 +44,8 @@ COMMANDS = {
     "lora-sweep": Command("lora_sweep", "the LoRA defaults: lr × target modules (then rank), chosen on dev"),
     "merge-rows": Command("merge_rows", "merge rows computed on another machine into a run's results.jsonl"),
     "device": Command("device", "compute a run's missing rows on a GPU machine (and pack what that machine needs)"),
+    "shelf": Command("shelf", "the shelf benchmark: narrow vs broad shelf, every method, selections of K sources "
+                     "(`run --from-config bench/results/shelf/config.json` runs it too)"),
 }
 
 
@@ -58,6 +60,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def harness(argv: list[str]) -> str | None:
+    """The ``harness`` a ``--from-config`` file records (the shelf run's), or None."""
+    import json
+    from pathlib import Path
+
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--from-config" and i + 1 < len(argv) else arg.partition("=")[2] \
+            if arg.startswith("--from-config=") else None
+        if value and Path(value).is_file():
+            return json.loads(Path(value).read_text()).get("harness")
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run ``argv[0]``'s module with the rest of ``argv`` as its command line."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -65,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         parser().parse_args(argv[:1])  # prints the command list (--help) or a usage error naming the choices
         return
     command = COMMANDS[argv[0]]
+    if argv[0] == "run" and harness(argv[1:]) == "shelf":  # a recorded run names its harness
+        command = COMMANDS["shelf"]
     module = importlib.import_module(f"bench.{command.module}")
     # the module parses sys.argv itself (some mains take no argv); its usage line names this command
     sys.argv = [f"python -m bench {argv[0]}", *command.preset, *argv[1:]]

@@ -190,11 +190,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--python", default=sys.executable, help="the workers' python")
     p.add_argument("--logs", type=Path, default=Path("/tmp/wlogs"), help="the workers' logs")
     p.add_argument("--out", default=None, help="where the rows and logs go back (default $OUT)")
+    p.add_argument("--stage", default="rows", choices=("rows", "zoo"), help="the shelf run: zoo builds the zoo's "
+                   "missing sources first (bench/shelf_device.py)")
+    p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data", help="the shelf run's --pack: "
+                   "the data it archives")
     p.add_argument("extra", nargs="*", help="after --: options for every worker (e.g. --job-targets mrpc,stsb)")
     cli = p.parse_args(argv)
     config = config_path(cli.run)
     if not config.is_file():
         p.error(f"{config} not found: --run names a folder of bench/results with a config.json")
+    if json.loads(config.read_text()).get("harness") == "shelf":  # its own plan, data and zoo stage
+        from bench import shelf_device
+
+        if cli.pack or cli.dry_run:
+            lines = shelf_device.pack(cli.run, cli.bundle, cli.data_root) if cli.pack else \
+                shelf_device.dry_run(config, cli.shards, cli.threads, cli.extra, cli.python)
+            print("\n".join(lines))
+            return
+        shelf_device.run(cli, config, cli.stage)
+        return
     if cli.pack:
         print("\n".join(pack(cli.run, cli.bundle)))
         return

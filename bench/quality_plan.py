@@ -119,8 +119,12 @@ def selected(args: argparse.Namespace, job: Job) -> bool:
 # ------------------------------------------------------------------------------------------------------------ results
 
 
+#: what makes a row one run; the last three are the shelf run's (bench/shelf_plan.py) and None in every other run
+KEY_FIELDS = ("stage", "target", "kind", "method", "variant", "seed", "k", "shelf", "shelf_n", "select")
+
+
 def row_key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in ("stage", "target", "kind", "method", "variant", "seed", "k"))
+    return tuple(row.get(k) for k in KEY_FIELDS)
 
 
 def ran_on_cpu(row: dict) -> bool:
