@@ -1,0 +1,69 @@
+"""A LoRA mix's site run as one GEMM with W + ΔW(ω), keeping only the site's input for backward.
+
+Through plain autograd, ``F.linear(x, W + ΔW, b)`` saves the summed weight W + ΔW (D_out × D_in) to form the input's
+gradient: a fresh matrix per site, kept until backward. With a small batch that is not small (a 512 × 512 site at
+1,024 tokens saves half an activation's bytes in it). Here the forward saves the input ``x`` (which the base layer's
+own GEMM saves anyway: the same storage), the frozen W by reference and ω's weights ``w`` (N × D_out at most);
+backward forms ΔW = (U · diag w) D again (Σr · D_in · D_out multiply-adds, once per step, not per token).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from scalearn_cli.scaling import LowRankMix
+
+
+def _delta(mix: "LowRankMix", w: torch.Tensor | None) -> torch.Tensor:
+    """ΔW (D_out, D_in) for weights ``w`` (None: the mix's fixed weights, from its cache)."""
+    return mix.delta_weight() if w is None else mix.scaled_up(w) @ mix.down
+
+
+class _DenseSite(torch.autograd.Function):
+    """y = x (W + ΔW(w))ᵀ + b with gradients to x, W, b and w; ``w`` None means weights that cannot change."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, w, mix):  # noqa: D102 (autograd's signature)
+        delta = _delta(mix, w)
+        ctx.mix = mix
+        ctx.save_for_backward(x, weight, w)
+        return F.linear(x, weight + delta.to(weight.dtype), bias)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, weight, w = ctx.saved_tensors
+        need_x, need_weight, need_bias, need_w, _ = ctx.needs_input_grad
+        grad_x = grad_weight = grad_bias = grad_w = None
+        with torch.enable_grad():
+            w_leaf = None if w is None else w.detach().requires_grad_(need_w)
+            delta = _delta(ctx.mix, w_leaf)  # recomputed: W + ΔW is never kept between forward and backward
+        if need_x:
+            grad_x = grad @ (weight + delta.detach().to(weight.dtype))
+        if need_weight or need_w:
+            # the gradient of the summed weight: Σ over tokens of gᵀ x, (D_out, D_in)
+            g_sum = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+            grad_weight = g_sum if need_weight else None
+            if need_w:
+                (grad_w,) = torch.autograd.grad(delta, w_leaf, g_sum.to(delta.dtype))
+        if need_bias:
+            grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
+        return grad_x, grad_weight, grad_bias, grad_w, None
+
+
+def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mix: "LowRankMix") -> torch.Tensor:
+    """``x (W + ΔW)ᵀ + b`` for a LoRA ``mix`` whose weights may carry gradients (ω, a dropout mask drawn here).
+
+    ``weight`` is (D_out, D_in) (a transposed view for GPT-2's Conv1D). Same outputs and gradients as
+    ``F.linear(x, weight + ΔW(w), bias)`` through plain autograd, without saving the summed weight for backward.
+    """
+    combiner = mix.combiner
+    fixed = not any(p.requires_grad for p in combiner.parameters())
+    if fixed and not (combiner.training and getattr(combiner, "p_drop", 0.0) > 0):
+        w = None  # fixed weights: ΔW comes from the mix's cache, forward and backward alike
+    else:
+        w = combiner.weights(mix.site)  # (N, D_out) or (N, 1), one dropout mask for this call
+    return _DenseSite.apply(x, weight, bias, w, mix)
