@@ -41,12 +41,15 @@ class _DenseSite(torch.autograd.Function):
         with torch.enable_grad():
             w_leaf = None if w is None else w.detach().requires_grad_(need_w)
             delta = _delta(ctx.mix, w_leaf)  # recomputed: W + ΔW is never kept between forward and backward
+        # the GEMMs in the gradient's dtype: under autocast (bf16) the forward's GEMM ran in it too, and backward
+        # runs outside autocast, so mixed dtypes are cast here; in full precision every cast is a no-op
+        dtype = grad.dtype
         if need_x:
-            grad_x = grad @ (weight + delta.detach().to(weight.dtype))
+            grad_x = (grad @ (weight + delta.detach().to(weight.dtype)).to(dtype)).to(x.dtype)
         if need_weight or need_w:
             # the gradient of the summed weight: Σ over tokens of gᵀ x, (D_out, D_in)
-            g_sum = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1])
-            grad_weight = g_sum if need_weight else None
+            g_sum = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1]).to(dtype)
+            grad_weight = g_sum.to(weight.dtype) if need_weight else None
             if need_w:
                 (grad_w,) = torch.autograd.grad(delta, w_leaf, g_sum.to(delta.dtype))
         if need_bias:

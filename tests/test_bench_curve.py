@@ -34,3 +34,31 @@ def test_a_recheck_at_some_ns_is_judged_only_where_it_measured():
     assert "**met by all four variants**" in report_curve.goals(part, measured_only=True)[0]
     assert "at N = 64: not measured" in report_curve.goals(part)[0]
     assert "not measured here: N = 64" in report_curve.goals(part, measured_only=True)[0]
+
+
+def test_the_device_curve_runs_end_to_end_offline_without_the_packages_a_lent_machine_lacks(tmp_path):
+    """``bench curve-device --dry-run``: the GPU script's whole path (random MiniLM-shaped encoder, sources made on
+    the spot, both dtypes, round-robin, bytes saved) on the CPU at toy sizes, with ``datasets``, scikit-learn,
+    scipy, typer and rich unimportable, as on the lent machine; its report section renders from the file."""
+    import json
+    import os
+    import subprocess
+
+    out = tmp_path / "curve.json"
+    blocked = "import sys\nfor m in ('datasets', 'sklearn', 'scipy', 'typer', 'rich'): sys.modules[m] = None\n"
+    code = blocked + ("from bench.curve_device import main\n"
+                      f"main(['--dry-run', '--parts', 'lora', '--work', {str(tmp_path)!r}, '--out', {str(out)!r}])")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    data = json.loads(out.read_text())
+    assert data["dry_run"] and data["ns"] == [1, 2]
+    for dtype in ("fp32", "bf16"):
+        rows = data[f"lora_{dtype}"]["rows"]
+        assert {(r["method"], r.get("variant"), r["n"], r.get("path")) for r in rows} >= {
+            ("single", None, 1, None), ("scalearn", "scalearn++", 2, None), ("scalearn", "scalearn", 2, "low-rank")}
+        assert all(r["saved_bytes"] > 0 and r["step_s"] > 0 for r in rows)
+    import report_device
+
+    assert report_device.device_curve_section(data) == []  # a dry run is never reported as a measurement
+    text = "\n".join(report_device.device_curve_section({**data, "dry_run": False, "device": "a test device"}))
+    assert "*bf16, LoRA sources: training step" in text and "| ScaLearn, low-rank path forced | – |" in text

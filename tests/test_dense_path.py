@@ -271,3 +271,23 @@ def test_the_dense_path_keeps_no_summed_weight_for_backward():
     assert not any(sorted(s) == [5, 6] for s in dense.values())
     assert (2, 4, 6) in dense.values()  # the input, which the base layer's GEMM keeps anyway
     assert all(math.prod(s) <= len(RANKS) * 5 for s in dense.values() if s != (2, 4, 6))  # ω's weights, its mask
+
+
+def test_the_dense_path_trains_under_bf16_autocast_like_the_low_rank_path():
+    """Mixed precision (``--precision bf16``: fp32 weights, bf16 GEMMs under autocast; backward outside it): the
+    dense site casts as autocast would, and its output and gradients agree with the low-rank path's to bf16's
+    precision."""
+    results = []
+    for path in ("dense", "low-rank"):
+        omega = Omega({"encoder.layer.0.attention.self.value": 5}, len(RANKS), VARIANTS["scalearn"]).eval()
+        layer = _one_site(False, omega, path).requires_grad_(False)
+        omega.requires_grad_(True)
+        x = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+        assert out.dtype == torch.bfloat16
+        out.float().sum().backward()
+        assert x.grad.dtype == torch.float32 and omega.values[0].grad.dtype == torch.float32
+        results.append((out.float().detach(), x.grad, omega.values[0].grad))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=0.1, rtol=0.05)

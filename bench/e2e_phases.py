@@ -1,0 +1,92 @@
+"""``python -m bench.e2e_phases <scalearn arguments>``: the ``scalearn`` CLI, as its console script runs it, with the
+wall time split by the library functions it passes through (for ``bench/e2e.py``).
+
+Each timed function is wrapped in place; time is counted for the innermost timed call only (training's per-epoch
+dev scoring counts as evaluation, not training). Phases: ``imports`` (the CLI and library modules, before main),
+``resolve_verify``, ``model_build``, ``data``, ``training``, ``eval``, ``save``, ``other`` (the rest of main).
+``main_s`` is everything from this module's first line, so the caller's wall time minus it is the interpreter's
+start. The phases go, as JSON, to the file named by ``$E2E_PHASES``.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T0 = time.perf_counter()  # before any import: the caller's wall time minus ours is the interpreter's start
+
+import functools  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+#: phase -> the (module, attribute) the commands call it through; a missing one fails loudly (a library rename)
+PHASES = {
+    "resolve_verify": [("scalearn_cli.resolve", "Resolver.source"), ("scalearn_cli.stages.transfer", "check_sources")],
+    "model_build": [("scalearn_cli.backbone", "load_backbone"), ("scalearn_cli.stages.source", "load_backbone"),
+                    ("scalearn_cli.stages.transfer", "inject"), ("scalearn_cli.sources.lora", "LoraKind.attach")],
+    "data": [("scalearn_cli.stages.transfer", "prepare"), ("scalearn_cli.stages.source", "prepare")],
+    "training": [("scalearn_cli.stages.transfer", "fit"), ("scalearn_cli.stages.source", "fit")],
+    "eval": [("scalearn_cli.train", "evaluate"), ("scalearn_cli.stages.common", "evaluate"),
+             ("scalearn_cli.stages.transfer", "score"), ("scalearn_cli.stages.source", "score")],
+    "save": [("scalearn_cli.stages.transfer", "_save"), ("scalearn_cli.stages.source", "save_source")],
+}
+
+totals: dict[str, float] = {}
+_stack: list[list] = []  # [phase, time it last resumed]
+
+
+def _timed(phase: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        now = time.perf_counter()
+        if _stack:  # pause the enclosing phase
+            outer = _stack[-1]
+            totals[outer[0]] = totals.get(outer[0], 0.0) + now - outer[1]
+        _stack.append([phase, now])
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            end = time.perf_counter()
+            name, resumed = _stack.pop()
+            totals[name] = totals.get(name, 0.0) + end - resumed
+            if _stack:
+                _stack[-1][1] = end
+
+    return wrapper
+
+
+def install() -> None:
+    """Wrap every function of ``PHASES`` where the commands look it up."""
+    for phase, targets in PHASES.items():
+        for module_name, attr in targets:
+            owner = importlib.import_module(module_name)
+            *path, name = attr.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            setattr(owner, name, _timed(phase, getattr(owner, name)))
+
+
+def main() -> None:
+    install()
+    from scalearn_cli.cli.main import main as cli_main
+
+    started = time.perf_counter()
+    totals["imports"] = started - _T0
+    sys.argv = ["scalearn", *sys.argv[1:]]
+    code = 0
+    try:
+        cli_main()
+    except SystemExit as exc:  # typer ends with sys.exit
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        end = time.perf_counter()
+        timed = sum(v for k, v in totals.items() if k != "imports")
+        out = {**totals, "other": end - started - timed, "main_s": end - _T0}
+        with open(os.environ["E2E_PHASES"], "w") as fh:
+            json.dump(out, fh)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
