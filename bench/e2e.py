@@ -3,7 +3,8 @@
 
 Each command runs in its own fresh process (``python -m scalearn_cli ...``, exactly the user's command line, at
 ``--threads`` torch threads), the two alternating ``--repeats`` times (transfer, train-source, transfer, ...), so
-load drift on a shared machine falls on both alike; the ratio is taken per pair and its median reported. Inside
+load drift on a shared machine falls on both alike; the ratio is taken per pair and its median reported, by wall
+time and by the command's CPU time (user + system of the process, which other processes' load inflates less). Inside
 each process a thin timer (``bench.e2e_phases``) splits the wall time by the library functions the command passes
 through: starting Python and importing the CLI, resolving and verifying the sources, building the model (backbone,
 composition or adapter, head), preparing the data, training, evaluating (dev scoring in the loop, test scoring,
@@ -77,18 +78,27 @@ def run_once(args: argparse.Namespace, command: str, sources: list[Path]) -> dic
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "E2E_PHASES": str(report)}
     argv = [sys.executable, "-m", "bench.e2e_phases", *command_line(args, command, sources, out)]
-    started, load = time.perf_counter(), os.getloadavg()[0]
+    started, load, cpu0 = time.perf_counter(), os.getloadavg()[0], _children_cpu()
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _children_cpu() - cpu0
     if proc.returncode != 0:
         raise SystemExit(f"{command} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     phases = json.loads(report.read_text())
-    phases["startup_s"] = wall - phases.pop("main_s")  # interpreter start + imports before the CLI's main
-    meta = json.loads((out / "metadata.json").read_text()) if (out / "metadata.json").is_file() else {}
-    return {"command": command, "wall_s": round(wall, 3), "load_average": load,
-            "phases": {k: round(v, 3) for k, v in phases.items()},
-            "steps": meta.get("training", {}).get("steps"), "train_seconds": meta.get("training", {}).get(
-                "train_seconds")}
+    walls, cpus = phases["wall"], phases["cpu"]
+    walls["startup_s"] = wall - phases["main_s"]  # the interpreter's start (its CPU is in "imports")
+    meta = json.loads((out / "scalearn.json").read_text())
+    return {"command": command, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "load_average": load,
+            "phases": {k: round(v, 3) for k, v in walls.items()}, "cpu_phases": {k: round(v, 3) for k, v in cpus.items()},
+            "steps": meta["training"]["steps"], "train_examples": meta["training"]["train_examples"],
+            "train_seconds": meta["training"]["train_seconds"]}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def summarize(result: dict) -> dict:
@@ -97,15 +107,23 @@ def summarize(result: dict) -> dict:
     pairs = [(t, s) for t, s in zip((r for r in runs if r["command"] == "transfer"),
                                     (r for r in runs if r["command"] == "train-source"))]
     ratios = [t["wall_s"] / s["wall_s"] for t, s in pairs]
+    cpu_ratios = [t["cpu_s"] / s["cpu_s"] for t, s in pairs]
     medians = {}
     for command in COMMANDS:
         mine = [r for r in runs if r["command"] == command]
         if mine:
-            keys = sorted({k for r in mine for k in r["phases"]})
             medians[command] = {"wall_s": statistics.median(r["wall_s"] for r in mine),
-                                "phases": {k: statistics.median(r["phases"].get(k, 0.0) for r in mine) for k in keys}}
+                                "cpu_s": statistics.median(r["cpu_s"] for r in mine),
+                                "phases": _median_phases([r["phases"] for r in mine]),
+                                "cpu_phases": _median_phases([r["cpu_phases"] for r in mine])}
     return {"ratios": [round(r, 3) for r in ratios], "ratio_median": statistics.median(ratios) if ratios else None,
+            "cpu_ratios": [round(r, 3) for r in cpu_ratios],
+            "cpu_ratio_median": statistics.median(cpu_ratios) if cpu_ratios else None,
             "medians": medians, "pairs": len(pairs)}
+
+
+def _median_phases(runs: list[dict]) -> dict:
+    return {k: statistics.median(r.get(k, 0.0) for r in runs) for k in sorted({k for r in runs for k in r})}
 
 
 def main() -> None:
@@ -140,8 +158,9 @@ def main() -> None:
                       finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        print(f"{command}: {row['wall_s']:.1f} s {row['phases']}", flush=True)
-    print(f"transfer ÷ train-source: {result.get('ratio_median')} (pairs {result.get('ratios')}); wrote {args.out}")
+        print(f"{command}: {row['wall_s']:.1f} s ({row['cpu_s']:.1f} s CPU) {row['cpu_phases']}", flush=True)
+    print(f"transfer ÷ train-source: wall {result.get('ratio_median')} (pairs {result.get('ratios')}), CPU "
+          f"{result.get('cpu_ratio_median')} (pairs {result.get('cpu_ratios')}); wrote {args.out}")
 
 
 if __name__ == "__main__":

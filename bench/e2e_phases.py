@@ -5,7 +5,8 @@ Each timed function is wrapped in place; time is counted for the innermost timed
 dev scoring counts as evaluation, not training). Phases: ``imports`` (the CLI and library modules, before main),
 ``resolve_verify``, ``model_build``, ``data``, ``training``, ``eval``, ``save``, ``other`` (the rest of main).
 ``main_s`` is everything from this module's first line, so the caller's wall time minus it is the interpreter's
-start. The phases go, as JSON, to the file named by ``$E2E_PHASES``.
+start. Each phase has its wall time and this process's CPU time; they go, as JSON, to the file named by
+``$E2E_PHASES``.
 """
 
 from __future__ import annotations
@@ -32,26 +33,34 @@ PHASES = {
     "save": [("scalearn_cli.stages.transfer", "_save"), ("scalearn_cli.stages.source", "save_source")],
 }
 
-totals: dict[str, float] = {}
-_stack: list[list] = []  # [phase, time it last resumed]
+totals: dict[str, float] = {}  # phase -> wall seconds
+cpu_totals: dict[str, float] = {}  # phase -> this process's CPU seconds (what other processes' load does not inflate)
+_stack: list[list] = []  # [phase, wall clock and CPU clock when it last resumed]
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _add(phase: str, since: list, now: tuple[float, float]) -> None:
+    totals[phase] = totals.get(phase, 0.0) + now[0] - since[1]
+    cpu_totals[phase] = cpu_totals.get(phase, 0.0) + now[1] - since[2]
 
 
 def _timed(phase: str, fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        now = time.perf_counter()
+        now = _clocks()
         if _stack:  # pause the enclosing phase
-            outer = _stack[-1]
-            totals[outer[0]] = totals.get(outer[0], 0.0) + now - outer[1]
-        _stack.append([phase, now])
+            _add(_stack[-1][0], _stack[-1], now)
+        _stack.append([phase, *now])
         try:
             return fn(*args, **kwargs)
         finally:
-            end = time.perf_counter()
-            name, resumed = _stack.pop()
-            totals[name] = totals.get(name, 0.0) + end - resumed
+            end = _clocks()
+            _add(phase, _stack.pop(), end)
             if _stack:
-                _stack[-1][1] = end
+                _stack[-1][1:] = end
 
     return wrapper
 
@@ -71,8 +80,8 @@ def main() -> None:
     install()
     from scalearn_cli.cli.main import main as cli_main
 
-    started = time.perf_counter()
-    totals["imports"] = started - _T0
+    started = _clocks()
+    _add("imports", ["imports", _T0, 0.0], started)  # process CPU time counts from the process's start
     sys.argv = ["scalearn", *sys.argv[1:]]
     code = 0
     try:
@@ -80,9 +89,13 @@ def main() -> None:
     except SystemExit as exc:  # typer ends with sys.exit
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
-        end = time.perf_counter()
-        timed = sum(v for k, v in totals.items() if k != "imports")
-        out = {**totals, "other": end - started - timed, "main_s": end - _T0}
+        end = _clocks()
+        rest = ["other", *started]
+        _add("other", rest, end)
+        for phase in [k for k in totals if k not in ("imports", "other")]:  # "other": main less its timed phases
+            totals["other"] -= totals[phase]
+            cpu_totals["other"] -= cpu_totals[phase]
+        out = {"wall": totals, "cpu": cpu_totals, "main_s": end[0] - _T0}
         with open(os.environ["E2E_PHASES"], "w") as fh:
             json.dump(out, fh)
     sys.exit(code)
