@@ -36,22 +36,25 @@ class _DenseSite(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         x, weight, w = ctx.saved_tensors
+        mix = ctx.mix
         need_x, need_weight, need_bias, need_w, _ = ctx.needs_input_grad
         grad_x = grad_weight = grad_bias = grad_w = None
-        with torch.enable_grad():
+        with torch.enable_grad():  # U · diag w again (elementwise), with w's gradient when it has one
             w_leaf = None if w is None else w.detach().requires_grad_(need_w)
-            delta = _delta(ctx.mix, w_leaf)  # recomputed: W + ΔW is never kept between forward and backward
+            scaled_up = None if w is None else mix.scaled_up(w_leaf)  # (D_out, R)
         # the GEMMs in the gradient's dtype: under autocast (bf16) the forward's GEMM ran in it too, and backward
         # runs outside autocast, so mixed dtypes are cast here; in full precision every cast is a no-op
         dtype = grad.dtype
-        if need_x:
-            grad_x = (grad @ (weight + delta.detach().to(weight.dtype)).to(dtype)).to(x.dtype)
+        if need_x:  # ΔW formed again: W + ΔW is never kept between forward and backward
+            delta = mix.delta_weight() if w is None else scaled_up.detach() @ mix.down
+            grad_x = (grad @ (weight + delta.to(weight.dtype)).to(dtype)).to(x.dtype)
         if need_weight or need_w:
             # the gradient of the summed weight: Σ over tokens of gᵀ x, (D_out, D_in)
             g_sum = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1]).to(dtype)
             grad_weight = g_sum.to(weight.dtype) if need_weight else None
-            if need_w:
-                (grad_w,) = torch.autograd.grad(delta, w_leaf, g_sum.to(delta.dtype))
+            if need_w:  # ΔW = (U · diag w) D: the gradient of U · diag w is g_sum Dᵀ, then through the scaling
+                grad_scaled = g_sum.to(mix.down.dtype) @ mix.down.T
+                (grad_w,) = torch.autograd.grad(scaled_up, w_leaf, grad_scaled.to(scaled_up.dtype))
         if need_bias:
             grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
         return grad_x, grad_weight, grad_bias, grad_w, None
