@@ -88,7 +88,8 @@ def run_once(args: argparse.Namespace, command: str, sources: list[Path]) -> dic
     walls["startup_s"] = wall - phases["main_s"]  # the interpreter's start (its CPU is in "imports")
     meta = json.loads((out / "scalearn.json").read_text())
     return {"command": command, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "load_average": load,
-            "phases": {k: round(v, 3) for k, v in walls.items()}, "cpu_phases": {k: round(v, 3) for k, v in cpus.items()},
+            "phases": {k: round(v, 3) for k, v in walls.items()},
+            "cpu_phases": {k: round(v, 3) for k, v in cpus.items()},
             "steps": meta["training"]["steps"], "train_examples": meta["training"]["train_examples"],
             "train_seconds": meta["training"]["train_seconds"]}
 
