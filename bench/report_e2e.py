@@ -49,4 +49,15 @@ def e2e_section(data: dict | None) -> list[str]:
             f"{', '.join(f'{r:.2f}×' for r in data['cpu_ratios'])}, median {data['cpu_ratio_median']:.2f}×. Where "
             "the time goes (medians over the pairs; a phase is the time inside the library functions that do it, "
             "the innermost counted; starting Python's CPU is counted under imports):", "",
-            *_rows(med["transfer"], med["train-source"]), ""]
+            *_rows(med["transfer"], med["train-source"]), "", _remainder(med["transfer"], med["train-source"]), ""]
+
+
+def _remainder(t: dict, src: dict) -> str:
+    """Where transfer's extra CPU time goes, the largest phases first."""
+    names = dict(PHASES)
+    extra = sorted(((t["cpu_phases"].get(k, 0.0) - src["cpu_phases"].get(k, 0.0), k) for k in names), reverse=True)
+    total = t["cpu_s"] - src["cpu_s"]
+    parts = [f"{names[k]} {d:+.1f} s ({d / total:.0%})" for d, k in extra if d > 0.05 * total] if total > 0 else []
+    return (f"Of transfer's extra {total:.1f} s of CPU time: " + "; ".join(parts) + ". Training is ScaLearn's step "
+            "over the shelf against one LoRA's (the dense path's per-step ΔW and weight gradient, see the curve "
+            "above); building includes reading and stacking the sources' weights.") if parts else ""
