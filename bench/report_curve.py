@@ -232,6 +232,7 @@ def decoder_n64(data: dict | None) -> list[str]:
             f"each per site, {human(omega)}B over the {sites} sites at N = {n}, less the single LoRA's rank-8 "
             f"activations ({human(hidden)}B), which the composition does not keep: "
             f"{(omega - hidden) / single['saved_bytes']:+.3f}× of the single LoRA's {human(single['saved_bytes'])}B; "
-            "the scalar variants keep N numbers per site.", "",
+            "the scalar variants keep N numbers per site. Forming ΔW again in backward costs Σr·D_in·D_out "
+            "multiply-adds per site and step, in the step ratio above.", "", *goals(data, measured_only=True), "",
             *([f"One LoraHub search iteration ÷ one ScaLearn training step at the same N: " + ", ".join(hub) + "."]
               if hub else []), ""]
