@@ -1,10 +1,11 @@
-"""A LoRA mix's site run as one GEMM with W + ΔW(ω), keeping only the site's input for backward.
+"""A LoRA mix's site run as one GEMM with W + ΔW(ω), keeping W + ΔW for backward only where it is small.
 
 Through plain autograd, ``F.linear(x, W + ΔW, b)`` saves the summed weight W + ΔW (D_out × D_in) to form the input's
-gradient: a fresh matrix per site, kept until backward. With a small batch that is not small (a 512 × 512 site at
-1,024 tokens saves half an activation's bytes in it). Here the forward saves the input ``x`` (which the base layer's
-own GEMM saves anyway: the same storage), the frozen W by reference and ω's weights ``w`` (N × D_out at most);
-backward forms ΔW = (U · diag w) D again (Σr · D_in · D_out multiply-adds, once per step, not per token).
+gradient: a fresh matrix per site, kept until backward. Against a small batch that is not small (a 512 × 512 site at
+1,024 tokens keeps half its input's bytes in it). Here the forward saves the input ``x`` (which the base layer's own
+GEMM saves anyway: the same storage), ω's weights ``w`` (N × D_out at most), and W + ΔW only where
+``scaling.keeps_summed_weight`` says it is small against that input; elsewhere W by reference, and backward forms
+ΔW = (U · diag w) D again (Σr · D_in · D_out multiply-adds, once per step, not per token).
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ class _DenseSite(torch.autograd.Function):
     """y = x (W + ΔW(w))ᵀ + b with gradients to x, W, b and w; ``w`` None means weights that cannot change."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, w, mix):  # noqa: D102 (autograd's signature)
-        delta = _delta(mix, w)
-        ctx.mix = mix
-        ctx.save_for_backward(x, weight, w)
-        return F.linear(x, weight + delta.to(weight.dtype), bias)
+    def forward(ctx, x, weight, bias, w, mix, keep):  # noqa: D102 (autograd's signature)
+        summed = weight + _delta(mix, w).to(weight.dtype)
+        ctx.mix, ctx.keep = mix, keep
+        ctx.save_for_backward(x, summed if keep else weight, w)
+        return F.linear(x, summed, bias)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        x, weight, w = ctx.saved_tensors
+        x, weight, w = ctx.saved_tensors  # with ctx.keep, ``weight`` is W + ΔW
         mix = ctx.mix
-        need_x, need_weight, need_bias, need_w, _ = ctx.needs_input_grad
+        need_x, need_weight, need_bias, need_w = ctx.needs_input_grad[:4]
         grad_x = grad_weight = grad_bias = grad_w = None
         with torch.enable_grad():  # U · diag w again (elementwise), with w's gradient when it has one
             w_leaf = None if w is None else w.detach().requires_grad_(need_w)
@@ -45,9 +46,13 @@ class _DenseSite(torch.autograd.Function):
         # the GEMMs in the gradient's dtype: under autocast (bf16) the forward's GEMM ran in it too, and backward
         # runs outside autocast, so mixed dtypes are cast here; in full precision every cast is a no-op
         dtype = grad.dtype
-        if need_x:  # ΔW formed again: W + ΔW is never kept between forward and backward
-            delta = mix.delta_weight() if w is None else scaled_up.detach() @ mix.down
-            grad_x = (grad @ (weight + delta.to(weight.dtype)).to(dtype)).to(x.dtype)
+        if need_x:
+            if ctx.keep:
+                summed = weight
+            else:  # ΔW formed again: W + ΔW was not kept between forward and backward
+                delta = mix.delta_weight() if w is None else scaled_up.detach() @ mix.down
+                summed = weight + delta.to(weight.dtype)
+            grad_x = (grad @ summed.to(dtype)).to(x.dtype)
         if need_weight or need_w:
             # the gradient of the summed weight: Σ over tokens of gᵀ x, (D_out, D_in)
             g_sum = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1]).to(dtype)
@@ -57,14 +62,15 @@ class _DenseSite(torch.autograd.Function):
                 (grad_w,) = torch.autograd.grad(scaled_up, w_leaf, grad_scaled.to(scaled_up.dtype))
         if need_bias:
             grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
-        return grad_x, grad_weight, grad_bias, grad_w, None
+        return grad_x, grad_weight, grad_bias, grad_w, None, None
 
 
 def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mix: "LowRankMix") -> torch.Tensor:
     """``x (W + ΔW)ᵀ + b`` for a LoRA ``mix`` whose weights may carry gradients (ω, a dropout mask drawn here).
 
     ``weight`` is (D_out, D_in) (a transposed view for GPT-2's Conv1D). Same outputs and gradients as
-    ``F.linear(x, weight + ΔW(w), bias)`` through plain autograd, without saving the summed weight for backward.
+    ``F.linear(x, weight + ΔW(w), bias)`` through plain autograd; the summed weight is kept for backward only where
+    it is small against the input kept anyway (``scaling.keeps_summed_weight``), else formed again there.
     """
     combiner = mix.combiner
     fixed = not any(p.requires_grad for p in combiner.parameters())
@@ -72,4 +78,7 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         w = None  # fixed weights: ΔW comes from the mix's cache, forward and backward alike
     else:
         w = combiner.weights(mix.site)  # (N, D_out) or (N, 1), one dropout mask for this call
-    return _DenseSite.apply(x, weight, bias, w, mix)
+    from scalearn_cli.scaling import keeps_summed_weight
+
+    keep = keeps_summed_weight(x.numel() // x.shape[-1], weight.shape[0])
+    return _DenseSite.apply(x, weight, bias, w, mix, keep)

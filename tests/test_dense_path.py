@@ -291,3 +291,30 @@ def test_the_dense_path_trains_under_bf16_autocast_like_the_low_rank_path():
         results.append((out.float().detach(), x.grad, omega.values[0].grad))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, atol=0.1, rtol=0.05)
+
+
+def test_a_large_batch_keeps_the_summed_weight_and_gives_the_same_gradients():
+    """Where W + ΔW is small against the input (4 · D_out ≤ tokens) the dense site keeps it for backward instead of
+    forming ΔW again; outputs and gradients are the low-rank path's either way."""
+    from scalearn_cli.scaling import keeps_summed_weight
+
+    assert keeps_summed_weight(2048, 384) and not keeps_summed_weight(1024, 512) and not keeps_summed_weight(8, 5)
+    results, kept = [], None
+    for path in ("dense", "low-rank"):
+        omega = Omega({"encoder.layer.0.attention.self.value": 5}, len(RANKS), VARIANTS["scalearn"])
+        layer = _one_site(False, omega, path).requires_grad_(False)
+        with torch.no_grad():
+            omega.values[0].copy_(torch.randn(omega.values[0].shape, generator=torch.Generator().manual_seed(1)))
+        omega.requires_grad_(True)
+        x = torch.randn(2, 40, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)  # 80 tokens
+        torch.manual_seed(5)
+        if path == "dense":
+            kept = _saved_storages(lambda: layer(x), [*layer.parameters(), *layer.buffers(), *omega.parameters()])
+            x.grad, omega.values[0].grad = None, None
+            torch.manual_seed(5)
+        out = layer(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad, omega.values[0].grad))
+    assert any(sorted(s) == [5, 6] for s in kept.values())
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
