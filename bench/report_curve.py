@@ -206,6 +206,8 @@ def recheck_summary(recheck: dict | None, n: int) -> str:
 
 def decoder_n64(data: dict | None) -> list[str]:
     """The decoder round-robin at a shelf-sized N (bench/decoder_speed.py --out decoder_steps_n64.json)."""
+    from scalearn_cli.scaling import keeps_summed_weight  # the library's rule, not a copy of it
+
     if not data:
         return []
     d, rows = data["decoder"], data["rows"]
@@ -227,7 +229,11 @@ def decoder_n64(data: dict | None) -> list[str]:
             *_table(rows, ns, lines, _cell), "", "*Bytes saved for backward ÷ one trainable LoRA*", "",
             *_table(rows, ns, lines, lambda r: f"{r['saved_ratio']:.3f}" if r else "–"), "",
             f"On the dense path a site keeps its input for backward (the base layer's GEMM keeps the same tensor) "
-            f"and ω's weights, not W + ΔW (backward forms ΔW again: `scalearn_cli/dense_site.py`). What remains "
+            f"and ω's weights; W + ΔW ({d['hidden']} × {d['hidden']}) is "
+            + ("kept too, being at most a quarter of the input's bytes" if keeps_summed_weight(
+                d["batch"] * d["seq_len"], d["hidden"]) else f"not kept, being more than a quarter of the input's "
+               f"bytes at {d['batch'] * d['seq_len']:,} tokens, and backward forms ΔW again") +
+            " (`scaling.keeps_summed_weight`, `scalearn_cli/dense_site.py`). What remains "
             f"beyond the single LoRA, for the vector variants: ω after dropout and its dropout mask, N × hidden "
             f"each per site, {human(omega)}B over the {sites} sites at N = {n}, less the single LoRA's rank-8 "
             f"activations ({human(hidden)}B), which the composition does not keep: "
