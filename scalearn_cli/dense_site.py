@@ -31,7 +31,9 @@ class _DenseSite(torch.autograd.Function):
     def forward(ctx, x, weight, bias, w, mix, keep):  # noqa: D102 (autograd's signature)
         summed = weight + _delta(mix, w).to(weight.dtype)
         ctx.mix, ctx.keep = mix, keep
-        ctx.save_for_backward(x, summed if keep else weight, w)
+        # kept: W + ΔW, and of w only its shape (ω's gradient does not depend on w); else W and w, to form ΔW again
+        stand_in = None if w is None or not keep else torch.zeros((), dtype=w.dtype, device=w.device).expand(w.shape)
+        ctx.save_for_backward(x, summed if keep else weight, w if stand_in is None else stand_in)
         return F.linear(x, summed, bias)
 
     @staticmethod
@@ -41,6 +43,7 @@ class _DenseSite(torch.autograd.Function):
         need_x, need_weight, need_bias, need_w = ctx.needs_input_grad[:4]
         grad_x = grad_weight = grad_bias = grad_w = None
         with torch.enable_grad():  # U · diag w again (elementwise), with w's gradient when it has one
+            # U · diag w is linear in w, so its gradient needs no w: where W + ΔW was kept, w was not (zeros stand in)
             w_leaf = None if w is None else w.detach().requires_grad_(need_w)
             scaled_up = None if w is None else mix.scaled_up(w_leaf)  # (D_out, R)
         # the GEMMs in the gradient's dtype: under autocast (bf16) the forward's GEMM ran in it too, and backward
