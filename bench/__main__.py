@@ -38,6 +38,8 @@ COMMANDS = {
     "curve-device": Command("curve_device", "the cost-over-N curve on a lent GPU, fp32 and bf16, in one call "
                             "(--dry-run: offline, on the CPU)"),
     "e2e": Command("e2e", "end to end, as a user runs it: transfer over 256 plain-PEFT LoRAs vs train-source"),
+    "e2e-phases": Command("e2e_phases", "e2e's worker: one scalearn command (its arguments follow) with its time "
+                          "split by phase into $E2E_PHASES"),
     "speed-curve": Command("speed_curve", "the cost over a shelf: step, bytes saved for backward and inference at "
                            "N = 1, 16, 64, 256, and resolving 256 sources"),
     "small-targets": Command("small_targets", "small targets: model-selection rules for ScaLearn on a few hundred "
