@@ -35,6 +35,11 @@ COMMANDS = {
     "peer": Command("peer_adapters", "the `adapters` library's AdapterFusion step cost (run from the peer venv)"),
     "peer-score": Command("peer_score", "the `adapters` library's AdapterFusion scored on a run's own sources"),
     "sparsity": Command("sparsity", "transfer --sparsity λ, then prune --keep K: ω's concentration and the score"),
+    "curve-device": Command("curve_device", "the cost-over-N curve on a lent GPU, fp32 and bf16, in one call "
+                            "(--dry-run: offline, on the CPU)"),
+    "e2e": Command("e2e", "end to end, as a user runs it: transfer over 256 plain-PEFT LoRAs vs train-source"),
+    "e2e-phases": Command("e2e_phases", "e2e's worker: one scalearn command (its arguments follow) with its time "
+                          "split by phase into $E2E_PHASES"),
     "speed-curve": Command("speed_curve", "the cost over a shelf: step, bytes saved for backward and inference at "
                            "N = 1, 16, 64, 256, and resolving 256 sources"),
     "small-targets": Command("small_targets", "small targets: model-selection rules for ScaLearn on a few hundred "

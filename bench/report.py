@@ -30,6 +30,8 @@ from bench.report_sources import (kept_sources, omega_drift, omega_shares, plot_
 from bench.report_curve import curve_section, curve_summary, decoder_n64
 from bench.report_missing import missing_hours, missing_rows
 from bench.report_setting import config_section, discussion, near_majority
+from bench.report_device import device_curve_section
+from bench.report_e2e import e2e_section
 from bench.report_speed import (decoder_section, latency_section, loop_section, peer_score_section,
                           peer_section, peer_summary, round_robin_section, speed_section, sparsity_section,
                           sweep_section, throughput_section)
@@ -281,6 +283,8 @@ def cost_sections(config: dict, rows: list[dict], run_dir: Path, speed: Path) ->
     the LoRA-defaults sweep and sparsity: each from its own result file beside ``speed``."""
     doc = ["## Speed and memory", "", "### Cost over N sources: a shelf of hundreds", "",
            *curve_section(read_json(speed.with_name("speed_curve.json"))),
+           *device_curve_section(read_json(speed.with_name("speed_curve_device.json"))),
+           *e2e_section(read_json(speed.with_name("e2e.json"))),
            "### Training step time, measured round-robin", "",
            *round_robin_section(read_json(speed.with_name("steps_round_robin.json"))), "",
            "### Decoder LoRAs (random Llama), measured round-robin", "",

@@ -206,13 +206,17 @@ def recheck_summary(recheck: dict | None, n: int) -> str:
 
 def decoder_n64(data: dict | None) -> list[str]:
     """The decoder round-robin at a shelf-sized N (bench/decoder_speed.py --out decoder_steps_n64.json)."""
+    from scalearn_cli.scaling import keeps_summed_weight  # the library's rule, not a copy of it
+
     if not data:
         return []
     d, rows = data["decoder"], data["rows"]
     ns = sorted({r["n"] for r in rows if r["method"] == "scalearn"})
     single = _find(rows, "lora", "single", 1)
     lines = [(label("scalearn", v), "lora", "scalearn", v, None) for v in VARIANTS]
-    kept = 2 * d["layers"] * d["hidden"] ** 2 * 4  # W + ΔW per q_proj / v_proj site, fp32
+    sites, n = 2 * d["layers"], max(ns)
+    omega = 2 * sites * n * d["hidden"] * 4  # per site: ω after dropout and its dropout mask, (N, D_out) fp32 each
+    hidden = sites * d["batch"] * d["seq_len"] * 8 * 4  # per site: the single LoRA's rank-8 activation
     hub = [f"N={r['n']}: {r['vs_scalearn_step']:.2f}× ({r['iteration_s'] * 1000:.0f} ms)" for r in data.get("lorahub", [])]
     return [f"#### Decoder LoRAs at N = {', '.join(map(str, ns))}", "",
             f"The same random {d['arch']} ({d['layers']} layers × {d['hidden']} hidden, batch {d['batch']} × "
@@ -224,10 +228,17 @@ def decoder_n64(data: dict | None) -> list[str]:
             f"*Training step ÷ one trainable LoRA ({single['step_s']:.2f} s median here)*", "",
             *_table(rows, ns, lines, _cell), "", "*Bytes saved for backward ÷ one trainable LoRA*", "",
             *_table(rows, ns, lines, lambda r: f"{r['saved_ratio']:.3f}" if r else "–"), "",
-            f"On the dense path each site keeps W + ΔW (D_out × D_in) for its input's gradient and no rank-Σr "
-            f"activation: {human(kept)}B over the {2 * d['layers']} sites here, "
-            f"{kept / single['saved_bytes']:.3f}× the single LoRA's {human(single['saved_bytes'])}B — what a "
-            "hidden size this large against this few tokens per batch costs (recomputing ΔW in backward instead "
-            "would trade it for Σr·D_in·D_out more multiply-adds a step).", "",
+            f"On the dense path a site keeps its input for backward (the base layer's GEMM keeps the same tensor) "
+            f"and ω's weights; W + ΔW ({d['hidden']} × {d['hidden']}) is "
+            + ("kept too, being at most a quarter of the input's bytes" if keeps_summed_weight(
+                d["batch"] * d["seq_len"], d["hidden"]) else f"not kept, being more than a quarter of the input's "
+               f"bytes at {d['batch'] * d['seq_len']:,} tokens, and backward forms ΔW again") +
+            " (`scaling.keeps_summed_weight`, `scalearn_cli/dense_site.py`). What remains "
+            f"beyond the single LoRA, for the vector variants: ω after dropout and its dropout mask, N × hidden "
+            f"each per site, {human(omega)}B over the {sites} sites at N = {n}, less the single LoRA's rank-8 "
+            f"activations ({human(hidden)}B), which the composition does not keep: "
+            f"{(omega - hidden) / single['saved_bytes']:+.3f}× of the single LoRA's {human(single['saved_bytes'])}B; "
+            "the scalar variants keep N numbers per site. Forming ΔW again in backward costs Σr·D_in·D_out "
+            "multiply-adds per site and step, in the step ratio above.", "", *goals(data, measured_only=True), "",
             *([f"One LoraHub search iteration ÷ one ScaLearn training step at the same N: " + ", ".join(hub) + "."]
               if hub else []), ""]

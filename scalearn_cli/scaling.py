@@ -11,8 +11,8 @@ AdapterFusion needs that stack (attention over sources), so it is computed only 
 
 When R is large (hundreds of LoRA sources) even the two GEMMs cost O(R) per token and save a rank-R activation
 for backward. A linear mix (LoRA sources) then runs *dense*: ΔW(ω) = (U · diag ω) D is formed once per forward
-and the site is one GEMM with W + ΔW; ω's gradient flows through ΔW. :func:`dense_is_cheaper` picks the path
-per site and call.
+and the site is one GEMM with W + ΔW; ω's gradient flows through ΔW (``dense_site``, which forms ΔW again in
+backward where keeping W + ΔW would cost much memory). :func:`dense_is_cheaper` picks the path per site and call.
 """
 
 from __future__ import annotations
@@ -183,11 +183,22 @@ def dense_is_cheaper(tokens: int, rank: int, d_in: int, d_out: int) -> bool:
     * low-rank: ``tokens · R · (2·D_in + 3·D_out)`` — forward x·Dᵀ and h·(U·ω)ᵀ; backward h's gradient, (U·ω)'s
       (from the rank-R activation h, which is kept for it) and the low-rank term of x's gradient;
     * dense: ``(tokens + 2·R) · D_in · D_out`` — forward ΔW = (U·ω)·D; backward the weight's gradient gᵀ·x and
-      (U·ω)'s, (gᵀ·x)·Dᵀ; nothing of rank R is kept for backward.
+      (U·ω)'s, (gᵀ·x)·Dᵀ; plus ``R · D_in · D_out`` where W + ΔW is not kept for backward but formed again there
+      (:func:`keeps_summed_weight`); nothing of rank R is kept for backward.
 
     MiniLM's 384 × 384 sites at 2,048 tokens a batch cross over at R ≈ 83 (N ≈ 10 LoRAs of rank 8).
     """
-    return (tokens + 2 * rank) * d_in * d_out < tokens * rank * (2 * d_in + 3 * d_out)
+    passes = 2 if keeps_summed_weight(tokens, d_out) else 3
+    return (tokens + passes * rank) * d_in * d_out < tokens * rank * (2 * d_in + 3 * d_out)
+
+
+def keeps_summed_weight(tokens: int, d_out: int) -> bool:
+    """Whether a dense site keeps W + ΔW (D_out × D_in) for its input's gradient rather than form ΔW again in
+    backward: when it is at most a quarter of the bytes of the site's input (tokens × D_in), which backward keeps
+    anyway. Then it costs memory the activations dwarf (MiniLM's 384-wide sites at 2,048 tokens: 19% of the input);
+    otherwise (a 512-wide decoder site at 1,024 tokens: 50%; a 4,096-wide one below 16,384 tokens a batch) the
+    Σr·D_in·D_out multiply-adds of forming it again are the cheaper price."""
+    return 4 * d_out <= tokens
 
 
 def set_mix_path(module: nn.Module, path: MixPath) -> None:
@@ -273,16 +284,6 @@ class LowRankMix(nn.Module):
             return False
         rank, d_in = self.down.shape
         return self.path == "dense" or dense_is_cheaper(x.numel() // d_in, rank, d_in, self.up.shape[0])
-
-    def delta(self) -> torch.Tensor:
-        """ΔW(ω) = (U · diag ω) D, shape (D_out, D_in), with ω's gradient (a fresh dropout mask in training).
-
-        Weights that cannot change (fixed, or ω frozen without dropout) reuse :meth:`delta_weight`'s cache.
-        """
-        fixed = not any(p.requires_grad for p in self.combiner.parameters())
-        if fixed and not (self.combiner.training and getattr(self.combiner, "p_drop", 0.0) > 0):
-            return self.delta_weight()
-        return self.scaled_up() @ self.down
 
     @torch.no_grad()
     def delta_weight(self) -> torch.Tensor:

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import make_source
 
 from scalearn_cli.backbone import load_backbone
@@ -206,3 +207,114 @@ def test_both_paths_equal_the_per_source_sum_with_its_omega_gradient(ranks, vari
         (grad,) = torch.autograd.grad(got.sum(), omega.values[0])
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(grad, want_grad, atol=1e-5, rtol=1e-5)
+
+
+def _one_site(conv1d: bool, combiner, path: str):
+    """A ComposedLinear over three sources of ranks RANKS (6 → 5), its base trainable, on ``path``."""
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    down, up, src = stack_sources([torch.randn(r, 6) for r in RANKS], [torch.randn(5, r) for r in RANKS])
+    base = Conv1D(5, 6) if conv1d else torch.nn.Linear(6, 5)
+    with torch.no_grad():
+        base.bias.normal_()
+    mix = LowRankMix("encoder.layer.0.attention.self.value", down, up, src, len(RANKS), "identity")
+    object.__setattr__(mix, "combiner", combiner)
+    mix.path = path
+    return ComposedLinear(base, mix).train()
+
+
+@pytest.mark.parametrize("conv1d", [False, True], ids=["linear", "conv1d"])
+def test_fixed_weights_on_the_dense_path_pass_gradients_to_input_base_weight_and_bias(conv1d):
+    """The average's fixed 1/N (ΔW from the cache) with a trainable base layer: the same gradients on both paths."""
+    from scalearn_cli.scaling import FixedWeights
+
+    results = []
+    for path in ("dense", "low-rank"):
+        layer = _one_site(conv1d, FixedWeights(len(RANKS)), path)
+        x = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        out = layer(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad, layer.base.weight.grad, layer.base.bias.grad))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _saved_storages(fn, owned: list[torch.Tensor]) -> dict[int, tuple[int, ...]]:
+    """Shapes of the storages autograd keeps for backward while ``fn()`` runs, those of ``owned`` (parameters,
+    buffers: kept by reference, no extra bytes) left out (storage -> shape)."""
+    skip = {t.untyped_storage().data_ptr() for t in owned}
+    seen: dict[int, tuple[int, ...]] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in skip:
+            seen[t.untyped_storage().data_ptr()] = tuple(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn().sum().backward()
+    return seen
+
+
+def test_the_dense_path_keeps_no_summed_weight_for_backward():
+    """Plain autograd on F.linear(x, W + ΔW) keeps the (D_out, D_in) sum until backward; the dense site keeps x and
+    ω's (N, D_out) weights only, and forms ΔW again in backward."""
+    omega = Omega({"encoder.layer.0.attention.self.value": 5}, len(RANKS), VARIANTS["scalearn"])
+    layer = _one_site(False, omega, "dense").requires_grad_(False)
+    omega.requires_grad_(True)
+    x = torch.randn(2, 4, 6, requires_grad=True)
+    mix = layer.mix
+    owned = [*layer.parameters(), *layer.buffers(), *omega.parameters(), *mix.buffers()]
+    plain = _saved_storages(lambda: F.linear(x, layer.base.weight + mix.scaled_up() @ mix.down, layer.base.bias), owned)
+    assert any(sorted(s) == [5, 6] for s in plain.values())  # what plain autograd keeps (W + ΔW, or its transpose)
+    dense = _saved_storages(lambda: layer(x), owned)
+    assert not any(sorted(s) == [5, 6] for s in dense.values())
+    assert (2, 4, 6) in dense.values()  # the input, which the base layer's GEMM keeps anyway
+    assert all(math.prod(s) <= len(RANKS) * 5 for s in dense.values() if s != (2, 4, 6))  # ω's weights, its mask
+
+
+def test_the_dense_path_trains_under_bf16_autocast_like_the_low_rank_path():
+    """Mixed precision (``--precision bf16``: fp32 weights, bf16 GEMMs under autocast; backward outside it): the
+    dense site casts as autocast would, and its output and gradients agree with the low-rank path's to bf16's
+    precision."""
+    results = []
+    for path in ("dense", "low-rank"):
+        omega = Omega({"encoder.layer.0.attention.self.value": 5}, len(RANKS), VARIANTS["scalearn"]).eval()
+        layer = _one_site(False, omega, path).requires_grad_(False)
+        omega.requires_grad_(True)
+        x = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+        assert out.dtype == torch.bfloat16
+        out.float().sum().backward()
+        assert x.grad.dtype == torch.float32 and omega.values[0].grad.dtype == torch.float32
+        results.append((out.float().detach(), x.grad, omega.values[0].grad))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=0.1, rtol=0.05)
+
+
+def test_a_large_batch_keeps_the_summed_weight_and_gives_the_same_gradients():
+    """Where W + ΔW is small against the input (4 · D_out ≤ tokens) the dense site keeps it for backward instead of
+    forming ΔW again; outputs and gradients are the low-rank path's either way."""
+    from scalearn_cli.scaling import keeps_summed_weight
+
+    assert keeps_summed_weight(2048, 384) and not keeps_summed_weight(1024, 512) and not keeps_summed_weight(8, 5)
+    results, kept = [], None
+    for path in ("dense", "low-rank"):
+        omega = Omega({"encoder.layer.0.attention.self.value": 5}, len(RANKS), VARIANTS["scalearn"])
+        layer = _one_site(False, omega, path).requires_grad_(False)
+        with torch.no_grad():
+            omega.values[0].copy_(torch.randn(omega.values[0].shape, generator=torch.Generator().manual_seed(1)))
+        omega.requires_grad_(True)
+        x = torch.randn(2, 40, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)  # 80 tokens
+        torch.manual_seed(5)
+        if path == "dense":
+            kept = _saved_storages(lambda: layer(x), [*layer.parameters(), *layer.buffers(), *omega.parameters()])
+            x.grad, omega.values[0].grad = None, None
+            torch.manual_seed(5)
+        out = layer(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad, omega.values[0].grad))
+    assert any(sorted(s) == [5, 6] for s in kept.values())
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalearn_cli.artifacts import LORA_CONFIG_FILE
+from scalearn_cli.dense_site import dense_linear
 from scalearn_cli.errors import ArtifactError, CompositionError, UsageError
 from scalearn_cli.formats.peft_lora import LoraSite, read_lora
 from scalearn_cli.sources import Attached, SiteWeights
@@ -144,7 +145,8 @@ class ComposedLinear(nn.Module):
                 return self._with_delta(x, mix.delta_weight())
             if mix.dense_for(x):
                 # many sources: ΔW(ω) formed once, one GEMM; ω's gradient flows through it (scaling.dense_is_cheaper)
-                return self._with_delta(x, mix.delta())
+                weight = self.base.weight if isinstance(self.base, nn.Linear) else self.base.weight.T
+                return dense_linear(x, weight, self.base.bias, mix)
         return self.base(x) + mix(x)
 
     def _with_delta(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
