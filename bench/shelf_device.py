@@ -49,7 +49,7 @@ def pack(run: str, bundle: Path, data_root: Path) -> list[str]:
 def missing_recipes(zoo_registry: str | None) -> list[str]:
     """The catalog's LoRA shelf recipes not built in its registries nor in ``zoo_registry``."""
     from bench.shelf_plan import catalog_shelf
-    from scalearn_cli.zoo import load_catalog
+    from scalearn_cli.zoo.catalog import load_catalog
 
     built = {m.ref.removeprefix("zoo:") for m in catalog_shelf(zoo_registry)[0]}
     return [r.name for r in load_catalog().recipes

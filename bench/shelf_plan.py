@@ -68,7 +68,7 @@ def catalog_shelf(zoo_registry: str | None = None, model: str | None = None) -> 
     ``local:DIR`` where a GPU machine built more), in catalog order; and how many LoRA recipes the shelf has in all
     (demo recipes are not the shelf's)."""
     from scalearn_cli.registry import get_registry
-    from scalearn_cli.zoo import load_catalog, status
+    from scalearn_cli.zoo.catalog import load_catalog, status
 
     catalog = load_catalog(model)
     registry = get_registry(zoo_registry) if zoo_registry else catalog.shipped
@@ -83,7 +83,7 @@ def build_seconds(members: list[Member], zoo_registry: str | None = None) -> dic
     """Training seconds each built zoo source took (its scalearn.json's), by task; the prebuilt (strong run's) ones
     are not the zoo build's and are left out."""
     from scalearn_cli.registry import get_registry
-    from scalearn_cli.zoo import load_catalog
+    from scalearn_cli.zoo.catalog import load_catalog
 
     catalog = load_catalog()
     registries = [r for r in (catalog.shipped, get_registry(zoo_registry) if zoo_registry else None) if r is not None]

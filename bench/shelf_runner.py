@@ -142,10 +142,10 @@ def similarity(options, pool: list, data_root: Path) -> list[float]:
     import torch.nn.functional as F
 
     from scalearn_cli.backbone import load_backbone
-    from scalearn_cli.batches import example_texts
+    from scalearn_cli.data.batches import example_texts
     from scalearn_cli.combiners import TargetContext
     from scalearn_cli.combiners.soup import SAMPLE, centroid
-    from scalearn_cli.data import load_raw
+    from scalearn_cli.data.rows import load_raw
     from scalearn_cli.stages.common import prepare
     from scalearn_cli.tasks import get_task
 
@@ -166,7 +166,7 @@ def similarity(options, pool: list, data_root: Path) -> list[float]:
 
 def source_dir(data_root: Path, task: str) -> Path:
     """A source task's data folder: its zoo recipe's (shelf/mnli, snli, glue/rte...), else the quality run's rule."""
-    from scalearn_cli.zoo import load_catalog
+    from scalearn_cli.zoo.catalog import load_catalog
 
     paths = {r.task: r.data["path"] for r in load_catalog().recipes if r.data.get("source") == "dir"}
     return data_root / paths[task] if task in paths else task_dir(data_root, task)

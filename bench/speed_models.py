@@ -112,7 +112,7 @@ def make_sources(folder: Path, model: str, kind: str, n: int) -> list[Path]:
     from scalearn_cli.backbone import load_backbone
     from scalearn_cli.model import TaskHead
     from scalearn_cli.sources import get_kind
-    from scalearn_cli.stages.source import save_source
+    from scalearn_cli.sources.folder import save_source
     from scalearn_cli.tasks import get_task, task_to_dict
 
     paths = [folder / f"{kind}-{i}" for i in range(n)]

@@ -10,13 +10,10 @@ GEMM saves anyway: the same storage), ω's weights ``w`` (N × D_out at most), a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from scalearn_cli.scaling import LowRankMix
+from scalearn_cli.scaling import LowRankMix, keeps_summed_weight
 
 
 def _delta(mix: "LowRankMix", w: torch.Tensor | None) -> torch.Tensor:
@@ -81,7 +78,5 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         w = None  # fixed weights: ΔW comes from the mix's cache, forward and backward alike
     else:
         w = combiner.weights(mix.site)  # (N, D_out) or (N, 1), one dropout mask for this call
-    from scalearn_cli.scaling import keeps_summed_weight
-
     keep = keeps_summed_weight(x.numel() // x.shape[-1], weight.shape[0])
     return _DenseSite.apply(x, weight, bias, w, mix, keep)

@@ -7,6 +7,8 @@ from typing import Any
 
 from scalearn_cli.errors import TaskError
 
+IGNORE = -100  # the label of a position that is not scored (prompt tokens, padding): torch's ignore_index
+
 
 def template_fields(template: str) -> tuple[str, ...]:
     """The ``{field}`` names of a prompt template, in order of first use (``{{``/``}}`` are literal braces)."""

@@ -188,7 +188,7 @@ def make_source(out: Path, model_dir: Path, kind: str = "lora", seed: int = 0, t
     from scalearn_cli.backbone import load_backbone
     from scalearn_cli.model import TaskHead
     from scalearn_cli.sources import get_kind
-    from scalearn_cli.stages.source import save_source
+    from scalearn_cli.sources.folder import save_source
 
     encoder, _, ref = load_backbone(str(model_dir))
     torch.manual_seed(seed)

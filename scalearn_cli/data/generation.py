@@ -22,12 +22,11 @@ from torch.utils.data import DataLoader
 
 from scalearn_cli.data.labels import label_name
 from scalearn_cli.errors import DataError
-from scalearn_cli.prompts import render_prompt
+from scalearn_cli.prompts import IGNORE, render_prompt
 from scalearn_cli.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-IGNORE = -100  # the label of a position that is not scored (prompt tokens, padding): torch's ignore_index
 
 
 def check_answers(spec: TaskSpec, ds: datasets.Dataset, split: str) -> datasets.Dataset:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalearn_cli.data.generation import IGNORE
+from scalearn_cli.prompts import IGNORE
 
 
 class GenerativeModel(nn.Module):

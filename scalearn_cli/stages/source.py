@@ -9,15 +9,15 @@ from typing import Any
 
 from torch import nn
 
-from scalearn_cli.artifacts import AdapterSpec, HEAD_FILE, Metadata, check_out_dir, save_tensors, write_folder
+from scalearn_cli.artifacts import AdapterSpec, Metadata, check_out_dir
 from scalearn_cli.artifacts.outputs import command_inputs
 from scalearn_cli.backbone import (
     DEFAULT_MODEL, check_base_revision, check_max_length, enable_gradient_checkpointing, load_backbone,
 )
-from scalearn_cli.cards import metrics_table
 from scalearn_cli.model import TaskHead, TaskModel, build_head, head_outputs, head_spec, task_model_for
 from scalearn_cli.resolve import read_source
 from scalearn_cli.sources import Attached, get_kind
+from scalearn_cli.sources.folder import save_source
 from scalearn_cli.stages.common import (
     DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score, set_thresholds,
 )
@@ -85,32 +85,6 @@ def train_source(
     written: list[Metadata] = []
     on_main_process(lambda: written.append(save_source(out, attached, settings, head, meta, overwrite, inputs)))
     return (written[0] if written else meta).to_dict()
-
-
-def save_source(
-    out: Path, attached: Attached, settings: Any, head: TaskHead | None, meta: Metadata | dict, overwrite: bool = False,
-    inputs: tuple[Path, ...] | list[Path] = (),
-) -> Metadata:
-    """Write a source folder atomically: the kind's files, the head, scalearn.json (with hashes), model card.
-
-    ``inputs``: what the run read (data files, a local base model), never replaced by ``out``."""
-    meta = meta if isinstance(meta, Metadata) else Metadata.from_dict(meta)
-    kind = get_kind(meta.adapter.kind)
-    with write_folder(out, overwrite, inputs) as folder:
-        kind.save(folder.path, attached, settings)
-        if head is not None:
-            save_tensors(folder.path / HEAD_FILE, head.state_dict())
-        title = f"{meta.adapter.kind} source adapter for {meta.task_name}"
-        return folder.finish(meta, title, _card_body(meta, kind.card_usage(meta.to_dict())))
-
-
-def _card_body(meta: Metadata, usage: str) -> str:
-    return (
-        f"Trained with [scalearn](https://arxiv.org/abs/2310.01217) {meta.scalearn_version} on task "
-        f"`{meta.task_name}`, base model `{meta.base_model['id']}`, "
-        f"{meta.adapter.parameters:,} adapter parameters.\n\n{usage}\n## Results\n\n"
-        f"{metrics_table(meta.metrics)}\n"
-    )
 
 
 def load_source_model(folder: Path, encoder: nn.Module | None = None) -> tuple[TaskModel, Any, dict[str, Any]]:
