@@ -162,8 +162,9 @@ def setup_lines(config: dict, rows: list[dict]) -> list[str]:
     return [
         f"- Target: {target}, its train file capped to a seeded pool of ⌈{config.get('target_max_train')}/0.9⌉ rows "
         f"(dev: the library's 10% of the pool) and its test split to {config.get('test_max')} seeded rows: "
-        f"{size_text}. A label is predicted when its probability exceeds {threshold}"
-        f"{' (one threshold per label, tuned on dev)' if threshold == 'tune' else ''}.",
+        f"{size_text}. A label is predicted when its probability exceeds "
+        + ("its own threshold, tuned on dev (`--threshold tune`; recorded with each head)." if threshold == "tune"
+           else f"{threshold}."),
         f"- Sources, composed in this order: the target's own {config.get('kinds')} adapter (trained here on the same "
         f"rows; the seed-0 one is composed, a seed's own row is that seed's adapter), then the strong run's seed-0 "
         f"LoRA sources ({', '.join(csv(config.get('extra_sources', '')))}), each trained on its full task, single-"

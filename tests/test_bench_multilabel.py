@@ -53,6 +53,7 @@ def test_report_puts_macro_f1_beside_the_baseline_and_tests_scalearn_against_eve
     text, n, _ = report_multilabel.render(tmp_path / "doc.md", run)
     assert n == 17 and (tmp_path / "doc.md").read_text() == text
     assert "it scores 0 everywhere: it predicts no label): macro_f1 0.00, micro_f1 0.00 on 1000 test rows" in text
+    assert "exceeds its own threshold, tuned on dev (`--threshold tune`" in text
     assert "| ScaLearn++ | 3 | 30.00 ± 0.20 | 50.00 ± 0.20 | +30.00 | 20.0k | 3.0 | 2.0 min |" in text
     assert "| Single adapter (target's own) | 3 | 24.00 ± 0.20 | 44.00 ± 0.20 | +24.00 | 20.0k | 3.0 | 5.0 min |" in text
     assert "| ScaLearn++ | AdapterFusion | +6.00 |" in text and "**higher**, beyond seed noise" in text
@@ -96,7 +97,8 @@ def test_plan_borrows_the_strong_sources_and_takes_the_callers_options_last() ->
     args = quality.parse_args(multilabel.plan_argv(["--job-seeds=0", "--epochs=2"]))
     assert (args.targets, args.extra_sources) == ("go_emotions", "cola,mrpc,qnli,rte,snli,sst2,stsb")
     assert (args.target_max_train, args.test_max, args.epochs, args.job_seeds) == (1000, 1000, 2, "0")
-    assert args.source_lr == LoraKind.default_lr and args.few_shot_k == "32,100"
+    assert args.source_lr == LoraKind.default_lr and args.few_shot_k == "32,100" and args.threshold == "tune"
+    assert args.stages == "transfer,few-shot"  # borrowed sources: no source stage (the own one trains for its row)
     assert args.sources_from.resolve() == multilabel.SHELF_WORK and args.out.resolve() == multilabel.OUT
 
 
