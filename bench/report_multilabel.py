@@ -16,6 +16,7 @@ from bench.report_common import RESULTS, fmt, human, label, read_json, read_json
 from bench.report_quality import few_shot_gaps, noise_verdict, welch
 
 RUN = RESULTS / "multilabel"
+KIND = {"lora": "LoRA", "bottleneck": "bottleneck"}
 ROWS_COMMAND = "python -m bench multilabel --deadline HH:MM --fit-deadline"
 #: the config keys that make a run's plan (bench/quality_plan.plan), as report.py's Missing section reads them
 PLAN_KEYS = ("targets", "extra_sources", "kinds", "methods", "seeds", "multi_seed_targets", "multi_seed_kinds",
@@ -57,8 +58,8 @@ def baseline_lines(majority: dict, target: str) -> list[str]:
 def score_table(groups: dict[tuple, list[dict]], base: float | None, own: list[dict]) -> list[str]:
     """Per method: seeds, macro-F1 and micro-F1 (mean ± sd), the gap to the baseline, size, kept epoch, time (the
     own adapter's row copies its source's, whose time is in ``own``: the source rows)."""
-    lines = ["| Method | seeds | macro-F1 | micro-F1 | macro-F1 − baseline | trained parameters | kept epoch "
-             "(mean) | wall time per run |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| Method | seeds | macro-F1 | micro-F1 | macro-F1 − baseline | trained parameters (the head aside) | "
+             "kept epoch (mean) | wall time per run |", "|---|---|---|---|---|---|---|---|"]
     for (method, variant), rs in groups.items():
         macro = [r["main_score"] for r in rs]
         walls = [r["wall_seconds"] for r in (own if method == "single" else rs) if r.get("wall_seconds")]
@@ -106,7 +107,8 @@ def few_shot_section(rows: list[dict]) -> list[str]:
     gaps = few_shot_gaps(rows)
     if gaps:
         lines += ["", "ScaLearn against the few-shot adapter of the same seed (the same k rows), paired t-test:", "",
-                  "| k | ScaLearn | gap (macro-F1 points) | SE | p | seeds | verdict |", "|---|---|---|---|---|---|---|",
+                  "| k | ScaLearn | gap (macro-F1 points) | SE | p | seeds | verdict |",
+                  "|---|---|---|---|---|---|---|",
                   *(f"| {k} | {label('scalearn', v)} | {gap:+.2f} | {se:.2f} | {p:.3f} | {n} | "
                     f"{noise_verdict(gap, p, n, '3 needed')} |" for _, _, k, v, gap, se, p, n in gaps)]
     return lines + [""]
@@ -160,12 +162,14 @@ def setup_lines(config: dict, rows: list[dict]) -> list[str]:
     walls = [r["wall_seconds"] for r in rows if r.get("wall_seconds")]
     threshold = config.get("threshold") or "0.5"
     return [
-        f"- Target: {target}, its train file capped to a seeded pool of ⌈{config.get('target_max_train')}/0.9⌉ rows "
+        f"- Target: {target}, its train file capped to a seeded pool of ⌈{config.get('target_max_train')}/0.9⌉ "
+        "rows "
         f"(dev: the library's 10% of the pool) and its test split to {config.get('test_max')} seeded rows: "
         f"{size_text}. A label is predicted when its probability exceeds "
         + ("its own threshold, tuned on dev (`--threshold tune`; recorded with each head)." if threshold == "tune"
            else f"{threshold}."),
-        f"- Sources, composed in this order: the target's own {config.get('kinds')} adapter (trained here on the same "
+        f"- Sources, composed in this order: the target's own {KIND.get(config.get('kinds'), config.get('kinds'))} "
+        "adapter (trained here on the same "
         f"rows; the seed-0 one is composed, a seed's own row is that seed's adapter), then the strong run's seed-0 "
         f"LoRA sources ({', '.join(csv(config.get('extra_sources', '')))}), each trained on its full task, single-"
         "label or regression.",
