@@ -161,6 +161,8 @@ def setup_lines(config: dict, rows: list[dict]) -> list[str]:
     machine = config.get("machine", {})
     walls = [r["wall_seconds"] for r in rows if r.get("wall_seconds")]
     threshold = config.get("threshold") or "0.5"
+    full_steps = sorted({r["steps"] for r in rows if r["stage"] in ("source", "transfer")})
+    steps = "–" if not full_steps else "–".join(str(v) for v in dict.fromkeys((full_steps[0], full_steps[-1])))
     return [
         f"- Target: {target}, its train file capped to a seeded pool of ⌈{config.get('target_max_train')}/0.9⌉ "
         "rows "
@@ -178,6 +180,8 @@ def setup_lines(config: dict, rows: list[dict]) -> list[str]:
         f"{config.get('source_patience')}; batch {config.get('batch_size')}, max length {config.get('max_length')}, "
         f"pooling {config.get('pooling')}; learning rates: "
         + ", ".join(f"{name} {lr:g}" for name, lr in lrs.items()) + ".",
+        f"- Budget: {steps} training steps per full-data run, the same epochs for every method: the rows compare "
+        "methods at a small, equal budget, not at convergence (the paper trains up to 30 epochs).",
         f"- Few-shot: k = {config.get('few_shot_k')}, up to {config.get('few_shot_steps')} steps, an evaluation per "
         f"epoch, the epoch with the best dev {config.get('few_shot_select')} kept, patience "
         f"{config.get('few_shot_patience')} evaluations.",
