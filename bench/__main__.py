@@ -44,6 +44,8 @@ COMMANDS = {
                            "N = 1, 16, 64, 256, and resolving 256 sources"),
     "small-targets": Command("small_targets", "small targets: model-selection rules for ScaLearn on a few hundred "
                              "rows, against the average and the own adapter"),
+    "multilabel": Command("multilabel", "a multi-label target (go_emotions, macro-F1) over the strong run's sources: "
+                          "own adapter, average, ScaLearn++, AdapterFusion, few-shot"),
     "selection-cost": Command("selection_cost", "transfer --select K: the selection run's cost against one "
                               "ScaLearn epoch over all N candidates, N = 35 and 256"),
     "lora-sweep": Command("lora_sweep", "the LoRA defaults: lr × target modules (then rank), chosen on dev"),

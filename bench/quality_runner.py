@@ -117,8 +117,11 @@ class Runner:
 
     def home(self, job: Job) -> Path:
         """The work folder holding the job's adapter: another run's for a borrowed seed-0 source
-        (``--sources-from``)."""
+        (``--sources-from``). A target that run has no source of (a new target over its shelf, e.g. go_emotions
+        over the strong run's sources) trains its own here; a missing extra source stays an error (``ensure``)."""
         borrowed = self.args.sources_from and job.stage == "source" and job.seed == 0
+        if borrowed and job.target in self.targets:
+            borrowed = (job.folder(self.args.sources_from) / "scalearn.json").is_file()
         return self.args.sources_from if borrowed else self.args.work
 
     def run(self, job: Job, wait: bool = True) -> bool:

@@ -173,3 +173,20 @@ def test_small_report_tests_each_rule_against_the_defaults_the_average_and_the_o
     assert "current defaults beyond seed noise: fixed-budget (ScaLearn++, +5.00); below them: none" in verdicts
     assert "above the average of its sources (ω fixed at 1/N) beyond seed noise: fixed-budget (ScaLearn++" in verdicts
     assert "| current | ScaLearn++ | Average (ω = 1/N, fixed) | -0.50 |" in text  # within noise: no verdict claimed
+
+
+def test_small_report_answers_the_question_per_target_under_the_defaults_only() -> None:
+    """The verdict's first line: per target, ScaLearn under `current` against the average and the own adapter, each
+    with its gap, p, seeds and verdict; other rules and other comparisons stay in their own lines."""
+    from bench.report_small import question_lines
+
+    avg, own = "Average (ω = 1/N, fixed)", "Single adapter (target's own)"
+    comps = {"cr-250": [("current", "scalearn++", avg, 3.2, 0.8, 0.013, 5),
+                        ("current", "scalearn++", own, 1.1, 1.1, 0.43, 5),
+                        ("metric", "scalearn++", avg, 9.0, 0.1, 0.001, 5)],  # another rule: its own line
+             "rte-250": [("current", "scalearn++", own, -0.5, 1.0, 0.6, 2)]}
+    line, = question_lines(comps)
+    assert ("cr-250: ScaLearn++ against the average +3.20 (p 0.013, 5 seeds): higher, beyond seed noise; ScaLearn++ "
+            "against the own adapter +1.10 (p 0.430, 5 seeds): within seed noise. rte-250: ScaLearn++ against the own "
+            "adapter -0.50 (p 0.600, 2 seeds): too few seeds to test (3 needed).") in line
+    assert "+9.00" not in line and question_lines({"cr-250": []}) == []
