@@ -196,7 +196,7 @@ def test_ctrl_c_during_overwrite_keeps_the_old_folder(
     """--overwrite interrupted mid-training, mid-save or between the two renames: the old adapter stays whole."""
     from scalearn_cli.artifacts import io
     from scalearn_cli.cli.progress import RichProgress
-    from scalearn_cli.stages import source
+    from scalearn_cli.sources import folder as source  # where a source folder is written
 
     out = tmp_path / "outs" / "source"
     args = ["train-source", "--model", tiny_model_dir, *custom(task_file), *TRAIN, "--out", out, "--overwrite"]
