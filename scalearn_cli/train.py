@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
@@ -23,10 +22,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from scalearn_cli.errors import TrainingError, UsageError
 from scalearn_cli.model import task_loss
+from scalearn_cli.processes import Precision, is_main_process, make_accelerator
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["no", "fp16", "bf16"]
 SelectOn = Literal["auto", "loss", "metric"]
 
 
@@ -137,41 +136,6 @@ class Progress:
     def epoch_end(self, log: EpochLog) -> None: ...
 
     def close(self) -> None: ...
-
-
-#: where launchers put a process's global rank (torchrun/accelerate, Open MPI, MVAPICH, Intel MPI)
-RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK")
-
-
-def is_main_process() -> bool:
-    """Whether this is the main (rank 0) process; read from the launcher's environment, before any Accelerator."""
-    return next((int(os.environ[v]) for v in RANK_VARS if os.environ.get(v, "").isdigit()), 0) == 0
-
-
-def check_launch() -> None:
-    """Refuse ``accelerate launch --cpu --num_processes N`` without mpirun: accelerate then starts ONE process.
-
-    That launcher sets ``MASTER_ADDR`` for N > 1 but no rank, so training would silently run once, with a global
-    batch N times smaller than asked for.
-    """
-    from accelerate.utils import str_to_bool
-
-    cpu_launch = str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "false") or "false")
-    if cpu_launch and os.environ.get("MASTER_ADDR") and not any(v in os.environ for v in (*RANK_VARS, "WORLD_SIZE")):
-        raise UsageError(
-            "accelerate launch --cpu started one process (several CPU processes need mpirun): on a machine without "
-            "a GPU use 'accelerate launch --multi_gpu --num_processes N -m scalearn_cli ...' (gloo) or "
-            "'torchrun --nproc_per_node N -m scalearn_cli ...'"
-        )
-
-
-def make_accelerator(precision: Precision = "no"):
-    """An ``Accelerator`` (CPU when no GPU is present; mixed precision only where a GPU supports it)."""
-    from accelerate import Accelerator
-
-    check_launch()
-    use_gpu = torch.cuda.is_available()
-    return Accelerator(mixed_precision=precision if use_gpu else "no", cpu=not use_gpu)
 
 
 def fit(model: nn.Module, params: list[nn.Parameter], train_loader, dev_loader, config: TrainConfig,
@@ -409,16 +373,6 @@ def _restore(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in snapshot.items():
             state[name].copy_(value)
-
-
-def on_main_process(write: Callable[[], None]) -> None:
-    """Run ``write`` on the main process only (under ``accelerate launch``), then let every process continue."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    if state.is_main_process:
-        write()
-    state.wait_for_everyone()
 
 
 def count_parameters(params: list[nn.Parameter]) -> int:

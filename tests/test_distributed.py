@@ -114,7 +114,7 @@ def test_two_processes_match_one_for_train_source_and_transfer(setup: tuple[Path
 def test_cpu_launch_that_starts_one_process_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """``accelerate launch --cpu --num_processes 2`` without mpirun starts ONE process: say so, do not train."""
     from scalearn_cli.errors import UsageError
-    from scalearn_cli.train import check_launch
+    from scalearn_cli.processes import check_launch
 
     for var in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK"):
         monkeypatch.delenv(var, raising=False)

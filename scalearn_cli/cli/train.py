@@ -79,7 +79,7 @@ def _progress(label: str):  # -> RichProgress | None
     """The progress display, on the main process only (under ``accelerate launch`` every process runs this)."""
     # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.cli.progress import RichProgress
-    from scalearn_cli.train import is_main_process
+    from scalearn_cli.processes import is_main_process
 
     return RichProgress(label) if is_main_process() else None
 
@@ -100,7 +100,7 @@ def _untrained_warning(meta: dict) -> str | None:
 
 def _report(meta: dict, out: Path, as_json: bool) -> None:
     # lazy: keeps torch out of `scalearn --help`
-    from scalearn_cli.train import is_main_process
+    from scalearn_cli.processes import is_main_process
 
     if not is_main_process():  # one summary per run, not one per process
         return

@@ -21,7 +21,8 @@ from scalearn_cli.sources.folder import save_source
 from scalearn_cli.stages.common import (
     DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score, set_thresholds,
 )
-from scalearn_cli.train import Progress, TrainConfig, count_parameters, fit, on_main_process
+from scalearn_cli.processes import on_main_process
+from scalearn_cli.train import Progress, TrainConfig, count_parameters, fit
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from scalearn_cli.scaling import Omega
 from scalearn_cli.stages.common import (
     DataOptions, check_pooling, metric_fn, prepare, resolve_pooling, run_metadata, score, set_thresholds,
 )
-from scalearn_cli.train import Progress, TrainConfig, TrainResult, evaluate, fit, on_main_process
+from scalearn_cli.processes import on_main_process
+from scalearn_cli.train import Progress, TrainConfig, TrainResult, evaluate, fit
 
 logger = logging.getLogger(__name__)
 
