@@ -36,8 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.quality_plan import (ALL_METHODS, FUSION_TUNED, PEER_METHODS, STAGES, csv, deadline_at,
-                                expected_seconds, plan, plan_tasks, selected)
+from bench.quality_plan import (ALL_METHODS, FUSION_TUNED, PEER_METHODS, STAGES, csv, plan, plan_tasks, run_jobs,
+                                selected)
 from bench.quality_runner import Runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -297,7 +297,6 @@ def main(argv: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     args.out.mkdir(parents=True, exist_ok=True)
     runner = Runner(args)
-    deadline = deadline_at(args.deadline, time.time()) if args.deadline else None
     if args.baselines_only:
         write_majority(args, runner)
         return
@@ -309,24 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.shard_index == 0:  # one writer for the run's records
         write_config(args)
         write_majority(args, runner)
-    for job in plan(args):
-        if not selected(args, job):
-            continue
-        if deadline is not None and time.time() >= deadline:
-            logger.info("deadline %s UTC reached: stopping before %s", args.deadline, job)
-            break
-        if args.fit_deadline and not runner.results.has(**job.key()):
-            expected = expected_seconds(runner.results.rows(), job)
-            if expected is not None and time.time() + expected > deadline:
-                logger.info("skipping %s: like runs took up to %.0f min, past the deadline %s UTC", job,
-                            expected / 60, args.deadline)
-                continue
-        try:
-            if not runner.run(job, wait=False):  # another worker runs it: take the next job instead of waiting
-                logger.info("skipping %s: another worker runs it", job)
-        except Exception:  # one failed run must not lose the rest of the plan
-            logger.exception("run failed: %s", job)
-    logger.info("done: %s", args.out / "results.jsonl")
+    run_jobs((job for job in plan(args) if selected(args, job)), runner, args)
 
 
 if __name__ == "__main__":

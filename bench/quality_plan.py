@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 VARIANTS = ("scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++")
 ALL_METHODS = ("single", "average", "adaptersoup", "adapterfusion", *VARIANTS)
@@ -265,3 +266,27 @@ def expected_seconds(rows: list[dict], job: "Job") -> float | None:
         if walls:
             return max(walls)
     return None
+
+
+def run_jobs(jobs: Iterable[Job], runner: Any, args: Any, describe: Callable[[Job], str] = str) -> None:
+    """Run ``jobs`` in order until ``args.deadline`` (UTC HH:MM): with ``args.fit_deadline``, skip a job whose like
+    runs took longer than the time left; a job another worker holds is skipped; one failed run never loses the rest."""
+    log = logging.getLogger("bench.quality")
+    deadline = deadline_at(args.deadline, time.time()) if args.deadline else None
+    for job in jobs:
+        if deadline is not None and time.time() >= deadline:
+            log.info("deadline %s UTC reached: stopping before %s", args.deadline, describe(job))
+            break
+        fit = args.fit_deadline and not runner.results.has(**job.key())
+        expected = expected_seconds(runner.results.rows(), job) if fit else None
+        if expected is not None and deadline is not None and time.time() + expected > deadline:
+            log.info("skipping %s: like runs took up to %.0f min, past the deadline %s UTC", describe(job),
+                     expected / 60, args.deadline)
+            continue
+        try:
+            if not runner.run(job, wait=False):  # another worker runs it: take the next job instead of waiting
+                log.info("skipping %s: another worker runs it", describe(job))
+        except Exception:  # one failed run must not lose the rest of the plan
+            log.exception("run failed: %s", describe(job))
+    log.info("done: %s", args.out / "results.jsonl")
+

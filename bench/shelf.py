@@ -19,10 +19,9 @@ import argparse
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
-from bench.quality_plan import VARIANTS, csv, deadline_at, expected_seconds
+from bench.quality_plan import VARIANTS, csv, run_jobs
 from bench.shelf_plan import SELECT_RULES, STAGES, plan, plan_method, selected
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,23 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.shard_index == 0:
         write_config(args, found)
     runner = ShelfRunner(args, found)
-    deadline = deadline_at(args.deadline, time.time()) if args.deadline else None
-    for job in plan(args, found):
-        if not selected(args, job) or runner.results.has(**job.key()):
-            continue
-        if deadline is not None and time.time() >= deadline:
-            logger.info("deadline %s UTC reached: stopping before %s", args.deadline, job)
-            break
-        expected = expected_seconds(runner.results.rows(), job) if args.fit_deadline else None
-        if expected is not None and time.time() + expected > deadline:
-            logger.info("skipping %s %s: like runs took up to %.0f min", job.target, plan_method(job), expected / 60)
-            continue
-        try:
-            if not runner.run(job, wait=False):
-                logger.info("skipping %s: another worker runs it", job)
-        except Exception:  # one failed run must not lose the rest of the plan
-            logger.exception("run failed: %s", job)
-    logger.info("done: %s", args.out / "results.jsonl")
+    run_jobs((job for job in plan(args, found) if selected(args, job) and not runner.results.has(**job.key())),
+             runner, args, describe=lambda job: f"{job.target} {plan_method(job)}")
 
 
 if __name__ == "__main__":

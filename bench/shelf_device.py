@@ -22,7 +22,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 from bench import device
@@ -59,19 +58,10 @@ def missing_recipes(zoo_registry: str | None) -> list[str]:
 def build_zoo(recipes: list[str], shards: int, seconds: float, env: dict[str, str], python: str, data: Path,
               logs: Path) -> None:
     """``scalearn zoo build`` of ``recipes`` in ``shards`` processes (round robin) into ZOO_NEW, for ``seconds``."""
-    logs.mkdir(parents=True, exist_ok=True)
     groups = [recipes[i::shards] for i in range(shards) if recipes[i::shards]]
-    procs = [subprocess.Popen([python, "-m", "scalearn_cli", "zoo", "build", "--tasks", ",".join(group),
-                               "--registry", f"local:{ZOO_NEW}", "--data-root", str(data), "--json"],
-                              cwd=device.REPO, env=env, stdout=(logs / f"zoo{i}.log").open("w"),
-                              stderr=subprocess.STDOUT) for i, group in enumerate(groups)]
-    deadline = time.monotonic() + seconds
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait()
+    commands = [[python, "-m", "scalearn_cli", "zoo", "build", "--tasks", ",".join(group),
+                 "--registry", f"local:{ZOO_NEW}", "--data-root", str(data), "--json"] for group in groups]
+    device.run_workers(commands, env, seconds, logs)  # each worker's log: logs/w<i>.log
 
 
 def hand_back_zoo(out: Path) -> list[str]:
