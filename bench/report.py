@@ -32,9 +32,9 @@ from bench.report_missing import missing_hours, missing_rows
 from bench.report_setting import config_section, discussion, near_majority
 from bench.report_device import device_curve_section
 from bench.report_e2e import e2e_section
-from bench.report_speed import (decoder_section, latency_section, loop_section, peer_score_section,
-                          peer_section, peer_summary, round_robin_section, speed_section, sparsity_section,
-                          sweep_section, throughput_section)
+from bench.report_peer import peer_score_section, peer_section, peer_summary
+from bench.report_speed import (decoder_section, latency_section, loop_section, round_robin_section, speed_section,
+                          sparsity_section, sweep_section, throughput_section)
 
 DOC_DIR = REPO / "docs"
 # Every committed benchmark doc: its run under bench/results and the runs compared beside it (bench/runs.json).
