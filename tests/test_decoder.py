@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, WORDS, make_source, random_omega
+from helpers import FAST, WORDS, invoke, make_source, random_omega
 from tiny_decoders import ARCHS, save_tiny_decoders
-from typer.testing import CliRunner
 
 from scalearn_cli.backbone import load_backbone
 from scalearn_cli.combiners import CombinerSpec
@@ -119,13 +118,11 @@ def test_a_model_type_without_default_targets_asks_for_lora_targets():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_cli_train_source_without_lora_targets(arch, decoders, data_file, tmp_path):
-    from scalearn_cli.cli.main import app
-
     out = tmp_path / "src"
-    result = CliRunner().invoke(app, [
+    result = invoke(
         "train-source", "--task", "custom", "--data-file", str(data_file), "--text-fields", "sentence",
         "--model", str(decoders[arch]), "--out", str(out), "--epochs", "1", "--max-steps", "2", "--batch-size", "8",
-        "--max-length", "16", "--json"])
+        "--max-length", "16", "--json")
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "scalearn.json").read_text())
     assert tuple(meta["adapter"]["settings"]["target_modules"]) == DEFAULT_TARGETS[arch]

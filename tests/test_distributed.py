@@ -17,9 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from scalearn_cli.cli.main import app
+from helpers import invoke
 
 TOL = 0.02  # dev/test loss, 1 vs 2 processes (measured: <= 0.006 after 3 epochs; LoRA and head dropout masks differ)
 EXACT = 1e-5  # the same weights evaluated on one process or gathered over two
@@ -51,7 +49,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tup
 
 
 def _one_process(args: list[str]) -> dict:
-    result = CliRunner().invoke(app, [*args, "--batch-size", "16"])
+    result = invoke(*args, "--batch-size", "16")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 

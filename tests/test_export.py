@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, WORDS, make_source, random_omega, refingerprint, write_omega
+from helpers import FAST, WORDS, invoke, make_source, random_omega, refingerprint, write_omega
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from scalearn_cli import artifacts
 from scalearn_cli.artifacts import METADATA_FILE, OMEGA_FILE
@@ -181,35 +180,30 @@ def test_inspect_reports_the_stored_omega(variant, compositions):
 
 
 def test_inspect_cli_json_and_plot(compositions, tmp_path):
-    from scalearn_cli.cli.main import app
-
     png = tmp_path / "omega.png"
-    result = CliRunner().invoke(app, ["inspect", str(compositions["scalearn++"]), "--json", "--plot", str(png)])
+    result = invoke("inspect", compositions["scalearn++"], "--json", "--plot", png)
     assert result.exit_code == 0, result.output
     table = json.loads(result.stdout)
     assert table["rows"][0]["layer"] == "*" and png.stat().st_size > 1000
-    average = CliRunner().invoke(app, ["inspect", str(compositions["average"]), "--json"])
+    average = invoke("inspect", compositions["average"], "--json")
     assert [s["share"] for s in json.loads(average.stdout)["sources"]] == pytest.approx([1 / 3] * 3)
 
 
 def test_cli_export_then_verify(compositions, tmp_path):
-    from scalearn_cli.cli.main import app
-
     out = tmp_path / "cli"
-    runner = CliRunner()
-    exported = runner.invoke(app, ["export", str(compositions["scalearn"]), "--format", "merged", "--out", str(out)])
+    exported = invoke("export", compositions["scalearn"], "--format", "merged", "--out", out)
     assert exported.exit_code == 0, exported.output
-    checked = runner.invoke(app, ["verify", str(out), "--against", str(compositions["scalearn"]), "--json"])
+    checked = invoke("verify", out, "--against", compositions["scalearn"], "--json")
     assert checked.exit_code == 0 and json.loads(checked.stdout)["ok"] is True
-    again = runner.invoke(app, ["export", str(compositions["scalearn"]), "--format", "merged", "--out", str(out)])
+    again = invoke("export", compositions["scalearn"], "--format", "merged", "--out", out)
     assert again.exit_code == 1 and "--overwrite" in again.stderr
     lora_out = Path(export(compositions["scalearn"], tmp_path / "tampered", "peft-lora")["out"])
     weights = load_file(str(lora_out / "adapter_model.safetensors"))
     artifacts.save_tensors(lora_out / "adapter_model.safetensors", {k: v * 1.5 for k, v in weights.items()})
-    edited = runner.invoke(app, ["verify", str(lora_out), "--against", str(compositions["scalearn"])])
+    edited = invoke("verify", lora_out, "--against", compositions["scalearn"])
     assert edited.exit_code == 1 and "changed since it was saved" in edited.stderr  # its own record refuses it
     refingerprint(lora_out)  # a wrong export with a consistent record: only the logit parity can catch it
-    broken = runner.invoke(app, ["verify", str(lora_out), "--against", str(compositions["scalearn"])])
+    broken = invoke("verify", lora_out, "--against", compositions["scalearn"])
     assert broken.exit_code == 1 and "FAILED" in broken.stdout
 
 

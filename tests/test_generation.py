@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import invoke
 from tiny_decoders import GEN_FAST, VOCAB, qa_options
 
 from scalearn_cli.errors import DataError, ModelError, UsageError
@@ -231,18 +232,14 @@ def test_left_padding_does_not_change_greedy_answers(gen_comps):
 
 
 def test_cli_generation_options_and_choices(gen_sources, qa_file, tmp_path):
-    from typer.testing import CliRunner
-
-    from scalearn_cli.cli.main import app
-
     out = tmp_path / "mc"
     args = ["transfer", "--task", "custom", "--problem-type", "generation", "--data-file", str(qa_file),
             "--prompt-field", "question", "--answer-field", "answer", "--choice-fields", "c1,c2", "--few-shot", "4",
             "--max-steps", "1", "--batch-size", "4", "--max-length", "32", "--out", str(out), "--json",
             *[a for s in gen_sources["llama"] for a in ("--source", str(s))]]
-    result = CliRunner().invoke(app, args)
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)["metrics"]["test"]) == {"accuracy", "loss"}
-    bad = CliRunner().invoke(app, [*args[:9], *args[11:], "--overwrite"])  # no --answer-field
+    bad = invoke(*args[:9], *args[11:], "--overwrite")  # no --answer-field
     assert bad.exit_code == 2, bad.output  # a usage error
     assert "--problem-type generation needs --answer-field" in " ".join(bad.output.split()), bad.output

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import invoke
 
 from scalearn_cli.data.batches import make_loader
 from scalearn_cli.data.rows import load_raw
@@ -142,20 +143,16 @@ def test_select_on_metric_needs_the_tasks_main_metric_among_the_dev_metrics(monk
 
 
 def test_select_on_is_recorded_and_a_bad_value_is_a_one_line_error(tmp_path, tiny_model_dir):
-    from typer.testing import CliRunner
-
-    from scalearn_cli.cli.main import app
-
     data = tmp_path / "rte"
     data.mkdir()
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(40)))
     (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(12)))
     common = ["train-source", "--model", str(tiny_model_dir), "--task", "rte", "--data-dir", str(data), "--epochs", "2",
               "--batch-size", "8", "--max-length", "16"]
-    bad = CliRunner().invoke(app, [*common, "--select-on", "accuracy", "--out", str(tmp_path / "bad")])
+    bad = invoke(*common, "--select-on", "accuracy", "--out", tmp_path / "bad")
     assert bad.exit_code != 0 and "--select-on must be auto, loss or metric, got 'accuracy'" in bad.output
     assert not (tmp_path / "bad").exists()
-    ok = CliRunner().invoke(app, [*common, "--select-on", "metric", "--out", str(tmp_path / "ok")])
+    ok = invoke(*common, "--select-on", "metric", "--out", tmp_path / "ok")
     assert ok.exit_code == 0, ok.output
     training = json.loads((tmp_path / "ok" / "scalearn.json").read_text())["training"]
     assert training["select_on"] == "metric" and "accuracy" in training["best_dev_metrics"]
@@ -164,7 +161,7 @@ def test_select_on_is_recorded_and_a_bad_value_is_a_one_line_error(tmp_path, tin
     # the default, auto: the paper's best dev metric for a few-shot run, the lowest dev loss otherwise
     for extra, want in (([], "loss"), (["--few-shot", "16"], "metric")):
         out = tmp_path / f"auto-{want}"
-        run = CliRunner().invoke(app, [*common, "--epochs", "1", *extra, "--out", str(out), "--json"])
+        run = invoke(*common, "--epochs", "1", *extra, "--out", out, "--json")
         assert run.exit_code == 0, run.output
         assert json.loads((out / "scalearn.json").read_text())["training"]["select_on"] == want
         assert json.loads(run.stdout)["select_on"] == want
