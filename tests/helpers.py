@@ -69,8 +69,10 @@ def assert_refused(result: Any, out: Path | None, *needles: str, code: int | Non
     return errors[0]
 
 
-def one_error_line(result: Any, code: int | None = None, prefix: str = "Error: ", alone: bool = True) -> str:
-    """A handled failure: non-zero exit, one ``prefix`` line on stderr, nothing on stdout, no traceback.
+def one_error_line(result: Any, code: int | None = None, *words: str, prefix: str = "Error: ",
+                   alone: bool = True) -> str:
+    """A handled failure: non-zero exit (``code`` if given), one ``prefix`` line on stderr holding every one of
+    ``words``, nothing on stdout, no traceback, no raw escape codes; returns that line.
 
     ``alone``: that line is all of stderr. Training commands also draw the model-loading and dataset bars that
     ``main()`` turns off and the in-process runner does not, so for them only the message lines are counted.
@@ -82,6 +84,9 @@ def one_error_line(result: Any, code: int | None = None, prefix: str = "Error: "
         lines = [line for line in lines if line.startswith(("Error", "Interrupted", "Warning"))]
     assert len(lines) == 1 and lines[0].startswith(prefix), result.stderr
     assert result.stdout == "" and "Traceback" not in result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output  # control characters are printed escaped
+    for word in words:
+        assert word in lines[0], (word, lines[0])
     return lines[0]
 
 

@@ -12,25 +12,13 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import TRAIN, invoke, make_source, peft_lora
+from helpers import TRAIN, invoke, make_source, one_error_line, peft_lora
 from safetensors.torch import save_file
 
 from scalearn_cli.cli.main import _escape_record, render_error
 from scalearn_cli.errors import ArtifactError, printable
 
 ESC = "\x1b"
-
-
-def one_line(result: Any, code: int = 1, *words: str) -> str:
-    """Exit ``code``, one ``Error:`` line on stderr holding ``words``; no traceback, no raw escape codes."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error: ")]
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.output and ESC not in result.output and "\x07" not in result.output
-    for word in words:
-        assert word in errors[0], (word, errors[0])
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +41,21 @@ def test_an_invalid_rank_pattern_regex_names_the_key(tiny_model_dir: Path, data_
     config = json.loads((folder / "adapter_config.json").read_text())
     config["rank_pattern"] = {"query[": 4}
     (folder / "adapter_config.json").write_text(json.dumps(config))
-    one_line(transfer(data_dir, tmp_path / "T", folder), 1, "rank_pattern", "query[", "not a valid regular expression")
+    one_error_line(transfer(data_dir, tmp_path / "T", folder), 1, "rank_pattern", "query[",
+                   "not a valid regular expression", alone=False)
 
 
 def test_a_registry_root_that_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "registry").write_text("not a folder")
     monkeypatch.setenv("SCALEARN_REGISTRY", str(tmp_path / "registry"))
-    one_line(invoke("list"), 1, "SCALEARN_REGISTRY", "is a file")
-    one_line(invoke("pull", "org/x"), 1, "SCALEARN_REGISTRY")
+    one_error_line(invoke("list"), 1, "SCALEARN_REGISTRY", "is a file", alone=False)
+    one_error_line(invoke("pull", "org/x"), 1, "SCALEARN_REGISTRY", alone=False)
 
 
 def test_a_huge_seed_is_a_usage_error(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
     result = invoke("train-source", "--task", "rte", "--data-dir", data_dir, "--model", tiny_model_dir, *TRAIN,
                     "--seed", str(10**20), "--out", tmp_path / "S")
-    one_line(result, 2, "--seed", "4294967295")
+    one_error_line(result, 2, "--seed", "4294967295", alone=False)
 
 
 def test_pull_into_a_symlink_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -74,7 +63,8 @@ def test_pull_into_a_symlink_is_refused(tiny_model_dir: Path, tmp_path: Path) ->
     assert invoke("push", make_source(tmp_path / "s", tiny_model_dir), "org/s", "--registry", registry).exit_code == 0
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    one_line(invoke("pull", "org/s", "--local-dir", tmp_path / "link", "--registry", registry), 1, "symbolic link")
+    one_error_line(invoke("pull", "org/s", "--local-dir", tmp_path / "link", "--registry", registry), 1,
+                   "symbolic link", alone=False)
     assert list((tmp_path / "real").iterdir()) == []
 
 
@@ -84,8 +74,8 @@ def test_export_to_the_parent_of_the_working_directory(tiny_model_dir: Path, dat
     assert transfer(data_dir, tmp_path / "C", *sources).exit_code == 0
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
-    one_line(invoke("export", tmp_path / "C", "--out", ".."), 1, "working directory")
-    one_line(invoke("export", tmp_path / "C", "--out", "..", "--overwrite"), 1, "working directory")
+    one_error_line(invoke("export", tmp_path / "C", "--out", ".."), 1, "working directory", alone=False)
+    one_error_line(invoke("export", tmp_path / "C", "--out", "..", "--overwrite"), 1, "working directory", alone=False)
 
 
 # ---- untrusted text is escaped; torch's advice never shown ----------------------------------------------------
@@ -94,7 +84,7 @@ def test_escape_codes_in_weight_names_are_printed_escaped(tiny_model_dir: Path, 
     folder = peft_lora(tmp_path / "peft", tiny_model_dir, seed=0, target_modules=["query"])
     evil = "base_model.model.encoder.\x1b]0;pwned\x07\x1b[2J.weight"
     save_file({evil: torch.zeros(2, 2)}, str(folder / "adapter_model.safetensors"))
-    line = one_line(transfer(data_dir, tmp_path / "T", folder), 1, "neither a LoRA weight")
+    line = one_error_line(transfer(data_dir, tmp_path / "T", folder), 1, "neither a LoRA weight", alone=False)
     assert "\\x1b]0;pwned\\x07\\x1b[2J" in line
 
 
@@ -108,8 +98,8 @@ def test_a_pickle_refusal_shows_what_was_refused_not_torchs_advice(tiny_model_di
             return (os.system, ("echo pwned > " + str(tmp_path / "ran"),))
 
     torch.save({"x": Payload()}, folder / "adapter_model.bin")
-    line = one_line(transfer(data_dir, tmp_path / "T", folder), 1, "not a plain tensor file", "GLOBAL",
-                    "convert it to safetensors")
+    line = one_error_line(transfer(data_dir, tmp_path / "T", folder), 1, "not a plain tensor file", "GLOBAL",
+                          "convert it to safetensors", alone=False)
     assert "weights_only" not in line and "trusted source" not in line
     assert not (tmp_path / "ran").exists()
 
@@ -138,9 +128,9 @@ def test_log_lines_are_escaped_too() -> None:
 
 # ---- usage errors exit 2, as docs/cli.md says -------------------------------------------------------------------
 def test_usage_errors_exit_2(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    one_line(transfer(data_dir, tmp_path / "T"), 2, "--source")
+    one_error_line(transfer(data_dir, tmp_path / "T"), 2, "--source", alone=False)
     result = invoke("train-source", "--task", "no-such-task", "--model", tiny_model_dir, "--out", tmp_path / "S")
-    one_line(result, 2, "unknown task")
+    one_error_line(result, 2, "unknown task", alone=False)
 
 
 def test_list_prints_others_metadata_as_escaped_text(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import invoke, peft_lora, refingerprint, two_source_workspace
+from helpers import invoke, one_error_line, peft_lora, refingerprint, two_source_workspace
 from safetensors.torch import load_file, save_file
 
 from scalearn_cli import artifacts
@@ -22,15 +22,6 @@ from scalearn_cli.train import TrainConfig
 
 FAST = ["--epochs", "1", "--batch-size", "8"]
 ADAPTERHUB = Path(__file__).resolve().parent / "fixtures" / "adapterhub" / "bert" / "adapter"
-
-
-def one_line(result: Any, code: int, *words: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    for word in words:
-        assert word in errors[0], (word, errors[0])
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +43,22 @@ def transfer(work: dict[str, Path], out: Path, *options: Any, sources: tuple[Pat
 # ---- options against the model ------------------------------------------------------------------------------
 def test_max_length_above_the_models_positions_names_the_limit(work: dict[str, Path], tiny_model_dir: Path,
                                                                tmp_path: Path) -> None:
-    one_line(train(work, tiny_model_dir, tmp_path / "S", "--max-length", "100000"), 2, "512 positions",
-             "--max-length 512")
-    one_line(transfer(work, tmp_path / "T", "--max-length", "100000"), 2, "512 positions")
+    one_error_line(train(work, tiny_model_dir, tmp_path / "S", "--max-length", "100000"), 2, "512 positions",
+                   "--max-length 512", alone=False)
+    one_error_line(transfer(work, tmp_path / "T", "--max-length", "100000"), 2, "512 positions", alone=False)
     assert not (tmp_path / "S").exists() and not (tmp_path / "T").exists()
 
 
 def test_max_length_too_small_for_any_text_is_refused(work: dict[str, Path], tiny_model_dir: Path,
                                                       tmp_path: Path) -> None:
-    one_line(train(work, tiny_model_dir, tmp_path / "S", "--max-length", "1"), 2, "leaves no room", "special tokens")
-    one_line(transfer(work, tmp_path / "T", "--max-length", "2"), 2, "leaves no room")
+    one_error_line(train(work, tiny_model_dir, tmp_path / "S", "--max-length", "1"), 2, "leaves no room",
+                   "special tokens", alone=False)
+    one_error_line(transfer(work, tmp_path / "T", "--max-length", "2"), 2, "leaves no room", alone=False)
 
 
 def test_export_rank_above_the_possible_rank_names_it(work: dict[str, Path], tmp_path: Path) -> None:
-    line = one_line(invoke("export", work["comp"], "--format", "svd", "--rank", "100000", "--out", tmp_path / "E"),
-                    2, "--rank 100000", "1..16")
+    result = invoke("export", work["comp"], "--format", "svd", "--rank", "100000", "--out", tmp_path / "E")
+    line = one_error_line(result, 2, "--rank 100000", "1..16", alone=False)
     assert "pass --rank 16" in line and not (tmp_path / "E").exists()
     assert invoke("export", work["comp"], "--format", "svd", "--rank", "16", "--out", tmp_path / "E").exit_code == 0
 
@@ -75,9 +67,10 @@ def test_export_rank_above_the_possible_rank_names_it(work: dict[str, Path], tmp
 def test_mixed_precision_without_a_gpu_is_refused_not_recorded(work: dict[str, Path], tiny_model_dir: Path,
                                                               tmp_path: Path) -> None:
     for precision in ("fp16", "bf16"):
-        one_line(train(work, tiny_model_dir, tmp_path / "S", "--max-length", "16", "--precision", precision), 2,
-                 f"--precision {precision} needs a GPU")
-        one_line(transfer(work, tmp_path / "T", "--max-length", "16", "--precision", precision), 2, "needs a GPU")
+        one_error_line(train(work, tiny_model_dir, tmp_path / "S", "--max-length", "16", "--precision", precision), 2,
+                       f"--precision {precision} needs a GPU", alone=False)
+        one_error_line(transfer(work, tmp_path / "T", "--max-length", "16", "--precision", precision), 2,
+                       "needs a GPU", alone=False)
     assert not (tmp_path / "S").exists() and not (tmp_path / "T").exists()
 
 
@@ -96,7 +89,8 @@ def test_train_config_checks_seed_patience_and_device() -> None:
 # ---- non-finite values, named at their source ----------------------------------------------------------------
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_non_finite_sparsity_is_a_usage_error(value: str, work: dict[str, Path], tmp_path: Path) -> None:
-    one_line(transfer(work, tmp_path / "T", "--max-length", "16", "--sparsity", value), 2, "--sparsity")
+    one_error_line(transfer(work, tmp_path / "T", "--max-length", "16", "--sparsity", value), 2, "--sparsity",
+                   alone=False)
 
 
 def test_a_nan_lora_alpha_in_a_peft_config_is_named(work: dict[str, Path], tiny_model_dir: Path,
@@ -105,8 +99,8 @@ def test_a_nan_lora_alpha_in_a_peft_config_is_named(work: dict[str, Path], tiny_
     config = json.loads((folder / "adapter_config.json").read_text())
     config["lora_alpha"] = math.nan
     (folder / "adapter_config.json").write_text(json.dumps(config))  # json writes NaN, PEFT reads it back
-    one_line(transfer(work, tmp_path / "T", "--max-length", "16", sources=(folder,)), 1, "lora_alpha",
-             "finite number")
+    one_error_line(transfer(work, tmp_path / "T", "--max-length", "16", sources=(folder,)), 1, "lora_alpha",
+                   "finite number", alone=False)
 
 
 def test_a_source_with_nan_weights_is_named_before_training(work: dict[str, Path], tmp_path: Path) -> None:
@@ -116,8 +110,8 @@ def test_a_source_with_nan_weights_is_named_before_training(work: dict[str, Path
     weights[first][0, 0] = math.nan
     artifacts.save_tensors(source / "adapter_model.safetensors", weights)
     refingerprint(source)  # a consistent record: the NaN was saved, not tampered in
-    line = one_line(transfer(work, tmp_path / "T", "--max-length", "16", sources=(work["s0"], source)), 1,
-                    "NaN or infinite", "nan-source")
+    line = one_error_line(transfer(work, tmp_path / "T", "--max-length", "16", sources=(work["s0"], source)), 1,
+                          "NaN or infinite", "nan-source", alone=False)
     assert "lower --lr" not in line and not (tmp_path / "T").exists()
 
 
@@ -174,7 +168,7 @@ def test_peft_config_values_are_named(change: dict, message: str, work: dict[str
     with pytest.raises(ArtifactError, match=message):
         peft_format.read_lora(folder)
     if "r" in change and change["r"] is None:  # through the CLI: named, not "matches no adapter format"
-        one_line(transfer(work, tmp_path / "T", "--max-length", "16", sources=(folder,)), 1, "'r'")
+        one_error_line(transfer(work, tmp_path / "T", "--max-length", "16", sources=(folder,)), 1, "'r'", alone=False)
 
 
 def test_adapterhub_leave_out_naming_a_layer_the_model_lacks(tmp_path: Path) -> None:

@@ -13,19 +13,13 @@ from typing import Any
 import pytest
 import torch
 
-from helpers import TRAIN, WORDS, custom, invoke, make_source, ok
+from helpers import TRAIN, WORDS, custom, invoke, make_source, ok, one_error_line
 
 MERGE_TYPES = {"linear": {}, "cat": {}, "svd": {}, "ties": {"density": 0.5}, "ties_svd": {"density": 0.5},
                "dare_linear": {"density": 0.6}, "dare_ties": {"density": 0.6}, "dare_linear_svd": {"density": 0.6},
                "dare_ties_svd": {"density": 0.6}, "magnitude_prune": {"density": 0.5},
                "magnitude_prune_svd": {"density": 0.5}}
 WEIGHTS = [0.5, 0.3, 0.2]
-
-
-def one_line_error(result: Any) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error")]  # not loading bars
-    assert result.exit_code != 0 and len(lines) == 1, result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +132,7 @@ def bottlenecks(root, tiny_model_dir) -> list[Path]:
 def test_bottleneck_sources_are_refused_in_one_line(method, peft_name, root, bottlenecks, task_file):
     result = invoke("transfer", *custom(task_file), "--method", method, "--source", bottlenecks[0],
                     "--source", bottlenecks[1], *TRAIN, "--out", root / f"bn-{method}")
-    line = one_line_error(result)
+    line = one_error_line(result, alone=False)
     assert "PEFT has no" in line and "bottleneck" in line and peft_name in line
     assert not (root / f"bn-{method}").exists()
 
@@ -176,8 +170,8 @@ def test_arrow_runs_from_the_cli_and_refuses_export_and_inspect(loras, root, tas
     assert json.loads((out / "composition.json").read_text())["options"]["top_k"] == 2
     first = json.loads(ok(invoke("eval", out, "--json")).stdout)["metrics"]
     assert json.loads(ok(invoke("eval", out, "--json")).stdout)["metrics"] == first  # the router rebuilds alike
-    assert "does not allow export" in one_line_error(invoke("export", out, "--out", root / "arrow-x"))
-    assert "does not allow inspect" in one_line_error(invoke("inspect", out))
+    assert "does not allow export" in one_error_line(invoke("export", out, "--out", root / "arrow-x"), alone=False)
+    assert "does not allow inspect" in one_error_line(invoke("inspect", out), alone=False)
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -196,7 +190,7 @@ def test_arrow_runs_from_the_cli_and_refuses_export_and_inspect(loras, root, tas
 def test_bad_method_options_are_one_line_errors(args, needle, loras, root, task_file):
     sources = [arg for s in loras for arg in ("--source", s)]
     result = invoke("transfer", *custom(task_file), *args, *sources, *TRAIN, "--out", root / "bad")
-    assert needle in one_line_error(result)
+    assert needle in one_error_line(result, alone=False)
     assert not (root / "bad").exists()
 
 
@@ -204,7 +198,7 @@ def test_a_linear_merge_of_different_ranks_says_what_to_do(root, tiny_model_dir,
     mixed = [make_source(root / f"rank{r}", tiny_model_dir, "lora", seed=r, r=r) for r in (2, 4)]
     result = invoke("transfer", *custom(task_file), "--method", "merge", "--source", mixed[0], "--source", mixed[1],
                     *TRAIN, "--out", root / "ranks")
-    line = one_line_error(result)
+    line = one_error_line(result, alone=False)
     assert "add_weighted_adapter (linear) refused" in line and "--merge-type cat or svd" in line
 
 

@@ -13,16 +13,10 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import write_jsonl
+from helpers import one_line, write_jsonl
 
 from scalearn_cli.backbone import load_backbone
 from scalearn_cli.errors import ModelError
-
-
-def one_line(exc: pytest.ExceptionInfo[Exception]) -> str:
-    message = str(exc.value)
-    assert "\n" not in message and message.strip() == message
-    return message
 
 
 # ---- pickle weights --------------------------------------------------------------------------------------
