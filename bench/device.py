@@ -45,6 +45,7 @@ from pathlib import Path
 
 from bench import quality
 from bench.quality_plan import Job, csv, plan, row_key
+from bench.report_common import read_jsonl
 
 REPO = quality.REPO
 BUNDLE = REPO / ".gpu"
@@ -61,7 +62,7 @@ def missing_jobs(config: Path) -> list[Job]:
     """The planned jobs of the run ``config`` describes that its results.jsonl lacks, in plan order."""
     args = quality.parse_args(["--from-config", str(config)])
     rows = config.with_name("results.jsonl")
-    done = {row_key(json.loads(line)) for line in rows.read_text().splitlines() if line} if rows.is_file() else set()
+    done = {row_key(r) for r in read_jsonl(rows)}
     return [job for job in plan(args) if job.stage in csv(args.stages) and row_key(job.key()) not in done]
 
 

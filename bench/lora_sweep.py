@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench import quality  # --shard as the benchmark parses it
 from bench import quality_runner  # the benchmark's capped data copies
+from bench.report_common import read_jsonl
 from bench.speed import machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     index, count = quality.parse_shard(p, args.shard)
-    done = {key(json.loads(line)) for line in args.out.open() if line.strip()} if args.out.is_file() else set()
+    done = {key(r) for r in read_jsonl(args.out)}
     for i, run in enumerate(grid(args)):
         if i % count != index or key(run) in done:
             continue

@@ -39,6 +39,7 @@ from pathlib import Path
 from bench.quality_plan import (ALL_METHODS, FUSION_TUNED, PEER_METHODS, STAGES, csv, plan, plan_tasks, run_jobs,
                                 selected)
 from bench.quality_runner import Runner
+from bench.report_common import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_SOURCES = ("qnli", "snli")
@@ -195,7 +196,7 @@ def config_defaults(parser: argparse.ArgumentParser, path: Path) -> dict:
         if defaults.get(key) and not Path(defaults[key]).is_absolute():
             defaults[key] = str(REPO / defaults[key])
     rows = path.with_name("results.jsonl")
-    done = {json.loads(line)["stage"] for line in rows.read_text().splitlines() if line} if rows.is_file() else set()
+    done = {r["stage"] for r in read_jsonl(rows)}
     stages = set(csv(config.get("stages") or ",".join(STAGES))) | done
     return {**defaults, "stages": ",".join(s for s in STAGES if s in stages), "out": path.parent}
 

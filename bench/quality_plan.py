@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from bench.report_common import read_jsonl
+
 VARIANTS = ("scalearn", "scalearn-uniform", "scalearn++", "scalearn-uniform++")
 ALL_METHODS = ("single", "average", "adaptersoup", "adapterfusion", *VARIANTS)
 #: PEFT's own peer methods (run by PEFT, head trained), planned on request (--methods): merge-<PEFT combination
@@ -139,7 +141,7 @@ class Results:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.done = {row_key(json.loads(line)) for line in path.open()} if path.is_file() else set()
+        self.done = {row_key(r) for r in read_jsonl(path)}
 
     def has(self, **key: Any) -> bool:
         if row_key(key) not in self.done:  # another process may have finished it
@@ -148,7 +150,7 @@ class Results:
 
     def rows(self) -> list[dict]:
         """Every recorded row, read from the file (other workers append to it)."""
-        return [json.loads(line) for line in self.path.open() if line.strip()] if self.path.is_file() else []
+        return read_jsonl(self.path)
 
     def row(self, **key: Any) -> dict:
         """The last recorded row of ``key`` (KeyError: none)."""

@@ -58,11 +58,20 @@ def mean_std(values: list[float]) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.open() if line.strip()] if path.is_file() else []
+    """Every row of a JSON-lines file (results.jsonl and its kin), blank lines skipped; [] when there is no file."""
+    if not path.is_file():
+        return []
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_run(run: Path) -> tuple[list[dict], dict]:
+    """A run folder's result rows (results.jsonl) and its config.json ({} when it has none)."""
+    return read_jsonl(run / "results.jsonl"), read_json(run / "config.json") or {}
 
 
 def epochs_done(row: dict, batch_size: int) -> int | None:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.quality_plan import STAGES, csv, plan, row_key
-from bench.report_common import RESULTS, fmt, human, label, read_json, read_jsonl
+from bench.report_common import RESULTS, fmt, human, label, read_json, read_run
 from bench.report_quality import few_shot_gaps, noise_verdict, welch
 
 RUN = RESULTS / "multilabel"
@@ -193,7 +193,7 @@ def setup_lines(config: dict, rows: list[dict]) -> list[str]:
 
 def render(out: Path, run: Path = RUN) -> tuple[str, int, Path]:
     """Write the multi-label report to ``out``; returns (text, rows, run folder), as ``report.render``."""
-    rows, config = read_jsonl(run / "results.jsonl"), read_json(run / "config.json") or {}
+    rows, config = read_run(run)
     majority = read_json(run / "majority.json") or {}
     target = csv(config.get("targets", ""))[0] if config.get("targets") else ""
     base = majority.get(target, {}).get("main_score")

@@ -11,7 +11,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from bench.report_common import RESULTS, fmt, label, mean_std, read_json, read_jsonl
+from bench.report_common import RESULTS, fmt, label, mean_std, read_run
 from bench.report_quality import noise_verdict, welch
 from bench.shelf_estimate import missing_summary, zoo_hours
 from bench.shelf_plan import NARROW, SHARED_TEXT
@@ -226,7 +226,7 @@ def devices(rows: list[dict]) -> list[str]:
 
 def render(out: Path, run: Path = RUN) -> tuple[str, int, Path]:
     """Write the shelf report to ``out``; returns (text, rows, run folder), as ``report.render``."""
-    rows, config = read_jsonl(run / "results.jsonl"), read_json(run / "config.json") or {}
+    rows, config = read_run(run)
     g = cells(rows)
     figures, link = out.resolve().parent / "figures" / out.stem, f"figures/{out.stem}/"
     lines = ["# Does breadth buy transfer? The shelf benchmark", "",

@@ -11,7 +11,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from bench.report_common import RESULTS, fmt, label, read_json, read_jsonl
+from bench.report_common import RESULTS, fmt, label, read_run
 from bench.report_quality import noise_verdict, welch
 
 RUN = RESULTS / "small"
@@ -180,7 +180,7 @@ def setup_lines(config: dict, rows: list[dict]) -> list[str]:
 
 def render(out: Path, run: Path = RUN) -> tuple[str, int, Path]:
     """Write the small-target report to ``out``; returns (text, rows, run folder), as ``report.render``."""
-    rows, config = read_jsonl(run / "results.jsonl"), read_json(run / "config.json") or {}
+    rows, config = read_run(run)
     g = scores(rows)
     targets = [t for t in config.get("targets", []) if any(r["target"] == t for r in rows)]
     named = [sel if t == "default" else f"{t}, {sel}" for t in config.get("trainings", [])

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from bench.quality_plan import csv, deadline_at
+from bench.report_common import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "small"
@@ -76,10 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "by the longest recorded run of its method)")
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (timing)")
     return p.parse_args(argv)
-
-
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.open() if line.strip()] if path.is_file() else []
 
 
 def run_key(row: dict) -> tuple:
@@ -284,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     path = args.out / "results.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_config(args)
-    rows = read_rows(path)
+    rows = read_jsonl(path)
     done = {run_key(r) for r in rows}
     stop = deadline_at(args.deadline, time.time()) if args.deadline else math.inf
     ran = 0
