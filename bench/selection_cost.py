@@ -104,6 +104,7 @@ def measure(args: argparse.Namespace, run: str, n: int, folders: list[Path], row
 
 def target_data(args: argparse.Namespace) -> Path:
     """A folder with ``--rows`` training rows and ``--test-rows`` validation rows of the target (seed 0)."""
+    # not capped_data: a timing input of exactly --rows train rows, where capped_data draws a ceil(cap/0.9) pool
     import random
 
     folder = args.work / f"{args.target}-{args.rows}-{args.test_rows}"

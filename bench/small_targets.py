@@ -88,6 +88,7 @@ def data_dir(args: argparse.Namespace, task: str) -> Path:
     """The task's folder (GLUE or the shelf); a copy whose test split is a seeded --test-max rows when it has more."""
     from scalearn_cli.tasks import get_task
 
+    # not capped_data: the full train file and a test draw of its own rng, the rows results/small/ was scored on
     src = next(d / task for d in (args.data_root / "glue", args.data_root / "shelf") if (d / task).is_dir())
     test_file = f"{get_task(task).test_split or 'validation'}.jsonl"
     test = [line for line in (src / test_file).read_text().splitlines() if line.strip()]
