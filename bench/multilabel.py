@@ -40,6 +40,8 @@ PLAN = dict(
     # one threshold per label, tuned on dev: at 0.5 the own adapter after 3 epochs predicts no label (macro-F1 0)
     threshold="tune",
 )
+#: PLAN's keys are the runner's argument names (what config.json records); a flag spelled otherwise
+FLAGS = {"threshold": "label-threshold"}
 logger = logging.getLogger("bench.multilabel")
 
 
@@ -47,8 +49,8 @@ def plan_argv(user: list[str]) -> list[str]:
     """The quality runner's command line: the plan's options, the folders, then the user's (which win)."""
     from scalearn_cli.sources.lora import LoraKind
 
-    options = [f"--{k.replace('_', '-')}={v}" for k, v in PLAN.items() if not isinstance(v, bool)]
-    options += [f"--{k.replace('_', '-')}" for k, v in PLAN.items() if v is True]
+    options = [f"--{FLAGS.get(k, k.replace('_', '-'))}={v}" for k, v in PLAN.items() if not isinstance(v, bool)]
+    options += [f"--{FLAGS.get(k, k.replace('_', '-'))}" for k, v in PLAN.items() if v is True]
     # the own adapter at the library's LoRA lr, as the strong run trained its sources (its --source-lr: None)
     folders = {"out": OUT, "work": WORK, "sources-from": SHELF_WORK}  # relative: config.json stays portable
     return [*options, f"--source-lr={LoraKind.default_lr}",

@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="head pooling of sources (transfers inherit it): first token (the paper's), token mean, or "
                         "auto (the encoder's own sentence-transformers pooling: mean for MiniLM)")
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--threshold", default=None, help="multi-label targets (go_emotions): predict a label above this "
+    p.add_argument("--label-threshold", dest="threshold", default=None,  # dest: the key recorded configs hold
+                   help="multi-label targets (go_emotions): predict a label above this "
                    "probability (default 0.5), or 'tune' (one threshold per label, on dev)")
     p.add_argument("--group-by-length", action="store_true", help="length-grouped training batches (less padding)")
     p.add_argument("--few-shot-k", default="16,32,100")

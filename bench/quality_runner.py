@@ -95,7 +95,7 @@ class Runner:
         from scalearn_cli.tasks import MULTI_LABEL, get_task
 
         folder = capped_data(self.args, task, self.cap(task))
-        multi = get_task(task).problem_type == MULTI_LABEL  # --threshold: the multi-label decisions only
+        multi = get_task(task).problem_type == MULTI_LABEL  # --label-threshold: the multi-label decisions only
         threshold = {"threshold": getattr(self.args, "threshold", None)} if multi else {}
         if few_shot:
             return DataOptions(task=task, data_dir=folder, few_shot=few_shot, **threshold)

@@ -168,7 +168,7 @@ def setup_lines(config: dict, rows: list[dict]) -> list[str]:
         "rows "
         f"(dev: the library's 10% of the pool) and its test split to {config.get('test_max')} seeded rows: "
         f"{size_text}. A label is predicted when its probability exceeds "
-        + ("its own threshold, tuned on dev (`--threshold tune`; recorded with each head)." if threshold == "tune"
+        + ("its own threshold, tuned on dev (`--label-threshold tune`; recorded with each head)." if threshold == "tune"
            else f"{threshold}."),
         f"- Sources, composed in this order: the target's own {KIND.get(config.get('kinds'), config.get('kinds'))} "
         "adapter (trained here on the same "

@@ -22,14 +22,14 @@ from scalearn_cli.tasks import MULTI_LABEL
 __all__ = ["MULTI_LABEL", "multi_hot", "parse_label_sets", "parse_threshold", "predict", "subsample", "tune_thresholds"]
 
 DEFAULT_THRESHOLD = 0.5
-#: the thresholds --threshold tune tries for each label (ties keep the one closest to 0.5)
+#: the thresholds --label-threshold tune tries for each label (ties keep the one closest to 0.5)
 THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 Threshold = float | Literal["tune"]
 
 
 def parse_threshold(value: str | float | None) -> Threshold:
-    """``--threshold``: a probability in (0, 1) used for every label, or ``tune`` (one per label, on dev)."""
+    """``--label-threshold``: a probability in (0, 1) used for every label, or ``tune`` (one per label, on dev)."""
     if value is None:
         return DEFAULT_THRESHOLD
     if isinstance(value, str) and value.strip().lower() == "tune":
@@ -39,7 +39,7 @@ def parse_threshold(value: str | float | None) -> Threshold:
     except ValueError:
         number = math.nan
     if not 0.0 < number < 1.0:
-        raise UsageError(f"--threshold is {value!r}; give a probability between 0 and 1 (e.g. 0.5) or 'tune'")
+        raise UsageError(f"--label-threshold is {value!r}; give a probability between 0 and 1 (e.g. 0.5) or 'tune'")
     return number
 
 

@@ -53,7 +53,7 @@ def test_report_puts_macro_f1_beside_the_baseline_and_tests_scalearn_against_eve
     text, n, _ = report_multilabel.render(tmp_path / "doc.md", run)
     assert n == 17 and (tmp_path / "doc.md").read_text() == text
     assert "it scores 0 everywhere: it predicts no label): macro_f1 0.00, micro_f1 0.00 on 1000 test rows" in text
-    assert "exceeds its own threshold, tuned on dev (`--threshold tune`" in text
+    assert "exceeds its own threshold, tuned on dev (`--label-threshold tune`" in text
     assert "- Budget: 90 training steps per full-data run" in text
     assert "| ScaLearn++ | 3 | 30.00 ± 0.20 | 50.00 ± 0.20 | +30.00 | 20.0k | 3.0 | 2.0 min |" in text
     own = "| Single adapter (target's own) | 3 | 24.00 ± 0.20 | 44.00 ± 0.20 | +24.00 | 20.0k | 3.0 | 5.0 min |"

@@ -189,11 +189,12 @@ def test_labels_outside_the_label_set_are_refused(tiny_model_dir: Path, tmp_path
 def test_threshold_options_are_checked_before_training(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "ml.jsonl", rows(40))
     out = tmp_path / "out"
-    refused(invoke("train-source", *custom(data, tiny_model_dir), "--out", out, "--threshold", "1.5", *TRAIN), out,
-            "--threshold", "tune")
+    refused(invoke("train-source", *custom(data, tiny_model_dir), "--out", out, "--label-threshold", "1.5", *TRAIN),
+            out, "--label-threshold", "tune")
     single = write_jsonl(tmp_path / "single.jsonl", [{"text": "good", "label": i % 2} for i in range(40)])
     refused(invoke("train-source", "--task", "custom", "--data-file", single, "--text-fields", "text", "--model",
-                   tiny_model_dir, "--out", out, "--threshold", "tune", *TRAIN), out, "--threshold", "multi-label")
+                   tiny_model_dir, "--out", out, "--label-threshold", "tune", *TRAIN), out, "--label-threshold",
+            "multi-label")
     refused(invoke("train-source", "--task", "custom", "--data-file", single, "--text-fields", "text", "--model",
                    tiny_model_dir, "--out", out, "--label-separator", ",", *TRAIN), out, "--label-separator")
     refused(invoke("train-source", "--task", "go_emotions", "--data-file", single, "--model", tiny_model_dir,
@@ -207,7 +208,7 @@ def test_cli_train_transfer_eval_export_verify(tiny_model_dir: Path, tmp_path: P
     for seed in (0, 1):
         out = tmp_path / f"src{seed}"
         meta = ok_json(invoke("train-source", *custom(data, tiny_model_dir), "--out", out, "--seed", seed,
-                              "--threshold", "tune", *TRAIN, "--json"))
+                              "--label-threshold", "tune", *TRAIN, "--json"))
         assert set(meta["metrics"]["test"]) == {"macro_f1", "micro_f1", "loss"}
         sources += ["-s", out]
     saved = json.loads((tmp_path / "src0" / "scalearn.json").read_text())
@@ -216,7 +217,7 @@ def test_cli_train_transfer_eval_export_verify(tiny_model_dir: Path, tmp_path: P
     assert "type: multi-label" in (tmp_path / "src0" / "README.md").read_text()
     target = tmp_path / "scalearn"
     meta = ok_json(invoke("transfer", *custom(data, tiny_model_dir)[:-2], "--out", target, *sources, *TRAIN,
-                          "--select-on", "metric", "--threshold", "tune", "--json"))
+                          "--select-on", "metric", "--label-threshold", "tune", "--json"))
     assert meta["select_on"] == "metric"
     report = ok_json(invoke("eval", target, "--json"))
     assert report["main_metric"] == "macro_f1"
@@ -238,7 +239,7 @@ def test_cli_push_pull_inspect_prune_and_few_shot(tiny_model_dir: Path, tmp_path
     monkeypatch.delenv("SCALEARN_REGISTRY_KIND", raising=False)
     data = write_jsonl(tmp_path / "ml.jsonl", rows())
     source = tmp_path / "src"
-    ok_json(invoke("train-source", *custom(data, tiny_model_dir), "--out", source, "--threshold", "tune", *TRAIN,
+    ok_json(invoke("train-source", *custom(data, tiny_model_dir), "--out", source, "--label-threshold", "tune", *TRAIN,
                    "--json"))
     registry = f"local:{tmp_path / 'registry'}"
     pushed = invoke("push", source, "org/ml", "--registry", registry)

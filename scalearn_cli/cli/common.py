@@ -38,8 +38,9 @@ LabelSeparatorOpt = Annotated[
                                                           "labels (e.g. ','), when they are not a JSON list.")
 ]
 ThresholdOpt = Annotated[
-    Optional[str], typer.Option("--threshold", help="Multi-label: predict a label when its probability exceeds this "
-                                                    "(default 0.5), or 'tune' (one threshold per label, on dev).")
+    Optional[str], typer.Option("--label-threshold", help="Multi-label: predict a label when its probability exceeds "
+                                                          "this (default 0.5), or 'tune' (one threshold per label, "
+                                                          "on dev).")
 ]
 PromptFieldOpt = Annotated[
     Optional[str], typer.Option("--prompt-field", help="Generation: the column holding each row's prompt.")

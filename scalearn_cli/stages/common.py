@@ -102,7 +102,8 @@ def prepare(options: DataOptions, tokenizer, config: TrainConfig, sample_seed: i
     )
     spec = splits.spec
     if options.threshold is not None and spec.problem_type != MULTI_LABEL:
-        raise UsageError(f"--threshold sets multi-label decisions; task {spec.name} is {spec.problem_type}: drop it")
+        raise UsageError(f"--label-threshold sets multi-label decisions; task {spec.name} is {spec.problem_type}: "
+                         "drop it")
     train = make_loader(splits.train, spec, tokenizer, config.batch_size, config.max_length, shuffle=True,
                         seed=config.seed, group_by_length=config.group_by_length, split="train")
 
@@ -135,7 +136,7 @@ def head_thresholds(model: nn.Module) -> tuple[float, ...] | None:
 
 def set_thresholds(model: nn.Module, prepared: Prepared) -> None:
     """Multi-label: put the decision thresholds on the trained head (saved with it in scalearn.json): the
-    ``--threshold`` value for every label, or (``tune``) each label's best on the dev split."""
+    ``--label-threshold`` value for every label, or (``tune``) each label's best on the dev split."""
     head = getattr(model, "head", None)
     if head is None or prepared.spec.problem_type != MULTI_LABEL:
         return
@@ -180,7 +181,7 @@ def run_metadata(
             "max_train_samples": options.max_train_samples,
             "few_shot": options.few_shot,
             "max_dev_samples": options.max_dev_samples,
-            # multi-label: the --threshold asked for ("tune" or a probability; the values are on the head)
+            # multi-label: the --label-threshold asked for ("tune" or a probability; the values are on the head)
             **({"threshold": options.threshold} if options.threshold is not None else {}),
         },
         training={
