@@ -4,6 +4,8 @@ those GEMMs alone account for: what bounds the ratio on the dense path."""
 
 from __future__ import annotations
 
+import statistics
+
 from bench.report_common import human, label
 from bench.report_curve import STEP_GOALS
 from scalearn_cli.scaling import dense_is_cheaper, up_grad_via_input_first
@@ -35,19 +37,26 @@ def _shape(gemm: dict) -> str:
     return f"`{op.split('::')[1]}` " + (f"{'×'.join(map(str, mats[0]))} + " if len(mats) == 3 else "") + body
 
 
-def _added(single: dict, row: dict) -> tuple[list[dict], float]:
-    """GEMMs of ``row`` beyond the single's (calls, GFLOP, CPU s per step), and the GFLOP of the single's own
-    GEMMs that ``row`` does not run (the trainable LoRA's rank-r products)."""
+def _added(single: dict, row: dict) -> tuple[list[dict], dict]:
+    """GEMMs of ``row`` beyond the single's (calls, GFLOP, CPU s alone, per step), and the single's own GEMMs that
+    ``row`` does not run (the trainable LoRA's rank-r products), summed."""
     base = {_key(g): g for g in single["gemms"]}
     mine = {_key(g): g for g in row["gemms"]}
     added = []
     for key, g in mine.items():
         b = base.get(key, {"calls": 0, "gflop": 0.0, "cpu_s": 0.0})
-        if g["calls"] > b["calls"]:
+        if g["calls"] > b["calls"]:  # the same shape's calls cost the same alone: the single's share out
+            per_call = g["cpu_s"] / g["calls"]
             added.append({**g, "calls": g["calls"] - b["calls"], "gflop": g["gflop"] - b["gflop"],
-                          "cpu_s": g["cpu_s"] - b["cpu_s"]})
-    dropped = sum(g["gflop"] for key, g in base.items() if key not in mine)
-    return added, dropped
+                          "cpu_s": per_call * (g["calls"] - b["calls"])})
+    gone = [g for key, g in base.items() if key not in mine]
+    return added, {"gflop": sum(g["gflop"] for g in gone), "cpu_s": sum(g["cpu_s"] for g in gone)}
+
+
+def _step_cpu(data: dict, method: str, variant: str | None) -> float:
+    """The round-robin's median CPU seconds per step of one configuration."""
+    row = next(r for r in data["rows"] if r["method"] == method and r.get("variant") == variant)
+    return statistics.median(row["step_cpu_times"])
 
 
 def profile_lines(data: dict) -> list[str]:
@@ -59,56 +68,61 @@ def profile_lines(data: dict) -> list[str]:
     single = next(r for r in rows if r["method"] == "single")
     rows = [next(r for r in rows if r.get("variant") == v) for v in VARIANTS if any(r.get("variant") == v for r in rows)]
     n = rows[0]["n"]
-    added, dropped = _added(single, rows[0])
+    added, gone = _added(single, rows[0])
     t, h = d["batch"] * d["seq_len"], d["hidden"]
     dense = dense_is_cheaper(t, n * d["rank"], h, h)  # the path the sites took (else low-rank: no role, no bound)
     roles = _roles(d, n) if dense else {}
     load = prof["load_average_at_start"][0], prof["load_average_at_end"][0]
-    out = [f"*Where the time goes* (`torch.profiler`, {prof['rows'][0]['steps']} steps of each after one untimed, "
-           f"{prof['threads']} thread(s), load average {load[0]:.1f} → {load[1]:.1f}; per step):", "",
-           "| Method | GEMM GFLOP | GEMM CPU s | other operators, CPU s | process CPU s | CPU ÷ one LoRA's |",
-           "|---|---|---|---|---|---|"]
+    base_cpu = _step_cpu(data, "single", None)
+    out = [f"*Where the time goes*: the GEMMs of one step of each (`torch.profiler`'s count, "
+           f"`bench/step_profile.py`), each run again alone on random tensors of its shapes as many times as the "
+           f"step calls it (CPU time, median of {single['repeats']}; load average {load[0]:.1f} → {load[1]:.1f}), "
+           "against the round-robin's median CPU time per step:", "",
+           "| Method | GEMM GFLOP | its GEMMs alone, CPU s | step, CPU s | GEMMs' share of the step |",
+           "|---|---|---|---|---|"]
     for r in [single, *rows]:
         name = "One trainable LoRA" if r is single else label("scalearn", r["variant"])
-        out.append(f"| {name} | {r['gemm_gflop']:.1f} | {r['gemm_cpu_s']:.3f} | {r['ops_cpu_s'] - r['gemm_cpu_s']:.3f} "
-                   f"| {r['process_cpu_s']:.3f} | {r['process_cpu_s'] / single['process_cpu_s']:.3f} |")
+        step = _step_cpu(data, r["method"], r["variant"])
+        out.append(f"| {name} | {r['gemm_gflop']:.1f} | {r['gemm_cpu_s']:.2f} | {step:.2f} | "
+                   f"{r['gemm_cpu_s'] / step:.0%} |")
     out += ["", f"GEMMs {label('scalearn', rows[0]['variant'])} runs beyond the single LoRA's (its {2 * d['layers']} "
-            f"sites, N = {n}, Σr = {n * d['rank']}, {d['batch'] * d['seq_len']:,} tokens), per step; the other "
-            "variants run the same:", "", "| GEMM | computes | calls | GFLOP | CPU s |", "|---|---|---|---|---|"]
+            f"sites, N = {n}, Σr = {n * d['rank']}, {t:,} tokens), per step; the other variants run the same:", "",
+            "| GEMM | computes | calls | GFLOP | CPU s alone |", "|---|---|---|---|---|"]
     for g in sorted(added, key=lambda g: -g["gflop"]):
         out.append(f"| {_shape(g)} | {roles.get(_key(g), '–')} | {g['calls']} | {g['gflop']:.2f} | {g['cpu_s']:.3f} |")
     if not dense:
         return out + [""]
-    return out + ["", *_bound(d, single, rows, added, dropped, data), ""]
+    return out + ["", *_bound(d, base_cpu, rows, added, gone, data), ""]
 
 
-def _bound(d: dict, single: dict, rows: list[dict], added: list[dict], dropped: float, data: dict) -> list[str]:
-    """The step ratio the added GEMMs alone make at the single LoRA's GEMM rate, with and without forming ΔW again."""
-    rate = single["gemm_gflop"] / single["gemm_cpu_s"]  # GFLOP per CPU second in the single LoRA's own GEMMs
-    extra = sum(g["gflop"] for g in added) - dropped
+def _bound(d: dict, base_cpu: float, rows: list[dict], added: list[dict], gone: dict, data: dict) -> list[str]:
+    """The step ratio the added GEMMs alone make against the single LoRA's step, with and without forming ΔW
+    again in backward, and what keeping W + ΔW instead would cost in bytes."""
+    extra_gflop = sum(g["gflop"] for g in added) - gone["gflop"]
+    extra_s = sum(g["cpu_s"] for g in added) - gone["cpu_s"]
     h, n, sites = d["hidden"], rows[0]["n"], 2 * d["layers"]
-    forms = next((g for g in added if _key(g)[0] == "aten::addmm" and g["gflop"] > 0), None)
-    again = (forms["calls"] - sites) * forms["gflop"] / forms["calls"] if forms else 0.0  # ΔW formed in backward
-    floor = 1 + extra / rate / single["process_cpu_s"]
-    floor_kept = 1 + (extra - again) / rate / single["process_cpu_s"]
+    forms = next((g for g in added if _key(g)[0] == "aten::addmm" and g["calls"] > sites), None)
+    again = (forms["calls"] - sites) / forms["calls"] if forms else 0.0  # the share of forms made in backward
+    floor, floor_kept = 1 + extra_s / base_cpu, 1 + (extra_s - again * (forms or {}).get("cpu_s", 0)) / base_cpu
     keep_bytes = sites * h * h * 4  # W + ΔW kept, fp32, at every site
+    single_saved = next(r for r in data["rows"] if r["method"] == "single")["saved_bytes"]
+    saved = max(r["saved_ratio"] for r in data["rows"] if r["method"] == "scalearn")
     t, rank = d["batch"] * d["seq_len"], n * d["rank"]  # tokens, Σr
     low_rank = sites * 2 * t * rank * 5 * h / 1e9
+    measured = statistics.median(_step_cpu(data, "scalearn", r["variant"]) for r in rows) / base_cpu
     goal = STEP_GOALS[64]
-    single_rr = next(r for r in data["rows"] if r["method"] == "single")
-    saved = max(r["saved_ratio"] for r in data["rows"] if r["method"] == "scalearn")
-    return [f"So the dense path adds {extra:.1f} GFLOP of GEMMs to the single LoRA's {single['gemm_gflop']:.1f} "
-            f"(+{extra / single['gemm_gflop']:.0%}; net of the LoRA's own rank-{d['rank']} products, {dropped:.2f} "
-            f"GFLOP). At the single LoRA's GEMM rate here ({rate:.0f} GFLOP per CPU second) they take "
-            f"{extra / rate:.3f} s of its {single['process_cpu_s']:.3f} s step: **{floor:.2f}×** from the added "
-            "GEMMs alone, whatever else is trimmed. Of them only forming ΔW again in backward "
-            f"({again:.1f} GFLOP) trades for memory: keeping W + ΔW at all {sites} sites instead costs "
-            f"{human(keep_bytes)}B, +{keep_bytes / single_rr['saved_bytes']:.3f}× of the single LoRA's bytes saved "
-            f"for backward on top of the {saved:.3f}× measured (over the ≤ 1.05× goal), and would still leave "
-            f"**{floor_kept:.2f}×**. The rest is the least this arithmetic allows: ΔW's forward, Σr·D² "
-            "multiply-adds per site (the low-rank forward costs 2·tokens·Σr·D), and ω's gradient Gᵀ·X·Dᵀ, "
-            "min((tokens + Σr)·D², 2·tokens·Σr·D) multiply-adds per site in the cheaper order "
-            f"(`scaling.up_grad_via_input_first`; at Σr = {rank} and {t:,} tokens "
+    return [f"So the dense path adds {extra_gflop:.1f} GFLOP of GEMMs to the single LoRA's "
+            f"{rows[0]['gemm_gflop'] - extra_gflop:.1f} (+{extra_gflop / (rows[0]['gemm_gflop'] - extra_gflop):.0%}, "
+            f"net of the LoRA's own rank-{d['rank']} products, {gone['gflop']:.2f} GFLOP), {extra_s:.2f} s of CPU "
+            f"run alone against the single LoRA's {base_cpu:.2f} s step: **{floor:.2f}×** from the added GEMMs "
+            f"alone, whatever else is trimmed (the four variants' median step CPU time is {measured:.2f}× here). "
+            f"Of them only forming ΔW again in backward ({again * forms['gflop'] if forms else 0:.1f} GFLOP) trades "
+            f"for memory: keeping W + ΔW at all {sites} sites instead costs {human(keep_bytes)}B, "
+            f"+{keep_bytes / single_saved:.3f}× of the single LoRA's bytes saved for backward on top of the "
+            f"{saved:.3f}× measured (the goal is ≤ 1.05×), and would still leave **{floor_kept:.2f}×**. The rest is "
+            "the least this arithmetic allows: ΔW's forward, Σr·D² multiply-adds per site (the low-rank forward "
+            "costs 2·tokens·Σr·D), and ω's gradient Gᵀ·X·Dᵀ, min((tokens + Σr)·D², 2·tokens·Σr·D) multiply-adds "
+            f"per site in the cheaper order (`scaling.up_grad_via_input_first`; at Σr = {rank} and {t:,} tokens "
             f"{'Gᵀ·(X·Dᵀ)' if up_grad_via_input_first(t, rank, h, h) else '(Gᵀ·X)·Dᵀ'}), where one trainable LoRA "
             f"differentiates only its rank-{d['rank']} factors. The low-rank path would add more, "
             f"{low_rank:.1f} GFLOP (2·tokens·Σr·(2·D_in + 3·D_out) per site, `scaling.dense_is_cheaper`). "

@@ -1,14 +1,18 @@
-"""Where a training step's time goes: each configuration's step under ``torch.profiler`` (the FLOPs it counts for
-GEMMs, CPU time by operator), so a ratio of step times can be read as the GEMMs a composition adds.
+"""Where a training step's time goes: the GEMMs each configuration's step runs (``torch.profiler``'s count, by
+operator and input shapes), and their CPU time measured alone, so a ratio of step times can be read against the
+GEMMs a composition adds.
 
-``profile_steps`` runs ``steps`` training steps of every built configuration and records per step: the GEMMs
-(``aten::mm``, ``addmm``, ``bmm``) grouped by operator and input shapes (calls, GFLOP, CPU seconds), their totals,
-the CPU seconds of all operators (self time, so nothing counts twice) and the process's CPU seconds around the
-steps. bench/decoder_speed.py stores it beside its round-robin; bench/report_curve.py reads it.
+``profile_steps`` runs ``steps`` training steps of every built configuration under the profiler and records per
+step: the GEMMs (``aten::mm``, ``addmm``, ``bmm``) grouped by operator and shapes (calls, GFLOP) and the process's
+CPU seconds around the steps. The profiler's own times are wall-clock inside each operator, which other processes'
+load inflates, so they are not kept: ``gemm_cpu_s`` runs every GEMM of the step again alone, on random tensors of
+its shapes, as many times as the step calls it, and takes the process's CPU time (median of ``repeats``).
+bench/decoder_speed.py stores it beside its round-robin; bench/report_profile.py reads it.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 GEMMS = ("aten::mm", "aten::addmm", "aten::bmm")
@@ -21,7 +25,24 @@ def _step(model, optimizer, batch: dict) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def profile_one(model, optimizer, batch: dict, steps: int) -> dict:
+def gemm_cpu_s(gemm: dict, repeats: int) -> float:
+    """CPU seconds of one step's calls of ``gemm`` (op, shapes, calls), run alone: median over ``repeats``."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(s, generator=g) for s in gemm["shapes"]]
+    fn = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm}[gemm["op"]]
+    fn(*args)  # warm
+    times = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        for _ in range(gemm["calls"]):
+            fn(*args)
+        times.append(time.process_time() - c0)
+    return statistics.median(times)
+
+
+def profile_one(model, optimizer, batch: dict, steps: int, repeats: int = 3) -> dict:
     """One configuration: ``steps`` steps under the profiler (after one untimed step), figures per step."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -31,14 +52,14 @@ def profile_one(model, optimizer, batch: dict, steps: int) -> dict:
         for _ in range(steps):
             _step(model, optimizer, batch)
     cpu = (time.process_time() - c0) / steps
-    events = prof.key_averages(group_by_input_shape=True)
     gemms = [{"op": e.key, "shapes": [list(s) for s in e.input_shapes if s], "calls": e.count // steps,
-              "gflop": e.flops / steps / 1e9, "cpu_s": e.self_cpu_time_total / steps / 1e6}
-             for e in events if e.key in GEMMS]
+              "gflop": e.flops / steps / 1e9} for e in prof.key_averages(group_by_input_shape=True)
+             if e.key in GEMMS and e.flops]
     gemms.sort(key=lambda g: -g["gflop"])
-    return {"steps": steps, "process_cpu_s": cpu, "ops_cpu_s": sum(e.self_cpu_time_total for e in events) / steps / 1e6,
-            "gemm_gflop": sum(g["gflop"] for g in gemms), "gemm_cpu_s": sum(g["cpu_s"] for g in gemms),
-            "gemms": [g for g in gemms if g["gflop"] > 0]}
+    for gemm in gemms:
+        gemm["cpu_s"] = gemm_cpu_s(gemm, repeats)
+    return {"steps": steps, "repeats": repeats, "process_cpu_s": cpu, "gemm_gflop": sum(g["gflop"] for g in gemms),
+            "gemm_cpu_s": sum(g["cpu_s"] for g in gemms), "gemms": gemms}
 
 
 def profile_steps(built: list[tuple[dict, object, object]], batch: dict, steps: int = 2) -> list[dict]:
