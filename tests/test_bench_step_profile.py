@@ -42,7 +42,7 @@ def test_the_report_names_each_added_gemm_and_says_the_goal_is_out_of_reach_when
     text = "\n".join(report_profile.profile_lines(_data(base_gflop=100.0)))
     assert "| `addmm` 512×512 + 512×512 · 512×512 | W + (U·diag ω)·D" in text and "| 30 |" in text
     assert "| `mm` 512×1024 · 1024×512 | Gᵀ·X" in text and "(Gᵀ·X)·Dᵀ" in text
-    assert "out of reach of exact arithmetic" in text and "median step CPU time is 1.15×" in text
+    assert "out of reach of exact arithmetic" in text and "median step CPU time is 1.150×" in text
     again = 14 * 2 * H * H * R / 1e9  # the 30 forms less the 16 forward ones: formed again in backward
     assert f"forming ΔW again in backward ({again:.1f} GFLOP)" in text
     assert "within the arithmetic's reach" in "\n".join(report_profile.profile_lines(_data(base_gflop=1000.0)))
