@@ -6,7 +6,9 @@ LoRA sources on it (PEFT's default targets for Llama: q_proj, v_proj; r = 8), an
 process, the single trainable LoRA (no dropout) against ScaLearn (and, as the peer, PEFT itself with the N LoRAs
 all active as separate branches, head trained) with N = 1, 4, 8, 16 sources at batch
 ``--batch`` × ``--seq-len`` tokens (default 4 × 256). Every round is kept; ratios are per round; memory is bytes
-saved for backward. Writes ``bench/results/decoder_steps.json`` (read by ``report.py``).
+saved for backward. Then the single LoRA and ScaLearn's variants at the largest N step under ``torch.profiler``
+(``--profile-steps``; bench/step_profile.py): the GEMMs each step runs, by shape, with their FLOPs and CPU time.
+Writes ``bench/results/decoder_steps.json`` (read by ``report.py``).
 
     python -m bench decoder-speed [--n 1,4,8,16] [--repeats 10] [--threads 2]
     python -m bench decoder-speed --n 1,64 --fusion-max-n 16 --peer-max-n 16 --threads 1 \
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -84,6 +87,33 @@ def lorahub_iterations(args: argparse.Namespace, model: Path, sources: list[Path
     return out
 
 
+def profile_part(args: argparse.Namespace, model: Path, sources: list[Path]) -> dict:
+    """The single LoRA and ScaLearn's four variants at the largest N, ``--profile-steps`` steps each under
+    ``torch.profiler`` (bench/step_profile.py), on the round-robin's batch; with the load average around it."""
+    import torch
+
+    from bench.speed_models import build
+    from bench.step_profile import profile_steps
+
+    torch.set_num_threads(args.threads)
+    n = max(map(int, args.n.split(",")))
+    specs = [{"model": str(model), "threads": args.threads, "kind": "lora", "method": "single", "n": 1}]
+    specs += [{**specs[0], "method": "scalearn", "variant": v, "n": n, "sources": [str(p) for p in sources[:n]]}
+              for v in speed.VARIANTS]
+    built = []
+    for spec in specs:
+        net, params, _ = build(spec)
+        built.append((spec, net.train(), torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)))
+    g = torch.Generator().manual_seed(0)  # the round-robin's batch
+    batch = {"input_ids": torch.randint(1000, 20000, (args.batch, args.seq_len), generator=g),
+             "attention_mask": torch.ones(args.batch, args.seq_len, dtype=torch.long),
+             "labels": torch.randint(0, 2, (args.batch,), generator=g)}
+    load0 = os.getloadavg()
+    rows = profile_steps(built, batch, args.profile_steps)
+    return {"rows": rows, "threads": args.threads, "load_average_at_start": load0,
+            "load_average_at_end": os.getloadavg()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=8)
@@ -94,11 +124,15 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--profile-steps", type=int, default=2,
+                   help="steps of each configuration at the largest N under torch.profiler (0: none)")
     p.add_argument("--fusion-max-n", type=int, default=None, help="AdapterFusion only up to this N (default: all)")
     p.add_argument("--peer-max-n", type=int, default=None, help="PEFT all-active only up to this N (default: all)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "scalearn-bench" / "decoder")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "decoder_steps.json")
     args = p.parse_args()
+    from scalearn_cli.sources.lora import LoraSettings
+
     model = random_llama(args.work / f"llama-{args.layers}x{args.hidden}", args.layers, args.hidden)
     speed.BATCH, speed.SEQ = args.batch, args.seq_len  # the round-robin measures at these shapes
     rr_args = argparse.Namespace(model=str(model), kinds="lora", n=args.n, warmup=args.warmup,
@@ -108,10 +142,13 @@ def main() -> None:
               "sources": [str(p) for p in sources["lora"][:n]]} for n in map(int, args.n.split(","))
              if n <= (args.peer_max_n or n)]
     result = speed.steps_round_robin(rr_args, sources, extra_specs=peers)
+    rank = LoraSettings().r  # the sources' rank (make_sources saves the LoRA defaults)
     result.update(decoder={"arch": "llama", "layers": args.layers, "hidden": args.hidden, "vocab": 32000,
-                           "lora": "PEFT default targets (q_proj, v_proj), r=8", "batch": args.batch,
+                           "lora": f"PEFT default targets (q_proj, v_proj), r={rank}", "rank": rank, "batch": args.batch,
                            "seq_len": args.seq_len})
     result["lorahub"] = lorahub_iterations(args, model, sources["lora"], result)
+    if args.profile_steps:
+        result["profile"] = profile_part(args, model, sources["lora"])
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     for r in result["rows"]:
         print(f"{r['method']:14s} {str(r.get('variant') or '-'):18s} N={r['n']:2d} step {r['step_ratio']:.2f}x "

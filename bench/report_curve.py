@@ -206,6 +206,7 @@ def recheck_summary(recheck: dict | None, n: int) -> str:
 
 def decoder_n64(data: dict | None) -> list[str]:
     """The decoder round-robin at a shelf-sized N (bench/decoder_speed.py --out decoder_steps_n64.json)."""
+    from bench.report_profile import profile_lines
     from scalearn_cli.scaling import keeps_summed_weight  # the library's rule, not a copy of it
 
     if not data:
@@ -239,6 +240,7 @@ def decoder_n64(data: dict | None) -> list[str]:
             f"activations ({human(hidden)}B), which the composition does not keep: "
             f"{(omega - hidden) / single['saved_bytes']:+.3f}× of the single LoRA's {human(single['saved_bytes'])}B; "
             "the scalar variants keep N numbers per site. Forming ΔW again in backward costs Σr·D_in·D_out "
-            "multiply-adds per site and step, in the step ratio above.", "", *goals(data, measured_only=True), "",
+            "multiply-adds per site and step, in the step ratio above.", "", *profile_lines(data),
+            *goals(data, measured_only=True), "",
             *([f"One LoraHub search iteration ÷ one ScaLearn training step at the same N: " + ", ".join(hub) + "."]
               if hub else []), ""]

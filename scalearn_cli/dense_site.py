@@ -6,6 +6,14 @@ gradient: a fresh matrix per site, kept until backward. Against a small batch th
 GEMM saves anyway: the same storage), ω's weights ``w`` (N × D_out at most), and W + ΔW only where
 ``scaling.keeps_summed_weight`` says it is small against that input; elsewhere W by reference, and backward forms
 ΔW = (U · diag w) D again (Σr · D_in · D_out multiply-adds, once per step, not per token).
+
+Backward, with G the output's gradient and X the input (tokens × D each):
+
+* x's gradient: G · (W + ΔW);
+* ω's: through the gradient of U · diag w, Gᵀ · X · Dᵀ (D_out × R), multiplied in the cheaper order for the
+  shapes (``scaling.up_grad_via_input_first``), then contracted with U per source (``LowRankMix.scaled_up_grad``:
+  U · diag w is linear in w, so w itself is not needed);
+* W's (a trainable base only): Gᵀ · X, which the second order shares.
 """
 
 from __future__ import annotations
@@ -13,12 +21,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from scalearn_cli.scaling import LowRankMix, keeps_summed_weight
+from scalearn_cli.scaling import LowRankMix, keeps_summed_weight, up_grad_via_input_first
 
 
-def _delta(mix: "LowRankMix", w: torch.Tensor | None) -> torch.Tensor:
-    """ΔW (D_out, D_in) for weights ``w`` (None: the mix's fixed weights, from its cache)."""
-    return mix.delta_weight() if w is None else mix.scaled_up(w) @ mix.down
+def _summed(weight: torch.Tensor, mix: "LowRankMix", w: torch.Tensor | None) -> torch.Tensor:
+    """W + ΔW(w), (D_out, D_in), in W's dtype (``w`` None: the mix's fixed weights, ΔW from its cache)."""
+    if w is None:
+        return weight + mix.delta_weight().to(weight.dtype)
+    up = mix.scaled_up(w)  # (D_out, R)
+    if not torch.is_autocast_enabled(weight.device.type) and up.dtype == weight.dtype == mix.down.dtype:
+        return torch.addmm(weight, up, mix.down)  # one GEMM accumulating into a copy of W: no ΔW apart, no sum pass
+    # under autocast (bf16) ΔW's GEMM runs in its dtype, as a plain product would; the sum stays in W's dtype
+    return weight + (up @ mix.down).to(weight.dtype)
+
+
+def _up_grad(grad: torch.Tensor, x: torch.Tensor, down: torch.Tensor, g_sum: torch.Tensor | None) -> torch.Tensor:
+    """Gᵀ · X · Dᵀ, (D_out, R), for ``grad`` G and ``x`` X as (tokens, D): via ``g_sum`` = Gᵀ · X when it was
+    formed anyway (a trainable base) or that order is the cheaper, else as Gᵀ · (X · Dᵀ)."""
+    rank, d_in = down.shape
+    if g_sum is None and up_grad_via_input_first(grad.shape[0], rank, d_in, grad.shape[1]):
+        return grad.T.to(down.dtype) @ (x.to(down.dtype) @ down.T)
+    g_sum = grad.T @ x if g_sum is None else g_sum
+    return g_sum.to(down.dtype) @ down.T
 
 
 class _DenseSite(torch.autograd.Function):
@@ -26,11 +50,12 @@ class _DenseSite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, w, mix, keep):  # noqa: D102 (autograd's signature)
-        summed = weight + _delta(mix, w).to(weight.dtype)
+        summed = _summed(weight, mix, w)
         ctx.mix, ctx.keep = mix, keep
-        # kept: W + ΔW, and of w only its shape (ω's gradient does not depend on w); else W and w, to form ΔW again
-        stand_in = None if w is None or not keep else torch.zeros((), dtype=w.dtype, device=w.device).expand(w.shape)
-        ctx.save_for_backward(x, summed if keep else weight, w if stand_in is None else stand_in)
+        ctx.w_meta = None if w is None else (w.shape[1], w.dtype)
+        # kept: W + ΔW and nothing of w (ω's gradient does not depend on w); else W by reference and w, to form
+        # ΔW again
+        ctx.save_for_backward(x, summed if keep else weight, None if keep else w)
         return F.linear(x, summed, bias)
 
     @staticmethod
@@ -39,29 +64,22 @@ class _DenseSite(torch.autograd.Function):
         mix = ctx.mix
         need_x, need_weight, need_bias, need_w = ctx.needs_input_grad[:4]
         grad_x = grad_weight = grad_bias = grad_w = None
-        with torch.enable_grad():  # U · diag w again (elementwise), with w's gradient when it has one
-            # U · diag w is linear in w, so its gradient needs no w: where W + ΔW was kept, w was not (zeros stand in)
-            w_leaf = None if w is None else w.detach().requires_grad_(need_w)
-            scaled_up = None if w is None else mix.scaled_up(w_leaf)  # (D_out, R)
         # the GEMMs in the gradient's dtype: under autocast (bf16) the forward's GEMM ran in it too, and backward
         # runs outside autocast, so mixed dtypes are cast here; in full precision every cast is a no-op
         dtype = grad.dtype
-        if need_x:
-            if ctx.keep:
-                summed = weight
-            else:  # ΔW formed again: W + ΔW was not kept between forward and backward
-                delta = mix.delta_weight() if w is None else scaled_up.detach() @ mix.down
-                summed = weight + delta.to(weight.dtype)
-            grad_x = (grad @ summed.to(dtype)).to(x.dtype)
-        if need_weight or need_w:
-            # the gradient of the summed weight: Σ over tokens of gᵀ x, (D_out, D_in)
-            g_sum = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1]).to(dtype)
-            grad_weight = g_sum.to(weight.dtype) if need_weight else None
-            if need_w:  # ΔW = (U · diag w) D: the gradient of U · diag w is g_sum Dᵀ, then through the scaling
-                grad_scaled = g_sum.to(mix.down.dtype) @ mix.down.T
-                (grad_w,) = torch.autograd.grad(scaled_up, w_leaf, grad_scaled.to(scaled_up.dtype))
+        grad = grad.reshape(-1, grad.shape[-1])  # (tokens, D_out); one copy for all three uses where it is strided
+        x2 = x.reshape(-1, x.shape[-1]).to(dtype)  # (tokens, D_in)
+        if need_x:  # where W + ΔW was not kept, ΔW is formed again
+            summed = weight if ctx.keep else _summed(weight, mix, w)
+            grad_x = (grad @ summed.to(dtype)).to(x.dtype).view(x.shape)
+        g_sum = grad.T @ x2 if need_weight else None  # the gradient of W: Σ over tokens of gᵀ x, (D_out, D_in)
+        if need_weight:
+            grad_weight = g_sum.to(weight.dtype)
+        if need_w:
+            columns, w_dtype = ctx.w_meta
+            grad_w = mix.scaled_up_grad(_up_grad(grad, x2, mix.down, g_sum), columns).to(w_dtype)
         if need_bias:
-            grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
+            grad_bias = grad.sum(0)
         return grad_x, grad_weight, grad_bias, grad_w, None, None
 
 

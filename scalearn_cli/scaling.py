@@ -186,10 +186,21 @@ def dense_is_cheaper(tokens: int, rank: int, d_in: int, d_out: int) -> bool:
       (U·ω)'s, (gᵀ·x)·Dᵀ; plus ``R · D_in · D_out`` where W + ΔW is not kept for backward but formed again there
       (:func:`keeps_summed_weight`); nothing of rank R is kept for backward.
 
-    MiniLM's 384 × 384 sites at 2,048 tokens a batch cross over at R ≈ 83 (N ≈ 10 LoRAs of rank 8).
+    MiniLM's 384 × 384 sites at 2,048 tokens a batch cross over at R ≈ 83 (N ≈ 10 LoRAs of rank 8). ω's gradient
+    is counted in the (gᵀ·x)·Dᵀ order; where the other order is cheaper (:func:`up_grad_via_input_first`, small R)
+    the dense path takes it, so the count is an upper bound there, and the crossover stays where it was measured.
     """
     passes = 2 if keeps_summed_weight(tokens, d_out) else 3
     return (tokens + passes * rank) * d_in * d_out < tokens * rank * (2 * d_in + 3 * d_out)
+
+
+def up_grad_via_input_first(tokens: int, rank: int, d_in: int, d_out: int) -> bool:
+    """Which order a dense site computes Gᵀ·X·Dᵀ in, the gradient of U·diag ω (D_out × R) that ω's needs:
+    Gᵀ·(X·Dᵀ) costs ``tokens · R · (D_in + D_out)`` multiply-adds, (Gᵀ·X)·Dᵀ ``(tokens + R) · D_in · D_out``
+    (G: the output's gradient, X: the input, both tokens × D). The first wins for few sources on a large batch
+    (MiniLM's 384-wide sites at 2,048 tokens: R < 212), the second for many (a 512-wide decoder site at 1,024
+    tokens: R > 341). Either is exact; the dense path takes the cheaper."""
+    return tokens * rank * (d_in + d_out) < (tokens + rank) * d_in * d_out
 
 
 def keeps_summed_weight(tokens: int, d_out: int) -> bool:
@@ -276,6 +287,20 @@ class LowRankMix(nn.Module):
         if self.block_rank:  # (D_out, N, r) * (D_out or 1, N, 1): no (R, D_out) gather, nor its scatter in backward
             return (self.up.view(-1, self.n_sources, self.block_rank) * w.transpose(0, 1).unsqueeze(-1)).flatten(1)
         return self.up * w[self.src].transpose(0, 1)
+
+    def scaled_up_grad(self, grad_up: torch.Tensor, columns: int) -> torch.Tensor:
+        """The gradient of the weights ``w`` in :meth:`scaled_up` from that of its result, ``grad_up`` (D_out, R):
+        U · diag w is linear in w, so U alone is needed, not w. ``columns``: w's second dimension (D_out for
+        vector ω, 1 for scalar). Returns (N, columns)."""
+        n, rank = self.n_sources, self.block_rank
+        if columns == 1:  # scalar weights: each source's sum over its rank columns of U ⊙ grad_up
+            per_column = (grad_up * self.up).sum(0)  # (R,)
+            if rank:
+                return per_column.view(n, rank).sum(-1, keepdim=True)
+            return per_column.new_zeros(n).index_add_(0, self.src, per_column).unsqueeze(-1)
+        if rank:  # one r-long dot product per (output, source): a batched GEMM, no (D_out, R) product kept
+            return torch.bmm(grad_up.reshape(-1, 1, rank), self.up.view(-1, rank, 1)).view(-1, n).T
+        return grad_up.new_zeros(grad_up.shape[0], n).index_add_(1, self.src, grad_up * self.up).T
 
     def dense_for(self, x: torch.Tensor) -> bool:
         """Whether this call (input ``x``, gradients on) runs as W + ΔW(ω): forced by ``path``, else by

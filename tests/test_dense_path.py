@@ -318,3 +318,27 @@ def test_a_large_batch_keeps_the_summed_weight_and_gives_the_same_gradients():
     assert any(sorted(s) == [5, 6] for s in kept.values())
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", [2, 40], ids=["input-first", "weight-gradient-first"])
+@pytest.mark.parametrize("variant", ["scalearn", "scalearn-uniform"])
+def test_both_orders_of_omegas_gradient_chain_give_the_low_rank_paths_gradients(tokens, variant):
+    """ω's gradient goes through Gᵀ·X·Dᵀ, multiplied as Gᵀ·(X·Dᵀ) for few tokens and as (Gᵀ·X)·Dᵀ for many (the
+    cheaper by the site's shapes): both orders give the low-rank path's output, input and ω gradients."""
+    from scalearn_cli.scaling import up_grad_via_input_first
+
+    assert up_grad_via_input_first(tokens, sum(RANKS), 6, 5) == (tokens == 2)
+    results = []
+    for path in ("dense", "low-rank"):
+        omega = Omega({"encoder.layer.0.attention.self.value": 5}, len(RANKS), VARIANTS[variant])
+        layer = _one_site(False, omega, path).requires_grad_(False)
+        with torch.no_grad():
+            omega.values[0].copy_(torch.randn(omega.values[0].shape, generator=torch.Generator().manual_seed(1)))
+        omega.requires_grad_(True)
+        x = torch.randn(tokens, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        torch.manual_seed(5)
+        out = layer(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad, omega.values[0].grad))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
