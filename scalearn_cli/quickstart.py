@@ -43,6 +43,7 @@ METHODS = (("average", None, "average (ω = 1/N)"), ("scalearn", "scalearn++", "
 INSPECTED = "scalearn++"  # the composition whose ω is shown and whose export is verified
 MIN_STEPS = 40  # no epoch ending before this step is kept (the small-target benchmark's min-steps-40 rule)
 HEAD_LR = 1e-3  # the head's learning rate, below ω's TRANSFER_LR: a head that fits first leaves ω at its start
+WEIGHED_RATIO = 1.25  # below this largest/smallest source share, ω has weighed the sources about alike
 MAX_LENGTH = 64  # reviews are one sentence: 64 tokens hold all but a handful
 
 
@@ -159,12 +160,12 @@ def family_shares(shares: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def weighed(learned: dict[str, Any] | None) -> str | None:
-    """One plain line when ω moved but weighs the sources nearly alike (largest share under 1.5× the smallest):
+    """One plain line when ω moved but weighs the sources nearly alike (largest share under 1.25× the smallest):
     the composition is then close to a rescaled average, whatever the movement says."""
     if not learned or learned["smallest_share"] <= 0:
         return None
     ratio = learned["largest_share"] / learned["smallest_share"]
-    if ratio >= 1.5:
+    if ratio >= WEIGHED_RATIO:
         return None
     return (f"ω weighs the sources nearly alike (largest share {ratio:.2f}× the smallest): on a few hundred rows "
             "ω moves the sources together more than apart, so this composition is close to their average")

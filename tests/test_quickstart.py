@@ -52,7 +52,7 @@ def test_the_summary_says_plainly_when_omega_weighs_the_sources_alike(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "note: ω weighs the sources nearly alike (largest share 1.11× the smallest)" in text
     assert "close to their average" in text
-    assert weighed({**learned, "largest_share": 0.2}) is None and weighed(None) is None
+    assert weighed({**learned, "largest_share": 0.12}) is None and weighed(None) is None
 
 
 def test_the_next_commands_use_options_that_exist():
