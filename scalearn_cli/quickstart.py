@@ -111,9 +111,9 @@ def shelf(catalog: Catalog, resolver: Resolver, log: Callable[[str], None]
 def _reference_row(own: dict[str, Any]) -> dict[str, Any]:
     """The target's own full-data source as a comparison row (trained by the zoo; not composed, not retrained)."""
     return {"task": TARGET, "method": f"{TARGET}'s own LoRA (shelf)", "combiner": None, "variant": None,
-            "n_sources": 1, "train_examples": own["train_examples"], "dev_examples": None, "test_examples": None, "parameters": None,
-            "head_parameters": None,
-            "score": own["score"], "metric": own["metric"], "kept_epoch": None, "epochs_run": None}
+            "n_sources": 1, "train_examples": own["train_examples"], "dev_examples": None, "test_examples": None,
+            "parameters": None, "head_parameters": None, "score": own["score"], "metric": own["metric"],
+            "kept_epoch": None, "epochs_run": None}
 
 
 def transfer_config(epochs: int, method: str) -> TrainConfig:

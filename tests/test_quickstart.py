@@ -33,8 +33,8 @@ def test_the_closing_summary_fits_one_screen_and_names_every_part(capsys, plot):
     assert re.search(r"sst2\s+sentiment\s+9\.0%\s+mean ω 0\.180", out)
     assert "cola" not in out.split("by family,")[0].split("top 6")[1]  # the 7th source is left to --json
     assert "by family, mean share per source: sentiment 8.0% (3), question_type 5.5% (1)," in text
-    assert "kept epoch 7 of 10 (63 steps); ω moved 40.0% from its start (2/N) on average; source shares 3.5–9.0%" \
-        in text
+    assert ("kept epoch 7 of 10 (63 steps in all); ω moved 40.0% from its start (2/N) on average; "
+            "source shares 3.5–9.0%") in text
     assert "note:" not in text
     assert ("heatmap: qs/transfer/scalearn++-omega.png" in out) == (plot is not None)
     assert "export --format merged, verify: max |Δlogit| = 4.2e-07 on 64 examples, ok" in out

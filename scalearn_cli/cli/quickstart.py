@@ -93,8 +93,8 @@ def _omega(say, omega: dict[str, Any], workdir: Path, n: int) -> None:
         f"{f['family']} {100 * f['mean_share']:.1f}% ({f['sources']})" for f in omega["families"]))
     learned = omega.get("learned")
     if learned:  # the transfer report's figures (as ``scalearn inspect``)
-        _wrapped(say, f"kept epoch {learned['kept_epoch']} of {learned['epochs_run']} ({learned['steps']} steps); "
-                      f"ω moved {100 * learned['mean_relative_change']:.1f}% from its start (2/N) on average; "
+        _wrapped(say, f"kept epoch {learned['kept_epoch']} of {learned['epochs_run']} ({learned['steps']} steps in "
+                      f"all); ω moved {100 * learned['mean_relative_change']:.1f}% from its start (2/N) on average; "
                       f"source shares {100 * learned['smallest_share']:.1f}–{100 * learned['largest_share']:.1f}%")
     for note in (omega.get("warning"), omega.get("weighed")):
         if note:
