@@ -28,7 +28,7 @@ from scalearn_cli.combiners import TRANSFER_LR
 from scalearn_cli.errors import UsageError
 from scalearn_cli.export import export, verify
 from scalearn_cli.inspection import omega_table, plot
-from scalearn_cli.registry import get_registry
+from scalearn_cli.registry.local import LocalRegistry
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.shelf_tasks import family
 from scalearn_cli.stages.common import DataOptions
@@ -87,8 +87,9 @@ def shelf(catalog: Catalog, resolver: Resolver, log: Callable[[str], None]
           ) -> tuple[list[dict[str, Any]], list[Resolved], dict[str, Any] | None]:
     """Every shipped LoRA source but the target's own, resolved (id, commit, sha256) in catalog order; the shelf
     entries as the summary shows them; and the target's own shipped source (not composed), None when none ships."""
-    rows = [r for r in status(catalog, get_registry(resolver.registry))
-            if r["adapter"] == "lora" and r["state"] == "shipped"]
+    # the shipped registry as "the user's", so that a copy the user built elsewhere never shadows a shipped one
+    shipped = catalog.shipped or LocalRegistry(catalog.path.parent / "registry")  # absent: prebuilt sources only
+    rows = [r for r in status(catalog, shipped) if r["adapter"] == "lora" and r["state"] == "shipped"]
     entries, resolved, own = [], [], None
     for row in rows:
         entry = {"name": row["name"], "task": row["task"], "family": family(row["task"]),
