@@ -16,7 +16,8 @@ Selection: ScaLearn's defaults keep the epoch with the lowest dev loss, and on a
 epoch (the head fits 288 rows within one epoch, then dev loss climbs), before ω has moved: the composition would
 be the average. So the quickstart keeps no epoch that ends before ``MIN_STEPS`` steps (``--min-steps``, the small-
 target benchmark's ``min-steps-40`` rule, which moved ω the most) and trains the head at a lower learning rate
-than ω (``--head-lr``), so that ω, not the head, does the fitting.
+than ω (``--head-lr``), so that ω, not the head, does the fitting. The average trains the same way, so that the
+two rows differ only in whether ω is learned.
 """
 
 from __future__ import annotations
@@ -117,11 +118,11 @@ def _reference_row(own: dict[str, Any]) -> dict[str, Any]:
             "kept_epoch": None, "epochs_run": None}
 
 
-def transfer_config(epochs: int, method: str) -> TrainConfig:
-    """The quickstart's training: dev-loss selection after ``MIN_STEPS`` steps; ScaLearn's head at ``HEAD_LR``."""
-    head_lr = HEAD_LR if method == "scalearn" else None  # the average trains only its head: at the usual lr
+def transfer_config(epochs: int) -> TrainConfig:
+    """The quickstart's training, the same for every method (so the rows differ only in ω): dev-loss selection
+    after ``MIN_STEPS`` steps, the head at ``HEAD_LR``, ω at the paper's ``TRANSFER_LR``."""
     return TrainConfig(epochs=epochs, lr=TRANSFER_LR, max_length=MAX_LENGTH, patience=None, select_on="loss",
-                       min_steps=MIN_STEPS, head_lr=head_lr)
+                       min_steps=MIN_STEPS, head_lr=HEAD_LR)
 
 
 def _compose(workdir: Path, sources: list[Resolved], target: DataOptions, combiner: tuple[str, str | None, str],
@@ -129,7 +130,7 @@ def _compose(workdir: Path, sources: list[Resolved], target: DataOptions, combin
     method, variant, label = combiner
     log(f"composing {len(sources)} sources with {label} ({epochs} epochs)")
     options = TransferOptions(tuple(sources), target, workdir / "transfer" / (variant or method), method, variant,
-                              train=transfer_config(epochs, method), resolver=resolver, overwrite=True)
+                              train=transfer_config(epochs), resolver=resolver, overwrite=True)
     return _meta_row(transfer(options), label, method, variant, len(sources))
 
 

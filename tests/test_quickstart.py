@@ -121,8 +121,9 @@ def test_the_quickstart_composes_the_shipped_shelf_without_the_targets_own_sourc
     assert [(s["ref"], s["registry"]) for s in record["sources"]] == [
         ("zoo:tiny/demo-sentiment-lora", "zoo:tiny"), ("zoo:tiny/demo-nli-lora", "zoo:tiny")]
     assert all(len(s["revision"]) == 40 for s in record["sources"])  # pinned by commit
-    meta = json.loads((tmp_path / "qs" / "transfer" / "scalearn++" / "scalearn.json").read_text())["training"]
-    assert (meta["select_on"], meta["min_steps"], meta["head_lr"]) == ("loss", 40, 1e-3)
+    for method in ("average", "scalearn++"):  # trained alike: the rows differ only in ω
+        meta = json.loads((tmp_path / "qs" / "transfer" / method / "scalearn.json").read_text())["training"]
+        assert (meta["select_on"], meta["min_steps"], meta["head_lr"], meta["lr"]) == ("loss", 40, 1e-3, 6e-3)
     omega = out["omega"]
     assert abs(sum(s["share"] for s in omega["sources"]) - 1) < 1e-6
     assert [s["share"] for s in omega["sources"]] == sorted((s["share"] for s in omega["sources"]), reverse=True)
