@@ -29,6 +29,7 @@ def test_the_closing_summary_fits_one_screen_and_names_every_part(capsys, plot):
     assert re.search(r"ScaLearn\+\+\s+│ 19 │ 7/10 │\s+7,680 │ 84\.3 acc", out)
     assert "cr's own LoRA (shelf): left off the shelf; trained by the zoo on all 2,715 of its train rows" in text
     assert "148,610-parameter head" in text
+    assert "ScaLearn++ − average: +3.2 points (+12 of 376 test rows, one seed)" in text
     assert "share of Σ|ω| (uniform 5.3%), top 6 of 19" in text and "scalearn inspect qs/transfer/scalearn++" in text
     assert re.search(r"sst2\s+sentiment\s+9\.0%\s+mean ω 0\.180", out)
     assert "cola" not in out.split("by family,")[0].split("top 6")[1]  # the 7th source is left to --json

@@ -57,6 +57,11 @@ def render(result: dict[str, Any]) -> None:
         f"test: {rows[0]['test_examples']} rows)")
     _table(result["rows"])
     say(f"params: trained besides the {rows[0]['head_parameters']:,}-parameter head each composition trains")
+    by = {r["combiner"]: r for r in rows}
+    if {"average", "scalearn"} <= set(by):  # the one comparison that says whether learning ω paid off here
+        gain, n = by["scalearn"]["score"] - by["average"]["score"], by["scalearn"]["test_examples"]
+        say(f"{by['scalearn']['method']} − average: {gain:+.1f} points ({gain * n / 100:+.0f} of {n} test rows, one "
+            "seed)")
     for own in (r for r in result["rows"] if not r["combiner"]):
         rows_said = f"all {own['train_examples']:,} of its train rows" if own["train_examples"] else "its train rows"
         _wrapped(say, f"{own['method']}: left off the shelf; trained by the zoo on {rows_said}", indent="")
