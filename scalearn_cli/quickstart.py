@@ -9,7 +9,7 @@ the single-adapter reference. Nothing is trained but the combiners and their hea
 
 Methods: the average (ω fixed at 1/N), the reference every composition must beat, and ScaLearn++, whose ω is
 shown and whose folded export is verified. The other combiners are left to ``scalearn transfer``: with ~20 sources
-each full-backward composition costs minutes on a 2-core CPU (AdapterFusion several times ScaLearn's), and
+each full-backward composition costs minutes on a 2-core CPU (AdapterFusion's millions of parameters more), and
 AdapterSoup ranks sources by their training texts, which a fresh clone does not hold.
 
 Selection: ScaLearn's defaults keep the epoch with the lowest dev loss, and on a 32-row dev set that is the first
@@ -17,7 +17,10 @@ epoch (the head fits 288 rows within one epoch, then dev loss climbs), before ω
 be the average. So the quickstart keeps no epoch that ends before ``MIN_STEPS`` steps (``--min-steps``, the small-
 target benchmark's ``min-steps-40`` rule, which moved ω the most) and trains the head at a lower learning rate
 than ω (``--head-lr``), so that ω, not the head, does the fitting. The average trains the same way, so that the
-two rows differ only in whether ω is learned.
+two rows differ only in whether ω is learned. Measured on the shipped shelf (19 sources, 10 epochs): with
+``transfer``'s defaults the kept epoch was the first and the source shares stayed within 5.1-5.6% (uniform: 5.3%);
+with these settings the kept epoch is the 6th, ω moves 46% from its start and the sentiment sources lead
+(docs/quickstart.md).
 """
 
 from __future__ import annotations
