@@ -140,3 +140,12 @@ def test_a_catalog_without_the_target_rows_is_one_line(tmp_path, tiny_shelf):
     result = invoke("quickstart", "--workdir", tmp_path / "qs", "--model", "tiny")
     assert result.exit_code != 0 and "ships no quickstart target" in result.stderr
     assert not (tmp_path / "qs").exists()
+
+
+def test_few_shot_uses_k_of_the_shipped_train_rows_and_too_many_is_one_line(tmp_path, tiny_shelf):
+    result = invoke("quickstart", "--workdir", tmp_path / "qs", "--model", "tiny", "--epochs", "1", "--few-shot", "20",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["train_examples"] for r in json.loads(result.stdout)["rows"][1:]] == [20, 20]
+    too_many = invoke("quickstart", "--workdir", tmp_path / "qs2", "--model", "tiny", "--few-shot", "500")
+    assert too_many.exit_code != 0 and "--few-shot 500 asks for more rows" in too_many.stderr

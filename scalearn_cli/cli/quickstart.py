@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from scalearn_cli.cli.common import JsonOpt, RegistryOpt, console, err_console, print_json
 
+Say = Callable[[str], None]
 TOP = 6  # sources listed by ω share (all of them in --json)
 
 
@@ -88,7 +89,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def _omega(say, omega: dict[str, Any], workdir: Path, n: int) -> None:
+def _omega(say: Say, omega: dict[str, Any], workdir: Path, n: int) -> None:
     """The top sources by ω share with their family, the families' mean shares, and whether ω was learned."""
     say(f"ω of {omega['variant']}: share of Σ|ω| (uniform {100 / n:.1f}%), top {min(TOP, n)} of {n}\n"
         f"  (scalearn inspect {_short(omega['composition'], workdir)}):")
@@ -108,7 +109,7 @@ def _omega(say, omega: dict[str, Any], workdir: Path, n: int) -> None:
         else "  (pip install matplotlib, then scalearn inspect ... --plot omega.png)")
 
 
-def _wrapped(say, text: str, indent: str = "  ") -> None:
+def _wrapped(say: Say, text: str, indent: str = "  ") -> None:
     say("\n".join(textwrap.wrap(text, 78 - len(indent), initial_indent=indent, subsequent_indent=indent + "  ")))
 
 
