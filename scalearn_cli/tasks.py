@@ -1,7 +1,7 @@
 """Task table: where each task's rows come from, which fields hold text and labels, and how it is scored.
 
 A :class:`TaskSpec` is a small frozen value object. The built-in table :data:`TASKS` covers GLUE, SuperGLUE,
-SNLI, the shelf's public tasks (:mod:`scalearn_cli.shelf_tasks`) and the quickstart's synthetic demo tasks;
+SNLI, the shelf's public tasks (:mod:`scalearn_cli.shelf_tasks`) and the synthetic demo tasks;
 :func:`custom_task` builds a spec for the user's own files. Specs are stored in JSON metadata through
 :func:`task_to_dict` / :func:`task_from_dict`.
 """
@@ -250,7 +250,7 @@ _ALL: tuple[TaskSpec, ...] = (
     _superglue("wsc", "wsc.fixed", (("text",), ("span1_text", "span2_text")), _BOOL),
     # SNLI (stanfordnlp/snli; label -1 rows are dropped by data.make_splits)
     TaskSpec("snli", "stanfordnlp/snli", None, _PREMISE_HYPOTHESIS, _NLI3, "classification", ("accuracy",), "accuracy"),
-    # Synthetic demo tasks written by data.write_demo_tasks (scalearn quickstart)
+    # Synthetic demo tasks written by data.write_demo_tasks (the zoo's demo recipes, the tests)
     _demo("demo-sentiment", (("sentence",),), ("negative", "positive"), ("accuracy",)),
     _demo("demo-paraphrase", _S1_S2, ("not_equivalent", "equivalent"), ("accuracy", "f1")),
     _demo("demo-nli", _S1_S2, _NLI3, ("accuracy",)),

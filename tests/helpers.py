@@ -360,34 +360,45 @@ def forge_commit(registry: LocalRegistry, repo_id: str, files: dict[str, Any], r
 
 
 # ---- the quickstart ------------------------------------------------------------------------------------
-QUICKSTART_METHODS = ["single LoRA (few-shot)", "average (1/N)", "AdapterSoup (k=1)", "AdapterFusion (lr 1e-3)",
-                      "ScaLearn++", "ScaLearnUniform++"]
+QUICKSTART_METHODS = ["cr's own LoRA (shelf)", "average (ω = 1/N)", "ScaLearn++"]
+#: (task, family, ω share) of a made-up shelf like the shipped one (19 sources, 8 families), largest share first
+QUICKSTART_SHELF = [("sst2", "sentiment", 0.09), ("mpqa", "sentiment", 0.08), ("subj", "sentiment", 0.07),
+                    ("mnli", "nli", 0.06), ("trec", "question_type", 0.055), ("qnli", "nli", 0.055),
+                    ("cola", "acceptability", 0.05), ("rte", "nli", 0.05), ("boolq", "qa", 0.05),
+                    ("sick_relatedness", "similarity", 0.05), ("snli", "nli", 0.045), ("mrpc", "paraphrase", 0.045),
+                    ("stsb", "similarity", 0.045), ("scitail", "nli", 0.045), ("anli", "nli", 0.04),
+                    ("sick_entailment", "nli", 0.04), ("tweet_eval_irony", "tweets", 0.04),
+                    ("tweet_eval_emotion", "tweets", 0.04), ("wnli", "nli", 0.035)]
 
 
 def fake_result(workdir: Path, plot: str | None) -> dict[str, Any]:
     """What ``run_quickstart`` returns, with made-up numbers."""
-    from scalearn_cli.quickstart import next_steps
+    from scalearn_cli.quickstart import family_shares, next_steps
 
-    sources = [
-        {"ref": str(workdir / "sources" / "demo-paraphrase-fewshot"), "task": "demo-paraphrase",
-         "origin": "few-shot LoRA (64 ex., scalearn train-source)", "train_examples": 64, "score": None,
-         "metric": None},
-        {"ref": "scalearn-zoo/minilm-l6-demo-sentiment-lora@" + "a" * 40, "task": "demo-sentiment",
-         "origin": "zoo LoRA, pulled from the registry", "train_examples": None, "score": 97.5, "metric": "accuracy"},
-        {"ref": str(workdir / "sources" / "demo-nli-peft"), "task": "demo-nli",
-         "origin": "LoRA saved by plain PEFT (no scalearn.json)", "train_examples": 600, "score": 61.0,
-         "metric": "accuracy"},
-    ]
-    rows = [{"task": "demo-paraphrase", "method": m, "n_sources": [1, 3, 2, 3, 3, 3][i], "train_examples": 64,
-             "parameters": [73728, 0, 0, 1774080, 108, 3][i], "head_parameters": 148610, "score": 60.0 + i,
-             "metric": "accuracy"} for i, m in enumerate(QUICKSTART_METHODS)]
+    sources = [{"name": f"{task}-lora", "task": task, "family": fam, "ref": f"scalearn-zoo/minilm-l6-{task}-lora@"
+                + "a" * 40, "zoo": f"zoo:minilm-l6/{task}-lora", "score": 80.0, "metric": "accuracy",
+                "baseline": 50.0} for task, fam, _ in QUICKSTART_SHELF]
+    own = {"name": "cr-lora", "task": "cr", "family": "sentiment", "ref": "scalearn-zoo/minilm-l6-cr-lora@" + "b" * 40,
+           "zoo": "zoo:minilm-l6/cr-lora", "score": 88.6, "metric": "accuracy", "baseline": 66.2,
+           "train_examples": 2715}
+    common = {"task": "cr", "train_examples": 288, "dev_examples": 32, "test_examples": 376,
+              "head_parameters": 148610, "metric": "accuracy", "epochs_run": 10}
+    rows = [{**common, "method": QUICKSTART_METHODS[0], "combiner": None, "variant": None, "n_sources": 1,
+             "train_examples": 2715, "dev_examples": None, "test_examples": None, "parameters": None,
+             "head_parameters": None, "score": 88.6, "kept_epoch": None, "epochs_run": None},
+            {**common, "method": QUICKSTART_METHODS[1], "combiner": "average", "variant": None, "n_sources": 19,
+             "parameters": 0, "score": 81.1, "kept_epoch": 5},
+            {**common, "method": QUICKSTART_METHODS[2], "combiner": "scalearn", "variant": "scalearn++",
+             "n_sources": 19, "parameters": 7680, "score": 84.3, "kept_epoch": 7}]
+    shares = [{"index": i, "ref": s["ref"], "task": s["task"], "family": s["family"], "share": share,
+               "mean_omega": 2 * share} for i, (s, (_, _, share)) in enumerate(zip(sources, QUICKSTART_SHELF))]
+    learned = {"start": 2 / 19, "mean_relative_change": 0.4, "largest_share": 0.09, "smallest_share": 0.035,
+               "kept_epoch": 7, "epochs_run": 10, "steps": 63}
     omega = {"composition": str(workdir / "transfer" / "scalearn++"), "variant": "scalearn++", "plot": plot,
-             "sources": [{"index": i, "ref": s["ref"], "task": s["task"], "share": share, "mean_omega": 2 * share}
-                         for i, (s, share) in enumerate(zip(sources, (0.5, 0.2, 0.3)))]}
+             "sources": shares, "families": family_shares(shares), "learned": learned, "warning": None,
+             "weighed": None}
     export = {"out": str(workdir / "export" / "scalearn++-merged"), "format": "merged", "max_abs_diff": 4.2e-7,
               "ok": True, "samples": 64, "tolerance": 1e-5}
-    return {"target": "demo-paraphrase", "few_shot": 64, "workdir": str(workdir), "sources": sources, "rows": rows,
-            "omega": omega, "export": export, "next": next_steps(workdir),
-            "notes": ["AdapterSoup ranks sources by their training texts; the plain PEFT folder records",
-                      "none, so AdapterSoup chose 1 of the other 2"]}
+    return {"target": "cr", "data": "zoo/quickstart/cr", "workdir": str(workdir), "sources": sources,
+            "left_out": own, "rows": rows, "omega": omega, "export": export, "next": next_steps(workdir)}
 

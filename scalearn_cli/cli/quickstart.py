@@ -1,35 +1,42 @@
-"""``scalearn quickstart``: the whole workflow offline on the embedded defaults, in a few minutes on a CPU.
+"""``scalearn quickstart``: the zoo's shipped shelf composed for a few-shot target, offline, in minutes on a CPU.
 
-Writes the synthetic demo tasks, puts three frozen sources on a shelf (the target's few-shot LoRA, a zoo LoRA
-pulled from the local registry, a LoRA saved by plain PEFT), composes them for the few-shot target with
-ScaLearn and the baselines, shows the learned ω and the parity of a folded export, and prints what to run next.
+Puts every LoRA source the zoo ships on a shelf (by id and commit, sha256-verified; the target's own left out),
+composes it for the cr reviews that ship beside the catalog with the average and ScaLearn++, shows which sources
+ω leaned on (by source and by family) and how far it moved, checks the parity of a folded export, and prints what
+to run next.
 """
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from scalearn_cli.cli.common import JsonOpt, RegistryOpt, console, err_console, print_json
 
+Say = Callable[[str], None]
+TOP = 6  # sources listed by ω share (all of them in --json)
+
 
 def quickstart(
-    workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo data and outputs go.")] = Path(
-        "scalearn-quickstart"
-    ),
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs for the few-shot adapter and the transfers.")] = 10,
-    few_shot: Annotated[int, typer.Option("--few-shot", help="Target training examples for the transfer.")] = 64,
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the outputs go.")] = Path("scalearn-quickstart"),
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs of each composition.")] = 10,
+    few_shot: Annotated[Optional[int], typer.Option(
+        "--few-shot", help="Use K of the target's shipped train rows (default: all of them).")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Zoo catalog whose shelf is composed: base model id or catalog name "
+                              "(default: embedded MiniLM-L6).")] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the offline demo: build a shelf of sources, compose them for a few-shot target, compare, export."""
+    """Run the offline demo: compose the zoo's shipped shelf for a few-shot target, show ω, export."""
     # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.quickstart import run_quickstart
 
-    result = run_quickstart(workdir, epochs=epochs, few_shot=few_shot, registry=registry, log=_log(as_json))
+    result = run_quickstart(workdir, epochs=epochs, few_shot=few_shot, model=model, registry=registry,
+                            log=_log(as_json))
     if as_json:
         print_json(result)
         return
@@ -37,38 +44,29 @@ def quickstart(
 
 
 def render(result: dict[str, Any]) -> None:
-    """The closing summary: shelf, comparison table, ω shares, export parity, next commands (one 80-column screen)."""
-    from rich.table import Table
-
-    workdir, target = Path(result["workdir"]), result["target"]
+    """The closing summary: shelf, comparison table, ω by source and family, export parity, next commands (one
+    80-column screen)."""
+    workdir, target, sources = Path(result["workdir"]), result["target"], result["sources"]
     say = lambda text: console.print(text, highlight=False, soft_wrap=True)  # noqa: E731 (lines fit 80 columns)
-    say(f"[bold]shelf[/]: frozen sources ({target}'s own full-data adapter is not on it)")
-    for i, s in enumerate(result["sources"]):
-        score = "" if s["score"] is None else f" ({s['score']:.1f} {s['metric'][:3]} on it)"
-        say(f"  #{i} {s['task']}{score}: {s['origin']}\n     {_short(s['ref'], workdir)}")
-    say(f"[bold]few-shot transfer to {target}[/] ({result['few_shot']} examples; test: held-out split)")
-    table = Table()
-    for col in ("method", "N", "params", "test"):
-        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
-    for row in result["rows"]:
-        table.add_row(row["method"], str(row["n_sources"]), f"{row['parameters']:,}",
-                      f"{row['score']:.1f} {row['metric'][:3]}")
-    console.print(table)
-    say(f"params: trained besides the {result['rows'][0]['head_parameters']:,}-parameter head every row trains")
-    for note in result.get("notes", ()):
-        say(note)
-    omega = result["omega"]
-    say(f"ω of {omega['variant']}, share of Σ|ω| (scalearn inspect {_short(omega['composition'], workdir)}):")
-    for s in omega["sources"]:
-        say(f"  #{s['index']} {s['task']:<16} {100 * s['share']:5.1f}%   mean ω {s['mean_omega']:.3f}")
-    learned = omega.get("learned")
-    if learned and not omega.get("warning"):  # whether the shares were learned at all (as ``scalearn inspect``)
-        say(f"  kept epoch {learned['kept_epoch']} of {learned['epochs_run']} ({learned['steps']} steps), ω "
-            f"{100 * learned['mean_relative_change']:.1f}% from its start (2/N) on average")
-    if omega.get("warning"):
-        say("\n".join(textwrap.wrap(f"note: {omega['warning']}", 76, initial_indent="  ", subsequent_indent="    ")))
-    say(f"  heatmap: {_short(omega['plot'], workdir)}" if omega["plot"]
-        else "  (pip install matplotlib, then scalearn inspect ... --plot omega.png)")
+    say(f"[bold]shelf[/]: {len(sources)} shipped LoRA sources (by id and commit, sha256-verified), by family:")
+    families: dict[str, list[str]] = {}
+    for s in sources:
+        families.setdefault(s["family"], []).append(s["task"])
+    _wrapped(say, "; ".join(f"{f} {', '.join(tasks)}" for f, tasks in families.items()))
+    rows = [r for r in result["rows"] if r["combiner"]]
+    say(f"[bold]transfer to {target}[/] ({rows[0]['train_examples']} train rows, {rows[0]['dev_examples']} dev; "
+        f"test: {rows[0]['test_examples']} rows)")
+    _table(result["rows"])
+    say(f"params: trained besides the {rows[0]['head_parameters']:,}-parameter head each composition trains")
+    by = {r["combiner"]: r for r in rows}
+    if {"average", "scalearn"} <= set(by):  # the one comparison that says whether learning ω paid off here
+        gain, n = by["scalearn"]["score"] - by["average"]["score"], by["scalearn"]["test_examples"]
+        say(f"{by['scalearn']['method']} − average: {gain:+.1f} points ({gain * n / 100:+.0f} of {n} test rows, one "
+            "seed)")
+    for own in (r for r in result["rows"] if not r["combiner"]):
+        rows_said = f"all {own['train_examples']:,} of its train rows" if own["train_examples"] else "its train rows"
+        _wrapped(say, f"{own['method']}: left off the shelf; trained by the zoo on {rows_said}", indent="")
+    _omega(say, result["omega"], workdir, len(sources))
     export = result["export"]
     verdict = {True: "ok", False: "FAILED", None: "approximate"}[export["ok"]]
     say(f"export --format merged, verify: max |Δlogit| = {export['max_abs_diff']:.2g} on {export['samples']} "
@@ -76,6 +74,43 @@ def render(result: dict[str, Any]) -> None:
     say("[bold]next[/]:")
     for line in result["next"]:  # commands wrapped with shell continuations; "#" lines are short
         say("  " + (line if line.startswith("#") else " \\\n      ".join(_wrap(line, 72))))
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table()
+    for col in ("method", "N", "kept", "params", "test"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    for row in rows:
+        kept = f"{row['kept_epoch']}/{row['epochs_run']}" if row.get("kept_epoch") else "-"
+        params = "-" if row["parameters"] is None else f"{row['parameters']:,}"
+        table.add_row(row["method"], str(row["n_sources"]), kept, params, f"{row['score']:.1f} {row['metric'][:3]}")
+    console.print(table)
+
+
+def _omega(say: Say, omega: dict[str, Any], workdir: Path, n: int) -> None:
+    """The top sources by ω share with their family, the families' mean shares, and whether ω was learned."""
+    say(f"ω of {omega['variant']}: share of Σ|ω| (uniform {100 / n:.1f}%), top {min(TOP, n)} of {n}\n"
+        f"  (scalearn inspect {_short(omega['composition'], workdir)}):")
+    for s in omega["sources"][:TOP]:
+        say(f"  {s['task']:<20} {s['family']:<14} {100 * s['share']:5.1f}%   mean ω {s['mean_omega']:.3f}")
+    _wrapped(say, "by family, mean share per source: " + ", ".join(
+        f"{f['family']} {100 * f['mean_share']:.1f}% ({f['sources']})" for f in omega["families"]))
+    learned = omega.get("learned")
+    if learned:  # the transfer report's figures (as ``scalearn inspect``)
+        _wrapped(say, f"kept epoch {learned['kept_epoch']} of {learned['epochs_run']} ({learned['steps']} steps in "
+                      f"all); ω moved {100 * learned['mean_relative_change']:.1f}% from its start (2/N) on average; "
+                      f"source shares {100 * learned['smallest_share']:.1f}–{100 * learned['largest_share']:.1f}%")
+    for note in (omega.get("warning"), omega.get("weighed")):
+        if note:
+            _wrapped(say, f"note: {note}")
+    say(f"  heatmap: {_short(omega['plot'], workdir)}" if omega["plot"]
+        else "  (pip install matplotlib, then scalearn inspect ... --plot omega.png)")
+
+
+def _wrapped(say: Say, text: str, indent: str = "  ") -> None:
+    say("\n".join(textwrap.wrap(text, 78 - len(indent), initial_indent=indent, subsequent_indent=indent + "  ")))
 
 
 def _wrap(command: str, width: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""Synthetic demo tasks for ``scalearn quickstart``, generated from templates (no dataset is copied).
+"""Synthetic demo tasks (the zoo's demo recipes, the tests), generated from templates (no dataset is copied).
 
 Each task is learnable by a small encoder but not by word counting alone: sentiment has negation and
 "X, but Y" contrast, paraphrase negatives share most words with their pair, and NLI needs hypernyms
@@ -171,7 +171,7 @@ def demo_folder(name: str, root: Path | None = None, seed: int = 0) -> Path:
     """The folder of demo task ``name`` under ``root/demo`` (default: the per-user cache, ``~/.cache/scalearn/
     demo-data``, not a temp folder other users of the machine could write first), written when missing.
 
-    The generator is deterministic, so a folder written here holds the same rows as the quickstart's own: a demo
+    The generator is deterministic, so a folder written here holds the same rows as any other: a demo
     source whose recorded data folder was deleted can be read again from this one.
     """
     if name not in _GENERATORS:
