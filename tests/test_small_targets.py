@@ -170,8 +170,8 @@ def test_small_report_tests_each_rule_against_the_defaults_the_average_and_the_o
     assert n == len(rows) and (tmp_path / "doc.md").read_text() == text
     assert "| fixed-budget | ScaLearn++ | ScaLearn++ under current | +5.00 |" in text
     verdicts = text.split("## Verdicts")[1]
-    assert "current defaults beyond seed noise: fixed-budget (ScaLearn++, +5.00); below them: none" in verdicts
-    assert "above the average of its sources (ω fixed at 1/N) beyond seed noise: fixed-budget (ScaLearn++" in verdicts
+    assert "current defaults beyond seed noise: cr-250 fixed-budget (ScaLearn++, +5.00); below them: none" in verdicts
+    assert "above the average of its sources (ω fixed at 1/N) beyond seed noise: cr-250 fixed-budget (ScaLearn++" in verdicts
     assert "| current | ScaLearn++ | Average (ω = 1/N, fixed) | -0.50 |" in text  # within noise: no verdict claimed
 
 
