@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compare-run", action="append", default=[],
                    help="another run under bench/results (e.g. the same plan with --pooling mean, or a protocol check "
                         "made with --sources-from): rows side by side; repeat for several")
+    p.add_argument("--extend-run", action="append", default=[],
+                   help="another run under bench/results over the same sources and protocol (e.g. more methods run "
+                        "later): its rows join this run's tables; repeat for several")
     p.add_argument("--all", action="store_true", help="regenerate every committed doc of bench/runs.json "
                    "(docs/benchmarks*.md)")
     p.add_argument("--check", action="store_true", help="with --all: regenerate into a temporary folder and fail if a "
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.check and not args.all:
         p.error("--check goes with --all (it checks every committed doc)")
     if not args.all:
-        _, n_rows, run_dir = render(args.run, args.out, args.speed, args.reference, args.compare_run)
+        _, n_rows, run_dir = render(args.run, args.out, args.speed, args.reference, args.compare_run,
+                                    args.extend_run)
         print(f"wrote {args.out} ({n_rows} result rows from {run_dir})")
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, entry in DOCS.items():
             out = (Path(tmp) if args.check else DOC_DIR) / name
             text, n_rows, run_dir = entry(out) if callable(entry) else render(entry[0], out, args.speed,
-                                                                               args.reference, entry[1])
+                                                                               args.reference, entry[1], entry[2])
             committed = DOC_DIR / name
             if args.check and (not committed.is_file() or committed.read_text() != text):
                 stale.append(name)
@@ -154,8 +158,10 @@ def main(argv: list[str] | None = None) -> None:
                  "run `python -m bench report --all` and commit the docs with their results")
 
 
-def render(run: str | None, out: Path, speed: Path, reference: Path, compare_runs: list[str]) -> tuple[str, int, Path]:
-    """Write the report of one run to ``out`` (figures beside it, under figures/); returns (text, rows, run folder)."""
+def render(run: str | None, out: Path, speed: Path, reference: Path, compare_runs: list[str],
+           extend_runs: list[str] = ()) -> tuple[str, int, Path]:
+    """Write the report of one run to ``out`` (figures beside it, under figures/); returns (text, rows, run folder).
+    ``extend_runs``: runs over the same sources and protocol whose rows (keys the run lacks) join its tables."""
     # docs/benchmarks.md keeps docs/figures/; another doc (e.g. a second run) gets docs/figures/<its name>/
     sub = "" if out.stem == "benchmarks" else f"{out.stem}/"
     figures, link = out.resolve().parent / "figures" / sub, f"figures/{sub}"
@@ -167,6 +173,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
         sys.exit(f"{run_dir}/config.json not found: run `python -m bench run` first")
     rows = list({row_key(r): r
                  for r in reversed(read_jsonl(run_dir / "results.jsonl"))}.values())[::-1]  # one row per run key
+    rows, extended = extend_rows(rows, extend_runs)
     majority = read_json(run_dir / "majority.json") or {}
     paper = paper_tables(reference)
     targets = config["targets"].split(",")
@@ -200,7 +207,7 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
            "otherwise. Cells are mean ± standard deviation (number of seeds) when there is more than one seed. "
            "*Transfer params* counts what stage 2 trains besides the head (the single adapter row: the adapter "
            "itself). *Avg* is the GLUE-style unweighted mean over targets (shown only when every target has a "
-           "score).", ""]
+           "score).", "", *extended]
     doc += quality_sections(config, rows, g, majority, means_by_kind, run_dir, figures, link)
     doc += comparison_sections(config, rows, majority, means_by_kind, run_dir, compare_runs)
     doc += cost_sections(config, rows, run_dir, speed)
@@ -208,6 +215,23 @@ def render(run: str | None, out: Path, speed: Path, reference: Path, compare_run
     text = "\n".join(doc)
     out.write_text(text)
     return text, len(rows), run_dir
+
+
+def extend_rows(rows: list[dict], extend_runs: list[str], results: Path = RESULTS) -> tuple[list[dict], list[str]]:
+    """The run's rows plus each extending run's rows of keys the run lacks (the run's own row wins), and a line
+    naming what joined."""
+    have, said = {row_key(r) for r in rows}, []
+    for name in extend_runs:
+        added = [r for r in read_jsonl(results / name / "results.jsonl") if row_key(r) not in have]
+        have |= {row_key(r) for r in added}
+        rows = rows + added
+        methods = sorted({label(r["method"], r.get("variant")) for r in added})
+        targets = sorted({r["target"] for r in added})
+        if added:
+            said.append(f"Rows of the `{name}` run join these tables ({len(added)}: {', '.join(methods)} on "
+                        f"{', '.join(targets)}; seeds {', '.join(sorted({str(r['seed']) for r in added}))}): "
+                        f"{runs.load()[1].get(name, '')}.")
+    return rows, [*said, ""] if said else []
 
 
 def quality_sections(config: dict, rows: list[dict], g: dict, majority: dict, means_by_kind: dict, run_dir: Path,

@@ -61,10 +61,11 @@ def test_report_list_names_each_doc_its_runs_and_the_commands(capsys):
             assert f"  rows      {entry['rows']}\n" in out
         else:
             command = " ".join([f"python -m bench report --run {entry['run']} --out docs/{name}",
-                                *(f"--compare-run {other}" for other in entry["compare"])])
+                                *(f"--compare-run {other}" for other in entry["compare"]),
+                                *(f"--extend-run {other}" for other in entry.get("extend", []))])
             assert f"  doc       {command}\n" in out
             assert f"python -m bench run --from-config bench/results/{entry['run']}/config.json" in out
-        for run in (entry["run"], *entry["compare"]):
+        for run in (entry["run"], *entry["compare"], *entry.get("extend", [])):
             assert (REPO / "bench" / "results" / run / "config.json").is_file(), run
     assert out.rstrip().endswith("every doc: python -m bench report --all   (--check: fail where a doc is not what "
                                  "its results make)")

@@ -244,3 +244,16 @@ def test_a_source_below_the_bar_names_the_same_source_from_runs_that_trained_it_
     source_row = {**source(3e-4, 48.01, 2), "dev": {"loss": 0.688}}
     assert report_sources.chance_loss(source_row) == "; kept dev loss 0.688 against ln 2 = 0.693 for a uniform guess"
     assert report_sources.chance_loss({**source_row, "target": "stsb"}) == ""  # regression: no chance loss
+
+
+def test_an_extending_runs_rows_join_the_tables_where_the_run_has_no_row_of_that_key(tmp_path):
+    row = {"stage": "transfer", "target": "rte", "kind": "lora", "method": "average", "variant": None, "seed": 0,
+           "k": None, "main_score": 60.0}
+    peer = {**row, "method": "arrow", "main_score": 52.0}
+    (tmp_path / "peers").mkdir()
+    (tmp_path / "peers" / "results.jsonl").write_text(
+        json.dumps({**row, "main_score": 1.0}) + "\n" + json.dumps(peer) + "\n")  # its own average: not taken
+    rows, said = report.extend_rows([row], ["peers"], results=tmp_path)
+    assert [r["main_score"] for r in rows] == [60.0, 52.0]
+    assert said[0].startswith("Rows of the `peers` run join these tables (1: PEFT Arrow routing") and "rte" in said[0]
+    assert report.extend_rows([row], [], results=tmp_path) == ([row], [])
