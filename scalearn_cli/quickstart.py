@@ -26,7 +26,7 @@ with these settings the kept epoch is the 6th, ω moves 46% from its start and t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from scalearn_cli.combiners import TRANSFER_LR
 from scalearn_cli.errors import UsageError
@@ -49,6 +49,7 @@ MIN_STEPS = 40  # no epoch ending before this step is kept (the small-target ben
 HEAD_LR = 1e-3  # the head's learning rate, below ω's TRANSFER_LR: a head that fits first leaves ω at its start
 WEIGHED_RATIO = 1.25  # below this largest/smallest source share, ω has weighed the sources about alike
 MAX_LENGTH = 64  # reviews are one sentence: 64 tokens hold all but a handful
+LEANED = 3  # the next steps compose by hand the sources with the largest shares of Σ|ω|
 
 
 def run_quickstart(
@@ -73,9 +74,11 @@ def run_quickstart(
     for method, variant, label in METHODS:
         rows.append(_compose(workdir, resolved, data, (method, variant, label), epochs, resolver, log))
     inspected = workdir / "transfer" / INSPECTED
+    omega = _omega(inspected, sources)
+    leaned = [s["task"] for s in omega["sources"][:LEANED]]
     return {"target": TARGET, "data": str(data.data_dir), "workdir": str(workdir), "sources": sources,
-            "left_out": own, "rows": rows, "omega": _omega(inspected, sources),
-            "export": _export(workdir, inspected, resolver, log), "next": next_steps(workdir)}
+            "left_out": own, "rows": rows, "omega": omega,
+            "export": _export(workdir, inspected, resolver, log), "next": next_steps(workdir, leaned)}
 
 
 def target_data(catalog: Catalog) -> Path:
@@ -186,14 +189,16 @@ def _export(workdir: Path, folder: Path, resolver: Resolver, log: Callable[[str]
     return {"out": str(out), "format": "merged", **{k: result[k] for k in keep}}
 
 
-def next_steps(workdir: Path) -> list[str]:
-    """The commands that repeat this by hand over a few sources, and the start on another model (``#`` lines)."""
+def next_steps(workdir: Path, leaned: Sequence[str] = ("sst2", "mpqa", "subj")) -> list[str]:
+    """The commands that repeat this by hand over the sources ω leaned on most (``leaned``: their task names),
+    and the start on another model (``#`` lines)."""
     data = "zoo/quickstart/cr"
+    picked = " ".join(f"-s zoo:{task}" for task in leaned)
     return [
         "# the shelf, then the composition by hand over the sources ω leaned on",
         "scalearn zoo list",
         f"scalearn transfer --task cr --data-dir {data} --variant scalearn++ --min-steps {MIN_STEPS} "
-        f"--head-lr {HEAD_LR:g} -s zoo:sst2 -s zoo:mpqa -s zoo:subj --out cr-scalearn",
+        f"--head-lr {HEAD_LR:g} {picked} --out cr-scalearn",
         f"scalearn inspect {workdir / 'transfer' / INSPECTED} --plot omega.png",
         "# another model: train sources from the Hub (online), compose them as above",
         "scalearn train-source --model roberta-base --task sst2 --max-train-samples 4000 --out sst2-rb",

@@ -129,6 +129,8 @@ def test_the_quickstart_composes_the_shipped_shelf_without_the_targets_own_sourc
     assert abs(sum(s["share"] for s in omega["sources"]) - 1) < 1e-6
     assert [s["share"] for s in omega["sources"]] == sorted((s["share"] for s in omega["sources"]), reverse=True)
     assert {f["family"] for f in omega["families"]} == {"other"}
+    by_hand = next(line for line in out["next"] if line.startswith("scalearn transfer"))
+    assert [w for w in by_hand.split() if w.startswith("zoo:")] == [f"zoo:{s['task']}" for s in omega["sources"][:3]]
     assert omega["learned"]["epochs_run"] == 1 and omega["learned"]["steps"] == 2
     assert out["export"]["ok"] is True and out["export"]["max_abs_diff"] <= 1e-5
 
