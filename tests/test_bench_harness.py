@@ -77,7 +77,10 @@ def test_a_doc_naming_an_undescribed_run_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match='run\\(s\\) b named by a doc but not described under "runs"'):
         runs.docs(path)
     path.write_text(json.dumps({"docs": {"x.md": {"run": "a", "compare": ["b"]}}, "runs": {"a": "", "b": ""}}))
-    assert runs.docs(path) == {"x.md": ("a", ["b"])}
+    assert runs.docs(path) == {"x.md": ("a", ["b"], [])}
+    path.write_text(json.dumps({"docs": {"x.md": {"run": "a", "extend": ["c"]}}, "runs": {"a": ""}}))
+    with pytest.raises(SystemExit, match='run\\(s\\) c named by a doc'):  # an extending run is named too
+        runs.docs(path)
 
 
 def test_from_config_resumes_the_recorded_run_and_flags_given_still_win(capsys):
