@@ -99,10 +99,7 @@ def test_one_site_dense_equals_low_rank_with_input_gradients(variant, conv1d):
         omega.train()
         mix.path = path
         x = torch.randn(2, 4, d_in, generator=torch.Generator().manual_seed(2), requires_grad=True)
-        torch.manual_seed(5)
-        out = layer(x)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out.detach(), x.grad, omega.values[0].grad))
+        results.append(output_and_grads(layer, x, omega))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
@@ -311,10 +308,7 @@ def test_a_large_batch_keeps_the_summed_weight_and_gives_the_same_gradients():
         if path == "dense":
             kept = _saved_storages(lambda: layer(x), [*layer.parameters(), *layer.buffers(), *omega.parameters()])
             x.grad, omega.values[0].grad = None, None
-            torch.manual_seed(5)
-        out = layer(x)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out.detach(), x.grad, omega.values[0].grad))
+        results.append(output_and_grads(layer, x, omega))
     assert any(sorted(s) == [5, 6] for s in kept.values())
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
@@ -336,9 +330,14 @@ def test_both_orders_of_omegas_gradient_chain_give_the_low_rank_paths_gradients(
             omega.values[0].copy_(torch.randn(omega.values[0].shape, generator=torch.Generator().manual_seed(1)))
         omega.requires_grad_(True)
         x = torch.randn(tokens, 6, generator=torch.Generator().manual_seed(2), requires_grad=True)
-        torch.manual_seed(5)
-        out = layer(x)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out.detach(), x.grad, omega.values[0].grad))
+        results.append(output_and_grads(layer, x, omega))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def output_and_grads(layer: torch.nn.Module, x: torch.Tensor, omega) -> tuple:
+    """One seeded forward and backward of ``layer`` on ``x``: the output, x's gradient and ω's first gradient."""
+    torch.manual_seed(5)
+    out = layer(x)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    return out.detach(), x.grad, omega.values[0].grad
