@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from scalearn_cli.artifacts.outputs import publish
@@ -32,26 +33,37 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def _materialize(
-    blobs: dict[str, Path], expected: dict[str, str], local_dir: Path, repo_id: str, commit: str
-) -> Path:
-    """Copy verified blobs into a temporary folder, then rename it to ``local_dir``.
-
-    Copies, never hard links: a link shares the blob's inode, and read-only modes do not stop root (or a
-    ``chmod``), so editing a pulled file would silently change the registry's blob and fail every later pull.
-    """
-    if existing_pull(local_dir, expected):
-        verify_files(local_dir, expected, repo_id, commit)  # already pulled: idempotent
+def pull_into(local_dir: Path, names: Iterable[str], fill: Callable[[Path], None],
+              verify: Callable[[Path], None]) -> Path:
+    """The one way a pull lands in ``local_dir``: a folder already holding exactly ``names`` is verified and kept
+    (idempotent); otherwise ``fill`` writes the files into a temporary folder beside it, ``verify`` checks them,
+    and the folder is renamed into place only then, never replacing a concurrent pull's."""
+    if existing_pull(local_dir, names):
+        verify(local_dir)
         return local_dir
     local_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.tmp-{os.getpid()}-", dir=local_dir.parent))
     try:
-        for name, blob in blobs.items():
-            if not blob.is_file():
-                raise RegistryError(f"{repo_id}@{commit[:12]}: the blob of {name} is missing; re-push the adapter")
-            shutil.copyfile(blob, tmp / name)  # a new, writable file owned by the user
-        verify_files(tmp, expected, repo_id, commit)
+        fill(tmp)
+        verify(tmp)
         publish(tmp, local_dir)  # never replaces: a concurrent pull that won keeps its folder
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return local_dir
+
+
+def materialize(
+    blobs: dict[str, Path], expected: dict[str, str], local_dir: Path, repo_id: str, commit: str
+) -> Path:
+    """Copy verified blobs into ``local_dir`` (``pull_into``).
+
+    Copies, never hard links: a link shares the blob's inode, and read-only modes do not stop root (or a
+    ``chmod``), so editing a pulled file would silently change the registry's blob and fail every later pull.
+    """
+    def fill(tmp: Path) -> None:
+        for name, blob in blobs.items():
+            if not blob.is_file():
+                raise RegistryError(f"{repo_id}@{commit[:12]}: the blob of {name} is missing; re-push the adapter")
+            shutil.copyfile(blob, tmp / name)  # a new, writable file owned by the user
+
+    return pull_into(local_dir, expected, fill, lambda folder: verify_files(folder, expected, repo_id, commit))

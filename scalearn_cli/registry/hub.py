@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from scalearn_cli import __version__
 from scalearn_cli.artifacts import METADATA_FILE, read_json, sha256_file
-from scalearn_cli.artifacts.outputs import check_pull_dir, publish
+from scalearn_cli.artifacts.outputs import check_pull_dir
 from scalearn_cli.errors import RegistryError, ScaLearnError, UsageError
 from scalearn_cli.registry.base import (
     ALLOW_PATTERNS,
@@ -34,7 +33,6 @@ from scalearn_cli.registry.base import (
     Registry,
     RepoEntry,
     collect_push_files,
-    existing_pull,
     is_pullable_file,
     matches,
     validate_filename,
@@ -42,6 +40,7 @@ from scalearn_cli.registry.base import (
     validate_repo_id,
     validate_revision,
 )
+from scalearn_cli.registry.files import pull_into
 
 logger = logging.getLogger(__name__)
 
@@ -201,20 +200,13 @@ class HubRegistry(Registry):
             folder = self._download(repo_id, commit, None)
             _verify(folder, records, repo_id, commit, drop_bad=True)
             return folder
-        local_dir = check_pull_dir(local_dir)
-        if existing_pull(local_dir, records):
-            _verify(local_dir, records, repo_id, commit)  # already pulled: idempotent
-            return local_dir
-        local_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.tmp-{os.getpid()}-", dir=local_dir.parent))
-        try:
+
+        def fill(tmp: Path) -> None:
             self._download(repo_id, commit, tmp)
             shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping for local_dir
-            _verify(tmp, records, repo_id, commit)
-            publish(tmp, local_dir)  # never replaces: a concurrent pull that won keeps its folder
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return local_dir
+
+        return pull_into(check_pull_dir(local_dir), records, fill,
+                         lambda folder: _verify(folder, records, repo_id, commit))
 
     def _download(self, repo_id: str, commit: str, local_dir: Path | None) -> Path:
         from huggingface_hub import snapshot_download

@@ -34,7 +34,7 @@ from scalearn_cli.artifacts import METADATA_FILE, read_json
 from scalearn_cli.artifacts.outputs import check_pull_dir
 from scalearn_cli.cache import default_local_root
 from scalearn_cli.errors import RegistryError, ScaLearnError, UsageError
-from scalearn_cli.registry.files import _atomic_write, _materialize, _mode
+from scalearn_cli.registry.files import _atomic_write, _mode, materialize
 from scalearn_cli.registry.base import (
     DEFAULT_BRANCH,
     PushResult,
@@ -310,7 +310,7 @@ class LocalRegistry(Registry):
             return snapshot
         local_dir = check_pull_dir(local_dir, self.root)
         blobs = {name: self._inside(repo_dir / "blobs" / digest) for name, digest in expected.items()}
-        return _materialize(blobs, expected, local_dir, repo_id, commit)
+        return materialize(blobs, expected, local_dir, repo_id, commit)
 
     def exists(self) -> bool:
         """True once the root is a folder (a push creates it)."""
