@@ -158,6 +158,22 @@ def omega_warning(summary: dict[str, Any] | None) -> str | None:
             "try --min-steps N (keep no epoch before N steps) or a larger dev set (--max-dev-samples)")
 
 
+#: where composing all of a wide shelf over a few-shot target lost to a learned selection of a few of its sources
+#: (docs/benchmarks-shelf.md: few-shot RTE, 22 sources, 16 rows; learned K = 4 above all N beyond seed noise)
+SELECT_HINT_SOURCES, SELECT_HINT_ROWS = 16, 100
+
+
+def selection_hint(record: CompositionRecord, train_examples: int | None) -> str | None:
+    """One line suggesting ``--select K`` when ω was learned over many sources from a few-shot target's rows and no
+    selection was made; None otherwise."""
+    if (record.selection is not None or not allows(record.method, "train_omega")
+            or record.n_sources < SELECT_HINT_SOURCES or train_examples is None or train_examples > SELECT_HINT_ROWS):
+        return None
+    return (f"{record.n_sources} sources learned from {train_examples} training rows: on few-shot targets a learned "
+            "selection of a few sources scored above composing the whole shelf (docs/benchmarks-shelf.md); try "
+            "--select 4 (or `scalearn select`) and compare")
+
+
 def learned_line(summary: dict[str, Any]) -> str:
     """The ω summary in one line: kept epoch of epochs run, steps, mean change from the start, source shares."""
     return (f"kept epoch {summary['kept_epoch']} of {summary['epochs_run']} ({summary['steps']} steps); ω moved "

@@ -263,3 +263,29 @@ def test_256_tiny_sources_compose_and_select_in_seconds(tmp_path, tiny_model_dir
                          "--max-steps", "2", "--batch-size", "16", "--max-length", "16", "--out", tmp_path / "all")
     assert all_of_them.exit_code == 0, all_of_them.output
     assert record(tmp_path / "all")["n_sources"] == 246
+
+
+def test_a_wide_shelf_over_a_few_rows_suggests_a_selection(tmp_path, tiny_model_dir, task_file):
+    from helpers import peft_lora
+
+    from scalearn_cli.inspection import SELECT_HINT_ROWS, SELECT_HINT_SOURCES
+
+    shelf = tiny_peft_shelf(tmp_path / "shelf", peft_lora(tmp_path / "template", tiny_model_dir, 0),
+                            SELECT_HINT_SOURCES)
+    few = ["--max-train-samples", "40", "--max-steps", "2", "--batch-size", "16", "--max-length", "16", "--json"]
+    wide = invoke("transfer", *data(task_file), "--shelf", shelf, *few, "--out", tmp_path / "all")
+    assert wide.exit_code == 0, wide.output
+    hint = json.loads(wide.stdout)["hint"]
+    assert f"{SELECT_HINT_SOURCES} sources learned from 40 training rows" in hint and "--select" in hint
+    table = invoke("transfer", *data(task_file), "--shelf", shelf, *few[:-1], "--out", tmp_path / "table")
+    assert "Hint:" in table.stdout and "--select" in " ".join(table.stdout.split())
+    silent = {  # a selection made, a fixed combiner (no ω learned), fewer sources, more rows than a few-shot target
+        "selected": ["--shelf", shelf, "--select", "4", "--select-steps", "2", *few],
+        "average": ["--shelf", shelf, "--method", "average", *few],
+        "narrow": ["--shelf", shelf, "--shelf-exclude", "lora-000", *few],
+        "rows": ["--shelf", shelf, *few[2:], "--max-train-samples", str(SELECT_HINT_ROWS + 20)],
+    }
+    for name, args in silent.items():
+        result = invoke("transfer", *data(task_file), *args, "--out", tmp_path / name)
+        assert result.exit_code == 0, (name, result.output)
+        assert "hint" not in json.loads(result.stdout), name

@@ -116,6 +116,9 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
     learned, omega_warning = _omega(meta, out)
     if learned:
         summary.update(omega=learned, **({"omega_warning": omega_warning} if omega_warning else {}))
+    hint = _selection_hint(meta, out)
+    if hint:
+        summary["hint"] = hint
     if as_json:
         print_json(summary)
         return
@@ -130,6 +133,8 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
     for line in (warning, omega_warning):
         if line:
             console.print(f"[bold yellow]Warning:[/] {line}")
+    if hint:
+        console.print(f"[bold]Hint:[/] {hint}")
 
 
 def _omega(meta: dict, out: Path) -> tuple[dict | None, str | None]:
@@ -141,6 +146,17 @@ def _omega(meta: dict, out: Path) -> tuple[dict | None, str | None]:
 
     learned = omega_summary(out)
     return learned, omega_warning(learned)
+
+
+def _selection_hint(meta: dict, out: Path) -> str | None:
+    """``inspection.selection_hint`` for a composition; None for a source."""
+    if meta["kind"] != "composition":
+        return None
+    # lazy: keeps torch out of `scalearn --help`
+    from scalearn_cli.compose import read_record
+    from scalearn_cli.inspection import selection_hint
+
+    return selection_hint(read_record(out), meta["training"].get("train_examples"))
 
 
 def train_source(
