@@ -203,7 +203,10 @@ def setup(config: dict, rows: list[dict]) -> list[str]:
             f"- Selections on the broad shelf at K = {config.get('select_k')}, composed by "
             f"{label('scalearn', config.get('select_variant'))}: "
             + "; ".join(SELECT_TEXT[r] for r in str(config.get("select_rules", "")).split(",") if r in SELECT_TEXT)
-            + ". Their wall time includes the selection."]
+            + ". Their wall time includes the selection.",
+            "- Wall seconds: the median of a cell's one-thread CPU runs. The machine is shared and cells were made in "
+            "different sessions at different loads, so wall times compare within a session's cells, not across "
+            "them."]
 
 
 def shared_text(config: dict) -> list[str]:
