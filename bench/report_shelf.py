@@ -76,7 +76,9 @@ def method_table(g: dict, stage: str, target: str, k: int | None) -> list[str]:
     for method in ORDER[1:]:
         narrow = [rs for key, rs in g.items() if key[:4] == (stage, target, k, "narrow") and key[5] == method]
         narrow = narrow[0] if narrow else []
-        for n in broad_sizes(g, stage, target, k) or [None]:
+        made = [n for n in broad_sizes(g, stage, target, k)
+                if any(key[:5] == (stage, target, k, "broad", n) and key[5] == method for key in g)]
+        for n in made or [None]:  # the sizes this method has broad rows at; none yet: one row, narrow only
             broad = [(key[6], rs) for key, rs in g.items() if key[:5] == (stage, target, k, "broad", n)
                      and key[5] == method]
             sel, rs = broad[0] if broad else (None, [])
