@@ -193,7 +193,10 @@ def test_ctrl_c_mid_training_leaves_nothing(tmp_path: Path, tiny_model_dir: Path
                 assert time.monotonic() < deadline, "training never started"
                 time.sleep(0.1)
             proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=60)
+            try:
+                code = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # say where it was: the log shows the last phase it reported
+                pytest.fail(f"still running 60 s after Ctrl-C; its stderr:\n{log.read_text()[-3000:]}")
         finally:
             if proc.poll() is None:
                 proc.kill()
