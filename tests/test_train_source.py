@@ -185,7 +185,9 @@ def test_ctrl_c_mid_training_leaves_nothing(tmp_path: Path, tiny_model_dir: Path
            "--epochs", "100000", "--patience", "0", "--batch-size", "8", "--max-length", "16", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200"}
     with open(log, "w") as stderr:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        # a shell's background job (`make test &`, nohup) inherits SIGINT ignored; a user's Ctrl-C never is
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 120
             while "epoch 2:" not in log.read_text():  # training is under way
