@@ -113,10 +113,9 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
     warning = _untrained_warning(meta)
     if warning:
         summary["warning"] = warning
-    learned, omega_warning = _omega(meta, out)
+    learned, omega_warning, hint = _composition_notes(meta, out)
     if learned:
         summary.update(omega=learned, **({"omega_warning": omega_warning} if omega_warning else {}))
-    hint = _selection_hint(meta, out)
     if hint:
         summary["hint"] = hint
     if as_json:
@@ -137,26 +136,20 @@ def _report(meta: dict, out: Path, as_json: bool) -> None:
         console.print(f"[bold]Hint:[/] {hint}")
 
 
-def _omega(meta: dict, out: Path) -> tuple[dict | None, str | None]:
-    """A composition's ω summary and its warning (``inspection.omega_summary``); (None, None) for a source."""
-    if meta["kind"] != "composition" or not allows(meta["adapter"].get("method"), "train_omega"):
-        return None, None
-    # lazy: keeps torch out of `scalearn --help`
-    from scalearn_cli.inspection import omega_summary, omega_warning
-
-    learned = omega_summary(out)
-    return learned, omega_warning(learned)
-
-
-def _selection_hint(meta: dict, out: Path) -> str | None:
-    """``inspection.selection_hint`` for a composition; None for a source."""
+def _composition_notes(meta: dict, out: Path) -> tuple[dict | None, str | None, str | None]:
+    """A composition's ω summary, its warning (``inspection.omega_summary``/``omega_warning``) and the selection
+    hint (``inspection.selection_hint``); all None for a source."""
     if meta["kind"] != "composition":
-        return None
+        return None, None, None
     # lazy: keeps torch out of `scalearn --help`
     from scalearn_cli.compose import read_record
-    from scalearn_cli.inspection import selection_hint
+    from scalearn_cli.inspection import omega_summary, omega_warning, selection_hint
 
-    return selection_hint(read_record(out), meta["training"].get("train_examples"))
+    hint = selection_hint(read_record(out), meta["training"].get("train_examples"))
+    if not allows(meta["adapter"].get("method"), "train_omega"):
+        return None, None, hint
+    learned = omega_summary(out)
+    return learned, omega_warning(learned), hint
 
 
 def train_source(
