@@ -65,6 +65,8 @@ PRESETS = {"quick": QUICK, "strong": STRONG}
 PROCESS_OPTIONS = {"out", "work", "threads", "shard", "shard_index", "shard_count", "stages", "job_seeds",
                    "job_targets", "job_kinds", "job_methods", "deadline", "fit_deadline", "baselines_only",
                    "publish_sources", "quick", "strong", "from_config"}
+#: one worker's job filters and deadline: never written into the run's config.json (a resume would not want them)
+WORKER_FILTERS = {"deadline", "fit_deadline", "from_config", "shard", "shard_index", "shard_count"}
 
 logger = logging.getLogger("bench.quality")
 
@@ -251,7 +253,8 @@ def write_config(args: argparse.Namespace) -> None:
     import torch
     import transformers
 
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k not in WORKER_FILTERS and not k.startswith("job_")}
     config["data_root"] = os.path.relpath(args.data_root, REPO) if args.data_root.is_absolute() else str(args.data_root)
     config.update(out=os.path.relpath(args.out, REPO), machine={
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),

@@ -152,3 +152,13 @@ def test_device_workers_hand_back_only_the_rows_they_appended(tmp_path):
     assert sorted((tmp_path / "out" / "new_rows.jsonl").read_text().splitlines()) == ['{"new": 0}', '{"new": 1}']
     assert (tmp_path / "out" / "logs.tgz").is_file() and sorted(p.name for p in logs.iterdir()) == [
         "w0.log", "w1.log", "w2.log"]
+
+
+def test_a_workers_job_filters_and_deadline_stay_out_of_the_runs_config(tmp_path):
+    args = quality.parse_args(["--out", str(tmp_path), "--job-seeds", "1", "--job-targets", "rte", "--deadline",
+                               "23:00", "--fit-deadline", "--shard", "1/2", "--seeds", "0,1"])
+    quality.write_config(args)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["seeds"] == "0,1" and config["machine"]["threads"] == args.threads  # the run's own options stay
+    kept = {k for k in config if k.startswith("job_") or k in quality.WORKER_FILTERS}
+    assert not kept, f"one worker's filters written into the run's config: {sorted(kept)}"
