@@ -68,14 +68,13 @@ def catalog_shelf(zoo_registry: str | None = None, model: str | None = None) -> 
     ``local:DIR`` where a GPU machine built more), in catalog order; and how many LoRA recipes the shelf has in all
     (demo recipes are not the shelf's)."""
     from scalearn_cli.registry import get_registry
-    from scalearn_cli.zoo.catalog import load_catalog, status
+    from scalearn_cli.zoo.catalog import built, load_catalog
 
     catalog = load_catalog(model)
-    registry = get_registry(zoo_registry) if zoo_registry else catalog.shipped
     recipes = {r.name: r for r in catalog.recipes if r.adapter == "lora" and r.data.get("source") != "demo"}
     members = [Member(row["task"], f"zoo:{row['name']}", row["repo_id"], row["revision"])
-               for row in (status(catalog, registry) if registry is not None else [])
-               if row["name"] in recipes and row["state"] in ("built", "shipped")]
+               for row in built(catalog, get_registry(zoo_registry) if zoo_registry else None)
+               if row["name"] in recipes]
     return members, len(recipes)
 
 

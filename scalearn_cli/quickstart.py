@@ -31,14 +31,13 @@ from scalearn_cli.combiners import TRANSFER_LR
 from scalearn_cli.errors import UsageError
 from scalearn_cli.export import export, verify
 from scalearn_cli.inspection import omega_table, plot
-from scalearn_cli.registry.local import LocalRegistry
 from scalearn_cli.resolve import Resolved, Resolver
 from scalearn_cli.shelf_tasks import family
 from scalearn_cli.stages.common import DataOptions
 from scalearn_cli.stages.transfer import TransferOptions, transfer
 from scalearn_cli.tasks import get_task
 from scalearn_cli.train import TrainConfig
-from scalearn_cli.zoo.catalog import Catalog, load_catalog, status
+from scalearn_cli.zoo.catalog import Catalog, built, load_catalog
 
 TARGET = "cr"
 #: (method, variant, label): the average is the reference; ScaLearn++ is inspected and exported
@@ -93,9 +92,8 @@ def shelf(catalog: Catalog, resolver: Resolver, log: Callable[[str], None]
           ) -> tuple[list[dict[str, Any]], list[Resolved], dict[str, Any] | None]:
     """Every shipped LoRA source but the target's own, resolved (id, commit, sha256) in catalog order; the shelf
     entries as the summary shows them; and the target's own shipped source (not composed), None when none ships."""
-    # the shipped registry as "the user's", so that a copy the user built elsewhere never shadows a shipped one
-    shipped = catalog.shipped or LocalRegistry(catalog.path.parent / "registry")  # absent: prebuilt sources only
-    rows = [r for r in status(catalog, shipped) if r["adapter"] == "lora" and r["state"] == "shipped"]
+    # the shipped ones only, so that a copy the user built elsewhere never shadows a shipped one
+    rows = [r for r in built(catalog) if r["adapter"] == "lora" and r["state"] == "shipped"]
     entries, resolved, own = [], [], None
     for row in rows:
         entry = {"name": row["name"], "task": row["task"], "family": family(row["task"]),

@@ -4,7 +4,10 @@ A shelf is one of
 
 * a registry, as ``scalearn list --registry`` takes it: ``local``, ``local:/dir`` or a registry folder (it holds
   ``models--org--name/commits``), ``hub`` or a Hub URL: every repo ``list`` shows, at the commit ``main`` points at;
-* a plain folder of adapter folders (scalearn's, plain PEFT LoRA, AdapterHub), one level deep.
+* a plain folder of adapter folders (scalearn's, plain PEFT LoRA, AdapterHub), one level deep;
+* ``zoo`` (``zoo:SLUG``): every built source of the zoo catalog for the target's base model (or catalog SLUG) —
+  the ones shipped with it and the ones built into the user's registry — each as ``zoo:SLUG/NAME``, so a
+  composition re-resolves in any clone; ids are recipe names (``cr-lora``).
 
 Filters narrow it: task family (:func:`scalearn_cli.shelf_tasks.family` of the task a source was trained on),
 adapter kind, and include/exclude globs on ids (a registry's repo id, a folder's name). A registry is filtered on
@@ -24,9 +27,10 @@ from typing import Any
 from scalearn_cli.artifacts import METADATA_FILE
 from scalearn_cli.errors import CompositionError, ScaLearnError, UsageError
 from scalearn_cli.registry import get_registry
-from scalearn_cli.resolve import Resolved, Resolver
+from scalearn_cli.resolve import ZOO_SCHEME, Resolved, Resolver
 from scalearn_cli.shelf_tasks import FAMILIES, family
 from scalearn_cli.sources import kind_names
+from scalearn_cli.zoo.catalog import built, load_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +80,13 @@ class ShelfSources:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def shelf_candidates(spec: str, resolver: Resolver,
-                     unreadable: list[dict[str, str]] | None = None) -> list[Candidate]:
-    """Every source ``spec`` (a registry or a folder of adapter folders, see the module docstring) offers, by id;
-    a folder's sub-folders that are no adapter are appended to ``unreadable`` (id and why), when given."""
+def shelf_candidates(spec: str, resolver: Resolver, unreadable: list[dict[str, str]] | None = None,
+                     model: str | None = None) -> list[Candidate]:
+    """Every source ``spec`` (a registry, the zoo, or a folder of adapter folders, see the module docstring)
+    offers, by id; a folder's sub-folders that are no adapter are appended to ``unreadable`` (id and why), when
+    given. ``model`` (the target's base model) chooses the zoo's catalog for ``zoo``."""
+    if spec == "zoo" or spec.startswith(ZOO_SCHEME):
+        return _zoo_candidates(spec[len(ZOO_SCHEME):] or model, resolver)
     path = Path(spec).expanduser()
     if spec in ("local", "hub") or spec.startswith(("local:", "http://", "https://")) or _is_registry(path):
         return _registry_candidates(f"local:{path.resolve()}" if _is_registry(path) else spec, resolver)
@@ -126,6 +133,14 @@ def _registry_candidates(spec: str, resolver: Resolver) -> list[Candidate]:
     return found
 
 
+def _zoo_candidates(catalog_name: str | None, resolver: Resolver) -> list[Candidate]:
+    local = (resolver.registry or "local").startswith("local")
+    catalog = load_catalog(catalog_name)
+    rows = built(catalog, get_registry(resolver.registry) if local else None)
+    return [Candidate(row["name"], f"{ZOO_SCHEME}{catalog.prefix}/{row['name']}", resolver, row["task"],
+                      row["adapter"], catalog.base_model) for row in rows]
+
+
 def filter_candidates(candidates: list[Candidate], filters: ShelfFilter) -> list[Candidate]:
     """The candidates every filter keeps; a glob that matches no id at all is a typo, refused in one line."""
     ids = [c.id for c in candidates]
@@ -161,9 +176,11 @@ def open_shelves(specs: tuple[str, ...], filters: ShelfFilter, resolver: Resolve
     candidates: list[Candidate] = []
     unreadable: list[dict[str, str]] = []
     for spec in specs:
-        offered = shelf_candidates(spec, resolver, unreadable)
+        offered = shelf_candidates(spec, resolver, unreadable, base_model)
         if not offered:
-            raise UsageError(f"--shelf {spec} holds no adapter sources; push some there or pass another shelf")
+            hint = ("build some with `scalearn zoo build`" if spec == "zoo" or spec.startswith(ZOO_SCHEME)
+                    else "push some there")
+            raise UsageError(f"--shelf {spec} holds no adapter sources; {hint} or pass another shelf")
         candidates += offered
     kept = filter_candidates(candidates, filters)
     base = base_model or next((s.meta.base_model.get("id") for s in given if s.meta.base_model.get("id")), None)

@@ -197,3 +197,53 @@ def test_zoo_build_skip_stale_and_list(tmp_path: Path, tiny_model_dir: Path, mon
     }
     table = ok(invoke("list", "--registry", reg, env={"COLUMNS": "250"})).stdout
     assert "demo-sentiment" in table and "bottleneck" in table
+
+
+def test_the_zoo_is_a_shelf_of_its_built_sources_recorded_by_catalog(zoo: Path, tiny_model_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    demo = write_demo_tasks(tmp_path / "demo")["demo-paraphrase"]
+    out = tmp_path / "composed"
+    summary = ok_json(invoke("transfer", "--model", tiny_model_dir, "--task", "demo-paraphrase", "--data-dir", demo,
+                             "--max-train-samples", "32", "--shelf", "zoo", *TRAIN, "--out", out, "--json"))
+    record = json.loads((out / "composition.json").read_text())
+    assert [(s["ref"], s["registry"]) for s in record["sources"]] == [
+        ("zoo:tiny/sentiment-lora", "zoo:tiny"), ("zoo:tiny/nli-lora", "zoo:tiny")]  # catalog order, any clone
+    assert record["shelf"]["shelves"] == ["zoo"] and summary["metrics"]
+    assert ok_json(invoke("eval", out, "--json"))["metrics"]
+    kept = ok_json(invoke("transfer", "--model", tiny_model_dir, "--task", "demo-paraphrase", "--data-dir", demo,
+                          "--max-train-samples", "32", "--shelf", "zoo:tiny", "-s", "zoo:tiny/nli-lora",
+                          "--shelf-exclude", "nli-*", *TRAIN, "--out", tmp_path / "one-more", "--json"))
+    assert kept["metrics"]  # a recipe-name glob filters the zoo shelf; -s and the shelf compose together
+
+
+def test_an_empty_zoo_shelf_says_how_to_build_one(zoo: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    (zoo / "registry").rename(zoo / "gone")
+    (tmp_path / "bench-registry").rename(tmp_path / "gone-too")
+    demo = write_demo_tasks(tmp_path / "demo")["demo-paraphrase"]
+    result = invoke("transfer", "--model", tiny_model_dir, "--task", "demo-paraphrase", "--data-dir", demo,
+                    "--shelf", "zoo", *TRAIN, "--out", tmp_path / "never", "--registry", f"local:{tmp_path / 'mine'}")
+    assert result.exit_code != 0 and not (tmp_path / "never").exists()
+    assert "--shelf zoo holds no adapter sources; build some with `scalearn zoo build`" in result.output
+
+
+def test_every_shipped_source_is_scored_and_a_clone_composes_them_all(minilm_dir: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository's own zoo: each shipped source has a test score beside its majority baseline, and one
+    ``--shelf zoo`` composes every shipped LoRA (pulled by commit, sha256-verified) for the rows that ship with it."""
+    monkeypatch.delenv("SCALEARN_ZOO", raising=False)
+    monkeypatch.delenv("SCALEARN_REGISTRY_KIND", raising=False)
+    monkeypatch.setenv("SCALEARN_CACHE", str(tmp_path / "cache"))
+    rows = ok_json(invoke("zoo", "list", "--registry", f"local:{tmp_path / 'mine'}", "--json"))["recipes"]
+    shipped = [r for r in rows if r["state"] == "shipped"]
+    assert len(shipped) >= 25 and all(r["state"] in ("shipped", "missing") for r in rows)
+    for row in shipped:
+        assert row["metrics"].get(row["main_metric"]) is not None and row["baseline"], row["name"]
+    loras = [r for r in shipped if r["adapter"] == "lora"]
+    cr = Path(__file__).resolve().parents[1] / "zoo" / "quickstart" / "cr"
+    out = tmp_path / "all"
+    ok_json(invoke("transfer", "--task", "cr", "--data-dir", cr, "--shelf", "zoo", "--shelf-kind", "lora",
+                   "--max-train-samples", "16", "--max-steps", "2", "--batch-size", "8", "--max-length", "32",
+                   "--registry", f"local:{tmp_path / 'mine'}", "--out", out, "--json"))
+    record = json.loads((out / "composition.json").read_text())
+    assert [s["ref"] for s in record["sources"]] == [f"zoo:minilm-l6/{r['name']}" for r in loras]
+    assert {s["registry"] for s in record["sources"]} == {"zoo:minilm-l6"}

@@ -18,8 +18,8 @@ SourcesOpt = Annotated[Optional[list[str]], typer.Option(
     "--source", "-s", help="A source: scalearn, PEFT LoRA or AdapterHub folder, a pulled path, org/name[@rev] or "
                            "hf://org/name[@rev]; repeat.")]
 ShelfOpt = Annotated[Optional[list[str]], typer.Option(
-    "--shelf", help="Every source of a registry (local, local:/dir, a registry folder, hub, a Hub URL) or of a folder "
-                    "of adapter folders that fits the base model; repeat.")]
+    "--shelf", help="Every source of a registry (local, local:/dir, a registry folder, hub, a Hub URL), of the zoo "
+                    "(zoo: every built zoo source) or of a folder of adapter folders that fits the base model; repeat.")]
 FamilyOpt = Annotated[Optional[str], typer.Option(
     "--shelf-family", help="Keep shelf sources of these task families (comma-separated; see `scalearn tasks`).")]
 KindOpt = Annotated[Optional[str], typer.Option(

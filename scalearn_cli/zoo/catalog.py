@@ -177,6 +177,14 @@ def status(catalog: Catalog, registry) -> list[dict[str, Any]]:
     return rows
 
 
+def built(catalog: Catalog, registry=None) -> list[dict[str, Any]]:
+    """:func:`status` rows of the catalog's built sources, in catalog order: shipped (its own registry or a
+    prebuilt one) or built into ``registry`` (the user's; None: the shipped ones only)."""
+    if registry is None:
+        registry = catalog.shipped or LocalRegistry(catalog.path.parent / "registry")  # absent: prebuilt ones only
+    return [row for row in status(catalog, registry) if row["state"] in ("built", "shipped")]
+
+
 def _entries(registry) -> dict[str, Any]:
     return {e.repo_id: e for e in registry.list()} if registry.exists() else {}
 
