@@ -93,8 +93,10 @@ def _omega(say: Say, omega: dict[str, Any], workdir: Path, n: int) -> None:
     """The top sources by ω share with their family, the families' mean shares, and whether ω was learned."""
     say(f"ω of {omega['variant']}: share of Σ|ω| (uniform {100 / n:.1f}%), top {min(TOP, n)} of {n}\n"
         f"  (scalearn inspect {_short(omega['composition'], workdir)}):")
-    for s in omega["sources"][:TOP]:
-        say(f"  {s['task']:<20} {s['family']:<14} {100 * s['share']:5.1f}%   mean ω {s['mean_omega']:.3f}")
+    top = omega["sources"][:TOP]
+    width = max([20, *(len(s["task"]) for s in top)])  # columns line up under the longest task name
+    for s in top:
+        say(f"  {s['task']:<{width}} {s['family']:<14} {100 * s['share']:5.1f}%   mean ω {s['mean_omega']:.3f}")
     _wrapped(say, "by family, mean share per source: " + ", ".join(
         f"{f['family']} {100 * f['mean_share']:.1f}% ({f['sources']})" for f in omega["families"]))
     learned = omega.get("learned")
