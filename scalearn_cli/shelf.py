@@ -85,7 +85,7 @@ def shelf_candidates(spec: str, resolver: Resolver, unreadable: list[dict[str, s
     """Every source ``spec`` (a registry, the zoo, or a folder of adapter folders, see the module docstring)
     offers, by id; a folder's sub-folders that are no adapter are appended to ``unreadable`` (id and why), when
     given. ``model`` (the target's base model) chooses the zoo's catalog for ``zoo``."""
-    if spec == "zoo" or spec.startswith(ZOO_SCHEME):
+    if _is_zoo(spec):
         return _zoo_candidates(spec[len(ZOO_SCHEME):] or model, resolver)
     path = Path(spec).expanduser()
     if spec in ("local", "hub") or spec.startswith(("local:", "http://", "https://")) or _is_registry(path):
@@ -133,6 +133,10 @@ def _registry_candidates(spec: str, resolver: Resolver) -> list[Candidate]:
     return found
 
 
+def _is_zoo(spec: str) -> bool:
+    return spec == "zoo" or spec.startswith(ZOO_SCHEME)
+
+
 def _zoo_candidates(catalog_name: str | None, resolver: Resolver) -> list[Candidate]:
     local = (resolver.registry or "local").startswith("local")
     catalog = load_catalog(catalog_name)
@@ -178,8 +182,7 @@ def open_shelves(specs: tuple[str, ...], filters: ShelfFilter, resolver: Resolve
     for spec in specs:
         offered = shelf_candidates(spec, resolver, unreadable, base_model)
         if not offered:
-            hint = ("build some with `scalearn zoo build`" if spec == "zoo" or spec.startswith(ZOO_SCHEME)
-                    else "push some there")
+            hint = "build some with `scalearn zoo build`" if _is_zoo(spec) else "push some there"
             raise UsageError(f"--shelf {spec} holds no adapter sources; {hint} or pass another shelf")
         candidates += offered
     kept = filter_candidates(candidates, filters)
