@@ -133,12 +133,15 @@ class Resolver:
         folder = Path(registry.pull(repo_id, commit))
         return _resolved(ref, read_source(folder), repo_id, registry_location(registry), commit)
 
+    def zoo_registry(self):  # -> Registry | None
+        """The user's registry a zoo source may be built into: only a local one (a zoo build never pushes)."""
+        return get_registry(self.registry) if (self.registry or "local").startswith("local") else None
+
     def _zoo(self, ref: str) -> Resolved:
         from dataclasses import replace
 
         name = ref[len(ZOO_SCHEME):]
-        local = (self.registry or "local").startswith("local")
-        registry, repo_id, commit = zoo_source(name, registry=get_registry(self.registry) if local else None)
+        registry, repo_id, commit = zoo_source(name, registry=self.zoo_registry())
         found = self._pull(ref, f"{repo_id}@{commit}", registry)
         catalog = load_catalog(name.split("/", 1)[0] if "/" in name else None)
         shipped = catalog.registry_for(repo_id)

@@ -138,9 +138,8 @@ def _is_zoo(spec: str) -> bool:
 
 
 def _zoo_candidates(catalog_name: str | None, resolver: Resolver) -> list[Candidate]:
-    local = (resolver.registry or "local").startswith("local")
     catalog = load_catalog(catalog_name)
-    rows = built(catalog, get_registry(resolver.registry) if local else None)
+    rows = built(catalog, resolver.zoo_registry())
     return [Candidate(row["name"], f"{ZOO_SCHEME}{catalog.prefix}/{row['name']}", resolver, row["task"],
                       row["adapter"], catalog.base_model) for row in rows]
 
