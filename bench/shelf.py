@@ -29,7 +29,7 @@ METHODS = ("single", "average", "adaptersoup", *VARIANTS, "adapterfusion", "adap
            "merge-linear", "merge-ties", "arrow")
 #: options one worker chooses for itself: not part of the run its config.json describes
 PROCESS_OPTIONS = {"out", "work", "threads", "shard", "stages", "job_seeds", "job_targets", "job_methods",
-                   "job_shelves", "job_k", "deadline", "fit_deadline", "from_config", "zoo_registry", "data_root"}
+                   "job_shelves", "job_k", "job_select", "deadline", "fit_deadline", "from_config", "zoo_registry", "data_root"}
 
 logger = logging.getLogger("bench.shelf")
 
@@ -81,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     add("--job-methods", default=None, help="e.g. single,average,scalearn++")
     add("--job-shelves", default=None, help="narrow, broad (the own adapter's rows have no shelf)")
     add("--job-k", default=None, help="few-shot k values (0: the full-size rows)")
+    add("--job-select", default=None, help="selections, e.g. none,learned-8 (none: the rows over a whole shelf)")
     add("--deadline", default=None, help="UTC HH:MM after which no new run starts")
     add("--fit-deadline", action="store_true", help="with --deadline: skip runs whose like runs took longer than the "
         "time left")

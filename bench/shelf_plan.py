@@ -154,7 +154,7 @@ def plan_method(job: Job) -> str:
 def selected(args: argparse.Namespace, job: ShelfJob) -> bool:
     """Whether this process runs a planned job (--stages and the --job-* filters; nothing a job composes changes)."""
     picks = {"job_seeds": str(job.seed), "job_targets": job.target, "job_methods": plan_method(job),
-             "job_shelves": job.shelf or "", "job_k": str(job.k or 0)}
+             "job_shelves": job.shelf or "", "job_k": str(job.k or 0), "job_select": job.select or "none"}
     return job.stage in csv(args.stages) and all(
         not getattr(args, name, None) or value in csv(getattr(args, name)) for name, value in picks.items())
 

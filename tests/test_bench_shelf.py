@@ -17,7 +17,7 @@ from bench.__main__ import harness
 from bench.quality_plan import Job, row_key
 from bench.report_shelf import render
 from bench.shelf import parse_args
-from bench.shelf_plan import NARROW, Member, ShelfJob, catalog_shelf, composed, plan
+from bench.shelf_plan import NARROW, Member, ShelfJob, catalog_shelf, composed, plan, selected
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,6 +72,18 @@ def test_no_selection_is_planned_that_would_keep_the_whole_shelf():
     args = parse_args(["--targets", "rte", "--seeds", "0", "--few-shot-targets", "", "--methods", "average"])
     small = {"narrow": found(7)["narrow"], "broad": members(["rte", "mrpc", "mnli", "anli", "snli", "cola"])}
     assert sorted(j.select for j in plan(args, small) if j.select) == ["learned-4", "random-4", "similarity-4"]
+
+
+def test_a_worker_picks_the_whole_shelf_rows_or_named_selections_without_changing_the_plan():
+    args = parse_args(["--targets", "rte", "--seeds", "0", "--few-shot-targets", "", "--methods",
+                       "scalearn++,adapterfusion", "--select-variant", "scalearn++", "--job-shelves", "broad",
+                       "--job-select", "none,learned-8"])
+    picked = [(j.method, j.variant, j.select) for j in plan(args, found(10)) if selected(args, j)]
+    assert sorted(picked, key=str) == sorted([("scalearn", "scalearn++", None), ("scalearn", "scalearn++", "learned-8"),
+                                              ("adapterfusion", None, "learned-8")], key=str)
+    everything = parse_args(["--targets", "rte", "--seeds", "0", "--few-shot-targets", "", "--methods",
+                             "scalearn++,adapterfusion", "--select-variant", "scalearn++"])
+    assert list(plan(args, found(10))) == list(plan(everything, found(10)))  # a filter never changes the run
 
 
 def test_the_broad_shelf_is_every_built_lora_recipe_of_the_catalog_and_the_narrow_one_among_them():
