@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from bench.quality_plan import VARIANTS, csv, run_jobs
@@ -29,7 +30,8 @@ METHODS = ("single", "average", "adaptersoup", *VARIANTS, "adapterfusion", "adap
            "merge-linear", "merge-ties", "arrow")
 #: options one worker chooses for itself: not part of the run its config.json describes
 PROCESS_OPTIONS = {"out", "work", "threads", "shard", "stages", "job_seeds", "job_targets", "job_methods",
-                   "job_shelves", "job_k", "job_select", "deadline", "fit_deadline", "from_config", "zoo_registry", "data_root"}
+                   "job_shelves", "job_k", "job_select", "deadline", "fit_deadline", "from_config", "zoo_registry",
+                   "data_root"}
 
 logger = logging.getLogger("bench.shelf")
 
@@ -113,6 +115,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = [v for v in csv(getattr(args, name) or "") if v not in allowed]
         if unknown:
             p.error(f"--{name.replace('_', '-')}: {', '.join(unknown)} unknown; use some of {','.join(allowed)}")
+    rule = re.compile(rf"none|({'|'.join(SELECT_RULES)})-[1-9][0-9]*")
+    unknown = [v for v in csv(args.job_select or "") if not rule.fullmatch(v)]
+    if unknown:  # a typo would leave the worker nothing to run
+        p.error(f"--job-select: {', '.join(unknown)} unknown; use none or RULE-K with RULE one of "
+                f"{','.join(SELECT_RULES)} (e.g. none,learned-8)")
     args.work = args.work or REPO / ".bench-work" / args.out.name
     return args
 

@@ -79,11 +79,20 @@ def test_a_worker_picks_the_whole_shelf_rows_or_named_selections_without_changin
                        "scalearn++,adapterfusion", "--select-variant", "scalearn++", "--job-shelves", "broad",
                        "--job-select", "none,learned-8"])
     picked = [(j.method, j.variant, j.select) for j in plan(args, found(10)) if selected(args, j)]
-    assert sorted(picked, key=str) == sorted([("scalearn", "scalearn++", None), ("scalearn", "scalearn++", "learned-8"),
+    assert sorted(picked, key=str) == sorted([("scalearn", "scalearn++", None),
+                                              ("scalearn", "scalearn++", "learned-8"),
                                               ("adapterfusion", None, "learned-8")], key=str)
     everything = parse_args(["--targets", "rte", "--seeds", "0", "--few-shot-targets", "", "--methods",
                              "scalearn++,adapterfusion", "--select-variant", "scalearn++"])
     assert list(plan(args, found(10))) == list(plan(everything, found(10)))  # a filter never changes the run
+
+
+def test_a_job_select_typo_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--job-select", "none,learnd-8"])
+    assert exit_.value.code != 0
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--job-select: learnd-8 unknown" in message and "learned" in message
 
 
 def test_the_broad_shelf_is_every_built_lora_recipe_of_the_catalog_and_the_narrow_one_among_them():
